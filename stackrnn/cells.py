@@ -1,0 +1,196 @@
+"""Recurrent cells: one time step each, written as their equations.
+
+Dimension key: B batch, T time, D input features, H hidden units, G = gates * H.
+
+Every cell owns the four parameters torch.nn gives its cells, with the same names, shapes and gate order:
+
+    weight_ih (G, D)   weight_hh (G, H)   bias_ih (G,)   bias_hh (G,)
+
+so a weight copies one to one to and from torch.nn.RNN / GRU / LSTM (and their *Cell variants).
+
+A step is split in two, because the input part does not depend on the previous state:
+
+    gi = project_input(x)        # x (T, B, D) -> gi (T, B, G): one matrix product for all steps
+    state = recur(gi[t], state)  # the recurrence: only h @ W_hh and the pointwise gate math
+
+`forward(x_t, state)` runs one step on (B, D) input, like torch.nn.LSTMCell.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+# The state of a cell: h (B, H) for RNN and GRU, the pair (h, c) for LSTM.
+State = Tensor | tuple[Tensor, Tensor]
+
+
+class RecurrentCell(nn.Module):
+    """Shared parameters and initialisation; subclasses write only their equations.
+
+    Attributes:
+        weight_ih: (gates * H, D) input-to-hidden weights, gate blocks stacked in the documented order.
+        weight_hh: (gates * H, H) hidden-to-hidden weights.
+        bias_ih, bias_hh: (gates * H,) biases, or None when bias=False.
+    """
+
+    num_gates: int = 1
+    #: name of the fused kernel in torch._VF ("lstm", "gru", "rnn_tanh", "rnn_relu")
+    kernel: str = ""
+    #: the class torch.nn uses for a whole layer of this cell
+    torch_class: type[nn.RNNBase] = nn.RNN
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        gates = self.num_gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(gates, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(gates))
+            self.bias_hh = nn.Parameter(torch.empty(gates))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # torch.nn's initialisation: U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias.
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def flat_weights(self) -> list[Tensor]:
+        """The parameters in the order torch's fused kernels take them."""
+        if self.bias:
+            return [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
+        return [self.weight_ih, self.weight_hh]
+
+    # -- the step ---------------------------------------------------------------------------------------------
+    def project_input(self, x: Tensor) -> Tensor:
+        """x (..., D) -> gi (..., G) = x W_ih^T + b_ih, for any number of leading (time, batch) dims."""
+        return nn.functional.linear(x, self.weight_ih, self.bias_ih)
+
+    def project_hidden(self, h: Tensor) -> Tensor:
+        """h (B, H) -> gh (B, G) = h W_hh^T + b_hh."""
+        return nn.functional.linear(h, self.weight_hh, self.bias_hh)
+
+    def recur(self, gi: Tensor, state: State) -> State:
+        """One step from the projected input gi (B, G) and the previous state. Subclasses write the math."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: State | None = None) -> State:
+        """One step: x (B, D), state or None (zeros) -> the new state."""
+        if state is None:
+            state = self.zero_state(x.shape[0], dtype=x.dtype, device=x.device)
+        return self.recur(self.project_input(x), state)
+
+    # -- the state --------------------------------------------------------------------------------------------
+    def zero_state(self, batch: int, *, dtype: torch.dtype, device: torch.device) -> State:
+        return torch.zeros(batch, self.hidden_size, dtype=dtype, device=device)
+
+    @staticmethod
+    def output(state: State) -> Tensor:
+        """The part of the state the cell emits as its output: h (B, H)."""
+        return state
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+
+
+class RNNCell(RecurrentCell):
+    """Elman RNN step.
+
+        h' = act(W_ih x + b_ih + W_hh h + b_hh),   act = tanh or relu
+    """
+
+    num_gates = 1
+    torch_class = nn.RNN
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh") -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self.kernel = f"rnn_{nonlinearity}"
+        super().__init__(input_size, hidden_size, bias)
+
+    def recur(self, gi: Tensor, h: Tensor) -> Tensor:
+        pre = gi + self.project_hidden(h)  # (B, H)
+        return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
+
+
+class GRUCell(RecurrentCell):
+    """Gated recurrent unit step (Cho et al. 2014, as torch.nn.GRU computes it). Gate order: r, z, n.
+
+        r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)          reset gate
+        z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)          update gate
+        n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))       candidate; r scales the hidden part *with* its bias
+        h' = (1 - z) * n + z * h
+    """
+
+    num_gates = 3
+    kernel = "gru"
+    torch_class = nn.GRU
+
+    def recur(self, gi: Tensor, h: Tensor) -> Tensor:
+        i_r, i_z, i_n = gi.chunk(3, dim=-1)  # (B, H) each
+        h_r, h_z, h_n = self.project_hidden(h).chunk(3, dim=-1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return (1 - z) * n + z * h
+
+
+class LSTMCell(RecurrentCell):
+    """Long short-term memory step (Hochreiter & Schmidhuber 1997, with forget gate). Gate order: i, f, g, o.
+
+        i  = sigmoid(W_ii x + b_ii + W_hi h + b_hi)    input gate
+        f  = sigmoid(W_if x + b_if + W_hf h + b_hf)    forget gate
+        g  = tanh(W_ig x + b_ig + W_hg h + b_hg)       candidate cell
+        o  = sigmoid(W_io x + b_io + W_ho h + b_ho)    output gate
+        c' = f * c + i * g
+        h' = o * tanh(c')
+
+    The state is the pair (h, c), each (B, H); the output is h.
+    """
+
+    num_gates = 4
+    kernel = "lstm"
+    torch_class = nn.LSTM
+
+    def recur(self, gi: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        h, c = state
+        i, f, g, o = (gi + self.project_hidden(h)).chunk(4, dim=-1)  # (B, H) each
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+    def zero_state(self, batch: int, *, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        h = torch.zeros(batch, self.hidden_size, dtype=dtype, device=device)
+        return h, torch.zeros_like(h)
+
+    @staticmethod
+    def output(state: tuple[Tensor, Tensor]) -> Tensor:
+        return state[0]
+
+
+#: cell names accepted by StackedRNN(cell=...), mapped to (cell class, extra constructor arguments)
+CELLS: dict[str, tuple[type[RecurrentCell], dict]] = {
+    "rnn_tanh": (RNNCell, {"nonlinearity": "tanh"}),
+    "rnn_relu": (RNNCell, {"nonlinearity": "relu"}),
+    "gru": (GRUCell, {}),
+    "lstm": (LSTMCell, {}),
+}
+
+
+def make_cell(name: str, input_size: int, hidden_size: int, bias: bool = True) -> RecurrentCell:
+    """Build the cell registered under `name` (one of CELLS)."""
+    cls, kwargs = CELLS[name]
+    return cls(input_size, hidden_size, bias=bias, **kwargs)

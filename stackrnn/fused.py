@@ -1,0 +1,78 @@
+"""The fast path: a run of alike layers through torch's fused RNN kernel (oneDNN on CPU, cuDNN on GPU).
+
+Dimension key: T time, B batch, D input features, H hidden units per direction, K directions, N layers in the run.
+
+torch.nn.LSTM and friends are thin wrappers around `torch._VF.lstm / gru / rnn_tanh / rnn_relu`, which take the
+weights as a flat list in the order (weight_ih, weight_hh, bias_ih, bias_hh) per layer and direction. The
+layers of a stack own their parameters under those names, so we hand the same tensors to the same kernel:
+no copy, no second set of weights, and results identical to torch.nn by construction.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .layers import LayerState, RecurrentLayer
+
+_KERNELS = {
+    "lstm": torch._VF.lstm,
+    "gru": torch._VF.gru,
+    "rnn_tanh": torch._VF.rnn_tanh,
+    "rnn_relu": torch._VF.rnn_relu,
+}
+
+
+def can_fuse(a: RecurrentLayer, b: RecurrentLayer) -> bool:
+    """Whether layer b can join a's run: one kernel call needs one cell type, size, direction and bias setting."""
+    return a.spec == b.spec
+
+
+def run_fused(
+    layers: list[RecurrentLayer],
+    x: Tensor,
+    states: list[LayerState],
+    lengths: Tensor | None,
+    dropout: float,
+    training: bool,
+) -> tuple[Tensor, list[LayerState]]:
+    """Run N alike layers in one kernel call.
+
+    Args:
+        x: (T, B, D) input of the first layer.
+        states: N layer states, h (K, B, H) or (h, c).
+        lengths: (B,) int64 on the CPU for right-padded sequences, or None.
+        dropout: dropout between the layers of the run (the kernel applies it; never after the last).
+    Returns:
+        output (T, B, K * H) of the last layer, zeros at padded steps; the N final layer states.
+    """
+    spec = layers[0].spec
+    kernel = _KERNELS[spec.cell]
+    lstm = spec.cell == "lstm"
+    weights = [w for layer in layers for w in layer.flat_weights()]
+    # the kernel wants every layer's state stacked along dim 0: (N * K, B, H)
+    if lstm:
+        hx = (torch.cat([s[0] for s in states]), torch.cat([s[1] for s in states]))
+    else:
+        hx = torch.cat(states)
+    n = len(layers)
+
+    if lengths is None:
+        result = kernel(x, hx, weights, spec.bias, n, dropout, training, spec.bidirectional, False)
+        output, h = result[0], result[1:]
+    else:
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        # the kernel sees the batch sorted by decreasing length; permute the states the same way
+        order = packed.sorted_indices
+        hx = tuple(t.index_select(1, order) for t in hx) if lstm else hx.index_select(1, order)
+        result = kernel(packed.data, packed.batch_sizes, hx, weights, spec.bias, n, dropout, training, spec.bidirectional)
+        out_packed = PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        output, _ = pad_packed_sequence(out_packed, total_length=x.shape[0])
+        h = tuple(t.index_select(1, packed.unsorted_indices) for t in result[1:])
+
+    k = spec.num_directions
+    if lstm:
+        hs, cs = h[0].split(k), h[1].split(k)
+        return output, list(zip(hs, cs))
+    return output, list(h[0].split(k))

@@ -1,0 +1,155 @@
+"""Layer specifications and the recurrent layer: one cell per direction, run over time by the reference loop.
+
+Dimension key: T time, B batch, D input features, H hidden units per direction, K directions (1 or 2).
+
+A layer specification (`LSTM(256)`, `GRU(128, bidirectional=True)`, `RNN(64, nonlinearity="relu")`) says what a
+layer is; `RecurrentLayer` is the module built from it once the input size is known. The step loop in
+`RecurrentLayer.forward` is the readable reference every faster path is tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .cells import CELLS, RecurrentCell, State, make_cell
+
+# A layer's state: h (K, B, H), or for an LSTM the pair (h, c) of that shape. The torch.nn layout, per layer.
+LayerState = Tensor | tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What one layer of a stack is: cell type, hidden size per direction, direction, biases.
+
+    Attributes:
+        cell: one of "rnn_tanh", "rnn_relu", "gru", "lstm".
+        hidden_size: H, units per direction; the layer's output has K * H features.
+        bidirectional: run a second cell from the last valid step to the first and concatenate.
+        bias: whether the cell has bias_ih and bias_hh.
+    """
+
+    cell: str
+    hidden_size: int
+    bidirectional: bool = False
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {self.cell!r}")
+        if isinstance(self.hidden_size, bool) or not isinstance(self.hidden_size, int) or self.hidden_size < 1:
+            raise ValueError(f"hidden_size: expected an integer >= 1, got {self.hidden_size!r}")
+        if not isinstance(self.bidirectional, bool):
+            raise ValueError(f"bidirectional: expected True or False, got {self.bidirectional!r}")
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        return self.num_directions * self.hidden_size
+
+
+def LSTM(hidden_size: int, bidirectional: bool = False, bias: bool = True) -> LayerSpec:
+    """An LSTM layer of `hidden_size` units per direction."""
+    return LayerSpec("lstm", hidden_size, bidirectional, bias)
+
+
+def GRU(hidden_size: int, bidirectional: bool = False, bias: bool = True) -> LayerSpec:
+    """A GRU layer of `hidden_size` units per direction."""
+    return LayerSpec("gru", hidden_size, bidirectional, bias)
+
+
+def RNN(hidden_size: int, nonlinearity: str = "tanh", bidirectional: bool = False, bias: bool = True) -> LayerSpec:
+    """An Elman RNN layer of `hidden_size` units per direction; nonlinearity "tanh" or "relu"."""
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+    return LayerSpec(f"rnn_{nonlinearity}", hidden_size, bidirectional, bias)
+
+
+class RecurrentLayer(nn.Module):
+    """One layer of a stack: a cell per direction, and the reference loop over time.
+
+    Inputs: x, state, mask
+        x: (T, B, D)
+        state: the layer's initial state, h (K, B, H) or (h, c); None for zeros
+        mask: (T, B, 1) bool, True at valid steps of right-padded sequences; None when all steps are valid
+
+    Outputs: output, state
+        output: (T, B, K * H), the forward and reverse outputs concatenated; zeros at padded steps
+        state: the final state, same layout as the input state; for the forward direction the state at each
+            sequence's last valid step, for the reverse direction the state after step 0
+
+    Attributes:
+        cell: the forward-direction cell. cell_reverse: the reverse-direction cell, when bidirectional.
+    """
+
+    def __init__(self, spec: LayerSpec, input_size: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.input_size = input_size
+        self.cell = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias)
+        if spec.bidirectional:
+            self.cell_reverse = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias)
+
+    @property
+    def cells(self) -> list[RecurrentCell]:
+        return [self.cell, self.cell_reverse] if self.spec.bidirectional else [self.cell]
+
+    @property
+    def is_lstm(self) -> bool:
+        return self.spec.cell == "lstm"
+
+    def flat_weights(self) -> list[Tensor]:
+        """All parameters in the order torch's fused kernel takes them: forward cell, then reverse cell."""
+        return [w for cell in self.cells for w in cell.flat_weights()]
+
+    def zero_state(self, batch: int, *, dtype: torch.dtype, device: torch.device) -> LayerState:
+        h = torch.zeros(self.spec.num_directions, batch, self.spec.hidden_size, dtype=dtype, device=device)
+        return (h, torch.zeros_like(h)) if self.is_lstm else h
+
+    def forward(self, x: Tensor, state: LayerState | None = None, mask: Tensor | None = None) -> tuple[Tensor, LayerState]:
+        if state is None:
+            state = self.zero_state(x.shape[1], dtype=x.dtype, device=x.device)
+        outputs, finals = [], []
+        for k, cell in enumerate(self.cells):
+            # (h, c)[k] or h[k]: this direction's (B, H) slice of the layer state
+            s0 = (state[0][k], state[1][k]) if self.is_lstm else state[k]
+            out, s = run_direction(cell, x, s0, mask, reverse=k == 1)
+            outputs.append(out)
+            finals.append(s)
+        output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, K*H)
+        if self.is_lstm:
+            return output, (torch.stack([s[0] for s in finals]), torch.stack([s[1] for s in finals]))
+        return output, torch.stack(finals)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return f"{s.cell}, {self.input_size} -> {s.hidden_size}" + (", bidirectional" if s.bidirectional else "")
+
+
+def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool) -> tuple[Tensor, State]:
+    """Run `cell` over x (T, B, D) from `state`, forward in time or in reverse. Returns (output (T, B, H), final state).
+
+    With a mask, a padded step leaves the state unchanged and outputs zeros. Padding is on the right, so the
+    reverse direction keeps its initial state through the padding and starts at each sequence's last valid step.
+    """
+    gi = cell.project_input(x)  # (T, B, G): the input half of every step in one matrix product
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+    outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]
+    for t in steps:
+        new = cell.recur(gi[t], state)
+        if mask is not None:
+            valid = mask[t]  # (B, 1)
+            if isinstance(new, tuple):
+                new = tuple(torch.where(valid, n, s) for n, s in zip(new, state))
+            else:
+                new = torch.where(valid, new, state)
+            outputs[t] = torch.where(valid, cell.output(new), 0.0)
+        else:
+            outputs[t] = cell.output(new)
+        state = new
+    return torch.stack(outputs), state
