@@ -1,0 +1,5 @@
+"""Task heads over a StackedRNN. Each model's forward returns its outputs and, given targets, the loss."""
+
+from .lm import LanguageModel, ModelConfig
+
+__all__ = ["LanguageModel", "ModelConfig"]

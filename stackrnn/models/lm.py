@@ -1,0 +1,151 @@
+"""LanguageModel: tokens -> embedding (or one-hot) -> StackedRNN -> dropout -> linear decoder -> next-token logits.
+
+Dimension key: T time, B batch, V vocabulary, E embedding size, H top layer's output size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from ..cells import CELLS
+from ..config import option
+from ..errors import InputError
+from ..layers import LayerSpec, LayerState
+from ..stack import StackedRNN
+
+
+@dataclass
+class ModelConfig:
+    """[model]: the language model's architecture."""
+
+    cell: str = option("lstm", "cell of every layer", choices=tuple(CELLS))
+    hidden_size: int = option(256, "hidden units of every layer")
+    num_layers: int = option(2, "number of stacked layers")
+    layers: list | None = option(None, "explicit layers, bottom first, e.g. [{cell = 'lstm', hidden_size = 256}, "
+                                 "{cell = 'gru', hidden_size = 128}]; replaces cell, hidden_size and num_layers", cli=False)
+    embedding_size: int = option(0, "embedding size; 0 feeds one-hot vectors (d2l's character models)")
+    dropout: float = option(0.0, "dropout between the recurrent layers")
+    output_dropout: float = option(0.0, "dropout on the top layer's output, before the decoder")
+    tie_weights: bool = option(False, "share the embedding matrix with the decoder (needs embedding_size >= 1)")
+    init_range: float | None = option(None, "draw every weight from U(-r, r) (Zaremba et al. use 0.1); default: torch's init")
+
+    def layer_specs(self) -> list[LayerSpec]:
+        """The stack's layers; a language model reads left to right, so no layer may be bidirectional."""
+        if self.layers is None:
+            raw = [{"cell": self.cell, "hidden_size": self.hidden_size}] * self.num_layers
+        else:
+            raw = self.layers
+        specs = []
+        for i, layer in enumerate(raw):
+            if not isinstance(layer, dict) or set(layer) - {"cell", "hidden_size", "bias"} or "hidden_size" not in layer:
+                raise InputError(f"model.layers[{i}]: expected a table with cell, hidden_size (and optionally bias), got {layer!r}")
+            try:
+                specs.append(LayerSpec(layer.get("cell", "lstm"), layer["hidden_size"], False, layer.get("bias", True)))
+            except ValueError as e:
+                raise InputError(f"model.layers[{i}].{e}") from None
+        return specs
+
+    def validate(self) -> None:
+        for name in ("hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise InputError(f"model.{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if self.embedding_size < 0:
+            raise InputError(f"model.embedding_size: expected 0 (one-hot) or an integer >= 1, got {self.embedding_size}")
+        for name in ("dropout", "output_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise InputError(f"model.{name}: expected a number in [0, 1), got {getattr(self, name)}")
+        if self.tie_weights and self.embedding_size == 0:
+            raise InputError("model.tie_weights: needs an embedding to tie to; set model.embedding_size >= 1")
+        if self.init_range is not None and self.init_range <= 0:
+            raise InputError(f"model.init_range: expected a number > 0, got {self.init_range}")
+        self.layer_specs()
+
+
+class LanguageModel(nn.Module):
+    """A recurrent language model over a stack of recurrent layers.
+
+    Args:
+        vocab_size: V.
+        layers: the stack's layer specifications, bottom first.
+        embedding_size: E; 0 feeds one-hot vectors of size V instead (d2l's character models).
+        dropout: dropout between the stack's layers.
+        output_dropout: dropout on the top layer's output, before the decoder (Zaremba et al.).
+        tie_weights: share the embedding matrix with the decoder (Press & Wolf; Inan et al.). When the top
+            layer's size differs from E, a linear projection H -> E comes before the decoder.
+        init_range: when set, every weight is drawn from U(-r, r) (Zaremba et al.: 0.1); else torch's defaults.
+
+    Inputs: inputs, targets=None, state=None, lengths=None
+        inputs: (T, B) token ids.
+        targets: (T, B) next-token ids, or None.
+        state: the stack's state from the previous window (carried for truncated BPTT), or None for zeros.
+        lengths: (B,) valid steps of right-padded inputs, or None.
+
+    Outputs: logits, loss, state
+        logits: (T, B, V).
+        loss: mean cross-entropy per target token (a scalar), or None without targets.
+        state: the stack's final state.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        layers: list[LayerSpec],
+        embedding_size: int = 0,
+        dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        tie_weights: bool = False,
+        init_range: float | None = None,
+    ) -> None:
+        super().__init__()
+        if tie_weights and embedding_size == 0:
+            raise ValueError("tie_weights: expected an embedding (embedding_size >= 1) to tie to, got embedding_size=0 (one-hot input)")
+        if not 0.0 <= output_dropout < 1.0:
+            raise ValueError(f"output_dropout: expected a number in [0, 1), got {output_dropout!r}")
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.embedding = nn.Embedding(vocab_size, embedding_size) if embedding_size else None
+        self.rnn = StackedRNN(embedding_size or vocab_size, layers=layers, dropout=dropout)
+        self.output_dropout = nn.Dropout(output_dropout)
+        top = self.rnn.output_size
+        # weight tying needs the decoder's input to have the embedding's size
+        self.projection = nn.Linear(top, embedding_size) if tie_weights and top != embedding_size else None
+        self.decoder = nn.Linear(embedding_size if tie_weights else top, vocab_size)
+        if init_range is not None:
+            for p in self.parameters():
+                nn.init.uniform_(p, -init_range, init_range)
+        if tie_weights:
+            self.decoder.weight = self.embedding.weight
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, vocab_size: int) -> LanguageModel:
+        return cls(vocab_size, cfg.layer_specs(), cfg.embedding_size, cfg.dropout, cfg.output_dropout,
+                   cfg.tie_weights, cfg.init_range)
+
+    def embed(self, inputs: Tensor) -> Tensor:
+        """(T, B) ids -> (T, B, E) embeddings, or (T, B, V) one-hot vectors."""
+        if self.embedding is not None:
+            return self.embedding(inputs)
+        return nn.functional.one_hot(inputs, self.vocab_size).to(self.decoder.weight.dtype)
+
+    def decode(self, hidden: Tensor) -> Tensor:
+        """(..., H) top-layer outputs -> (..., V) logits."""
+        hidden = self.output_dropout(hidden)
+        if self.projection is not None:
+            hidden = self.projection(hidden)
+        return self.decoder(hidden)
+
+    def forward(
+        self,
+        inputs: Tensor,
+        targets: Tensor | None = None,
+        state: list[LayerState] | None = None,
+        lengths: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None, list[LayerState]]:
+        hidden, state = self.rnn(self.embed(inputs), state, lengths)  # (T, B, H)
+        logits = self.decode(hidden)  # (T, B, V)
+        loss = None
+        if targets is not None:
+            loss = nn.functional.cross_entropy(logits.reshape(-1, self.vocab_size), targets.reshape(-1))
+        return logits, loss, state

@@ -1,0 +1,107 @@
+"""[train]: the optimisation settings, and the optimizer and learning-rate schedule built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import option
+from .errors import InputError
+
+
+@dataclass
+class TrainConfig:
+    """[train]: how long, how fast, and how carefully to train."""
+
+    epochs: int = option(10, "passes over the training data")
+    max_minutes: float | None = option(None, "stop cleanly, with a checkpoint, after this many minutes")
+    optimizer: str = option("adam", "sgd, adam or adamw", choices=("sgd", "adam", "adamw"))
+    lr: float = option(0.002, "learning rate")
+    momentum: float = option(0.0, "SGD momentum")
+    weight_decay: float = option(0.0, "L2 penalty (decoupled for adamw)")
+    clip: float = option(1.0, "clip the gradient norm to this value; 0 turns clipping off")
+    loss: str = option("mean", "mean: mean cross-entropy per token; sum_steps: summed over the window's steps and "
+                       "averaged over the batch (Zaremba et al., whose lr 1 assumes it)", choices=("mean", "sum_steps"))
+    lr_schedule: str = option("plateau", "none; plateau: multiply lr by lr_decay when validation loss stops improving; "
+                              "step: multiply lr by lr_decay after every epoch from lr_decay_start on",
+                              choices=("none", "plateau", "step"))
+    lr_decay: float = option(0.5, "factor applied to the learning rate by the schedule")
+    lr_decay_start: int = option(1, "step schedule: the first epoch (counting from 1) after which lr decays")
+    patience: int = option(0, "plateau schedule: evaluations without improvement before lr decays")
+    eval_every: int = option(0, "evaluate and checkpoint every N steps; 0: at the end of each epoch")
+    log_every: int = option(50, "append training loss to metrics.jsonl every N steps")
+    seed: int = option(0, "seed of every random number generator")
+    device: str = option("auto", "auto, cpu, cuda or mps")
+    sample_prefix: str = option("", "after training, print text generated from this prefix ('' for none)")
+    sample_length: int = option(200, "tokens to generate after training")
+    progress: bool = option(True, "show a progress bar")
+
+    def validate(self) -> None:
+        for name in ("epochs", "log_every", "sample_length"):
+            if getattr(self, name) < 1:
+                raise InputError(f"train.{name}: expected an integer >= 1, got {getattr(self, name)}")
+        for name in ("lr_decay_start", "patience", "eval_every"):
+            if getattr(self, name) < 0:
+                raise InputError(f"train.{name}: expected an integer >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise InputError(f"train.lr: expected a number > 0, got {self.lr}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise InputError(f"train.max_minutes: expected a number > 0, got {self.max_minutes}")
+        if not 0 < self.lr_decay <= 1:
+            raise InputError(f"train.lr_decay: expected a number in (0, 1], got {self.lr_decay}")
+        if self.clip < 0 or self.momentum < 0 or self.weight_decay < 0:
+            raise InputError("train.clip, train.momentum and train.weight_decay: expected numbers >= 0")
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class Schedule:
+    """The learning-rate schedule, stepped once per evaluation with its validation loss.
+
+    Kept as plain numbers (not a torch scheduler holding lambdas) so its state is JSON.
+    """
+
+    def __init__(self, cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> None:
+        self.cfg, self.optimizer = cfg, optimizer
+        self.best = float("inf")
+        self.bad_evals = 0
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _scale(self, factor: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+
+    def after_eval(self, valid_loss: float | None) -> None:
+        if self.cfg.lr_schedule != "plateau" or valid_loss is None:
+            return
+        if valid_loss < self.best:
+            self.best, self.bad_evals = valid_loss, 0
+            return
+        self.bad_evals += 1
+        if self.bad_evals > self.cfg.patience:
+            self._scale(self.cfg.lr_decay)
+            self.bad_evals = 0
+
+    def after_epoch(self, epoch: int) -> None:
+        """`epoch` counts from 1: the epoch just finished."""
+        if self.cfg.lr_schedule == "step" and epoch >= self.cfg.lr_decay_start:
+            self._scale(self.cfg.lr_decay)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_evals": self.bad_evals, "lr": [g["lr"] for g in self.optimizer.param_groups]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_evals = float(state["best"]), int(state["bad_evals"])
+        for group, lr in zip(self.optimizer.param_groups, state["lr"]):
+            group["lr"] = lr
