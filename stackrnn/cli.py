@@ -28,7 +28,7 @@ from .optim import TrainConfig
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 #: what `train --resume` may change: how much longer to train, and how it looks
-RESUMABLE = {"train.epochs", "train.max_minutes", "train.progress", "train.sample_prefix", "train.sample_length", "train.device"}
+RESUMABLE = {"train.epochs", "train.max_minutes", "train.max_steps", "train.progress", "train.sample_prefix", "train.sample_length", "train.device"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -111,7 +111,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = build_config(args.config, overrides)
         name = cfg.data.dataset or (Path(cfg.data.data).stem if cfg.data.data else "embedded")
         out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        print(f"training into {out}", file=sys.stderr)
     result = train(cfg, out, resume=bool(args.resume))
     parts = [f"{result.stopped} after {result.step} steps, {result.epoch} epochs, {result.seconds:.0f}s"]
     if result.train_loss is not None:

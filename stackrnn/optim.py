@@ -17,6 +17,7 @@ class TrainConfig:
 
     epochs: int = option(10, "passes over the training data")
     max_minutes: float | None = option(None, "stop cleanly, with a checkpoint, after this many minutes")
+    max_steps: int | None = option(None, "stop cleanly, with a checkpoint, after this many optimizer steps in all")
     optimizer: str = option("adam", "sgd, adam or adamw", choices=("sgd", "adam", "adamw"))
     lr: float = option(0.002, "learning rate")
     momentum: float = option(0.0, "SGD momentum")
@@ -47,6 +48,8 @@ class TrainConfig:
                 raise InputError(f"train.{name}: expected an integer >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise InputError(f"train.lr: expected a number > 0, got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InputError(f"train.max_steps: expected an integer >= 1, got {self.max_steps}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise InputError(f"train.max_minutes: expected a number > 0, got {self.max_minutes}")
         if not 0 < self.lr_decay <= 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ class TrainResult:
     train_loss: float | None
     valid_loss: float | None
     best_valid_loss: float | None
-    stopped: str  # "finished", "time budget" or "interrupted"
+    stopped: str  # "finished", "time budget", "step budget" or "interrupted"
     seconds: float
     sample: str | None = None
     history: list[dict] = field(default_factory=list)
@@ -86,6 +87,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     else:
         run.save_config(cfg)
         run.save_tokenizer(data.tokenizer)
+    tqdm.write(f"{'resuming' if resume else 'training into'} {run.path}: {len(data.tokenizer)} tokens in the vocabulary, "
+               f"{data.train.numel():,} training tokens, device {device}", file=sys.stderr)
 
     model = LanguageModel.from_config(cfg.model, len(data.tokenizer)).to(device)
     optimizer = make_optimizer(tc, model)
@@ -162,6 +165,9 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     checkpoint()
                 if time.monotonic() - started > budget:
                     stopped = "time budget"
+                    break
+                if tc.max_steps is not None and pos["step"] >= tc.max_steps:
+                    stopped = "step budget"
                     break
             else:  # the epoch ran to its end
                 pos["epoch"] += 1

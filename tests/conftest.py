@@ -1,0 +1,30 @@
+"""Shared fixtures: small real text, and a tiny trained run made once per test session."""
+
+from pathlib import Path
+
+import pytest
+
+from stackrnn.cli import main
+from stackrnn.data.corpora import embedded_text
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory) -> Path:
+    """About 30,000 characters of real English prose (the Python reference text that ships with Python)."""
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(embedded_text()[:30_000], encoding="utf-8")
+    return path
+
+
+TINY = ["--hidden-size", "32", "--num-layers", "2", "--embedding-size", "16", "--batch-size", "8", "--num-steps", "16", "--lr", "0.03",
+        "--no-progress", "--log-every", "10", "--seed", "3"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, text_file) -> Path:
+    """A tiny 2-layer LSTM character model trained for one epoch (a few seconds)."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--data", str(text_file), "--out", str(out), "--epochs", "1", "--test-fraction", "0.1", *TINY]) == 0
+    return out

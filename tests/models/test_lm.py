@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from stackrnn import GRU, LSTM
+from stackrnn.errors import InputError
+from stackrnn.models.lm import LanguageModel, ModelConfig
+
+
+def test_shapes_and_loss():
+    model = LanguageModel(30, [LSTM(16), GRU(8)], embedding_size=12)
+    x = torch.randint(30, (7, 4))
+    logits, loss, state = model(x, x)
+    assert logits.shape == (7, 4, 30)
+    assert loss.shape == () and loss > 0
+    assert len(state) == 2
+
+
+def test_one_hot_input_equals_identity_embedding():
+    torch.manual_seed(0)
+    one_hot = LanguageModel(10, [LSTM(8)], embedding_size=0)
+    embedded = LanguageModel(10, [LSTM(8)], embedding_size=10)
+    state = {k: v for k, v in one_hot.state_dict().items()}
+    state["embedding.weight"] = torch.eye(10)
+    embedded.load_state_dict(state)
+    x = torch.randint(10, (5, 3))
+    torch.testing.assert_close(one_hot(x)[0], embedded(x)[0])
+
+
+def test_tied_weights_share_one_matrix_and_project_when_sizes_differ():
+    same = LanguageModel(50, [LSTM(16)], embedding_size=16, tie_weights=True)
+    assert same.decoder.weight is same.embedding.weight and same.projection is None
+    diff = LanguageModel(50, [LSTM(24)], embedding_size=16, tie_weights=True)
+    assert diff.decoder.weight is diff.embedding.weight
+    assert diff.projection.weight.shape == (16, 24)
+    logits, _, _ = diff(torch.randint(50, (3, 2)))
+    assert logits.shape == (3, 2, 50)
+
+
+def test_init_range():
+    model = LanguageModel(20, [LSTM(8), LSTM(8)], embedding_size=8, init_range=0.1)
+    assert all(p.abs().max() <= 0.1 for p in model.parameters())
+
+
+def test_config_builds_explicit_layers():
+    cfg = ModelConfig(layers=[{"cell": "lstm", "hidden_size": 16}, {"cell": "gru", "hidden_size": 8}], embedding_size=4)
+    cfg.validate()
+    model = LanguageModel.from_config(cfg, 11)
+    assert [s.cell for s in model.rnn.specs] == ["lstm", "gru"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(hidden_size=0), "model.hidden_size"),
+    (dict(num_layers=0), "model.num_layers"),
+    (dict(dropout=1.5), "model.dropout"),
+    (dict(tie_weights=True), "model.tie_weights"),
+    (dict(layers=[{"cell": "lstm"}]), r"model.layers\[0\]"),
+    (dict(layers=[{"cell": "lsm", "hidden_size": 3}]), r"model.layers\[0\].cell"),
+    (dict(layers=[{"hidden_size": 3, "bidirectional": True}]), r"model.layers\[0\]"),
+])
+def test_bad_model_config(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        ModelConfig(**kwargs).validate()

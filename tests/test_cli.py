@@ -1,0 +1,132 @@
+"""The command line: help text for every option, and bad input as one line on stderr with exit status 2,
+no traceback, and nothing in an existing run directory changed."""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stackrnn.cli import main, make_parser
+
+from .conftest import TINY
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _fails(capsys, argv, match):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "eval", "summary"])
+def test_every_option_has_help(command):
+    parser = make_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        if action.dest != "help":
+            assert action.help and len(action.help) > 10, action.dest
+    text = sub.format_help()
+    assert "--hidden-size" in text or command in ("generate", "eval")
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error" in err[0]
+
+
+def test_empty_and_whitespace_corpora(tmp_path, capsys):
+    for content in ("", "  \n\t \n"):
+        f = tmp_path / "empty.txt"
+        f.write_text(content)
+        _fails(capsys, ["train", "--data", str(f), "--out", str(tmp_path / "run"), *TINY], "empty")
+        assert not (tmp_path / "run").exists()  # nothing created for bad data
+
+
+def test_unknown_dataset(tmp_path, capsys):
+    line = _fails(capsys, ["train", "--dataset", "wikitext-9", "--out", str(tmp_path / "r")], "wikitext-9")
+    assert "timemachine" in line  # lists the known ones
+
+
+def test_config_key_that_does_not_exist_and_wrong_type(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\nhidden_sise = 10\n")
+    _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], "unknown key 'hidden_sise'")
+    cfg.write_text("[model]\nhidden_size = 'big'\n")
+    _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], "model.hidden_size: expected an integer, got 'big'")
+    cfg.write_text("[trian]\nepochs = 1\n")
+    _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], "unknown section [trian]")
+    cfg.write_text("[model\n")
+    _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], "not valid TOML")
+    _fails(capsys, ["train", "--config", str(tmp_path / "nope.toml")], "does not exist")
+    _fails(capsys, ["train", "--hidden-size", "many"], "--hidden-size: expected an integer, got 'many'")
+
+
+@pytest.mark.parametrize("flag, value", [("--hidden-size", "0"), ("--num-layers", "0"), ("--batch-size", "0"),
+                                         ("--num-steps", "-1"), ("--epochs", "0"), ("--dropout", "1.0")])
+def test_sizes_below_one(tmp_path, text_file, capsys, flag, value):
+    _fails(capsys, ["train", "--data", str(text_file), "--out", str(tmp_path / "r"), flag, value], flag.lstrip("-").replace("-", "_"))
+
+
+def test_existing_run_directory_is_never_overwritten(trained_run, text_file, capsys):
+    before = _snapshot(trained_run)
+    _fails(capsys, ["train", "--data", str(text_file), "--out", str(trained_run), *TINY], "already exists")
+    _fails(capsys, ["train", "--resume", str(trained_run), "--hidden-size", "64"], "model.hidden_size")
+    _fails(capsys, ["generate", str(trained_run), "--prefix", "\u00e9\u00e9 \u4e2d"], "not in the model's vocabulary")
+    _fails(capsys, ["generate", str(trained_run), "--prefix", "The", "--length", "0"], "--length")
+    assert _snapshot(trained_run) == before
+
+
+def test_missing_and_incomplete_run_directories(tmp_path, trained_run, capsys):
+    _fails(capsys, ["generate", str(tmp_path / "nothing"), "--prefix", "a"], "does not exist")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.toml").write_bytes((trained_run / "config.toml").read_bytes())
+    _fails(capsys, ["eval", str(partial)], "lacks vocab.json, model.safetensors")
+    _fails(capsys, ["train", "--resume", str(partial)], "lacks")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_truncated_or_corrupted_weights(tmp_path, trained_run, capsys, damage):
+    run = tmp_path / "copy"
+    run.mkdir()
+    for p in trained_run.iterdir():
+        (run / p.name).write_bytes(p.read_bytes())
+    weights = run / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage" * 100)
+    _fails(capsys, ["generate", str(run), "--prefix", "The"], "corrupted or truncated")
+    _fails(capsys, ["eval", str(run)], "model.safetensors")
+
+
+def test_eval_without_test_split(trained_run, tmp_path, text_file, capsys):
+    out = tmp_path / "novalid"
+    assert main(["train", "--data", str(text_file), "--out", str(out), "--epochs", "1", "--max-minutes", "0.002", *TINY]) == 0
+    capsys.readouterr()
+    _fails(capsys, ["eval", str(out), "--split", "test"], "has no test split")
+
+
+def test_summary_command(capsys, text_file):
+    assert main(["summary", "--data", str(text_file), "--num-layers", "3", "--hidden-size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("LSTM") == 3 and "Total params" in out
+
+
+def test_console_script_entry_point(tmp_path):
+    bad = tmp_path / "x.toml"
+    bad.write_text("[data]\nbatch_size = 0\n")
+    result = subprocess.run([sys.executable, "-m", "stackrnn.cli", "train", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "stackrnn train: error: data.batch_size: expected an integer >= 1, got 0"
