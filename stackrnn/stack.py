@@ -128,11 +128,10 @@ class StackedRNN(nn.Module):
         steps, batch = x.shape[0], x.shape[1]
         lengths = self._check_lengths(lengths, steps, batch)
         states = self._check_state(state, batch, x)
-        mask = None
-        if lengths is not None:
-            mask = (torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(-1).to(x.device)  # (T, B, 1)
-
         fused = self._fusable(x)
+        mask = None
+        if lengths is not None and not fused:  # the fused kernel takes lengths by packing instead
+            mask = (torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(-1).to(x.device)  # (T, B, 1)
         finals: list[LayerState] = []
         layer_outputs: list[Tensor] = []
         for first, last in self._plan(fused, return_all_layers):

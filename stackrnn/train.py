@@ -110,12 +110,16 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     last_train_loss, valid_loss, stopped = None, None, "finished"
 
     def checkpoint() -> None:
-        pos["seconds"] = time.monotonic() - started
+        nonlocal window_start
+        t0 = time.monotonic()
+        pos["seconds"] = t0 - started
         pos["best_valid_loss"] = best
         _save_checkpoint(run, model, optimizer, schedule, pos, state)
+        window_start += time.monotonic() - t0  # tokens/s measures training, not checkpoint writing
 
     def evaluate_and_keep_best(epoch: int) -> float | None:
-        nonlocal best, valid_loss
+        nonlocal best, valid_loss, window_start
+        t0 = time.monotonic()
         valid_loss = evaluate_lm(model, eval_batches(cfg.data, data.valid), device) if data.valid.numel() > 1 else None
         schedule.after_eval(valid_loss)
         if valid_loss is None or best is None or valid_loss < best:
@@ -123,6 +127,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             run.save_model(model, BEST)
         run.append_metrics({"step": pos["step"], "epoch": epoch, "split": "valid", "loss": valid_loss,
                             "perplexity": _ppl(valid_loss), "lr": schedule.lr, "time": round(time.monotonic() - started, 2)})
+        window_start += time.monotonic() - t0  # nor evaluation
         return valid_loss
 
     try:
@@ -137,8 +142,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     state = None  # random windows are unrelated: nothing to carry
                 logits, loss, state = model(x, y, detach(state))
                 # Zaremba et al.'s loss is summed over the window's steps (and averaged over the batch)
-                scale = x.shape[0] if tc.loss == "sum_steps" else 1.0
-                (loss * scale).backward()
+                (loss * x.shape[0] if tc.loss == "sum_steps" else loss).backward()
                 if tc.clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
                 optimizer.step()
@@ -146,11 +150,12 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
 
                 pos["step"] += 1
                 pos["batch"] += 1
-                window_loss += loss.item() * x.numel()
+                loss_value = loss.item()
+                window_loss += loss_value * x.numel()
                 window_tokens += x.numel()
                 elapsed = time.monotonic() - window_start
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", ppl=f"{math.exp(min(loss.item(), 50)):.2f}",
+                bar.set_postfix(loss=f"{loss_value:.3f}", ppl=f"{math.exp(min(loss_value, 50)):.2f}",
                                 tok_s=f"{window_tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
                 if pos["step"] % tc.log_every == 0:
                     last_train_loss = window_loss / window_tokens
