@@ -178,6 +178,13 @@ def _ppl(loss: float) -> float:
     return math.exp(min(loss, 50))
 
 
+def add_run_arguments(p: argparse.ArgumentParser, json_help: str) -> None:
+    """The arguments of every command that reads a trained run."""
+    p.add_argument("run", metavar="RUN", help="a run directory written by stackrnn train")
+    p.add_argument("--weights", choices=("best", "last"), default="best", help="best-by-validation or last checkpoint (default: best)")
+    p.add_argument("--json", action="store_true", help=json_help)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="stackrnn", description="Deep (stacked) recurrent networks: train, generate, evaluate, inspect.")
     parser.add_argument("--version", action="version", version=f"stackrnn {__version__}")
@@ -193,7 +200,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate text from a trained run",
                        description="Continue one or more prefixes with text sampled from a trained language model.")
-    p.add_argument("run", metavar="RUN", help="a run directory written by stackrnn train")
+    add_run_arguments(p, json_help="print a JSON list of {prefix, text}")
     p.add_argument("--prefix", action="append", required=True, help="text to continue; repeat for several (run as one batch)")
     p.add_argument("--length", type=int, default=200, help="tokens to generate per prefix (default: 200)")
     p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this; lower is more conservative, 0 is greedy (default: 1.0)")
@@ -201,16 +208,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set of tokens whose probability reaches P (default: 1.0)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (same as --temperature 0)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling; the same seed gives the same text")
-    p.add_argument("--weights", choices=("best", "last"), default="best", help="best-by-validation or last checkpoint (default: best)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {prefix, text}")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="evaluate a trained run on its validation or test split",
                        description="Score a trained language model: loss, perplexity and (character models) bits per character.")
-    p.add_argument("run", metavar="RUN", help="a run directory written by stackrnn train")
+    add_run_arguments(p, json_help="print one JSON object with loss, perplexity and more")
     p.add_argument("--split", choices=("valid", "test"), default="valid", help="which held-out split (default: valid)")
-    p.add_argument("--weights", choices=("best", "last"), default="best", help="best-by-validation or last checkpoint (default: best)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with loss, perplexity and more")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("summary", help="print a table of a config's model: layers, output shapes, parameters",

@@ -145,7 +145,15 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                 (loss * x.shape[0] if tc.loss == "sum_steps" else loss).backward()
                 if tc.clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+                if cfg.data.variable_bptt:
+                    # AWD-LSTM: a window's step size follows its length, so short windows do not count as much
+                    saved = [g["lr"] for g in optimizer.param_groups]
+                    for g in optimizer.param_groups:
+                        g["lr"] *= x.shape[0] / cfg.data.num_steps
                 optimizer.step()
+                if cfg.data.variable_bptt:
+                    for g, lr in zip(optimizer.param_groups, saved):
+                        g["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)  # free the gradients now; the next forward does not need them
 
                 pos["step"] += 1

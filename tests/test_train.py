@@ -102,3 +102,12 @@ def test_sum_steps_loss_scales_the_gradient(tmp_path, text_file):
         weights.append(RunDir(out).load_tensors("last.safetensors"))
     for k in weights[0]:
         torch.testing.assert_close(weights[0][k], weights[1][k], atol=1e-5, rtol=1e-4)
+
+
+def test_variable_bptt_and_random_sampling_train(tmp_path, text_file):
+    for extra in (["--variable-bptt"], ["--sampling", "random"]):
+        out = tmp_path / extra[-1].strip("-")
+        assert main(["train", *TINY, "--data", str(text_file), "--out", str(out), "--max-steps", "30", *extra]) == 0
+        records = RunDir(out).read_metrics()
+        assert records[-1]["split"] == "valid" and math.isfinite(records[-1]["loss"])
+        assert records[-1]["lr"] == 0.03  # the per-window scaling of variable BPTT does not stick
