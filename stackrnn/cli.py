@@ -51,7 +51,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                 group.add_argument(flag, dest=f"{section}.{f.name}", action=argparse.BooleanOptionalAction,
                                    default=argparse.SUPPRESS, help=help_text)
             else:
-                group.add_argument(flag, dest=f"{section}.{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(),
+                choices = f.metadata.get("choices")
+                metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
+                group.add_argument(flag, dest=f"{section}.{f.name}", default=argparse.SUPPRESS, metavar=metavar,
                                    help=help_text)
 
 
@@ -65,7 +67,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict]:
         cls = SECTIONS[section]
         if isinstance(value, str):
             value = parse_flag_value(cls, name, value)
-        tables[section][name] = check_value(cls, name, value, f"--{name.replace('_', '-')}")
+        tables[section][name] = check_value(cls, name, value, section, label=f"--{name.replace('_', '-')}")
     return tables
 
 

@@ -49,17 +49,19 @@ def _allowed(tp) -> tuple[tuple[type, ...], bool]:
     return kinds, optional
 
 
-def check_value(cls, name: str, value: Any, where: str) -> Any:
-    """Check `value` for field `name` of `cls`; return it converted (an int where a float is wanted)."""
+def check_value(cls, name: str, value: Any, where: str, label: str | None = None) -> Any:
+    """Check `value` for field `name` of `cls`; return it converted (an int where a float is wanted).
+    Errors name the field as `label` (default: where.name)."""
     known = {f.name: (f, tp) for f, tp in fields(cls)}
     if name not in known:
         raise InputError(f"{where}: unknown key {name!r}; known keys: {', '.join(sorted(known))}")
+    label = label or f"{where}.{name}"
     f, tp = known[name]
     kinds, optional = _allowed(tp)
     if value is None:
         if optional:
             return None
-        raise InputError(f"{where}.{name}: expected {_type_name(kinds)}, got nothing")
+        raise InputError(f"{label}: expected {_type_name(kinds)}, got nothing")
     ok = any(
         (k is float and isinstance(value, (int, float)) and not isinstance(value, bool))
         or (k is int and isinstance(value, int) and not isinstance(value, bool))
@@ -67,10 +69,10 @@ def check_value(cls, name: str, value: Any, where: str) -> Any:
         for k in kinds
     )
     if not ok:
-        raise InputError(f"{where}.{name}: expected {_type_name(kinds)}, got {value!r} ({type(value).__name__})")
+        raise InputError(f"{label}: expected {_type_name(kinds)}, got {value!r} ({type(value).__name__})")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
-        raise InputError(f"{where}.{name}: expected one of {', '.join(choices)}, got {value!r}")
+        raise InputError(f"{label}: expected one of {', '.join(choices)}, got {value!r}")
     return float(value) if kinds == (float,) else value
 
 

@@ -130,3 +130,10 @@ def test_console_script_entry_point(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == "stackrnn train: error: data.batch_size: expected an integer >= 1, got 0"
+
+
+def test_choices_name_the_flag_or_the_key(tmp_path, capsys):
+    _fails(capsys, ["train", "--cell", "lsm"], "--cell: expected one of rnn_tanh, rnn_relu, gru, lstm, got 'lsm'")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\noptimizer = 'rmsprop'\n")
+    _fails(capsys, ["train", "--config", str(cfg)], "train.optimizer: expected one of sgd, adam, adamw, got 'rmsprop'")
