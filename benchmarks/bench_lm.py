@@ -41,8 +41,8 @@ from stackrnn.data.tokenizers import Tokenizer  # noqa: E402
 from stackrnn.generate import generate  # noqa: E402
 from stackrnn.models.lm import LanguageModel, ModelConfig  # noqa: E402
 from stackrnn.optim import TrainConfig  # noqa: E402
-from stackrnn.run import RunConfig, RunDir  # noqa: E402
-from stackrnn.train import train  # noqa: E402
+from stackrnn.run import RunDir  # noqa: E402
+from stackrnn.train import RunConfig, train  # noqa: E402
 
 TIME_MACHINE = Path(__file__).resolve().parents[2] / "shared" / "data" / "timemachine" / "timemachine.txt"
 HIDDEN, LAYERS, BATCH, STEPS = 256, 2, 32, 35

@@ -72,7 +72,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def build_config(config_file: str | None, overrides: dict[str, dict]):
-    from .run import RunConfig
+    from .train import RunConfig
 
     tables = read_toml(config_file) if config_file else {}
     for section, values in overrides.items():
@@ -92,13 +92,13 @@ def build_config(config_file: str | None, overrides: dict[str, dict]):
 # -- subcommands --------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .run import RunDir
-    from .train import train
+    from .train import RunConfig, train
 
     overrides = overrides_from(args)
     if args.resume:
         if args.config or args.out:
             raise InputError("--resume RUN continues a run with its own config: leave out --config and --out")
-        cfg = RunDir.open(args.resume, need=("config.toml",)).load_config()
+        cfg = RunConfig.of_run(RunDir.open(args.resume, need=("config.toml",)))
         changed = {f"{s}.{k}" for s, values in overrides.items() for k in values}
         refused = sorted(changed - RESUMABLE)
         if refused:
@@ -128,7 +128,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import check_sampling, generate
-    from .run import BEST, load_run
+    from .run import BEST
+    from .train import load_run
 
     temperature = 0.0 if args.greedy else args.temperature
     check_sampling(args.length, temperature, args.top_k, args.top_p)  # before the (slower) load
@@ -145,7 +146,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data.pipeline import eval_batches, prepare
     from .evaluate import evaluate_lm, lm_metrics
-    from .run import BEST, load_run
+    from .run import BEST
+    from .train import load_run
 
     cfg, tokenizer, model = load_run(args.run, BEST if args.weights == "best" else "last.safetensors")
     data = prepare(cfg.data, tokenizer=tokenizer)
@@ -167,6 +169,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from .models.lm import LanguageModel
     from .summary import summary
 
+    if args.vocab_size is not None and args.vocab_size < 1:
+        raise InputError(f"--vocab-size: expected an integer >= 1, got {args.vocab_size}")
     cfg = build_config(args.config, overrides_from(args))
     vocab = args.vocab_size or len(prepare(cfg.data).tokenizer)
     model = LanguageModel.from_config(cfg.model, vocab)
@@ -234,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except InputError as e:
         print(f"stackrnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only folder, a permission: the user's environment, not a bug
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"stackrnn {args.command}: error: {e.strerror or e}{where}: check the path, its permissions and free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"stackrnn {args.command}: interrupted", file=sys.stderr)

@@ -11,6 +11,7 @@ A run's config has three sections, each a dataclass: [model] (models.lm.ModelCon
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -70,6 +71,8 @@ def check_value(cls, name: str, value: Any, where: str, label: str | None = None
     )
     if not ok:
         raise InputError(f"{label}: expected {_type_name(kinds)}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{label}: expected a finite number, got {value!r}")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise InputError(f"{label}: expected one of {', '.join(choices)}, got {value!r}")

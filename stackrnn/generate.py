@@ -11,6 +11,8 @@ directly (the same `recur` the reference loop uses), with the first layer's inpu
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -78,12 +80,15 @@ def sample(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: floa
     # torch.multinomial, at a fraction of its per-call cost, which dominates decoding at batch 1.
     cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
     u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
+    # right: a draw of exactly 0 must not land on a leading token of probability 0
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
 
 
 def check_sampling(length: int, temperature: float, top_k: int, top_p: float) -> None:
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise InputError(f"--length: expected an integer >= 1, got {length!r}")
+    if not all(math.isfinite(v) for v in (temperature, top_p)):
+        raise InputError(f"--temperature and --top-p: expected finite numbers, got {temperature} and {top_p}")
     if temperature < 0:
         raise InputError(f"--temperature: expected a number >= 0 (0 is greedy), got {temperature}")
     if top_k < 0:
@@ -119,21 +124,26 @@ def generate(model: LanguageModel, tokenizer: Tokenizer, prefixes: list[str], le
     """Continue each prefix by `length` tokens; returns prefix + continuation for each. All prefixes run as one
     batch. The same seed gives the same text. temperature 0 is greedy decoding."""
     check_sampling(length, temperature, top_k, top_p)
+    prompts, lengths = encode_prompts(tokenizer, prefixes)
+    device = model.decoder.weight.device
+    generator = torch.Generator(device=device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()  # fresh entropy for this generator only; torch's global RNG is left alone
     was_training = model.training
     model.eval()
-    device = model.decoder.weight.device
-    prompts, lengths = encode_prompts(tokenizer, prefixes)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    decoder = IncrementalDecoder(model)
-    logits, state = decoder.prime(prompts.to(device), lengths)
-    new: list[Tensor] = []
-    for t in range(length):
-        tokens = sample(logits, temperature, top_k, top_p, generator)  # (B,)
-        new.append(tokens)
-        if t + 1 < length:
-            logits, state = decoder.step(tokens, state)
-    model.train(was_training)
+    try:
+        decoder = IncrementalDecoder(model)
+        logits, state = decoder.prime(prompts.to(device), lengths)
+        new: list[Tensor] = []
+        for t in range(length):
+            tokens = sample(logits, temperature, top_k, top_p, generator)  # (B,)
+            new.append(tokens)
+            if t + 1 < length:
+                logits, state = decoder.step(tokens, state)
+    finally:
+        model.train(was_training)
     out = torch.stack(new).cpu()  # (length, B)
     joiner = "" if tokenizer.level == "char" else " "
     return [prefix + joiner + tokenizer.decode(out[:, b].tolist()) for b, prefix in enumerate(prefixes)]

@@ -37,12 +37,14 @@ class LayerSpec:
     bias: bool = True
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
+        if not isinstance(self.cell, str) or self.cell not in CELLS:
             raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {self.cell!r}")
         if isinstance(self.hidden_size, bool) or not isinstance(self.hidden_size, int) or self.hidden_size < 1:
             raise ValueError(f"hidden_size: expected an integer >= 1, got {self.hidden_size!r}")
         if not isinstance(self.bidirectional, bool):
             raise ValueError(f"bidirectional: expected True or False, got {self.bidirectional!r}")
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"bias: expected True or False, got {self.bias!r}")
 
     @property
     def num_directions(self) -> int:

@@ -16,7 +16,7 @@ class TrainConfig:
     """[train]: how long, how fast, and how carefully to train."""
 
     epochs: int = option(10, "passes over the training data")
-    max_minutes: float | None = option(None, "stop cleanly, with a checkpoint, after this many minutes")
+    max_minutes: float | None = option(None, "stop cleanly, with a checkpoint, after this many minutes of this invocation")
     max_steps: int | None = option(None, "stop cleanly, with a checkpoint, after this many optimizer steps in all")
     optimizer: str = option("adam", "sgd, adam or adamw", choices=("sgd", "adam", "adamw"))
     lr: float = option(0.002, "learning rate")
@@ -46,6 +46,8 @@ class TrainConfig:
         for name in ("lr_decay_start", "patience", "eval_every"):
             if getattr(self, name) < 0:
                 raise InputError(f"train.{name}: expected an integer >= 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**63:
+            raise InputError(f"train.seed: expected an integer in [0, 2**63), got {self.seed}")
         if self.lr <= 0:
             raise InputError(f"train.lr: expected a number > 0, got {self.lr}")
         if self.max_steps is not None and self.max_steps < 1:

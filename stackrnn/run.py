@@ -18,74 +18,20 @@ rest is JSON and TOML, so loading a run never executes code from it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
-from .config import dumps_toml, from_dict, read_toml, to_dict
-from .data.pipeline import DataConfig
+from .config import read_toml
+from .files import atomic_write, atomic_write_text
 from .data.tokenizers import Tokenizer
 from .errors import InputError
-from .models.lm import LanguageModel, ModelConfig
-from .optim import TrainConfig
 
 CONFIG, VOCAB, BEST, LAST = "config.toml", "vocab.json", "model.safetensors", "last.safetensors"
 OPTIMIZER, TRAINER_TENSORS, TRAINER, METRICS = "optimizer.safetensors", "trainer.safetensors", "trainer.json", "metrics.jsonl"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary path beside `path`, make it durable, then rename it onto `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        write(tmp)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; a run directory is ordinary user data
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-@dataclass
-class RunConfig:
-    """A run's whole config: the three sections, each owned by its module."""
-
-    model: ModelConfig
-    data: DataConfig
-    train: TrainConfig
-
-    def to_toml(self) -> str:
-        return dumps_toml({"model": to_dict(self.model), "data": to_dict(self.data), "train": to_dict(self.train)})
-
-    @classmethod
-    def from_tables(cls, tables: dict, where: str) -> RunConfig:
-        unknown = set(tables) - {"model", "data", "train"}
-        if unknown:
-            raise InputError(f"{where}: unknown section [{sorted(unknown)[0]}]; known sections: [model], [data], [train]")
-        return cls(from_dict(ModelConfig, tables.get("model", {}), f"{where}: model"),
-                   from_dict(DataConfig, tables.get("data", {}), f"{where}: data"),
-                   from_dict(TrainConfig, tables.get("train", {}), f"{where}: train"))
 
 
 class RunDir:
@@ -121,11 +67,11 @@ class RunDir:
         return cls(path)
 
     # -- config, vocabulary, metrics --------------------------------------------------------------------------
-    def save_config(self, cfg: RunConfig) -> None:
-        atomic_write_text(self / CONFIG, cfg.to_toml())
+    def save_config_text(self, toml: str) -> None:
+        atomic_write_text(self / CONFIG, toml)
 
-    def load_config(self) -> RunConfig:
-        return RunConfig.from_tables(read_toml(self / CONFIG), str(self / CONFIG))
+    def load_config_tables(self) -> dict:
+        return read_toml(self / CONFIG)
 
     def save_tokenizer(self, tokenizer: Tokenizer) -> None:
         tokenizer.save(self / VOCAB)
@@ -152,9 +98,10 @@ class RunDir:
         return records
 
     # -- tensors ----------------------------------------------------------------------------------------------
-    def save_model(self, model: nn.Module, name: str) -> None:
+    def save_model(self, model: nn.Module, name: str, step: int | None = None) -> None:
         # save_model (not save_file) because tied weights share storage; it writes each shared tensor once
-        atomic_write(self / name, lambda tmp: save_model(model, str(tmp)))
+        metadata = None if step is None else {"step": str(step)}
+        atomic_write(self / name, lambda tmp: save_model(model, str(tmp), metadata=metadata))
 
     def load_model(self, model: nn.Module, name: str) -> None:
         tensors = self.load_tensors(name)
@@ -174,9 +121,19 @@ class RunDir:
             raise InputError(f"weights file {self / name} does not fit the model in {self / CONFIG} ({detail}): the run directory is inconsistent")
         model.load_state_dict(tensors, strict=False)
 
-    def save_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+    def save_tensors(self, name: str, tensors: dict[str, torch.Tensor], step: int | None = None) -> None:
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        atomic_write(self / name, lambda tmp: save_file(tensors, str(tmp)))
+        metadata = None if step is None else {"step": str(step)}
+        atomic_write(self / name, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+    def tensors_step(self, name: str) -> int | None:
+        """The step a checkpoint file was written at (from its safetensors metadata), or None."""
+        try:
+            with safe_open(str(self / name), framework="pt") as f:
+                step = (f.metadata() or {}).get("step")
+        except Exception as e:
+            raise InputError(f"{self / name} is corrupted or truncated ({str(e).splitlines()[0][:120]}): restore it or retrain") from None
+        return None if step is None else int(step)
 
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
         path = self / name
@@ -201,13 +158,3 @@ class RunDir:
         if not isinstance(data, dict):
             raise InputError(f"{path} is corrupted (expected a JSON object): restore it or retrain")
         return data
-
-
-def load_run(path: str | Path, weights: str = BEST, device: str | torch.device = "cpu") -> tuple[RunConfig, Tokenizer, LanguageModel]:
-    """Load a run for generation, evaluation or inspection: its config, tokenizer and model (in eval mode)."""
-    run = RunDir.open(path, need=(CONFIG, VOCAB, weights))
-    cfg = run.load_config()
-    tokenizer = run.load_tokenizer()
-    model = LanguageModel.from_config(cfg.model, len(tokenizer))
-    run.load_model(model, weights)
-    return cfg, tokenizer, model.to(device).eval()

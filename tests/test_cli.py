@@ -137,3 +137,29 @@ def test_choices_name_the_flag_or_the_key(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\noptimizer = 'rmsprop'\n")
     _fails(capsys, ["train", "--config", str(cfg)], "train.optimizer: expected one of sgd, adam, adamw, got 'rmsprop'")
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--clip", "inf"), ("--max-minutes", "nan"), ("--init-range", "inf")])
+def test_non_finite_numbers(tmp_path, text_file, capsys, flag, value):
+    _fails(capsys, ["train", "--data", str(text_file), "--out", str(tmp_path / "r"), flag, value], "expected a finite number")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("layers, match", [("[]", "at least one layer"), ("[{hidden_size = 8, bias = 'yes'}]", "bias"),
+                                           ("[{cell = ['lstm'], hidden_size = 8}]", "cell")])
+def test_bad_layer_tables(tmp_path, text_file, capsys, layers, match):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\nlayers = {layers}\n")
+    _fails(capsys, ["train", "--config", str(cfg), "--data", str(text_file), "--out", str(tmp_path / "r")], match)
+    assert not (tmp_path / "r").exists()
+
+
+def test_nothing_is_created_when_the_data_cannot_fill_a_batch_or_spell_the_prefix(tmp_path, text_file, capsys):
+    _fails(capsys, ["train", "--data", str(text_file), "--out", str(tmp_path / "r"), "--batch-size", "100000"], "too few")
+    _fails(capsys, ["train", "--data", str(text_file), "--out", str(tmp_path / "r"), "--sample-prefix", "\u4e2d"], "vocabulary")
+    _fails(capsys, ["train", "--data", str(text_file), "--out", str(tmp_path / "r"), "--seed", "-1"], "train.seed")
+    assert not (tmp_path / "r").exists()
+
+
+def test_summary_vocab_size(capsys):
+    _fails(capsys, ["summary", "--vocab-size", "-1"], "--vocab-size: expected an integer >= 1, got -1")

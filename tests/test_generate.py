@@ -94,3 +94,17 @@ def test_sampler_draws_from_the_softmax_distribution():
     expected = torch.softmax(logits[0].double() / 0.7, dim=-1)
     # 20,000 draws: a standard error under 0.0035 per class; 0.015 is over four of them
     torch.testing.assert_close(freq, expected, atol=0.015, rtol=0)
+
+
+def test_generation_leaves_the_model_mode_and_global_rng_alone(lm):
+    model, tok = lm
+    model.train()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    generate(model, tok, ["the"], 5)  # no seed: fresh entropy, but not from torch's global generator
+    assert model.training
+    torch.testing.assert_close(torch.rand(3), expected)
+    with pytest.raises(InputError):
+        generate(model, tok, ["Q"], 5)
+    assert model.training

@@ -3,14 +3,16 @@
 import json
 import math
 
+import pytest
 import torch
 
-from stackrnn.cli import main
+from stackrnn.cli import build_config, main, make_parser, overrides_from
 from stackrnn.data.batching import unigram_perplexity
-from stackrnn.data.pipeline import prepare
+from stackrnn.data.pipeline import prepare, train_batches
+from stackrnn.errors import InputError
 from stackrnn.generate import generate
-from stackrnn.models.lm import LanguageModel
-from stackrnn.run import RunDir, load_run
+from stackrnn.run import RunDir
+from stackrnn.train import RunConfig, load_run, train
 
 from .conftest import TINY
 
@@ -27,21 +29,40 @@ def test_run_directory_describes_itself(trained_run):
     names = {p.name for p in trained_run.iterdir()}
     assert {"config.toml", "vocab.json", "model.safetensors", "last.safetensors", "optimizer.safetensors",
             "trainer.json", "trainer.safetensors", "metrics.jsonl"} <= names
-    cfg = RunDir(trained_run).load_config()
+    cfg = RunConfig.of_run(RunDir(trained_run))
     assert cfg.model.hidden_size == 32 and cfg.data.num_steps == 16 and cfg.train.epochs == 1
     trainer = json.loads((trained_run / "trainer.json").read_text())
     assert trainer["epoch"] == 1 and trainer["step"] > 0
 
 
-def test_generate_from_saved_run_equals_model_in_memory(trained_run, tmp_path, text_file):
-    # train a model in memory with the same seed and data: its weights equal the saved ones
-    _, tok, saved = load_run(trained_run)
-    cfg = RunDir(trained_run).load_config()
-    fresh = LanguageModel.from_config(cfg.model, len(tok))
-    RunDir(trained_run).load_model(fresh, "model.safetensors")
-    a = generate(saved, tok, ["The ", "def"], 60, temperature=0.9, seed=11)
-    b = generate(fresh.eval(), tok, ["The ", "def"], 60, temperature=0.9, seed=11)
+def _config(text_file, *flags) -> RunConfig:
+    """The RunConfig the command line would build from TINY and `flags`."""
+    args = make_parser().parse_args(["train", *TINY, "--data", str(text_file), *flags])
+    return build_config(None, overrides_from(args))
+
+
+def test_generate_from_saved_run_equals_model_in_memory(tmp_path, text_file):
+    result = train(_config(text_file, "--max-steps", "40"), tmp_path / "run", progress=False)
+    _, tok, saved = load_run(result.run, weights="last.safetensors")
+    in_memory = result.model.eval()
+    a = generate(in_memory, tok, ["The ", "def"], 60, temperature=0.9, seed=11)
+    b = generate(saved, tok, ["The ", "def"], 60, temperature=0.9, seed=11)
     assert a == b
+    assert a != generate(saved, tok, ["The ", "def"], 60, temperature=0.9, seed=12)
+
+
+def test_resume_is_exact(tmp_path, text_file):
+    """Stopped at step 25 (mid-epoch, dropout on) and resumed to 50 == run to 50 without a stop."""
+    flags = ("--dropout", "0.2", "--epochs", "3")
+    whole = train(_config(text_file, *flags, "--max-steps", "50"), tmp_path / "whole", progress=False)
+    train(_config(text_file, *flags, "--max-steps", "25"), tmp_path / "split", progress=False)
+    assert main(["train", "--resume", str(tmp_path / "split"), "--max-steps", "50", "--no-progress"]) == 0
+    a, b = RunDir(tmp_path / "whole").load_tensors("last.safetensors"), RunDir(tmp_path / "split").load_tensors("last.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)
+    assert json.loads((tmp_path / "split" / "trainer.json").read_text())["step"] == whole.step == 50
+    # the longer budget given at resume is kept in the run's config
+    assert RunConfig.of_run(RunDir(tmp_path / "split")).train.max_steps == 50
 
 
 def test_cli_generate_matches_library(trained_run, capsys):
@@ -68,7 +89,10 @@ def test_resume_continues_steps_and_metrics(tmp_path, text_file):
     lines_before = len(RunDir(out).read_metrics())
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
     second = json.loads((out / "trainer.json").read_text())
-    assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
+    cfg = RunConfig.of_run(RunDir(out))
+    data = prepare(cfg.data, tokenizer=RunDir(out).load_tokenizer())
+    assert second["epoch"] == 2
+    assert second["step"] == first["step"] + len(train_batches(cfg.data, data.train, 1, cfg.train.seed))
     records = RunDir(out).read_metrics()
     assert len(records) > lines_before
     steps = [r["step"] for r in records if r["split"] == "train"]
@@ -76,18 +100,34 @@ def test_resume_continues_steps_and_metrics(tmp_path, text_file):
     assert [r["epoch"] for r in records if r["split"] == "valid"] == [1, 2]
 
 
-def test_time_budget_stops_with_checkpoint_and_resume_finishes_the_epoch(tmp_path, text_file):
+def test_step_budget_stops_mid_epoch_with_checkpoint_and_resume_finishes_the_epoch(tmp_path, text_file):
     out = tmp_path / "run"
-    # a budget of ~0.3 s: stops part-way through the first epoch
-    assert main(["train", "--data", str(text_file), "--out", str(out), "--epochs", "1", "--max-minutes", "0.005", *TINY]) == 0
+    assert main(["train", "--data", str(text_file), "--out", str(out), "--epochs", "1", "--max-steps", "7", *TINY]) == 0
     stopped = json.loads((out / "trainer.json").read_text())
-    assert stopped["epoch"] == 0 and 0 < stopped["batch"]
+    assert (stopped["epoch"], stopped["batch"], stopped["step"]) == (0, 7, 7)
     assert (out / "model.safetensors").exists()
     hidden = RunDir(out).load_tensors("trainer.safetensors")
     assert "hidden.0.0" in hidden  # the carried state, so the epoch resumes mid-stream
-    assert main(["train", "--resume", str(out), "--no-progress", "--max-minutes", "10"]) == 0
+    assert main(["train", "--resume", str(out), "--no-progress", "--max-steps", "100000"]) == 0
     done = json.loads((out / "trainer.json").read_text())
-    assert done["epoch"] == 1 and done["batch"] == 0 and done["step"] > stopped["step"]
+    assert done["epoch"] == 1 and done["batch"] == 0 and done["step"] > 7
+
+
+def test_time_budget_stops_cleanly(tmp_path, text_file):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(text_file), "--out", str(out), "--epochs", "1", "--max-minutes", "0.0001", *TINY]) == 0
+    trainer = json.loads((out / "trainer.json").read_text())
+    assert trainer["epoch"] == 0 and (out / "model.safetensors").exists()
+
+
+def test_checkpoint_files_from_different_steps_are_refused(tmp_path, text_file):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(text_file), "--out", str(out), "--max-steps", "3", *TINY]) == 0
+    older = (out / "optimizer.safetensors").read_bytes()
+    assert main(["train", "--resume", str(out), "--max-steps", "6", "--no-progress"]) == 0
+    (out / "optimizer.safetensors").write_bytes(older)  # as if a crash stopped the checkpoint half-way
+    with pytest.raises(InputError, match="optimizer.safetensors is from step 3 but .*trainer.json from step 6"):
+        train(RunConfig.of_run(RunDir(out)), out, resume=True, progress=False)
 
 
 def test_sum_steps_loss_scales_the_gradient(tmp_path, text_file):

@@ -19,13 +19,12 @@ Unknown tokens encode to the id of "<unk>", which every vocabulary holds.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from stackrnn.errors import InputError
+from ..errors import InputError
+from ..files import atomic_write_text
 
 UNK = "<unk>"
 EOS = "<eos>"
@@ -170,18 +169,7 @@ class Tokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write the vocabulary as JSON, atomically: a reader sees the old file or the new one, never half."""
-        path = Path(path)
-        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())  # the bytes reach the disk before the rename makes them visible
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:

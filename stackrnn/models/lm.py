@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from ..cells import CELLS
@@ -37,6 +38,8 @@ class ModelConfig:
             raw = [{"cell": self.cell, "hidden_size": self.hidden_size}] * self.num_layers
         else:
             raw = self.layers
+        if not raw:
+            raise InputError("model.layers: expected at least one layer, got an empty list")
         specs = []
         for i, layer in enumerate(raw):
             if not isinstance(layer, dict) or set(layer) - {"cell", "hidden_size", "bias"} or "hidden_size" not in layer:
@@ -147,5 +150,8 @@ class LanguageModel(nn.Module):
         logits = self.decode(hidden)  # (T, B, V)
         loss = None
         if targets is not None:
+            if lengths is not None:  # padded steps score nothing
+                valid = torch.arange(targets.shape[0], device=targets.device)[:, None] < lengths.to(targets.device)[None, :]
+                targets = targets.masked_fill(~valid, -100)  # cross_entropy's ignore_index
             loss = nn.functional.cross_entropy(logits.reshape(-1, self.vocab_size), targets.reshape(-1))
         return logits, loss, state

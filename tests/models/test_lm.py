@@ -60,3 +60,14 @@ def test_config_builds_explicit_layers():
 def test_bad_model_config(kwargs, match):
     with pytest.raises(InputError, match=match):
         ModelConfig(**kwargs).validate()
+
+
+def test_loss_ignores_padded_steps():
+    torch.manual_seed(0)
+    model = LanguageModel(12, [LSTM(8)], embedding_size=4)
+    x, y = torch.randint(12, (6, 2)), torch.randint(12, (6, 2))
+    _, alone, _ = model(x[:3, :1], y[:3, :1])
+    garbage = y.clone()
+    garbage[3:, 0] = 11
+    _, padded, _ = model(x[:, :1], garbage[:, :1], lengths=torch.tensor([3]))
+    torch.testing.assert_close(padded, alone)

@@ -1,0 +1,101 @@
+"""The trainer's checkpoint: everything needed to continue a run exactly where it stopped.
+
+Weights go to last.safetensors, the optimizer's tensors to optimizer.safetensors, torch's RNG states and the
+carried hidden state to trainer.safetensors, and the rest (position, schedule, optimizer skeleton, Python and
+NumPy RNG states) to trainer.json. The three tensor files carry the step in their metadata and trainer.json is
+written last, so a crash between writes is detected on loading instead of mixing two steps.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import InputError
+from .layers import LayerState
+from .optim import Schedule
+from .run import LAST, OPTIMIZER, TRAINER, TRAINER_TENSORS, RunDir
+
+FILES = (LAST, OPTIMIZER, TRAINER, TRAINER_TENSORS)
+
+
+def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, pos: dict,
+                    state: list[LayerState] | None) -> None:
+    """Write the checkpoint of position `pos` ({step, epoch, batch, best_valid_loss, seconds})."""
+    opt_state = optimizer.state_dict()
+    tensors, skeleton = {}, {"param_groups": opt_state["param_groups"], "state": {}}
+    for pid, entry in opt_state["state"].items():
+        skeleton["state"][str(pid)] = {}
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"{pid}.{key}"] = value
+                skeleton["state"][str(pid)][key] = {"tensor": f"{pid}.{key}"}
+            else:
+                skeleton["state"][str(pid)][key] = value
+    trainer_tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            trainer_tensors[f"rng.cuda.{i}"] = s
+    for l, s in enumerate(state or []):
+        for k, t in enumerate(s if isinstance(s, tuple) else (s,)):
+            trainer_tensors[f"hidden.{l}.{k}"] = t
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    step = pos["step"]
+    run.save_model(model, LAST, step=step)
+    run.save_tensors(OPTIMIZER, tensors, step=step)
+    run.save_tensors(TRAINER_TENSORS, trainer_tensors, step=step)
+    run.save_json(TRAINER, {  # last: it names the step the others must belong to
+        **pos,
+        "optimizer": skeleton,
+        "schedule": schedule.state_dict(),
+        "rng": {"python": [py_state[0], list(py_state[1]), py_state[2]],
+                "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]},
+    })
+
+
+def load_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, pos: dict,
+                    device: torch.device) -> list[LayerState] | None:
+    """Restore model, optimizer, schedule, RNG states and `pos`; return the carried hidden state (or None)."""
+    trainer = run.load_json(TRAINER)
+    step = trainer.get("step")
+    for name in (LAST, OPTIMIZER, TRAINER_TENSORS):
+        if run.tensors_step(name) != step:
+            raise InputError(f"{run / name} is from step {run.tensors_step(name)} but {run / TRAINER} from step {step} "
+                             "(a crash while checkpointing?): the checkpoint cannot be resumed exactly")
+    try:
+        for key in pos:
+            pos[key] = trainer[key]
+        run.load_model(model, LAST)
+        opt_tensors = run.load_tensors(OPTIMIZER)
+        skeleton = trainer["optimizer"]
+        opt_state = {"param_groups": skeleton["param_groups"], "state": {}}
+        for pid, entry in skeleton["state"].items():
+            opt_state["state"][int(pid)] = {k: (opt_tensors[v["tensor"]].to(device) if isinstance(v, dict) else v)
+                                            for k, v in entry.items()}
+        optimizer.load_state_dict(opt_state)
+        schedule.load_state_dict(trainer["schedule"])
+        tensors = run.load_tensors(TRAINER_TENSORS)
+        torch.set_rng_state(tensors["rng.torch"])
+        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+        py = trainer["rng"]["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        npr = trainer["rng"]["numpy"]
+        np.random.set_state((npr[0], np.array(npr[1], dtype=np.uint32), npr[2], npr[3], npr[4]))
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise InputError(f"{run / TRAINER} does not match the rest of the run ({type(e).__name__}: {e}): the checkpoint is damaged") from None
+    layers = sorted({int(k.split(".")[1]) for k in tensors if k.startswith("hidden.")})
+    if not layers or pos["batch"] == 0:
+        return None
+    state = []
+    for l in layers:
+        parts = [tensors[f"hidden.{l}.{k}"].to(device) for k in range(2) if f"hidden.{l}.{k}" in tensors]
+        state.append(tuple(parts) if len(parts) == 2 else parts[0])
+    return state
