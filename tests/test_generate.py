@@ -108,3 +108,17 @@ def test_generation_leaves_the_model_mode_and_global_rng_alone(lm):
     with pytest.raises(InputError):
         generate(model, tok, ["Q"], 5)
     assert model.training
+
+
+def test_tied_model_with_projection_decodes_the_same_way():
+    torch.manual_seed(0)
+    tok = Tokenizer.fit(TEXT)
+    model = LanguageModel(len(tok), [GRU(10), LSTM(12)], embedding_size=6, tie_weights=True).eval()
+    assert model.projection is not None
+    ids = torch.tensor(tok.encode("traveller")).unsqueeze(1)
+    full, _, _ = model(ids)
+    dec = IncrementalDecoder(model)
+    logits, state = dec.prime(ids[:2], torch.tensor([2]))
+    for t in range(2, ids.shape[0]):
+        logits, state = dec.step(ids[t], state)
+        torch.testing.assert_close(logits, full[t], atol=1e-5, rtol=0)
