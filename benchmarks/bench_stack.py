@@ -5,10 +5,14 @@ Cases (input (T=35, B=32, D=28), the d2l configuration):
   2. the same at hidden 1024 (fewer repeats: it is slow on CPU)                               target ratio <= 1.02
   3. StackedRNN(28, layers=[LSTM(256), GRU(256), LSTM(256)]) vs nn.LSTM, nn.GRU, nn.LSTM in turn   target <= 1.05
   4. for information: the reference step loop, StackedRNN(..., fused=False), vs torch.nn on case 1
+  5. a weight-dropped stack, LSTM(H, weight_drop=0.5) x 2 in training, vs torch.nn.LSTM(28, H, 2), H = 256 and 1024
+                                                                                               target <= 1.05
+  6. a residual stack, StackedRNN(28, H, 2, residual=True), vs torch.nn.LSTM(28, H, 2), H = 256 and 1024
+                                                                                               target <= 1.05
 
 One iteration is: forward, loss = sum(output * W) with a fixed random W, backward, zero_grad(set_to_none=True).
-Both candidates of a case hold the same weights, and their outputs and gradients are checked to match before any
-timing. Candidates are interleaved (A B, then B A, ...) so drift on a busy machine hits both alike; each iteration
+Both candidates of cases 1-4 hold the same weights, and their outputs and gradients are checked to match before
+any timing; cases 5-6 compute something torch.nn cannot, so they are only checked to run and give gradients. Candidates are interleaved (A B, then B A, ...) so drift on a busy machine hits both alike; each iteration
 is timed with time.perf_counter (after torch.cuda.synchronize on CUDA). Reported per candidate: median and IQR in
 ms; per case: the ratio of medians (StackedRNN / torch.nn) and the median of the per-round ratios.
 
@@ -67,6 +71,15 @@ def lstm_pair(hidden: int, fused: bool = True) -> tuple[nn.Module, nn.Module]:
     return stack, stack.to_torch()  # to_torch copies the weights, whichever path the stack runs
 
 
+def option_pair(hidden: int, **options) -> tuple[nn.Module, nn.Module]:
+    """(StackedRNN with weight drop or residual, the plain torch.nn.LSTM of the same shape)."""
+    if options.pop("weight_drop", False):
+        stack = StackedRNN(FEATURES, layers=[LSTM(hidden, weight_drop=0.5)] * 2, **options)
+    else:
+        stack = StackedRNN(FEATURES, hidden, num_layers=2, **options)
+    return stack.train(), nn.LSTM(FEATURES, hidden, 2)
+
+
 def check_same(a: nn.Module, b: nn.Module, x: torch.Tensor, w: torch.Tensor) -> None:
     """Outputs and parameter gradients of the two candidates agree (parameters are in the same order in both)."""
     outs = []
@@ -100,12 +113,19 @@ def summarize(times: list[float]) -> dict:
     return {"median_ms": statistics.median(ms), "iqr_ms": q[2] - q[0], "times_ms": ms}
 
 
-def run_case(name: str, pair, target: float | None, repeats: int, warmup: int, device: torch.device) -> dict:
+def run_case(name: str, pair, target: float | None, repeats: int, warmup: int, device: torch.device,
+             same: bool = True) -> dict:
     torch.manual_seed(0)
     a, b = (m.to(device) for m in pair())
     x = torch.randn(STEPS, BATCH, FEATURES, device=device)
     w = torch.randn_like(a(x)[0])
-    check_same(a, b, x, w)
+    if same:
+        check_same(a, b, x, w)
+    else:  # different computations: check only that both run forward and backward
+        for m in (a, b):
+            (m(x)[0] * w).sum().backward()
+            assert all(p.grad is not None for p in m.parameters())
+            m.zero_grad(set_to_none=True)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     ta, tb = [], []
     for r in range(warmup + repeats):
@@ -153,12 +173,18 @@ def main(argv: list[str] | None = None) -> int:
         ("lstm-gru-lstm h256", lambda: mixed_pair(256), 1.05, repeats, warmup),
         ("loop (fused=False) h256", lambda: lstm_pair(256, fused=False), None, max(2, repeats // 2), max(1, warmup // 2)),
     ]
+    option_cases = [  # the same, but not expected to equal torch.nn
+        ("weight drop h256", lambda: option_pair(256, weight_drop=True), 1.05, repeats, warmup),
+        ("weight drop h1024", lambda: option_pair(1024, weight_drop=True), 1.05, max(2, repeats // 4), max(1, warmup // 2)),
+        ("residual h256", lambda: option_pair(256, residual=True), 1.05, repeats, warmup),
+        ("residual h1024", lambda: option_pair(1024, residual=True), 1.05, max(2, repeats // 4), max(1, warmup // 2)),
+    ]
     head = f"{'case':<24} {'n':>3}  {'stackrnn ms (IQR)':>18}  {'torch.nn ms (IQR)':>18}  {'ratio':>6}  {'rnd':>6}  target"
     print(head)
     print("-" * len(head))
     results = []
-    for case in cases:
-        r = run_case(*case, device=device)
+    for case, same in [(c, True) for c in cases] + [(c, False) for c in option_cases]:
+        r = run_case(*case, device=device, same=same)
         results.append(r)
         cell = lambda s: f"{s['median_ms']:9.1f} ({s['iqr_ms']:5.1f})"  # noqa: E731
         verdict = "(info)" if r["target"] is None else f"<= {r['target']:.2f} " + ("ok" if r["ratio"] <= r["target"] else "MISS")

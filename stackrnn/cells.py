@@ -64,22 +64,23 @@ class RecurrentCell(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
-    def flat_weights(self) -> list[Tensor]:
-        """The parameters in the order torch's fused kernels take them."""
+    def flat_weights(self, weight_hh: Tensor | None = None) -> list[Tensor]:
+        """The parameters in the order torch's fused kernels take them; `weight_hh` replaces W_hh (weight drop)."""
+        whh = self.weight_hh if weight_hh is None else weight_hh
         if self.bias:
-            return [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
-        return [self.weight_ih, self.weight_hh]
+            return [self.weight_ih, whh, self.bias_ih, self.bias_hh]
+        return [self.weight_ih, whh]
 
     # -- the step ---------------------------------------------------------------------------------------------
     def project_input(self, x: Tensor) -> Tensor:
         """x (..., D) -> gi (..., G) = x W_ih^T + b_ih, for any number of leading (time, batch) dims."""
         return nn.functional.linear(x, self.weight_ih, self.bias_ih)
 
-    def project_hidden(self, h: Tensor) -> Tensor:
-        """h (B, H) -> gh (B, G) = h W_hh^T + b_hh."""
-        return nn.functional.linear(h, self.weight_hh, self.bias_hh)
+    def project_hidden(self, h: Tensor, weight_hh: Tensor | None = None) -> Tensor:
+        """h (B, H) -> gh (B, G) = h W_hh^T + b_hh. `weight_hh` replaces W_hh for this call (weight drop)."""
+        return nn.functional.linear(h, self.weight_hh if weight_hh is None else weight_hh, self.bias_hh)
 
-    def recur(self, gi: Tensor, state: State) -> State:
+    def recur(self, gi: Tensor, state: State, weight_hh: Tensor | None = None) -> State:
         """One step from the projected input gi (B, G) and the previous state. Subclasses write the math."""
         raise NotImplementedError
 
@@ -118,8 +119,8 @@ class RNNCell(RecurrentCell):
         self.kernel = f"rnn_{nonlinearity}"
         super().__init__(input_size, hidden_size, bias)
 
-    def recur(self, gi: Tensor, h: Tensor) -> Tensor:
-        pre = gi + self.project_hidden(h)  # (B, H)
+    def recur(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None) -> Tensor:
+        pre = gi + self.project_hidden(h, weight_hh)  # (B, H)
         return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
 
     def extra_repr(self) -> str:
@@ -139,9 +140,9 @@ class GRUCell(RecurrentCell):
     kernel = "gru"
     torch_class = nn.GRU
 
-    def recur(self, gi: Tensor, h: Tensor) -> Tensor:
+    def recur(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None) -> Tensor:
         i_r, i_z, i_n = gi.chunk(3, dim=-1)  # (B, H) each
-        h_r, h_z, h_n = self.project_hidden(h).chunk(3, dim=-1)
+        h_r, h_z, h_n = self.project_hidden(h, weight_hh).chunk(3, dim=-1)
         r = torch.sigmoid(i_r + h_r)
         z = torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
@@ -165,9 +166,9 @@ class LSTMCell(RecurrentCell):
     kernel = "lstm"
     torch_class = nn.LSTM
 
-    def recur(self, gi: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def recur(self, gi: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h, c = state
-        i, f, g, o = (gi + self.project_hidden(h)).chunk(4, dim=-1)  # (B, H) each
+        i, f, g, o = (gi + self.project_hidden(h, weight_hh)).chunk(4, dim=-1)  # (B, H) each
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c

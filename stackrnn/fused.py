@@ -25,8 +25,10 @@ _KERNELS = {
 
 
 def can_fuse(a: RecurrentLayer, b: RecurrentLayer) -> bool:
-    """Whether layer b can join a's run: one kernel call needs one cell type, size, direction and bias setting."""
-    return a.spec == b.spec
+    """Whether layer b can join a's run: one kernel call needs one cell type, size, direction and bias setting.
+    (Weight drop may differ: the kernel just receives each layer's dropped W_hh.)"""
+    sa, sb = a.spec, b.spec
+    return (sa.cell, sa.hidden_size, sa.bidirectional, sa.bias) == (sb.cell, sb.hidden_size, sb.bidirectional, sb.bias)
 
 
 def run_fused(
@@ -36,6 +38,7 @@ def run_fused(
     lengths: Tensor | None,
     dropout: float,
     training: bool,
+    weights_hh: list[list[Tensor | None]] | None = None,
 ) -> tuple[Tensor, list[LayerState]]:
     """Run N alike layers in one kernel call.
 
@@ -44,13 +47,15 @@ def run_fused(
         states: N layer states, h (K, B, H) or (h, c).
         lengths: (B,) int64 on the CPU for right-padded sequences, or None.
         dropout: dropout between the layers of the run (the kernel applies it; never after the last).
+        weights_hh: per layer, the W_hh of each direction for this pass (weight drop), None for the parameter.
     Returns:
         output (T, B, K * H) of the last layer, zeros at padded steps; the N final layer states.
     """
     spec = layers[0].spec
     kernel = _KERNELS[spec.cell]
     lstm = spec.cell == "lstm"
-    weights = [w for layer in layers for w in layer.flat_weights()]
+    weights_hh = weights_hh or [None] * len(layers)
+    weights = [w for layer, whh in zip(layers, weights_hh) for w in layer.flat_weights(whh)]
     # the kernel wants every layer's state stacked along dim 0: (N * K, B, H)
     if lstm:
         hx = (torch.cat([s[0] for s in states]), torch.cat([s[1] for s in states]))

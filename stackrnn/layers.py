@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .cells import CELLS, RecurrentCell, State, make_cell
+from .regularizers import check_probability, drop_weight
 
 # A layer's state: h (K, B, H), or for an LSTM the pair (h, c) of that shape. The torch.nn layout, per layer.
 LayerState = Tensor | tuple[Tensor, Tensor]
@@ -29,12 +30,14 @@ class LayerSpec:
         hidden_size: H, units per direction; the layer's output has K * H features.
         bidirectional: run a second cell from the last valid step to the first and concatenate.
         bias: whether the cell has bias_ih and bias_hh.
+        weight_drop: DropConnect rate on W_hh (AWD-LSTM), one mask per forward pass, in training only.
     """
 
     cell: str
     hidden_size: int
     bidirectional: bool = False
     bias: bool = True
+    weight_drop: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.cell, str) or self.cell not in CELLS:
@@ -45,6 +48,7 @@ class LayerSpec:
             raise ValueError(f"bidirectional: expected True or False, got {self.bidirectional!r}")
         if not isinstance(self.bias, bool):
             raise ValueError(f"bias: expected True or False, got {self.bias!r}")
+        check_probability("weight_drop", self.weight_drop)
 
     @property
     def num_directions(self) -> int:
@@ -55,21 +59,22 @@ class LayerSpec:
         return self.num_directions * self.hidden_size
 
 
-def LSTM(hidden_size: int, bidirectional: bool = False, bias: bool = True) -> LayerSpec:
+def LSTM(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0) -> LayerSpec:
     """An LSTM layer of `hidden_size` units per direction."""
-    return LayerSpec("lstm", hidden_size, bidirectional, bias)
+    return LayerSpec("lstm", hidden_size, bidirectional, bias, weight_drop)
 
 
-def GRU(hidden_size: int, bidirectional: bool = False, bias: bool = True) -> LayerSpec:
+def GRU(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0) -> LayerSpec:
     """A GRU layer of `hidden_size` units per direction."""
-    return LayerSpec("gru", hidden_size, bidirectional, bias)
+    return LayerSpec("gru", hidden_size, bidirectional, bias, weight_drop)
 
 
-def RNN(hidden_size: int, nonlinearity: str = "tanh", bidirectional: bool = False, bias: bool = True) -> LayerSpec:
+def RNN(hidden_size: int, nonlinearity: str = "tanh", bidirectional: bool = False, bias: bool = True,
+        weight_drop: float = 0.0) -> LayerSpec:
     """An Elman RNN layer of `hidden_size` units per direction; nonlinearity "tanh" or "relu"."""
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-    return LayerSpec(f"rnn_{nonlinearity}", hidden_size, bidirectional, bias)
+    return LayerSpec(f"rnn_{nonlinearity}", hidden_size, bidirectional, bias, weight_drop)
 
 
 class RecurrentLayer(nn.Module):
@@ -105,22 +110,32 @@ class RecurrentLayer(nn.Module):
     def is_lstm(self) -> bool:
         return self.spec.cell == "lstm"
 
-    def flat_weights(self) -> list[Tensor]:
+    def hidden_weights(self, generator: torch.Generator | None = None) -> list[Tensor | None]:
+        """W_hh of each direction for one forward pass: weight-dropped in training, else None (the parameter)."""
+        if not (self.training and self.spec.weight_drop > 0):
+            return [None] * len(self.cells)
+        return [drop_weight(cell.weight_hh, self.spec.weight_drop, True, generator) for cell in self.cells]
+
+    def flat_weights(self, weights_hh: list[Tensor | None] | None = None) -> list[Tensor]:
         """All parameters in the order torch's fused kernel takes them: forward cell, then reverse cell."""
-        return [w for cell in self.cells for w in cell.flat_weights()]
+        weights_hh = weights_hh or [None] * len(self.cells)
+        return [w for cell, whh in zip(self.cells, weights_hh) for w in cell.flat_weights(whh)]
 
     def zero_state(self, batch: int, *, dtype: torch.dtype, device: torch.device) -> LayerState:
         h = torch.zeros(self.spec.num_directions, batch, self.spec.hidden_size, dtype=dtype, device=device)
         return (h, torch.zeros_like(h)) if self.is_lstm else h
 
-    def forward(self, x: Tensor, state: LayerState | None = None, mask: Tensor | None = None) -> tuple[Tensor, LayerState]:
+    def forward(self, x: Tensor, state: LayerState | None = None, mask: Tensor | None = None,
+                weights_hh: list[Tensor | None] | None = None) -> tuple[Tensor, LayerState]:
         if state is None:
             state = self.zero_state(x.shape[1], dtype=x.dtype, device=x.device)
+        if weights_hh is None:
+            weights_hh = self.hidden_weights()
         outputs, finals = [], []
         for k, cell in enumerate(self.cells):
             # (h, c)[k] or h[k]: this direction's (B, H) slice of the layer state
             s0 = (state[0][k], state[1][k]) if self.is_lstm else state[k]
-            out, s = run_direction(cell, x, s0, mask, reverse=k == 1)
+            out, s = run_direction(cell, x, s0, mask, reverse=k == 1, weight_hh=weights_hh[k])
             outputs.append(out)
             finals.append(s)
         output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, K*H)
@@ -133,17 +148,19 @@ class RecurrentLayer(nn.Module):
         return f"{s.cell}, {self.input_size} -> {s.hidden_size}" + (", bidirectional" if s.bidirectional else "")
 
 
-def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool) -> tuple[Tensor, State]:
+def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
+                  weight_hh: Tensor | None = None) -> tuple[Tensor, State]:
     """Run `cell` over x (T, B, D) from `state`, forward in time or in reverse. Returns (output (T, B, H), final state).
 
-    With a mask, a padded step leaves the state unchanged and outputs zeros. Padding is on the right, so the
+    `weight_hh` replaces W_hh for the whole pass (weight drop). With a mask, a padded step leaves the state
+    unchanged and outputs zeros. Padding is on the right, so the
     reverse direction keeps its initial state through the padding and starts at each sequence's last valid step.
     """
     gi = cell.project_input(x)  # (T, B, G): the input half of every step in one matrix product
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]
     for t in steps:
-        new = cell.recur(gi[t], state)
+        new = cell.recur(gi[t], state, weight_hh)
         if mask is not None:
             valid = mask[t]  # (B, 1)
             if isinstance(new, tuple):

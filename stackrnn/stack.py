@@ -5,7 +5,8 @@ Dimension key: T time, B batch, D input features, H hidden units per direction, 
 For layer l = 1..L at step t, with h_t^(0) = x_t:
 
     h_t^(l) = cell_l(h_t^(l-1), h_{t-1}^(l))        (state (h, c) for an LSTM)
-    dropout between layers, never after the top one
+    optional residual:  h_t^(l) += P_l h_t^(l-1)      (from layer k upward; P_l a projection where sizes differ)
+    dropout between layers (standard, or variational: one mask for all t), never after the top one
 
 Execution is planned once per call: maximal runs of alike layers (same cell, size, direction, bias) go through
 torch's fused kernel in one call; `fused=False` runs the readable step loop of `RecurrentLayer` instead. Both
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from .cells import CELLS
 from .fused import can_fuse, run_fused
 from .layers import LayerSpec, LayerState, RecurrentLayer
+from .regularizers import locked_dropout
 
 _TORCH_CELL = {nn.LSTM: "lstm", nn.GRU: "gru"}
 
@@ -44,20 +46,26 @@ class StackedRNN(nn.Module):
         batch_first: inputs and outputs are (B, T, ...) instead of (T, B, ...). States stay (K, B, H).
         bias: cells have biases (torch.nn-like form).
         layers: explicit layer specifications, bottom first, from stackrnn.LSTM / GRU / RNN.
+        residual: add each layer's input to its output: True from the second layer up, or an int k from layer k
+            (counting from 1) up, as GNMT does from the third. False: none.
+        residual_projection: where a residual layer's input and output sizes differ, learn a projection P_l
+            (no bias); False makes such a stack an error instead.
+        variational: dropout between layers uses one mask per sequence for every step (Gal & Ghahramani).
         fused: use torch's fused kernels where the layers allow; False runs the reference loop.
 
-    Inputs: input, state=None, lengths=None, return_all_layers=False
+    Inputs: input, state=None, lengths=None, return_all_layers=False, generator=None
         input: (T, B, D), or (B, T, D) with batch_first.
         state: a list of L layer states as returned in `state`; None starts every layer from zeros.
         lengths: (B,) valid steps of each right-padded sequence, 1 <= lengths <= T. Padding never reaches a
             state, an output at a valid step, or the reverse direction; outputs at padded steps are zeros.
         return_all_layers: also return every layer's output.
+        generator: a torch.Generator for the dropout and weight-drop masks (default: torch's global one).
 
     Outputs: output, state (and layer_outputs when return_all_layers)
         output: (T, B, K_L * H_L) the top layer's output at every step ((B, T, ...) with batch_first).
         state: list of L layer states; layer l's is h (K_l, B, H_l), or for an LSTM the pair (h, c).
             This is torch.nn's h_n (and c_n) cut per layer: torch's h_n[l*K:(l+1)*K].
-        layer_outputs: list of L tensors (T, B, K_l * H_l), each layer's output before dropout.
+        layer_outputs: list of L tensors (T, B, K_l * H_l), each layer's output (residual included) before dropout.
 
     Attributes:
         layers: nn.ModuleList of RecurrentLayer; layers[l].cell (and .cell_reverse) hold weight_ih, weight_hh,
@@ -77,6 +85,9 @@ class StackedRNN(nn.Module):
         bias: bool = True,
         *,
         layers: Sequence[LayerSpec] | None = None,
+        residual: bool | int = False,
+        residual_projection: bool = True,
+        variational: bool = False,
         fused: bool = True,
     ) -> None:
         super().__init__()
@@ -110,9 +121,29 @@ class StackedRNN(nn.Module):
             size = spec.output_size
         self.output_size = size
 
+        if isinstance(residual, bool):
+            self.residual_from = 2 if residual else 0
+        elif isinstance(residual, int) and 2 <= residual <= len(layers):
+            self.residual_from = residual
+        else:
+            raise ValueError(f"residual: expected True, False or a layer number in [2, {len(layers)}], got {residual!r}")
+        self.variational = bool(variational)
+        # P_l for residual layers whose input and output sizes differ (keyed by layer index)
+        self.residual_projections = nn.ModuleDict()
+        for i, layer in enumerate(self.layers):
+            if self.is_residual(i) and layer.input_size != layer.spec.output_size:
+                if not residual_projection:
+                    raise ValueError(f"residual: layer {i + 1} maps {layer.input_size} features to {layer.spec.output_size}, "
+                                     "so its residual needs a projection, but residual_projection=False")
+                self.residual_projections[str(i)] = nn.Linear(layer.input_size, layer.spec.output_size, bias=False)
+
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    def is_residual(self, i: int) -> bool:
+        """Whether layer i (from 0) adds its input to its output."""
+        return self.residual_from > 0 and i + 1 >= self.residual_from
 
     # -- running ----------------------------------------------------------------------------------------------
     def forward(
@@ -121,6 +152,7 @@ class StackedRNN(nn.Module):
         state: Sequence[LayerState] | None = None,
         lengths: Tensor | Sequence[int] | None = None,
         return_all_layers: bool = False,
+        generator: torch.Generator | None = None,
     ):
         x = self._check_input(input)
         if self.batch_first:
@@ -135,14 +167,24 @@ class StackedRNN(nn.Module):
         finals: list[LayerState] = []
         layer_outputs: list[Tensor] = []
         for first, last in self._plan(fused, return_all_layers):
-            if first > 0:  # between layers; inside a fused run the kernel applies the same dropout
-                x = nn.functional.dropout(x, self.dropout, self.training)
+            if first > 0:  # between layers; inside a fused run the kernel applies the same (standard) dropout
+                if self.variational:
+                    x = locked_dropout(x, self.dropout, self.training, generator)
+                else:
+                    x = nn.functional.dropout(x, self.dropout, self.training)
+            x_in = x
+            # weight drop: one W_hh mask per layer and direction for this whole pass, in either path
+            weights_hh = [self.layers[i].hidden_weights(generator) for i in range(first, last)]
             if fused:
-                x, new = run_fused(list(self.layers[first:last]), x, states[first:last], lengths, self.dropout, self.training)
+                x, new = run_fused(list(self.layers[first:last]), x, states[first:last], lengths, self.dropout,
+                                   self.training, weights_hh)
                 finals.extend(new)
             else:
-                x, new = self.layers[first](x, states[first], mask)
+                x, new = self.layers[first](x, states[first], mask, weights_hh[0])
                 finals.append(new)
+            if self.is_residual(first):  # planned as a run of its own
+                projection = self.residual_projections[str(first)] if str(first) in self.residual_projections else None
+                x = x + (projection(x_in) if projection is not None else x_in)  # padding stays zero: P has no bias
             layer_outputs.append(x)
 
         output = x.transpose(0, 1) if self.batch_first else x
@@ -159,11 +201,14 @@ class StackedRNN(nn.Module):
 
     def _plan(self, fused: bool, per_layer: bool) -> list[tuple[int, int]]:
         """Split the layers into [first, last) runs: maximal alike runs for the fused kernel, else one by one."""
-        if per_layer or not fused:
+        # one kernel call per layer where something must happen between layers that the kernel cannot do:
+        # a residual add, or a variational dropout mask
+        if per_layer or not fused or (self.variational and self.dropout > 0):
             return [(i, i + 1) for i in range(len(self.layers))]
         runs, first = [], 0
         for i in range(1, len(self.layers) + 1):
-            if i == len(self.layers) or not can_fuse(self.layers[first], self.layers[i]):
+            if (i == len(self.layers) or not can_fuse(self.layers[first], self.layers[i])
+                    or self.is_residual(i) or self.is_residual(first)):
                 runs.append((first, i))
                 first = i
         return runs
@@ -242,6 +287,9 @@ class StackedRNN(nn.Module):
         first = self.specs[0]
         if any(s != first for s in self.specs):
             raise ValueError(f"to_torch: torch.nn needs one cell type, hidden size, direction and bias for every layer, got {self.specs}")
+        if self.residual_from or first.weight_drop or (self.variational and self.dropout):
+            raise ValueError("to_torch: torch.nn has no residual connections, weight drop or variational dropout; "
+                             f"got residual={bool(self.residual_from)}, weight_drop={first.weight_drop}, variational={self.variational}")
         cls = self.layers[0].cell.torch_class
         extra = {"nonlinearity": first.cell[4:]} if first.cell.startswith("rnn_") else {}
         p = next(self.parameters())
@@ -266,6 +314,10 @@ class StackedRNN(nn.Module):
         s = f"input_size={self.input_size}"
         if self.dropout:
             s += f", dropout={self.dropout}"
+        if self.variational:
+            s += ", variational=True"
+        if self.residual_from:
+            s += f", residual={self.residual_from}"
         if self.batch_first:
             s += ", batch_first=True"
         return s

@@ -75,8 +75,11 @@ def summary(model: nn.Module, input_size: tuple[int, ...], dtype: torch.dtype = 
         # layer's output has the top output's (T, B) or (B, T) and its own feature size
         lead = tuple(output[0].shape[:-1])
         for i, layer in enumerate(stack.layers):
-            rows.append(SummaryRow(f"{names[stack]}.layers.{i}".lstrip("."), _layer_type(layer),
-                                   lead + (layer.spec.output_size,), count(layer)))
+            params = count(layer)
+            if str(i) in stack.residual_projections:  # a layer's residual projection belongs to its row
+                params += count(stack.residual_projections[str(i)])
+            kind = _layer_type(layer) + (" +residual" if stack.is_residual(i) else "")
+            rows.append(SummaryRow(f"{names[stack]}.layers.{i}".lstrip("."), kind, lead + (layer.spec.output_size,), params))
 
     inside_stacks = {id(m) for s in model.modules() if isinstance(s, StackedRNN) for m in s.modules() if m is not s}
     handles = []

@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from stackrnn.regularizers import check_probability, drop_weight, embedding_dropout, locked_dropout
+
+
+def test_locked_dropout_mask_is_constant_over_time():
+    x = torch.ones(50, 4, 8)
+    out = locked_dropout(x, 0.5, True, torch.Generator().manual_seed(0))
+    assert (out == out[0]).all()  # every step the same mask
+    assert set(out.unique().tolist()) == {0.0, 2.0}  # kept units scaled by 1 / (1 - p)
+    assert not (out[0] == out[0, 0]).all()  # but sequences differ from each other
+
+
+def test_identity_in_eval_and_at_zero():
+    x = torch.randn(5, 3, 4)
+    w = torch.randn(6, 4)
+    assert locked_dropout(x, 0.5, False) is x and locked_dropout(x, 0.0, True) is x
+    assert drop_weight(w, 0.5, False) is w and embedding_dropout(w, 0.5, False) is w
+
+
+def test_embedding_dropout_drops_whole_rows_and_weight_drop_is_fresh_per_call():
+    w = torch.ones(100, 6)
+    out = embedding_dropout(w, 0.3, True, torch.Generator().manual_seed(1))
+    assert ((out == 0).all(1) | (out != 0).all(1)).all()  # rows dropped whole
+    g = torch.Generator().manual_seed(2)
+    assert not torch.equal(drop_weight(w, 0.5, True, g), drop_weight(w, 0.5, True, g))
+
+
+def test_seeded_masks_repeat():
+    x = torch.ones(3, 4, 5)
+    a = locked_dropout(x, 0.5, True, torch.Generator().manual_seed(7))
+    b = locked_dropout(x, 0.5, True, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, "0.5", True])
+def test_bad_probabilities(p):
+    with pytest.raises(ValueError, match=r"weight_drop: expected a number in \[0, 1\)"):
+        check_probability("weight_drop", p)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9])
+def test_masks_keep_the_expectation(p):
+    w = torch.ones(400, 500)
+    out = drop_weight(w, p, True, torch.Generator().manual_seed(3))
+    kept = (out != 0).double().mean().item()
+    assert abs(kept - (1 - p)) < 0.005  # 200,000 draws: standard error under 0.0012
+    assert abs(out.double().mean().item() - 1.0) < 0.01  # scaled so the mean is unchanged
