@@ -37,8 +37,8 @@ class IncrementalDecoder:
             inputs = model.embedding.weight if model.embedding is not None else torch.eye(
                 model.vocab_size, dtype=model.decoder.weight.dtype, device=model.decoder.weight.device)
             self.table = self.cells[0].project_input(inputs)  # (V, G): x W_ih^T + b_ih for every token x
-        # in eval mode the output dropout is the identity: decode with the linear layers alone, sparing two
-        # module dispatches per token
+        # in eval mode the dropouts are the identity: decode with the linear layers alone, sparing the
+        # dispatches per token
         projection, decoder = model.projection, model.decoder
         if projection is None:
             self.decode = lambda h: nn.functional.linear(h, decoder.weight, decoder.bias)

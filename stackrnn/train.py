@@ -222,8 +222,10 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     if cfg.data.sampling == "random":
                         state = None  # random windows are unrelated: nothing to carry
                     logits, loss, new_state = model(x, y, detach(state))
-                    # Zaremba et al.'s loss is summed over the window's steps (and averaged over the batch)
-                    (loss * x.shape[0] if tc.loss == "sum_steps" else loss).backward()
+                    # Zaremba et al.'s loss is summed over the window's steps (and averaged over the batch);
+                    # the model's penalty (AWD-LSTM's AR/TAR) joins the objective but not the reported loss
+                    objective = loss + model.penalty()
+                    (objective * x.shape[0] if tc.loss == "sum_steps" else objective).backward()
                     if tc.clip > 0:
                         nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
                     saved = [g["lr"] for g in optimizer.param_groups]

@@ -70,7 +70,7 @@ def test_variational_masks_are_constant_over_time():
     stack = StackedRNN(D, 6, num_layers=2, dropout=0.5, variational=True)
     # the second layer sees dropout(h1): a unit dropped at one step is dropped at every step
     seen = {}
-    stack.layers[1].register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    stack.layers[1].register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))  # returns None: input unchanged
     stack.fused = False
     stack.train()(torch.randn(T, B, D))
     zeros = seen["x"] == 0  # (T, B, 6)

@@ -14,6 +14,7 @@ from ..cells import CELLS
 from ..config import option
 from ..errors import InputError
 from ..layers import LayerSpec, LayerState
+from ..regularizers import check_probability, embedding_dropout, locked_dropout
 from ..stack import StackedRNN
 
 
@@ -29,23 +30,32 @@ class ModelConfig:
     embedding_size: int = option(0, "embedding size; 0 feeds one-hot vectors (d2l's character models)")
     dropout: float = option(0.0, "dropout between the recurrent layers")
     output_dropout: float = option(0.0, "dropout on the top layer's output, before the decoder")
+    input_dropout: float = option(0.0, "dropout on the embeddings, before the first layer (AWD-LSTM's dropouti)")
+    embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix (AWD-LSTM's dropoute)")
+    weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights (AWD-LSTM's wdrop)")
+    variational: bool = option(False, "input, between-layer and output dropout use one mask per sequence for all steps")
+    residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
+    ar: float = option(0.0, "activation regularisation: ar * mean(dropped top output^2) added to the training loss (AWD: 2)")
+    tar: float = option(0.0, "temporal activation regularisation: tar * mean((h_t - h_{t-1})^2) of the top output (AWD: 1)")
     tie_weights: bool = option(False, "share the embedding matrix with the decoder (needs embedding_size >= 1)")
     init_range: float | None = option(None, "draw every weight from U(-r, r) (Zaremba et al. use 0.1); default: torch's init")
 
     def layer_specs(self) -> list[LayerSpec]:
         """The stack's layers; a language model reads left to right, so no layer may be bidirectional."""
         if self.layers is None:
-            raw = [{"cell": self.cell, "hidden_size": self.hidden_size}] * self.num_layers
+            raw = [{"cell": self.cell, "hidden_size": self.hidden_size, "weight_drop": self.weight_drop}] * self.num_layers
         else:
             raw = self.layers
         if not raw:
             raise InputError("model.layers: expected at least one layer, got an empty list")
         specs = []
         for i, layer in enumerate(raw):
-            if not isinstance(layer, dict) or set(layer) - {"cell", "hidden_size", "bias"} or "hidden_size" not in layer:
-                raise InputError(f"model.layers[{i}]: expected a table with cell, hidden_size (and optionally bias), got {layer!r}")
+            if not isinstance(layer, dict) or set(layer) - {"cell", "hidden_size", "bias", "weight_drop"} or "hidden_size" not in layer:
+                raise InputError(f"model.layers[{i}]: expected a table with cell, hidden_size (and optionally bias, "
+                                 f"weight_drop), got {layer!r}")
             try:
-                specs.append(LayerSpec(layer.get("cell", "lstm"), layer["hidden_size"], False, layer.get("bias", True)))
+                specs.append(LayerSpec(layer.get("cell", "lstm"), layer["hidden_size"], False, layer.get("bias", True),
+                                       layer.get("weight_drop", self.weight_drop)))
             except ValueError as e:
                 raise InputError(f"model.layers[{i}].{e}") from None
         return specs
@@ -56,14 +66,20 @@ class ModelConfig:
                 raise InputError(f"model.{name}: expected an integer >= 1, got {getattr(self, name)}")
         if self.embedding_size < 0:
             raise InputError(f"model.embedding_size: expected 0 (one-hot) or an integer >= 1, got {self.embedding_size}")
-        for name in ("dropout", "output_dropout"):
+        for name in ("dropout", "output_dropout", "input_dropout", "embedding_dropout", "weight_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise InputError(f"model.{name}: expected a number in [0, 1), got {getattr(self, name)}")
         if self.tie_weights and self.embedding_size == 0:
             raise InputError("model.tie_weights: needs an embedding to tie to; set model.embedding_size >= 1")
         if self.init_range is not None and self.init_range <= 0:
             raise InputError(f"model.init_range: expected a number > 0, got {self.init_range}")
+        if self.ar < 0 or self.tar < 0:
+            raise InputError(f"model.ar and model.tar: expected numbers >= 0, got {self.ar} and {self.tar}")
         self.layer_specs()
+        try:  # the stack checks residual against the layers' number and sizes
+            StackedRNN(self.embedding_size or 1, layers=self.layer_specs(), residual=self.residual)
+        except ValueError as e:
+            raise InputError(f"model.{e}") from None
 
 
 class LanguageModel(nn.Module):
@@ -75,6 +91,11 @@ class LanguageModel(nn.Module):
         embedding_size: E; 0 feeds one-hot vectors of size V instead (d2l's character models).
         dropout: dropout between the stack's layers.
         output_dropout: dropout on the top layer's output, before the decoder (Zaremba et al.).
+        input_dropout: dropout on the embeddings before the first layer (AWD-LSTM's dropouti).
+        embedding_dropout: drop whole words from the embedding matrix for a forward pass (AWD-LSTM's dropoute).
+        variational: input, between-layer and output dropout share one mask over all steps of a sequence.
+        residual: the stack's residual connections (see StackedRNN).
+        ar, tar: AWD-LSTM's activation regularisation of the top output; see `penalty()`.
         tie_weights: share the embedding matrix with the decoder (Press & Wolf; Inan et al.). When the top
             layer's size differs from E, a linear projection H -> E comes before the decoder.
         init_range: when set, every weight is drawn from U(-r, r) (Zaremba et al.: 0.1); else torch's defaults.
@@ -87,7 +108,8 @@ class LanguageModel(nn.Module):
 
     Outputs: logits, loss, state
         logits: (T, B, V).
-        loss: mean cross-entropy per target token (a scalar), or None without targets.
+        loss: mean cross-entropy per target token (a scalar), or None without targets. It is what perplexity is
+            computed from; the training objective adds `penalty()`.
         state: the stack's final state.
     """
 
@@ -100,17 +122,27 @@ class LanguageModel(nn.Module):
         output_dropout: float = 0.0,
         tie_weights: bool = False,
         init_range: float | None = None,
+        *,
+        input_dropout: float = 0.0,
+        embedding_dropout: float = 0.0,
+        variational: bool = False,
+        residual: bool | int = False,
+        ar: float = 0.0,
+        tar: float = 0.0,
     ) -> None:
         super().__init__()
         if tie_weights and embedding_size == 0:
             raise ValueError("tie_weights: expected an embedding (embedding_size >= 1) to tie to, got embedding_size=0 (one-hot input)")
-        if not 0.0 <= output_dropout < 1.0:
-            raise ValueError(f"output_dropout: expected a number in [0, 1), got {output_dropout!r}")
+        self.output_p = check_probability("output_dropout", output_dropout)
+        self.input_p = check_probability("input_dropout", input_dropout)
+        self.embedding_p = check_probability("embedding_dropout", embedding_dropout)
+        self.variational, self.ar, self.tar = variational, ar, tar
         self.vocab_size = vocab_size
         self.embedding_size = embedding_size
         self.embedding = nn.Embedding(vocab_size, embedding_size) if embedding_size else None
-        self.rnn = StackedRNN(embedding_size or vocab_size, layers=layers, dropout=dropout)
-        self.output_dropout = nn.Dropout(output_dropout)
+        self.rnn = StackedRNN(embedding_size or vocab_size, layers=layers, dropout=dropout, variational=variational,
+                              residual=residual)
+        self._penalty: Tensor | None = None
         top = self.rnn.output_size
         # weight tying needs the decoder's input to have the embedding's size
         self.projection = nn.Linear(top, embedding_size) if tie_weights and top != embedding_size else None
@@ -124,20 +156,41 @@ class LanguageModel(nn.Module):
     @classmethod
     def from_config(cls, cfg: ModelConfig, vocab_size: int) -> LanguageModel:
         return cls(vocab_size, cfg.layer_specs(), cfg.embedding_size, cfg.dropout, cfg.output_dropout,
-                   cfg.tie_weights, cfg.init_range)
+                   cfg.tie_weights, cfg.init_range, input_dropout=cfg.input_dropout,
+                   embedding_dropout=cfg.embedding_dropout, variational=cfg.variational, residual=cfg.residual,
+                   ar=cfg.ar, tar=cfg.tar)
+
+    def _dropout(self, x: Tensor, p: float) -> Tensor:
+        """x (T, B, D): variational (one mask per sequence) or standard dropout, as configured."""
+        if self.variational:
+            return locked_dropout(x, p, self.training)
+        return nn.functional.dropout(x, p, self.training)
 
     def embed(self, inputs: Tensor) -> Tensor:
-        """(T, B) ids -> (T, B, E) embeddings, or (T, B, V) one-hot vectors."""
+        """(T, B) ids -> (T, B, E) embeddings, or (T, B, V) one-hot vectors; with input dropout in training."""
         if self.embedding is not None:
-            return self.embedding(inputs)
-        return nn.functional.one_hot(inputs, self.vocab_size).to(self.decoder.weight.dtype)
+            weight = embedding_dropout(self.embedding.weight, self.embedding_p, self.training)  # (V, E)
+            x = nn.functional.embedding(inputs, weight)
+        else:
+            x = nn.functional.one_hot(inputs, self.vocab_size).to(self.decoder.weight.dtype)
+        return self._dropout(x, self.input_p)
 
     def decode(self, hidden: Tensor) -> Tensor:
-        """(..., H) top-layer outputs -> (..., V) logits."""
-        hidden = self.output_dropout(hidden)
+        """(T, B, H) top-layer outputs -> (T, B, V) logits."""
+        hidden = self._dropout(hidden, self.output_p)
+        if self.training and self.ar:
+            self._penalty = self._penalty_add(self.ar * hidden.pow(2).mean())  # AR: on the dropped output
         if self.projection is not None:
             hidden = self.projection(hidden)
         return self.decoder(hidden)
+
+    def _penalty_add(self, term: Tensor) -> Tensor:
+        return term if self._penalty is None else self._penalty + term
+
+    def penalty(self) -> Tensor | float:
+        """The activation regularisation (AR + TAR) of the last training forward pass; 0 when there is none.
+        The trainer adds it to the loss it backpropagates."""
+        return 0.0 if self._penalty is None else self._penalty
 
     def forward(
         self,
@@ -146,7 +199,11 @@ class LanguageModel(nn.Module):
         state: list[LayerState] | None = None,
         lengths: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, list[LayerState]]:
+        self._penalty = None
         hidden, state = self.rnn(self.embed(inputs), state, lengths)  # (T, B, H)
+        if self.training and self.tar and hidden.shape[0] > 1:
+            # TAR: on the top output before dropout, penalising large changes from step to step
+            self._penalty = self._penalty_add(self.tar * (hidden[1:] - hidden[:-1]).pow(2).mean())
         logits = self.decode(hidden)  # (T, B, V)
         loss = None
         if targets is not None:

@@ -71,3 +71,47 @@ def test_loss_ignores_padded_steps():
     garbage[3:, 0] = 11
     _, padded, _ = model(x[:, :1], garbage[:, :1], lengths=torch.tensor([3]))
     torch.testing.assert_close(padded, alone)
+
+
+def _awd(**kw):
+    torch.manual_seed(0)
+    return LanguageModel(30, [LSTM(12, weight_drop=0.5), LSTM(8)], embedding_size=8, tie_weights=True, **kw)
+
+
+def test_ar_and_tar_penalties_follow_their_formulas():
+    model = _awd(ar=2.0, tar=1.0)  # no dropout: AR sees the same output as TAR
+    x = torch.randint(30, (6, 3))
+    seen = {}
+    model.rnn.register_forward_hook(lambda m, args, out: seen.update(h=out[0]))  # returns None: output unchanged
+    model.train()
+    _, loss, _ = model(x, x)
+    h = seen["h"]  # (T, B, 8): the top layer's output
+    expected = 2.0 * h.pow(2).mean() + 1.0 * (h[1:] - h[:-1]).pow(2).mean()
+    torch.testing.assert_close(model.penalty(), expected)
+    model.eval()
+    _, eval_loss, _ = model(x, x)
+    assert model.penalty() == 0.0  # activation regularisation is a training objective only
+    torch.testing.assert_close(eval_loss, torch.nn.functional.cross_entropy(model(x)[0].reshape(-1, 30), x.reshape(-1)))
+
+
+def test_embedding_dropout_drops_a_word_everywhere_it_occurs():
+    model = _awd(embedding_dropout=0.5).train()
+    x = torch.tensor([[3, 3, 3, 5, 5, 5]]).t()  # (T=6, B=1)
+    emb = model.embed(x)  # (6, 1, 8)
+    zero = (emb == 0).all(-1).squeeze(1)  # which steps lost their word
+    assert zero[:3].unique().numel() == 1 and zero[3:].unique().numel() == 1  # the same decision per word
+
+
+def test_variational_input_dropout_mask_is_constant_over_time():
+    model = _awd(input_dropout=0.5, variational=True).train()
+    x = torch.full((9, 4), 7)  # one word at every step: only the mask varies
+    emb = model.embed(x)
+    assert ((emb == 0) == (emb[0] == 0)).all()
+    assert (emb == 0).any()
+
+
+def test_bad_regulariser_settings():
+    for kwargs, match in [(dict(weight_drop=1.0), "model.weight_drop"), (dict(input_dropout=-0.1), "model.input_dropout"),
+                          (dict(ar=-1.0), "model.ar"), (dict(residual=7), "model.residual")]:
+        with pytest.raises(InputError, match=match):
+            ModelConfig(**kwargs).validate()
