@@ -68,7 +68,7 @@ def load_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimi
                              "(a crash while checkpointing?): the checkpoint cannot be resumed exactly")
     try:
         for key in pos:
-            pos[key] = trainer[key]
+            pos[key] = trainer[key] if key != "skipped_steps" else trainer.get(key, 0)
         run.load_model(model, LAST)
         opt_tensors = run.load_tensors(OPTIMIZER)
         skeleton = trainer["optimizer"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,8 +27,13 @@ class TrainConfig:
     loss: str = option("mean", "mean: mean cross-entropy per token; sum_steps: summed over the window's steps and "
                        "averaged over the batch (Zaremba et al., whose lr 1 assumes it)", choices=("mean", "sum_steps"))
     lr_schedule: str = option("plateau", "none; plateau: multiply lr by lr_decay when validation loss stops improving; "
-                              "step: multiply lr by lr_decay after every epoch from lr_decay_start on",
-                              choices=("none", "plateau", "step"))
+                              "step: multiply lr by lr_decay after every epoch from lr_decay_start on; "
+                              "cosine: from lr down to lr * min_lr_ratio over the whole run",
+                              choices=("none", "plateau", "step", "cosine"))
+    warmup_steps: int = option(0, "raise the learning rate linearly from 0 over this many first steps")
+    min_lr_ratio: float = option(0.0, "cosine schedule: the final learning rate as a fraction of lr")
+    early_stop: int = option(0, "stop after this many evaluations without a better validation loss; 0: never")
+    max_bad_steps: int = option(10, "skip steps whose loss or gradient is not finite; stop after this many in a row")
     lr_decay: float = option(0.5, "factor applied to the learning rate by the schedule")
     lr_decay_start: int = option(1, "step schedule: the first epoch (counting from 1) after which lr decays")
     patience: int = option(0, "plateau schedule: evaluations without improvement before lr decays")
@@ -43,7 +49,7 @@ class TrainConfig:
         for name in ("epochs", "log_every", "sample_length"):
             if getattr(self, name) < 1:
                 raise InputError(f"train.{name}: expected an integer >= 1, got {getattr(self, name)}")
-        for name in ("lr_decay_start", "patience", "eval_every"):
+        for name in ("lr_decay_start", "patience", "eval_every", "warmup_steps", "early_stop"):
             if getattr(self, name) < 0:
                 raise InputError(f"train.{name}: expected an integer >= 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**63:
@@ -56,6 +62,10 @@ class TrainConfig:
             raise InputError(f"train.max_minutes: expected a number > 0, got {self.max_minutes}")
         if not 0 < self.lr_decay <= 1:
             raise InputError(f"train.lr_decay: expected a number in (0, 1], got {self.lr_decay}")
+        if self.max_bad_steps < 1:
+            raise InputError(f"train.max_bad_steps: expected an integer >= 1, got {self.max_bad_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise InputError(f"train.min_lr_ratio: expected a number in [0, 1], got {self.min_lr_ratio}")
         if self.clip < 0 or self.momentum < 0 or self.weight_decay < 0:
             raise InputError("train.clip, train.momentum and train.weight_decay: expected numbers >= 0")
 
@@ -69,44 +79,64 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 class Schedule:
-    """The learning-rate schedule, stepped once per evaluation with its validation loss.
+    """The learning rate at every step: a base rate that the plateau and step rules multiply by lr_decay, times
+    a linear warmup over the first steps, times a cosine decay over the whole run when asked for.
 
     Kept as plain numbers (not a torch scheduler holding lambdas) so its state is JSON.
     """
 
-    def __init__(self, cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(self, cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int = 1) -> None:
         self.cfg, self.optimizer = cfg, optimizer
+        self.total_steps = max(1, total_steps)
+        self.base = cfg.lr  # lr after the plateau / step decays so far
         self.best = float("inf")
-        self.bad_evals = 0
+        self.bad_evals = 0  # evaluations without improvement since the last plateau decay
+        self.since_best = 0  # evaluations without improvement since the best (early stopping)
 
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def _scale(self, factor: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] *= factor
+    def factor(self, step: int) -> float:
+        """Warmup and cosine factors at `step` (the number of steps already taken)."""
+        factor = 1.0
+        if self.cfg.warmup_steps and step < self.cfg.warmup_steps:
+            factor *= (step + 1) / self.cfg.warmup_steps
+        if self.cfg.lr_schedule == "cosine":
+            progress = min(step / self.total_steps, 1.0)
+            low = self.cfg.min_lr_ratio
+            factor *= low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
+        return factor
 
-    def after_eval(self, valid_loss: float | None) -> None:
-        if self.cfg.lr_schedule != "plateau" or valid_loss is None:
-            return
+    def before_step(self, step: int) -> None:
+        lr = self.base * self.factor(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def after_eval(self, valid_loss: float | None) -> bool:
+        """Record an evaluation; returns whether it improved on the best so far. Plateau decays the base rate."""
+        if valid_loss is None:
+            return False
         if valid_loss < self.best:
-            self.best, self.bad_evals = valid_loss, 0
-            return
+            self.best, self.bad_evals, self.since_best = valid_loss, 0, 0
+            return True
         self.bad_evals += 1
-        if self.bad_evals > self.cfg.patience:
-            self._scale(self.cfg.lr_decay)
+        self.since_best += 1
+        if self.cfg.lr_schedule == "plateau" and self.bad_evals > self.cfg.patience:
+            self.base *= self.cfg.lr_decay
             self.bad_evals = 0
+        return False
 
     def after_epoch(self, epoch: int) -> None:
         """`epoch` counts from 1: the epoch just finished."""
         if self.cfg.lr_schedule == "step" and epoch >= self.cfg.lr_decay_start:
-            self._scale(self.cfg.lr_decay)
+            self.base *= self.cfg.lr_decay
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "bad_evals": self.bad_evals, "lr": [g["lr"] for g in self.optimizer.param_groups]}
+        return {"best": self.best, "bad_evals": self.bad_evals, "since_best": self.since_best, "base": self.base, "lr": self.lr}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.bad_evals = float(state["best"]), int(state["bad_evals"])
-        for group, lr in zip(self.optimizer.param_groups, state["lr"]):
-            group["lr"] = lr
+        self.best, self.bad_evals, self.base = float(state["best"]), int(state["bad_evals"]), float(state["base"])
+        self.since_best = int(state["since_best"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(state["lr"])

@@ -18,7 +18,14 @@ rest is JSON and TOML, so loading a run never executes code from it.
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 import torch
 from safetensors import safe_open
@@ -32,6 +39,7 @@ from .errors import InputError
 
 CONFIG, VOCAB, BEST, LAST = "config.toml", "vocab.json", "model.safetensors", "last.safetensors"
 OPTIMIZER, TRAINER_TENSORS, TRAINER, METRICS = "optimizer.safetensors", "trainer.safetensors", "trainer.json", "metrics.jsonl"
+LOCK = ".lock"
 
 
 class RunDir:
@@ -65,6 +73,29 @@ class RunDir:
         if missing:
             raise InputError(f"run directory {path} lacks {', '.join(missing)}: it is not a complete stackrnn run (was training stopped before the first checkpoint?)")
         return cls(path)
+
+    @contextmanager
+    def lock(self):
+        """Hold the run directory for one training process; a second one fails at once with a clear message.
+        The lock is the kernel's (flock), so it is released even when the holder is killed."""
+        if fcntl is None:  # pragma: no cover - not POSIX: no lock rather than a false one
+            yield
+            return
+        with open(self / LOCK, "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise InputError(f"run directory {self.path} is being trained by {holder}: wait for it to finish or stop it") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"process {os.getpid()}")
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     # -- config, vocabulary, metrics --------------------------------------------------------------------------
     def save_config_text(self, toml: str) -> None:

@@ -76,7 +76,7 @@ class TrainResult:
     train_loss: float | None
     valid_loss: float | None
     best_valid_loss: float | None
-    stopped: str  # "finished", "time budget", "step budget" or "interrupted"
+    stopped: str  # "finished", "time budget", "step budget", "early stop" or "interrupted"
     seconds: float
     sample: str | None = None
     history: list[dict] = field(default_factory=list)
@@ -99,6 +99,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _tensors(state: list[LayerState] | None) -> list[torch.Tensor]:
+    return [t for s in state or [] for t in (s if isinstance(s, tuple) else (s,))]
 
 
 def detach(state: list[LayerState] | None) -> list[LayerState] | None:
@@ -152,8 +156,10 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     seed_everything(tc.seed)
     model = LanguageModel.from_config(cfg.model, len(data.tokenizer)).to(device)
     optimizer = make_optimizer(tc, model)
-    schedule = Schedule(tc, optimizer)
-    pos = {"step": 0, "epoch": 0, "batch": 0, "best_valid_loss": None, "seconds": 0.0}
+    batches_per_epoch = len(train_batches(cfg.data, data.train, 0, tc.seed))
+    total_steps = min(tc.epochs * batches_per_epoch, tc.max_steps or math.inf)
+    schedule = Schedule(tc, optimizer, total_steps)
+    pos = {"step": 0, "epoch": 0, "batch": 0, "best_valid_loss": None, "seconds": 0.0, "skipped_steps": 0}
     state: list[LayerState] | None = None
     if resume:
         state = load_checkpoint(run, model, optimizer, schedule, pos, device)
@@ -167,13 +173,13 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     best = pos["best_valid_loss"]
     started = time.monotonic() - pos["seconds"]  # seconds of training in all, across resumes
     deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes else math.inf  # this invocation's budget
-    batches_per_epoch = len(train_batches(cfg.data, data.train, 0, tc.seed))
     bar = tqdm(total=tc.epochs * batches_per_epoch, initial=min(pos["step"], tc.epochs * batches_per_epoch),
                # None lets tqdm hide the bar when stderr is not a terminal (CI logs, pipes)
                disable=None if (tc.progress if progress is None else progress) else True,
                unit="batch", dynamic_ncols=True, leave=False)
     window_loss, window_tokens, window_start = 0.0, 0, time.monotonic()
     last_train_loss, valid_loss, stopped, evaluated_at = None, None, "finished", None
+    bad_in_a_row, grad_norm = 0, None
 
     def checkpoint() -> None:
         nonlocal window_start
@@ -204,9 +210,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             return "time budget"
         if tc.max_steps is not None and pos["step"] >= tc.max_steps:
             return "step budget"
+        if tc.early_stop and schedule.since_best >= tc.early_stop:
+            return "early stop"
         return None
 
-    with StopRequest() as stop:
+    with run.lock(), StopRequest() as stop:
         try:
             while pos["epoch"] < tc.epochs and stopped == "finished":
                 model.train()
@@ -226,8 +234,26 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     # the model's penalty (AWD-LSTM's AR/TAR) joins the objective but not the reported loss
                     objective = loss + model.penalty()
                     (objective * x.shape[0] if tc.loss == "sum_steps" else objective).backward()
-                    if tc.clip > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+                    # the norm is needed anyway to catch a non-finite gradient; clip only when asked
+                    norm = nn.utils.clip_grad_norm_(model.parameters(), tc.clip if tc.clip > 0 else math.inf)
+                    pos["step"] += 1
+                    pos["batch"] += 1
+                    loss_value = loss.item()
+                    if not (math.isfinite(loss_value) and math.isfinite(norm.item())):
+                        # skip the update, keep the weights; a few such steps are survivable, a run of them is not
+                        optimizer.zero_grad(set_to_none=True)
+                        pos["skipped_steps"] += 1
+                        bad_in_a_row += 1
+                        run.append_metrics({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",
+                                            "skipped": "non-finite loss or gradient"})
+                        if bad_in_a_row >= tc.max_bad_steps:
+                            raise InputError(f"training stopped: {bad_in_a_row} steps in a row had a non-finite loss or "
+                                             f"gradient (up to step {pos['step']}); lower --lr or clip with --clip (the "
+                                             f"last checkpoint in {run.path} is intact)")
+                        state = detach(new_state) if all(torch.isfinite(t).all() for t in _tensors(new_state)) else None
+                        continue
+                    bad_in_a_row, grad_norm = 0, norm.item()
+                    schedule.before_step(pos["step"] - 1)  # warmup and cosine, from the step count before this one
                     saved = [g["lr"] for g in optimizer.param_groups]
                     if cfg.data.variable_bptt:
                         # AWD-LSTM: a window's step size follows its length, so short windows count for less
@@ -240,10 +266,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                             g["lr"] = lr
                     optimizer.zero_grad(set_to_none=True)  # free the gradients now; the next forward does not need them
                     state = new_state
-                    pos["step"] += 1
-                    pos["batch"] += 1
 
-                    loss_value = loss.item()
                     window_loss += loss_value * x.numel()
                     window_tokens += x.numel()
                     elapsed = time.monotonic() - window_start
@@ -255,6 +278,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                         run.append_metrics({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",
                                             "loss": last_train_loss, "perplexity": _ppl(last_train_loss), "lr": schedule.lr,
                                             "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1),
+                                            "grad_norm": grad_norm,
                                             "time": round(time.monotonic() - started, 2)})
                         window_loss, window_tokens, window_start = 0.0, 0, time.monotonic()
                     if tc.eval_every and pos["step"] % tc.eval_every == 0:

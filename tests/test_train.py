@@ -190,3 +190,58 @@ def test_awd_style_word_model_trains_end_to_end(tmp_path, text_file, capsys):
     records = RunDir(out).read_metrics()
     assert all(math.isfinite(r["loss"]) and math.isclose(r["perplexity"], math.exp(r["loss"])) for r in records)
     assert records[-1]["split"] == "valid"
+
+
+def test_a_second_training_into_a_locked_run_directory_is_refused(tmp_path, text_file):
+    out = tmp_path / "run"
+    train(_config(text_file, "--max-steps", "2"), out, progress=False)
+    with RunDir(out).lock():  # as if another process were training it
+        with pytest.raises(InputError, match=r"is being trained by process \d+"):
+            train(RunConfig.of_run(RunDir(out)), out, resume=True, progress=False)
+    train(RunConfig.of_run(RunDir(out)), out, resume=True, progress=False)  # free again once released
+
+
+def _nan_at(steps):
+    """Make LanguageModel's loss NaN at the given calls of forward in training (1-based)."""
+    from stackrnn.models.lm import LanguageModel
+
+    real = LanguageModel.forward
+    calls = {"n": 0}
+
+    def forward(self, *args, **kwargs):
+        logits, loss, state = real(self, *args, **kwargs)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] in steps:
+                loss = loss * float("nan")
+        return logits, loss, state
+
+    return forward
+
+
+def test_a_non_finite_step_is_skipped_and_counted(tmp_path, text_file, monkeypatch):
+    from stackrnn.models.lm import LanguageModel
+
+    monkeypatch.setattr(LanguageModel, "forward", _nan_at({3}))
+    result = train(_config(text_file, "--max-steps", "6", "--log-every", "1"), tmp_path / "run", progress=False)
+    trainer = json.loads((tmp_path / "run" / "trainer.json").read_text())
+    assert trainer["skipped_steps"] == 1 and result.step == 6
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert any(r.get("skipped") for r in result.history)
+
+
+def test_non_finite_steps_in_a_row_stop_with_a_clear_message(tmp_path, text_file, monkeypatch):
+    from stackrnn.models.lm import LanguageModel
+
+    monkeypatch.setattr(LanguageModel, "forward", _nan_at(set(range(4, 100))))
+    with pytest.raises(InputError, match=r"training stopped: 3 steps in a row had a non-finite loss or gradient"):
+        train(_config(text_file, "--max-bad-steps", "3", "--eval-every", "2"), tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "trainer.json").read_text())["step"] == 2  # the last good checkpoint
+
+
+def test_early_stopping(tmp_path, text_file, monkeypatch):
+    losses = iter([3.0, 3.1, 3.2, 3.3, 3.4, 3.5])
+    monkeypatch.setattr("stackrnn.train.evaluate_lm", lambda *a, **k: next(losses))
+    result = train(_config(text_file, "--eval-every", "2", "--early-stop", "2", "--max-steps", "100"),
+                   tmp_path / "run", progress=False)
+    assert result.stopped == "early stop" and result.step == 6  # evaluations at 2 (best), 4, 6: two without progress
