@@ -38,6 +38,7 @@ class TrainConfig:
     lr_decay_start: int = option(1, "step schedule: the first epoch (counting from 1) after which lr decays")
     patience: int = option(0, "plateau schedule: evaluations without improvement before lr decays")
     eval_every: int = option(0, "evaluate and checkpoint every N steps; 0: at the end of each epoch")
+    save_every: int = option(0, "also checkpoint (without evaluating) every N steps; 0: only with evaluations")
     log_every: int = option(50, "append training loss to metrics.jsonl every N steps")
     seed: int = option(0, "seed of every random number generator")
     device: str = option("auto", "auto, cpu, cuda or mps")
@@ -49,7 +50,7 @@ class TrainConfig:
         for name in ("epochs", "log_every", "sample_length"):
             if getattr(self, name) < 1:
                 raise InputError(f"train.{name}: expected an integer >= 1, got {getattr(self, name)}")
-        for name in ("lr_decay_start", "patience", "eval_every", "warmup_steps", "early_stop"):
+        for name in ("lr_decay_start", "patience", "eval_every", "save_every", "warmup_steps", "early_stop"):
             if getattr(self, name) < 0:
                 raise InputError(f"train.{name}: expected an integer >= 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**63:

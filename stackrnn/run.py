@@ -116,6 +116,11 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
             f.flush()
 
+    def trim_metrics(self, step: int) -> None:
+        """Keep only the records up to `step` (and no line cut short): the metrics of the checkpoint resumed from."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        atomic_write_text(self / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+
     def read_metrics(self) -> list[dict]:
         path = self / METRICS
         if not path.exists():

@@ -163,6 +163,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     state: list[LayerState] | None = None
     if resume:
         state = load_checkpoint(run, model, optimizer, schedule, pos, device)
+        # a process killed after its last checkpoint logged steps that will now be trained again: drop them
+        run.trim_metrics(pos["step"])
     else:
         run = RunDir.create(out)
         run.save_tokenizer(data.tokenizer)
@@ -284,6 +286,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     if tc.eval_every and pos["step"] % tc.eval_every == 0:
                         evaluate_and_keep_best(pos["epoch"] + 1)
                         model.train()
+                        checkpoint()
+                    elif tc.save_every and pos["step"] % tc.save_every == 0:
                         checkpoint()
                 else:  # the epoch ran to its end
                     pos["epoch"] += 1

@@ -245,3 +245,44 @@ def test_early_stopping(tmp_path, text_file, monkeypatch):
     result = train(_config(text_file, "--eval-every", "2", "--early-stop", "2", "--max-steps", "100"),
                    tmp_path / "run", progress=False)
     assert result.stopped == "early stop" and result.step == 6  # evaluations at 2 (best), 4, 6: two without progress
+
+
+def test_sigkill_and_resume_ends_with_the_same_metrics(tmp_path, text_file):
+    """A training process killed with SIGKILL mid-epoch, then resumed, ends with the same weights and the same
+    metrics file, to the last digit, as a run that was never interrupted (CPU, deterministic settings)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    common = ["train", *TINY, "--data", str(text_file), "--dropout", "0.2", "--epochs", "2", "--save-every", "10",
+              "--eval-every", "40", "--log-every", "5"]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "stackrnn.cli", *common, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    # wait until a checkpoint past the first one exists and training has gone on beyond it, then kill
+    while time.monotonic() < deadline:
+        try:
+            step = json.loads((out / "trainer.json").read_text())["step"]
+        except (OSError, ValueError, KeyError):
+            step = 0
+        if step >= 30:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((out / "trainer.json").read_text())["step"]
+    assert 30 <= killed_at < 2 * 188, killed_at  # mid-run
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+
+    a, b = RunDir(tmp_path / "whole"), RunDir(out)
+    for name in ("last.safetensors", "model.safetensors"):
+        ta, tb = a.load_tensors(name), b.load_tensors(name)
+        for k in ta:
+            torch.testing.assert_close(ta[k], tb[k], atol=0, rtol=0, msg=f"{name} {k}")
+    strip = lambda records: [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in records]  # noqa: E731
+    assert strip(a.read_metrics()) == strip(b.read_metrics())
