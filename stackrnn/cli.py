@@ -4,6 +4,7 @@
     stackrnn generate RUN --prefix TEXT [--prefix TEXT ...] [--length N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
     stackrnn eval     RUN [--split valid|test] [--json]
     stackrnn summary  [--config FILE.toml] [options]
+    stackrnn plot     RUN [RUN ...] --out DIR
 
 Every [model], [data] and [train] config field is also an option (--hidden-size 512, --no-progress), with the
 field's one-line doc as its help; options override the config file, which overrides the defaults. Bad input is
@@ -178,6 +179,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_runs
+
+    for path in plot_runs(args.runs, args.out):
+        print(path)
+    return 0
+
+
 def _ppl(loss: float) -> float:
     import math
 
@@ -221,6 +230,12 @@ def make_parser() -> argparse.ArgumentParser:
     add_run_arguments(p, json_help="print one JSON object with loss, perplexity and more")
     p.add_argument("--split", choices=("valid", "test"), default="valid", help="which held-out split (default: valid)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plot", help="draw training curves of one or more runs as PNG files",
+                       description="Plot loss, perplexity, learning rate and gradient norm against steps, comparing runs.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by stackrnn train")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files (created if needed)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("summary", help="print a table of a config's model: layers, output shapes, parameters",
                        description="Build the model a config describes and print each layer, its output shape and parameter count.")

@@ -27,7 +27,7 @@ def _fails(capsys, argv, match):
     return lines[0]
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "eval", "summary"])
+@pytest.mark.parametrize("command", ["train", "generate", "eval", "summary", "plot"])
 def test_every_option_has_help(command):
     parser = make_parser()
     sub = parser._subparsers._group_actions[0].choices[command]
@@ -35,7 +35,7 @@ def test_every_option_has_help(command):
         if action.dest != "help":
             assert action.help and len(action.help) > 10, action.dest
     text = sub.format_help()
-    assert "--hidden-size" in text or command in ("generate", "eval")
+    assert "--hidden-size" in text or command in ("generate", "eval", "plot")
 
 
 def test_argparse_errors_are_one_line(capsys):

@@ -1,0 +1,79 @@
+"""Training curves from run directories: PNG files comparing several runs.
+
+Reads only metrics.jsonl (and the config's name for the legend), so it works on finished, stopped and running
+runs alike. matplotlib is an optional extra: pip install 'stackrnn[plot]'.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import InputError
+from .run import METRICS, RunDir
+
+#: (file name, metric key, y-axis label, log scale)
+FIGURES = [
+    ("loss.png", "loss", "cross-entropy (nats per token)", False),
+    ("perplexity.png", "perplexity", "perplexity (log scale)", True),
+    ("lr.png", "lr", "learning rate", False),
+    ("grad_norm.png", "grad_norm", "gradient norm (L2, before clipping)", True),
+]
+
+
+def _series(records: list[dict], split: str, key: str) -> tuple[list[int], list[float]]:
+    points = [(r["step"], r[key]) for r in records if r.get("split") == split and r.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_runs(runs: list[str | Path], out: str | Path) -> list[Path]:
+    """Write one PNG per metric into `out`, every run a colour, training solid and validation dashed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("stackrnn plot needs matplotlib: pip install 'stackrnn[plot]' (or pip install matplotlib)") from None
+    loaded = []
+    for path in runs:
+        run = RunDir.open(path, need=(METRICS,))
+        records = run.read_metrics()
+        if not records:
+            raise InputError(f"{run / METRICS} holds no metrics yet: train the run first")
+        loaded.append((Path(path).resolve(), records))
+    names = [p.name for p, _ in loaded]
+    # the folder name, or parent/name where two runs share a folder name
+    loaded = [(p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}", r) for p, r in loaded]
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the output folder {out} ({e.strerror}): choose another --out") from None
+
+    written = []
+    for filename, key, ylabel, log in FIGURES:
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+        drawn = False
+        for i, (name, records) in enumerate(loaded):
+            colour = f"C{i % 10}"
+            for split, style in (("train", "-"), ("valid", "--")):
+                steps, values = _series(records, split, key)
+                if steps:
+                    ax.plot(steps, values, style, color=colour, marker="o" if len(steps) < 30 else None,
+                            markersize=3, label=f"{name} ({'training' if split == 'train' else 'validation'})")
+                    drawn = True
+        if not drawn:
+            plt.close(fig)
+            continue
+        ax.set_xlabel("training step (optimizer updates)")
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(f"{ylabel.split(' (')[0]} by step")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / filename)
+        plt.close(fig)
+        written.append(out / filename)
+    return written
