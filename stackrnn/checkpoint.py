@@ -3,12 +3,15 @@
 Weights go to last.safetensors, the optimizer's tensors to optimizer.safetensors, torch's RNG states and the
 carried hidden state to trainer.safetensors, and the rest (position, schedule, optimizer skeleton, Python and
 NumPy RNG states) to trainer.json. The three tensor files carry the step in their metadata and trainer.json is
-written last, so a crash between writes is detected on loading instead of mixing two steps.
+written last, so a crash between writes is detected on loading instead of mixing two steps. The checkpoint
+before the newest is kept in previous/, to resume from when the newest is damaged.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -20,6 +23,7 @@ from .optim import Schedule
 from .run import LAST, OPTIMIZER, TRAINER, TRAINER_TENSORS, RunDir
 
 FILES = (LAST, OPTIMIZER, TRAINER, TRAINER_TENSORS)
+PREVIOUS = "previous"  # the checkpoint before the newest one
 
 
 def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, pos: dict,
@@ -45,6 +49,7 @@ def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimi
     np_state = np.random.get_state()
     py_state = random.getstate()
     step = pos["step"]
+    _keep_previous(run)
     run.save_model(model, LAST, step=step)
     run.save_tensors(OPTIMIZER, tensors, step=step)
     run.save_tensors(TRAINER_TENSORS, trainer_tensors, step=step)
@@ -57,9 +62,43 @@ def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimi
     })
 
 
+def _keep_previous(run: RunDir) -> None:
+    """Move the current checkpoint into previous/ before a new one is written, so that a damaged newest
+    checkpoint still leaves one to resume from. Each move is a rename; the step stamps catch a half-done set."""
+    if not (run / TRAINER).exists():
+        return
+    previous = run / PREVIOUS
+    previous.mkdir(exist_ok=True)
+    for name in FILES:
+        if (run / name).exists():
+            os.replace(run / name, previous / name)
+
+
 def load_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, pos: dict,
                     device: torch.device) -> list[LayerState] | None:
-    """Restore model, optimizer, schedule, RNG states and `pos`; return the carried hidden state (or None)."""
+    """Restore model, optimizer, schedule, RNG states and `pos` from the newest intact checkpoint (falling back
+    to the previous one, with a warning, when the newest is damaged); return the carried hidden state."""
+    try:
+        return _load(run, model, optimizer, schedule, pos, device)
+    except InputError as newest:
+        previous = RunDir(run / PREVIOUS)
+        if not (previous / TRAINER).exists():
+            raise
+        try:
+            state = _load(previous, model, optimizer, schedule, pos, device)
+        except InputError as e:
+            raise InputError(f"both checkpoints are damaged: {newest} / {e}") from None
+        # the damaged newest checkpoint is of no use: put the previous one back in its place, so the next
+        # save keeps an intact checkpoint in previous/
+        for name in FILES:
+            if (previous / name).exists():
+                os.replace(previous / name, run / name)
+        warnings.warn(f"{newest}; resumed from the previous checkpoint, at step {pos['step']}", stacklevel=2)
+        return state
+
+
+def _load(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, pos: dict,
+          device: torch.device) -> list[LayerState] | None:
     trainer = run.load_json(TRAINER)
     step = trainer.get("step")
     for name in (LAST, OPTIMIZER, TRAINER_TENSORS):

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -249,6 +250,8 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    # library warnings (such as a damaged checkpoint passed over) as one line each, like the errors
+    warnings.showwarning = lambda message, *_, **__: print(f"stackrnn {args.command}: warning: {message}", file=sys.stderr)
     try:
         return args.func(args)
     except InputError as e:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import FILES, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import dumps_toml, from_dict, to_dict
 from .data.pipeline import DataConfig, absolute_data_path, eval_batches, prepare, train_batches
 from .errors import InputError
@@ -145,7 +145,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     tc = cfg.train
     device = choose_device(tc.device)
     if resume:
-        run = RunDir.open(out, need=(CONFIG, VOCAB, *FILES))
+        run = RunDir.open(out, need=(CONFIG, VOCAB))  # the checkpoint's files are checked as it loads
         data = prepare(cfg.data, tokenizer=run.load_tokenizer())
     else:
         absolute_data_path(cfg.data)
@@ -183,8 +183,13 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     last_train_loss, valid_loss, stopped, evaluated_at = None, None, "finished", None
     bad_in_a_row, grad_norm = 0, None
 
+    saved_at = pos["step"] if resume else None
+
     def checkpoint() -> None:
-        nonlocal window_start
+        nonlocal window_start, saved_at
+        if saved_at == pos["step"]:
+            return  # this step is on disk already; writing it again would push an older one out of previous/
+        saved_at = pos["step"]
         t0 = time.monotonic()
         pos["seconds"] = t0 - started
         pos["best_valid_loss"] = best

@@ -126,6 +126,13 @@ def test_checkpoint_files_from_different_steps_are_refused(tmp_path, text_file):
     older = (out / "optimizer.safetensors").read_bytes()
     assert main(["train", "--resume", str(out), "--max-steps", "6", "--no-progress"]) == 0
     (out / "optimizer.safetensors").write_bytes(older)  # as if a crash stopped the checkpoint half-way
+    with pytest.warns(UserWarning, match="optimizer.safetensors is from step 3 but .*trainer.json from step 6"):
+        result = train(RunConfig.of_run(RunDir(out)), out, resume=True, progress=False)
+    assert result.step == 6  # resumed from the intact step-3 checkpoint and trained to 6 again
+    (out / "optimizer.safetensors").write_bytes(older)
+    import shutil
+
+    shutil.rmtree(out / "previous")  # and with no previous checkpoint to fall back on, a clear error
     with pytest.raises(InputError, match="optimizer.safetensors is from step 3 but .*trainer.json from step 6"):
         train(RunConfig.of_run(RunDir(out)), out, resume=True, progress=False)
 
@@ -286,3 +293,35 @@ def test_sigkill_and_resume_ends_with_the_same_metrics(tmp_path, text_file):
             torch.testing.assert_close(ta[k], tb[k], atol=0, rtol=0, msg=f"{name} {k}")
     strip = lambda records: [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in records]  # noqa: E731
     assert strip(a.read_metrics()) == strip(b.read_metrics())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, text_file, capsys, damage):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--data", str(text_file), "--out", str(out), "--max-steps", "20", "--save-every", "10"]) == 0
+    assert json.loads((out / "previous" / "trainer.json").read_text())["step"] == 10
+    weights = out / "last.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        weights.unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--max-steps", "30", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "resumed from the previous checkpoint, at step 10" in err and "Traceback" not in err
+    trainer = json.loads((out / "trainer.json").read_text())
+    assert trainer["step"] == 30
+    assert max(r["step"] for r in RunDir(out).read_metrics()) == 30
+    # the recovered run checkpoints normally again: previous/ holds an intact step-20 checkpoint
+    assert json.loads((out / "previous" / "trainer.json").read_text())["step"] == 20
+
+
+def test_both_checkpoints_damaged(tmp_path, text_file, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--data", str(text_file), "--out", str(out), "--max-steps", "20", "--save-every", "10"]) == 0
+    for folder in (out, out / "previous"):
+        (folder / "optimizer.safetensors").write_bytes(b"\x00" * 64)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--max-steps", "30", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "both checkpoints are damaged" in err[0]
