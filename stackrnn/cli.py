@@ -1,14 +1,16 @@
 """The command line: argparse subcommands, each a thin call into the library. Nothing imports this module.
 
-    stackrnn train    [--config FILE.toml] [--dataset NAME | --data PATH] [--out RUN | --resume RUN] [options]
+    stackrnn train    [--task lm|classify] [--config FILE.toml] [--dataset NAME | --data PATH] [--out RUN | --resume RUN] [options]
     stackrnn generate RUN --prefix TEXT [--prefix TEXT ...] [--length N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
-    stackrnn eval     RUN [--split valid|test] [--json]
-    stackrnn summary  [--config FILE.toml] [options]
+    stackrnn eval     RUN [--split valid|test] [--data FILE] [--json]
+    stackrnn predict  RUN TEXT [TEXT ...] | --file FILE [--json]          (classification runs)
+    stackrnn summary  [--task lm|classify] [--config FILE.toml] [options]
     stackrnn plot     RUN [RUN ...] --out DIR
 
-Every [model], [data] and [train] config field is also an option (--hidden-size 512, --no-progress), with the
-field's one-line doc as its help; options override the config file, which overrides the defaults. Bad input is
-one line on stderr and exit status 2.
+Every [model], [data] and [train] config field of the run's task is also an option (--hidden-size 512,
+--no-progress), with the field's one-line doc as its help; options override the config file, which overrides
+the defaults. The task comes from --task, else the config file's `task = ...`, else it is "lm"; `stackrnn train
+--task classify --help` lists the classifier's options. Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from pathlib import Path
 
 from . import __version__
 from .config import check_value, fields, parse_flag_value, read_toml
-from .data.pipeline import DataConfig
 from .errors import InputError
-from .models.lm import ModelConfig
 from .optim import TrainConfig
+from .tasks import TASK_NAMES, task_class
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+def sections(task: str) -> dict[str, type]:
+    """The config sections of a task's runs: its own [model] and [data] classes, and the shared [train]."""
+    kind = task_class(task)
+    return {"model": kind.ModelConfig, "data": kind.DataConfig, "train": TrainConfig}
+
 #: what `train --resume` may change: how much longer to train, and how it looks
 RESUMABLE = {"train.epochs", "train.max_minutes", "train.max_steps", "train.progress", "train.sample_prefix", "train.sample_length", "train.device"}
 
@@ -40,9 +46,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per config field, grouped by section; absent options stay absent (they override nothing)."""
-    for section, cls in SECTIONS.items():
+def add_config_options(parser: argparse.ArgumentParser, task: str) -> None:
+    """One option per config field of `task`, grouped by section; absent options stay absent (they override
+    nothing). The --task option itself picks which fields these are (see `peek_task`)."""
+    parser.add_argument("--task", choices=TASK_NAMES, default=argparse.SUPPRESS,
+                        help="what to train: lm (language model, the default) or classify (text classifier); "
+                             "a config file may say it instead (task = \"classify\")")
+    for section, cls in sections(task).items():
         group = parser.add_argument_group(f"[{section}] options (override the config file)")
         for f, _ in fields(cls):
             if not f.metadata.get("cli", True):
@@ -61,22 +71,46 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from(args: argparse.Namespace) -> dict[str, dict]:
     """The config options given on the command line, as {section: {field: value}}, typed and checked."""
-    tables: dict[str, dict] = {s: {} for s in SECTIONS}
+    known = sections(getattr(args, "task", "lm"))
+    tables: dict[str, dict] = {s: {} for s in known}
     for key, value in vars(args).items():
         if "." not in key:
             continue
         section, name = key.split(".", 1)
-        cls = SECTIONS[section]
+        cls = known[section]
         if isinstance(value, str):
             value = parse_flag_value(cls, name, value)
         tables[section][name] = check_value(cls, name, value, section, label=f"--{name.replace('_', '-')}")
     return tables
 
 
-def build_config(config_file: str | None, overrides: dict[str, dict]):
+def peek_task(argv: list[str]) -> str:
+    """The task of a train or summary command line, needed before its options can be defined: --task, else the
+    config file's (or the resumed run's) `task`, else "lm"."""
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in ("--task", "--config", "--resume"):
+        pre.add_argument(flag)
+    known, _ = pre.parse_known_args(argv)
+    if known.task is not None:
+        return known.task if known.task in TASK_NAMES else "lm"  # the full parser reports a bad --task
+    for path in (known.config, known.resume and str(Path(known.resume) / "config.toml")):
+        if path and Path(path).is_file():
+            task = read_toml(path).get("task", "lm")
+            if task not in TASK_NAMES:
+                raise InputError(f"{path}: task: expected one of {', '.join(TASK_NAMES)}, got {task!r}")
+            return task
+    return "lm"
+
+
+def build_config(config_file: str | None, overrides: dict[str, dict], task: str | None = None):
     from .train import RunConfig
 
     tables = read_toml(config_file) if config_file else {}
+    if task is not None:
+        if config_file and tables.get("task", "lm") != task:
+            raise InputError(f"--task {task} but {config_file} is a config for task = {tables.get('task', 'lm')!r}: "
+                             "leave out --task or use a config of that task (see examples/)")
+        tables["task"] = task
     for section, values in overrides.items():
         if values:
             base = tables.setdefault(section, {})
@@ -101,6 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config or args.out:
             raise InputError("--resume RUN continues a run with its own config: leave out --config and --out")
         cfg = RunConfig.of_run(RunDir.open(args.resume, need=("config.toml",)))
+        if getattr(args, "task", cfg.task) != cfg.task:
+            raise InputError(f"--resume keeps the run's task ({cfg.task}): leave out --task {args.task}")
         changed = {f"{s}.{k}" for s, values in overrides.items() for k in values}
         refused = sorted(changed - RESUMABLE)
         if refused:
@@ -112,15 +148,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.train.validate()
         out = args.resume
     else:
-        cfg = build_config(args.config, overrides)
-        name = cfg.data.dataset or (Path(cfg.data.data).stem if cfg.data.data else "embedded")
+        cfg = build_config(args.config, overrides, getattr(args, "task", None))
+        source = getattr(cfg.data, "data", None)
+        name = cfg.data.dataset or (Path(source).stem if source else "embedded")
         out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = train(cfg, out, resume=bool(args.resume))
     parts = [f"{result.stopped} after {result.step} steps, {result.epoch} epochs, {result.seconds:.0f}s"]
-    if result.train_loss is not None:
-        parts.append(f"train perplexity {_ppl(result.train_loss):.3f}")
-    if result.best_valid_loss is not None:
-        parts.append(f"best valid perplexity {_ppl(result.best_valid_loss):.3f}")
+    if cfg.task == "lm":
+        if result.train_loss is not None:
+            parts.append(f"train perplexity {_ppl(result.train_loss):.3f}")
+        if result.best_valid_loss is not None:
+            parts.append(f"best valid perplexity {_ppl(result.best_valid_loss):.3f}")
+    else:
+        if result.train_loss is not None:
+            parts.append(f"train loss {result.train_loss:.4f}")
+        if result.best_valid_loss is not None:
+            parts.append(f"best valid loss {result.best_valid_loss:.4f}")
     print("; ".join(parts))
     print(f"run directory: {result.run}")
     if result.sample:
@@ -146,37 +189,66 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .run import BEST
+    from .train import open_run
+
+    cfg, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors")
+    if cfg.task == "lm":
+        if args.data:
+            raise InputError("--data is for classification runs; a language model is scored on its own splits")
+        metrics = _eval_lm(args, cfg, task, model)
+        if not args.json:
+            print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    else:
+        metrics = task.evaluate_split(model, args.split, data_path=args.data)
+        if not args.json:
+            from .evaluate import format_classification
+
+            print(format_classification(metrics))
+    if args.json:
+        print(json.dumps(metrics))
+    return 0
+
+
+def _eval_lm(args, cfg, task, model) -> dict:
     from .data.pipeline import eval_batches, prepare
     from .evaluate import evaluate_lm, lm_metrics
-    from .run import BEST
-    from .train import load_run
 
-    cfg, tokenizer, model = load_run(args.run, BEST if args.weights == "best" else "last.safetensors")
-    data = prepare(cfg.data, tokenizer=tokenizer)
+    data = prepare(cfg.data, tokenizer=task.tokenizer)
     ids = data.valid if args.split == "valid" else data.test
     if ids is None or ids.numel() < 2:
         raise InputError(f"run {args.run} has no {args.split} split: train with --test-fraction (or a dataset with its own test set)")
-    metrics = {"split": args.split, "tokens": int(ids.numel()), **lm_metrics(evaluate_lm(model, eval_batches(cfg.data, ids)), tokenizer.level)}
+    return {"split": args.split, "tokens": int(ids.numel()),
+            **lm_metrics(evaluate_lm(model, eval_batches(cfg.data, ids)), task.tokenizer.level)}
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .data.labelled import read_lines
+    from .run import BEST
+    from .train import open_run
+
+    if bool(args.texts) == bool(args.file):
+        raise InputError("give the texts to classify as arguments or with --file FILE (one per line), not both or neither")
+    texts = args.texts or read_lines(args.file, encoding=args.encoding)
+    _, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors", task="classify")
+    predictions = task.predict(model, texts)
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps(predictions, ensure_ascii=False))
     else:
-        print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        for p in predictions:
+            probs = "  ".join(f"{label} {prob:.3f}" for label, prob in p["probabilities"].items())
+            print(f"{p['label']}\t{probs}\t{p['text']}")
     return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    import torch
-
-    from .data.pipeline import prepare
-    from .models.lm import LanguageModel
     from .summary import summary
 
     if args.vocab_size is not None and args.vocab_size < 1:
         raise InputError(f"--vocab-size: expected an integer >= 1, got {args.vocab_size}")
-    cfg = build_config(args.config, overrides_from(args))
-    vocab = args.vocab_size or len(prepare(cfg.data).tokenizer)
-    model = LanguageModel.from_config(cfg.model, vocab)
-    print(summary(model, (cfg.data.num_steps, cfg.data.batch_size), dtype=torch.long))
+    cfg = build_config(args.config, overrides_from(args), getattr(args, "task", None))
+    model, shape, kwargs = cfg.make_task().summary_model(args.vocab_size)
+    print(summary(model, shape, **kwargs))
     return 0
 
 
@@ -201,17 +273,19 @@ def add_run_arguments(p: argparse.ArgumentParser, json_help: str) -> None:
     p.add_argument("--json", action="store_true", help=json_help)
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(task: str = "lm") -> argparse.ArgumentParser:
+    """The parser; the train and summary commands get the config options of `task` (see `peek_task`)."""
     parser = Parser(prog="stackrnn", description="Deep (stacked) recurrent networks: train, generate, evaluate, inspect.")
     parser.add_argument("--version", action="version", version=f"stackrnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a language model into a run directory",
-                       description="Train a language model. Options override --config, which overrides the defaults.")
+    p = sub.add_parser("train", help="train a language model or a text classifier into a run directory",
+                       description=f"Train a model (task: {task}; --task classify for a text classifier). Options "
+                                   "override --config, which overrides the defaults.")
     p.add_argument("--config", metavar="FILE.toml", help="a TOML file with [model], [data] and [train] tables (see examples/)")
     p.add_argument("--out", metavar="RUN", help="the new run directory (default: runs/NAME-DATE-TIME); never overwritten")
     p.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
-    add_config_options(p)
+    add_config_options(p, task)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="generate text from a trained run",
@@ -227,10 +301,21 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="evaluate a trained run on its validation or test split",
-                       description="Score a trained language model: loss, perplexity and (character models) bits per character.")
-    add_run_arguments(p, json_help="print one JSON object with loss, perplexity and more")
+                       description="Score a trained run. Language models: loss, perplexity and (character models) bits "
+                                   "per character. Classifiers: accuracy, precision, recall and F1 per class, macro F1 "
+                                   "and the confusion matrix.")
+    add_run_arguments(p, json_help="print one JSON object (loss and perplexity, or accuracy, macro_f1 and per-class figures)")
     p.add_argument("--split", choices=("valid", "test"), default="valid", help="which held-out split (default: valid)")
+    p.add_argument("--data", metavar="FILE", help="classifiers: score this labelled file (same format as the training data) instead of a split")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classify texts with a trained classification run",
+                       description="Print each text's predicted label and the probability of every label.")
+    add_run_arguments(p, json_help="print a JSON list of {text, label, probabilities}")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    p.add_argument("--file", metavar="FILE", help="classify every non-blank line of FILE instead")
+    p.add_argument("--encoding", default="utf-8", help="the text encoding of --file (default: utf-8)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("plot", help="draw training curves of one or more runs as PNG files",
                        description="Plot loss, perplexity, learning rate and gradient norm against steps, comparing runs.")
@@ -241,14 +326,21 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print a table of a config's model: layers, output shapes, parameters",
                        description="Build the model a config describes and print each layer, its output shape and parameter count.")
     p.add_argument("--config", metavar="FILE.toml", help="a TOML config (see examples/); default: the built-in defaults")
-    p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size to assume instead of reading the data")
-    add_config_options(p)
+    p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size to assume instead of reading the data "
+                   "(classifiers: with 2 classes)")
+    add_config_options(p, task)
     p.set_defaults(func=cmd_summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        task = peek_task(argv[1:]) if argv[:1] in (["train"], ["summary"]) else "lm"
+    except InputError as e:
+        print(f"stackrnn {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
+    parser = make_parser(task)
     args = parser.parse_args(argv)
     # library warnings (such as a damaged checkpoint passed over) as one line each, like the errors
     warnings.showwarning = lambda message, *_, **__: print(f"stackrnn {args.command}: warning: {message}", file=sys.stderr)

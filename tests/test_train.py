@@ -248,7 +248,7 @@ def test_non_finite_steps_in_a_row_stop_with_a_clear_message(tmp_path, text_file
 
 def test_early_stopping(tmp_path, text_file, monkeypatch):
     losses = iter([3.0, 3.1, 3.2, 3.3, 3.4, 3.5])
-    monkeypatch.setattr("stackrnn.train.evaluate_lm", lambda *a, **k: next(losses))
+    monkeypatch.setattr("stackrnn.tasks.lm.evaluate_lm", lambda *a, **k: next(losses))
     result = train(_config(text_file, "--eval-every", "2", "--early-stop", "2", "--max-steps", "100"),
                    tmp_path / "run", progress=False)
     assert result.stopped == "early stop" and result.step == 6  # evaluations at 2 (best), 4, 6: two without progress

@@ -1,0 +1,24 @@
+"""The kinds of training run: each a `Task` (see base.py) that the one training loop in train.py drives."""
+
+from __future__ import annotations
+
+from ..errors import InputError
+from .base import Step, Task
+
+TASK_NAMES = ("lm", "classify")
+
+
+def task_class(name: str) -> type[Task]:
+    """The Task class of `name` (imported on demand: a language-model run needs none of the others' code)."""
+    if name == "lm":
+        from .lm import LMTask
+
+        return LMTask
+    if name == "classify":
+        from .classify import ClassifyTask
+
+        return ClassifyTask
+    raise InputError(f"task: expected one of {', '.join(TASK_NAMES)}, got {name!r}")
+
+
+__all__ = ["Task", "Step", "task_class", "TASK_NAMES"]

@@ -1,0 +1,117 @@
+"""What the training loop needs from a task (language modelling, classification, ...), and nothing more.
+
+The loop in train.py is the same for every task: batch, forward, backward, clip, step, with evaluation,
+checkpoints, budgets and resume around it. A `Task` supplies the parts that differ: its data and vocabulary,
+its model, one training step's loss, and its evaluation metrics.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ..run import RunDir
+
+
+class Batches(Protocol):
+    """One epoch's batches, replayable from any position (for exact resume)."""
+
+    def __len__(self) -> int: ...
+
+    def iter_from(self, start: int) -> Iterator[Any]: ...
+
+
+@dataclass
+class Step:
+    """One training step's result.
+
+    loss: the reported loss (a scalar tensor), averaged over `items`.
+    objective: what is backpropagated (the loss plus any penalty or scaling).
+    items: how many tokens or examples `loss` averages over, to weight it in the logged mean.
+    state: the recurrent state to carry into the next step (None when nothing is carried).
+    lr_scale: a factor on the learning rate for this step only (AWD-LSTM's variable window length).
+    """
+
+    loss: Tensor
+    objective: Tensor
+    items: int
+    state: Any = None
+    lr_scale: float = 1.0
+
+
+class Task(ABC):
+    """A kind of training run. Subclasses set the class attributes and implement the methods.
+
+    The life of a task object in `train`: `prepare` (reads and checks all data before the run directory is
+    touched), `build_model`, then per epoch `batches` and per batch `step`, `evaluate` after epochs, `finish`.
+    """
+
+    name: ClassVar[str]  # "lm", "classify"; written as `task = ...` into config.toml
+    ModelConfig: ClassVar[type]
+    DataConfig: ClassVar[type]
+    unit: ClassVar[str]  # what `Step.items` counts, for the logged rate: "tokens" or "examples"
+    files: ClassVar[tuple[str, ...]]  # files besides config.toml and weights that a finished run holds
+
+    def __init__(self, cfg) -> None:  # cfg: train.RunConfig
+        self.cfg = cfg
+
+    @abstractmethod
+    def prepare(self, run: RunDir | None) -> None:
+        """Read, split and encode the data; with `run` (resuming), use that run's vocabulary. Every problem
+        with the user's data is raised here, before anything is written."""
+
+    @abstractmethod
+    def save_vocab(self, run: RunDir) -> None:
+        """Write the vocabulary (and label names) a new run needs to be loaded again."""
+
+    @abstractmethod
+    def load_vocab(self, run: RunDir) -> None:
+        """Read what `save_vocab` wrote, so `build_model` can build the run's model without its data."""
+
+    @abstractmethod
+    def build_model(self) -> nn.Module: ...
+
+    @abstractmethod
+    def batches(self, epoch: int) -> Batches:
+        """The training batches of `epoch` (from 0), a function of (seed, epoch) only, so it can be replayed."""
+
+    @abstractmethod
+    def step(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> Step:
+        """Forward one training batch; `state` is the carried state (None at the start of an epoch)."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict | None:
+        """Validation metrics, with at least "loss" (lower is better: it picks the best weights), or None when
+        there is no validation data."""
+
+    @abstractmethod
+    def summary_model(self, vocab_size: int | None) -> tuple[nn.Module, tuple[int, ...], dict]:
+        """For `stackrnn summary`: the model (reading the data for its vocabulary unless `vocab_size` is
+        given), the input size of a typical batch, and the keyword arguments of `summary()`."""
+
+    def describe(self) -> str:
+        """A fragment for the 'training into RUN: ...' line."""
+        return ""
+
+    def train_metrics(self, loss: float) -> dict:
+        """Figures derived from a mean training loss for metrics.jsonl (perplexity for language models)."""
+        return {}
+
+    def epoch_summary(self, train_loss: float | None, valid: dict | None) -> list[str]:
+        """Parts of the line printed after each epoch."""
+        parts = [] if train_loss is None else [f"train loss {train_loss:.4f}"]
+        if valid:
+            parts.append(f"valid loss {valid['loss']:.4f}")
+        return parts
+
+    def postfix(self, loss: float) -> dict:
+        """The progress bar's figures for one step's loss."""
+        return {"loss": f"{loss:.3f}"}
+
+    def finish(self, run: RunDir, device: torch.device) -> str | None:
+        """After training: something to show the user (a generated sample), or None."""
+        return None
