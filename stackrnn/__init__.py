@@ -3,6 +3,7 @@
 from .cells import GRUCell, LSTMCell, RNNCell
 from .errors import InputError
 from .layers import GRU, LSTM, RNN, LayerSpec, RecurrentLayer
+from .models.classifier import SequenceClassifier
 from .stack import StackedRNN
 from .summary import summary
 
@@ -10,5 +11,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "StackedRNN", "LSTM", "GRU", "RNN", "LayerSpec", "RecurrentLayer",
-    "LSTMCell", "GRUCell", "RNNCell", "summary", "InputError",
+    "LSTMCell", "GRUCell", "RNNCell", "summary", "InputError", "SequenceClassifier",
 ]
