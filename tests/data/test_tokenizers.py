@@ -104,3 +104,58 @@ def test_non_utf8_vocab_file_raises_input_error(tmp_path):
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(InputError, match="vocab.json"):
         Tokenizer.load(path)
+
+
+# ----------------------------------------------------------------------------------------------- text level
+def test_text_level_lowercases_and_splits_punctuation_and_sst_clitics():
+    tok = Tokenizer.fit(["It 's a GREAT film , is n't it ?", "Don't!"], level="text")
+    assert tok.itos[:2] == ["<pad>", "<unk>"] and tok.pad_id == 0 and tok.unk_id == 1
+    assert tok.eos_id is None and tok.lower and tok.level == "text"
+    assert tok.tokens("It 's a GREAT film , is n't it ?") == ["it", "'s", "a", "great", "film", ",", "is", "n't", "it", "?"]
+    assert tok.tokens("Don't!") == ["don't", "!"]  # an inner apostrophe stays in the word
+    assert tok.tokens("they 're 'quoted' (well-made) 3.5\nstars") == [
+        "they", "'re", "'", "quoted", "'", "(", "well", "-", "made", ")", "3", ".", "5", "stars"]
+    assert tok.tokens("Don\u2019t") == ["don't"]  # a typographic apostrophe is the same word
+    assert tok.decode(tok.encode("It 's GREAT , is n't it ?")) == "it 's great , is n't it ?"
+    assert tok.encode("a zebra") == [tok.stoi["a"], tok.unk_id]
+
+
+def test_text_level_fits_a_list_of_texts_with_min_freq_and_max_size():
+    texts = ["b a a", "a b c", "A d"]  # a:4 b:2 c:1 d:1 after lower-casing
+    assert Tokenizer.fit(texts, level="text").itos == ["<pad>", "<unk>", "a", "b", "c", "d"]
+    assert Tokenizer.fit(texts, level="text", min_freq=2).itos == ["<pad>", "<unk>", "a", "b"]
+    assert Tokenizer.fit(texts, level="text", max_size=3).itos == ["<pad>", "<unk>", "a"]
+    assert Tokenizer.fit(texts, level="text") == Tokenizer.fit(iter(texts), level="text")  # any iterable
+    kept = Tokenizer.fit(texts, level="text", lower=False)
+    assert "A" in kept.stoi and kept.tokens("A b") == ["A", "b"] and not kept.lower
+    # a list of texts at word level: each text on its own, no <eos> between them
+    assert Tokenizer.fit(["x y", "y"], level="word").itos == ["<unk>", "<eos>", "y", "x"]
+
+
+def test_text_level_round_trips_through_vocab_json(tmp_path):
+    path = tmp_path / "vocab.json"
+    for lower in (True, False):
+        tok = Tokenizer.fit(["Hello , World !"], level="text", lower=lower)
+        tok.save(path)
+        assert json.loads(path.read_text())["lower"] is lower
+        loaded = Tokenizer.load(path)
+        assert loaded == tok and loaded.lower is lower and loaded.pad_id == 0
+        assert loaded.encode("HELLO world") == tok.encode("HELLO world")
+
+
+def test_vocab_files_written_before_text_level_still_load(tmp_path):
+    path = tmp_path / "vocab.json"  # no "lower": what char and word runs wrote before it existed
+    path.write_text(json.dumps({"format": "stackrnn.tokenizer", "version": 1, "level": "char", "itos": ["<unk>", "A", "b"]}))
+    tok = Tokenizer.load(path)
+    assert tok.lower is False and tok.pad_id is None and tok.encode("Ab") == [1, 2]  # no lower-casing
+    assert Tokenizer.fit("Ab").lower is False and Tokenizer.fit("Ab", level="word").lower is False
+
+
+def test_bad_lower_is_rejected(tmp_path):
+    with pytest.raises(InputError, match="lower"):
+        Tokenizer.fit(["a"], level="text", lower="yes")
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({"format": "stackrnn.tokenizer", "version": 1, "level": "text", "lower": 1,
+                                "itos": ["<pad>", "<unk>"]}))
+    with pytest.raises(InputError, match="vocab.json"):
+        Tokenizer.load(path)
