@@ -1,4 +1,5 @@
-"""Data for language modelling: tokenizers, corpora (embedded, downloaded, local) and TBPTT/random batches."""
+"""Data: tokenizers; for language modelling, corpora (embedded, downloaded, local) and TBPTT/random batches; for
+classification, labelled texts (local files and named datasets) and length-bucketed padded batches."""
 
 from stackrnn.data.batching import (
     RandomBatches,
@@ -7,6 +8,7 @@ from stackrnn.data.batching import (
     unigram_perplexity,
     window_lengths,
 )
+from stackrnn.data.buckets import BucketBatches, LabelledBatch
 from stackrnn.data.corpora import (
     DATASETS,
     Corpus,
@@ -18,6 +20,7 @@ from stackrnn.data.corpora import (
     load_corpus,
     preprocess_d2l,
 )
+from stackrnn.data.labelled import CLASSIFY_DATASETS, FORMATS, Examples, load_dataset, read_labelled, read_lines
 from stackrnn.data.tokenizers import Tokenizer
 
 __all__ = [
@@ -36,4 +39,12 @@ __all__ = [
     "RandomBatches",
     "window_lengths",
     "unigram_perplexity",
+    "Examples",
+    "FORMATS",
+    "CLASSIFY_DATASETS",
+    "read_labelled",
+    "read_lines",
+    "load_dataset",
+    "BucketBatches",
+    "LabelledBatch",
 ]

@@ -65,12 +65,15 @@ class RemoteFile:
 @dataclass(frozen=True)
 class Dataset:
     """A named corpus. `files` is empty for the embedded corpus; three files (train, valid, test) mean the
-    dataset brings its own split. `level` is the tokenizer level the dataset is usually modelled at."""
+    dataset brings its own split. `level` is the tokenizer level the dataset is usually modelled at. `local`
+    says what to pass as --data after downloading by hand, for when the download fails (default: the file, or
+    a folder with the ptb files for a dataset with its own split)."""
 
     name: str
     description: str
     files: tuple[RemoteFile, ...] = ()
     level: str = "char"
+    local: str = ""
 
     @property
     def has_split(self) -> bool:
@@ -163,14 +166,19 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "stackrnn"
 
 
-def fetch(name: str, cache: str | Path | None = None) -> list[Path]:
-    """Paths of the files of dataset `name`, downloading whatever the cache lacks or holds damaged.
+def dataset_folder(name: str, cache: str | Path | None = None) -> Path:
+    """CACHE/NAME, the folder that holds the downloaded files of dataset `name` (cache: default `cache_dir()`)."""
+    return (Path(cache).expanduser() if cache is not None else cache_dir()) / name
+
+
+def fetch(dataset: str | Dataset, cache: str | Path | None = None) -> list[Path]:
+    """Paths of the files of `dataset` (a name in DATASETS, or a Dataset of another registry, such as the
+    classification datasets), downloading whatever the cache lacks or holds damaged, into CACHE/NAME/.
 
     Returns [] for the embedded corpus. Raises InputError when a download fails or its checksum is wrong.
     """
-    ds = _dataset(name)
-    folder = Path(cache).expanduser() if cache is not None else cache_dir()
-    folder = folder / name
+    ds = dataset if isinstance(dataset, Dataset) else _dataset(dataset)
+    folder = dataset_folder(ds.name, cache)
     paths = []
     for f in ds.files:
         path = folder / f.filename
@@ -200,7 +208,7 @@ def _download(ds: Dataset, f: RemoteFile, path: Path) -> None:
                 os.fsync(out.fileno())
         except (OSError, http.client.HTTPException) as e:  # URLError is an OSError: DNS, refused, timeouts, HTTP
             reason = e if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
-            where = ("a folder with " + ", ".join(PTB_FILES)) if ds.has_split else "the file"
+            where = ds.local or (("a folder with " + ", ".join(PTB_FILES)) if ds.has_split else "the file")
             raise InputError(
                 f"could not download {ds.name} from {f.url} ({_one_line(reason)}): "
                 f"download it yourself and pass --data PATH ({where})"
