@@ -1,4 +1,5 @@
-"""Scoring a language model on a split: mean cross-entropy per token, perplexity, bits per character."""
+"""Scoring a run on a split: a language model by mean cross-entropy per token, perplexity and bits per character;
+a classifier by accuracy, per-class precision, recall and F1, macro F1 and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -31,3 +32,44 @@ def lm_metrics(loss: float, level: str) -> dict:
     if level == "char":
         metrics["bits_per_char"] = loss / math.log(2)
     return metrics
+
+
+def classification_metrics(predicted: torch.Tensor, gold: torch.Tensor, labels: list[str]) -> dict:
+    """Accuracy, precision/recall/F1 per class, macro F1 and the confusion matrix of (N,) class ids.
+
+    confusion_matrix[i][j] counts examples of true class i predicted as j. A class never predicted has
+    precision 0 (and never present, recall 0), the convention of scikit-learn's zero_division=0.
+    """
+    c = len(labels)
+    confusion = torch.bincount(gold.long() * c + predicted.long(), minlength=c * c).reshape(c, c)
+    tp = confusion.diag().double()
+    predicted_n, true_n = confusion.sum(0).double(), confusion.sum(1).double()
+    precision = torch.where(predicted_n > 0, tp / predicted_n.clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(true_n > 0, tp / true_n.clamp(min=1), torch.zeros_like(tp))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), torch.zeros_like(tp))
+    return {
+        "examples": int(gold.numel()),
+        "accuracy": float(tp.sum() / max(1, gold.numel())),
+        "macro_f1": float(f1.mean()),
+        "per_class": {label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                              "support": int(true_n[i])} for i, label in enumerate(labels)},
+        "labels": list(labels),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def format_classification(metrics: dict) -> str:
+    """`classification_metrics` (plus split and loss) as the table `stackrnn eval` prints."""
+    labels = metrics["labels"]
+    width = max(8, *(len(label) for label in labels))
+    head = [f"{k} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
+            for k in ("split", "examples", "loss", "accuracy", "macro_f1") if k in metrics]
+    lines = ["  ".join(head), "", f"{'class':<{width}}  precision  recall     f1  support"]
+    for label in labels:
+        m = metrics["per_class"][label]
+        lines.append(f"{label:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)",
+              " " * width + "  " + "  ".join(f"{label:>{width}}" for label in labels)]
+    for label, row in zip(labels, metrics["confusion_matrix"]):
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{n:>{width}d}" for n in row))
+    return "\n".join(lines)

@@ -13,8 +13,9 @@ from .run import METRICS, RunDir
 
 #: (file name, metric key, y-axis label, log scale)
 FIGURES = [
-    ("loss.png", "loss", "cross-entropy (nats per token)", False),
+    ("loss.png", "loss", "cross-entropy (nats per token; classifiers: per text)", False),
     ("perplexity.png", "perplexity", "perplexity (log scale)", True),
+    ("accuracy.png", "accuracy", "accuracy (fraction of texts classified right)", False),
     ("lr.png", "lr", "learning rate", False),
     ("grad_norm.png", "grad_norm", "gradient norm (L2, before clipping)", True),
 ]

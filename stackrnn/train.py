@@ -160,7 +160,10 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     else:
         task.prepare(None)
     seed_everything(tc.seed)
-    model = task.build_model().to(device)
+    model = task.build_model()
+    if not resume:
+        task.init_weights(model)
+    model = model.to(device)
     optimizer = make_optimizer(tc, model)
     batches_per_epoch = len(task.batches(0))
     total_steps = min(tc.epochs * batches_per_epoch, tc.max_steps or math.inf)

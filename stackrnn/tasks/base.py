@@ -75,6 +75,9 @@ class Task(ABC):
     @abstractmethod
     def build_model(self) -> nn.Module: ...
 
+    def init_weights(self, model: nn.Module) -> None:
+        """Set up a new run's model before training (pretrained embeddings); not called when resuming."""
+
     @abstractmethod
     def batches(self, epoch: int) -> Batches:
         """The training batches of `epoch` (from 0), a function of (seed, epoch) only, so it can be replayed."""
