@@ -107,7 +107,7 @@ def _load(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, sched
                              "(a crash while checkpointing?): the checkpoint cannot be resumed exactly")
     try:
         for key in pos:
-            pos[key] = trainer[key] if key != "skipped_steps" else trainer.get(key, 0)
+            pos[key] = trainer[key] if key not in ("skipped_steps", "best_valid") else trainer.get(key, pos[key])
         run.load_model(model, LAST)
         opt_tensors = run.load_tensors(OPTIMIZER)
         skeleton = trainer["optimizer"]

@@ -162,8 +162,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if result.train_loss is not None:
             parts.append(f"train loss {result.train_loss:.4f}")
-        if result.best_valid_loss is not None:
-            parts.append(f"best valid loss {result.best_valid_loss:.4f}")
+        if result.best_valid is not None:
+            parts.append("best valid " + " ".join(f"{k} {v:.4f}" for k, v in result.best_valid.items()))
     print("; ".join(parts))
     print(f"run directory: {result.run}")
     if result.sample:

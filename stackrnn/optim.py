@@ -26,13 +26,16 @@ class TrainConfig:
     clip: float = option(1.0, "clip the gradient norm to this value; 0 turns clipping off")
     loss: str = option("mean", "mean: mean cross-entropy per token; sum_steps: summed over the window's steps and "
                        "averaged over the batch (Zaremba et al., whose lr 1 assumes it)", choices=("mean", "sum_steps"))
-    lr_schedule: str = option("plateau", "none; plateau: multiply lr by lr_decay when validation loss stops improving; "
+    lr_schedule: str = option("plateau", "none; plateau: multiply lr by lr_decay when the validation figure stops improving; "
                               "step: multiply lr by lr_decay after every epoch from lr_decay_start on; "
                               "cosine: from lr down to lr * min_lr_ratio over the whole run",
                               choices=("none", "plateau", "step", "cosine"))
     warmup_steps: int = option(0, "raise the learning rate linearly from 0 over this many first steps")
     min_lr_ratio: float = option(0.0, "cosine schedule: the final learning rate as a fraction of lr")
-    early_stop: int = option(0, "stop after this many evaluations without a better validation loss; 0: never")
+    early_stop: int = option(0, "stop after this many evaluations without a better validation figure (see monitor); 0: never")
+    monitor: str = option("auto", "the validation figure that picks the best weights and drives early stopping and the "
+                          "plateau schedule: auto (accuracy for classifiers, loss for language models), loss or accuracy",
+                          choices=("auto", "loss", "accuracy"))
     max_bad_steps: int = option(10, "skip steps whose loss or gradient is not finite; stop after this many in a row")
     lr_decay: float = option(0.5, "factor applied to the learning rate by the schedule")
     lr_decay_start: int = option(1, "step schedule: the first epoch (counting from 1) after which lr decays")

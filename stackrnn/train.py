@@ -91,13 +91,14 @@ class TrainResult:
     epoch: int
     train_loss: float | None
     valid_loss: float | None
-    best_valid_loss: float | None
+    best_valid_loss: float | None  # the validation loss of the best weights (picked by train.monitor)
     stopped: str  # "finished", "time budget", "step budget", "early stop" or "interrupted"
     seconds: float
     sample: str | None = None
     history: list[dict] = field(default_factory=list)
     model: nn.Module | None = None  # the model in memory at the end (the last weights, not the best)
     valid: dict | None = None  # the last validation metrics
+    best_valid: dict | None = None  # the validation metrics of the best weights (model.safetensors)
 
 
 def choose_device(name: str) -> torch.device:
@@ -159,6 +160,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         task.prepare(run)
     else:
         task.prepare(None)
+    monitor = task.monitored(tc.monitor)
     seed_everything(tc.seed)
     model = task.build_model()
     if not resume:
@@ -168,7 +170,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     batches_per_epoch = len(task.batches(0))
     total_steps = min(tc.epochs * batches_per_epoch, tc.max_steps or math.inf)
     schedule = Schedule(tc, optimizer, total_steps)
-    pos = {"step": 0, "epoch": 0, "batch": 0, "best_valid_loss": None, "seconds": 0.0, "skipped_steps": 0}
+    pos = {"step": 0, "epoch": 0, "batch": 0, "best_valid_loss": None, "best_valid": None, "seconds": 0.0, "skipped_steps": 0}
     state = None
     if resume:
         state = load_checkpoint(run, model, optimizer, schedule, pos, device)
@@ -182,7 +184,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     tqdm.write(f"{'resuming' if resume else 'training into'} {run.path}: {described + ', ' if described else ''}"
                f"device {device}", file=sys.stderr)
 
-    best = pos["best_valid_loss"]
+    best = pos["best_valid_loss"]  # the best monitored figure so far, lower is better (named before monitor existed)
     started = time.monotonic() - pos["seconds"]  # seconds of training in all, across resumes
     deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes else math.inf  # this invocation's budget
     bar = tqdm(total=tc.epochs * batches_per_epoch, initial=min(pos["step"], tc.epochs * batches_per_epoch),
@@ -210,11 +212,12 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         nonlocal best, valid, window_start, evaluated_at
         t0 = time.monotonic()
         valid = task.evaluate(model, device)
-        valid_loss = None if valid is None else valid["loss"]
+        score = None if valid is None else task.score(valid, monitor)
         if schedule_step:
-            schedule.after_eval(valid_loss)
-        if valid_loss is None or best is None or valid_loss < best:
-            best = valid_loss
+            schedule.after_eval(score)
+        if score is None or best is None or score < best:
+            best = score
+            pos["best_valid"] = valid
             run.save_model(model, BEST)
         run.append_metrics({"step": pos["step"], "epoch": epoch, "split": "valid",
                             **(valid or {"loss": None}), "lr": schedule.lr,
@@ -320,5 +323,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             bar.close()
 
     sample = task.finish(run, device)
+    best_valid = pos["best_valid"]
     return TrainResult(run.path, pos["step"], pos["epoch"], last_train_loss, None if valid is None else valid["loss"],
-                       best, stopped, time.monotonic() - started, sample, run.read_metrics(), model, valid)
+                       None if best_valid is None else best_valid["loss"], stopped, time.monotonic() - started, sample,
+                       run.read_metrics(), model, valid, best_valid)

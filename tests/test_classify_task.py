@@ -188,3 +188,25 @@ def test_plot_draws_validation_accuracy(rule_run, tmp_path, capsys):
     assert main(["plot", str(rule_run), "--out", str(tmp_path / "plots")]) == 0
     written = {Path(p).name for p in capsys.readouterr().out.split()}
     assert {"loss.png", "accuracy.png"} <= written and "perplexity.png" not in written
+
+
+def test_best_weights_are_picked_by_validation_accuracy_unless_told_otherwise(tmp_path, rule_files, monkeypatch):
+    from stackrnn.tasks.classify import ClassifyTask
+
+    def scripted():
+        # loss bottoms out at the second evaluation, accuracy peaks at the third
+        return iter([{"loss": 0.6, "accuracy": 0.70}, {"loss": 0.5, "accuracy": 0.75}, {"loss": 0.7, "accuracy": 0.80},
+                     {"loss": 0.9, "accuracy": 0.78}])
+
+    flags = ["--data", str(rule_files[0]), "--valid-data", str(rule_files[1]), "--eval-every", "3", "--max-steps", "12"]
+    evaluations = scripted()
+    monkeypatch.setattr(ClassifyTask, "evaluate", lambda self, model, device: next(evaluations))
+    assert train(_cli_config(flags), tmp_path / "acc", progress=False).best_valid["accuracy"] == 0.80
+    evaluations = scripted()
+    assert train(_cli_config(flags + ["--monitor", "loss"]), tmp_path / "loss", progress=False).best_valid["loss"] == 0.5
+
+
+def test_a_language_model_cannot_monitor_accuracy(tmp_path, text_file, capsys):
+    _fails(capsys, ["train", "--data", str(text_file), "--monitor", "accuracy", "--out", str(tmp_path / "r")],
+           "train.monitor")
+    assert not (tmp_path / "r").exists()

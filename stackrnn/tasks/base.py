@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Iterator, Protocol
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..run import RunDir
 
 
@@ -55,6 +56,7 @@ class Task(ABC):
     DataConfig: ClassVar[type]
     unit: ClassVar[str]  # what `Step.items` counts, for the logged rate: "tokens" or "examples"
     files: ClassVar[tuple[str, ...]]  # files besides config.toml and weights that a finished run holds
+    monitors: ClassVar[tuple[str, ...]] = ("loss",)  # validation figures that can pick the best weights; first: auto
 
     def __init__(self, cfg) -> None:  # cfg: train.RunConfig
         self.cfg = cfg
@@ -95,6 +97,18 @@ class Task(ABC):
     def summary_model(self, vocab_size: int | None) -> tuple[nn.Module, tuple[int, ...], dict]:
         """For `stackrnn summary`: the model (reading the data for its vocabulary unless `vocab_size` is
         given), the input size of a typical batch, and the keyword arguments of `summary()`."""
+
+    def monitored(self, name: str) -> str:
+        """The validation figure `name` ("auto" resolved), checked against what this task measures."""
+        name = self.monitors[0] if name == "auto" else name
+        if name not in self.monitors:
+            raise InputError(f"train.monitor: a {self.name!r} run measures {', '.join(self.monitors)} on its validation "
+                             f"data, not {name}: use one of those (or auto)")
+        return name
+
+    def score(self, valid: dict, name: str) -> float:
+        """Validation figure `name` (already resolved) as a number where lower is better."""
+        return -valid[name] if name == "accuracy" else valid[name]
 
     def describe(self) -> str:
         """A fragment for the 'training into RUN: ...' line."""

@@ -89,6 +89,9 @@ class ClassifyTask(Task):
     DataConfig = ClassifyDataConfig
     unit = "examples"
     files = (VOCAB, LABELS)
+    # validation loss bottoms out epochs before accuracy peaks (the model grows confident on the texts it gets
+    # wrong), so the best weights by loss are often not the most accurate: pick by accuracy, as Keras users do
+    monitors = ("accuracy", "loss")
 
     # -- data -------------------------------------------------------------------------------------------------
     def _read(self, path: str, classes: list[str] | None = None) -> Examples:
