@@ -52,6 +52,7 @@ def add_config_options(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--task", choices=TASK_NAMES, default=argparse.SUPPRESS,
                         help="what to train: lm (language model, the default) or classify (text classifier); "
                              "a config file may say it instead (task = \"classify\")")
+    parser.set_defaults(options_task=task)  # whose options these are, whether or not --task was given
     for section, cls in sections(task).items():
         group = parser.add_argument_group(f"[{section}] options (override the config file)")
         for f, _ in fields(cls):
@@ -71,7 +72,7 @@ def add_config_options(parser: argparse.ArgumentParser, task: str) -> None:
 
 def overrides_from(args: argparse.Namespace) -> dict[str, dict]:
     """The config options given on the command line, as {section: {field: value}}, typed and checked."""
-    known = sections(getattr(args, "task", "lm"))
+    known = sections(getattr(args, "options_task", "lm"))
     tables: dict[str, dict] = {s: {} for s in known}
     for key, value in vars(args).items():
         if "." not in key:

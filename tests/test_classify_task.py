@@ -169,6 +169,14 @@ def test_predict_and_generate_refuse_the_other_task(rule_run, trained_run, capsy
     _fails(capsys, ["predict", str(rule_run)], "--file")
 
 
+def test_a_classify_config_gets_the_classifier_options_without_task(tmp_path, rule_files, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('task = "classify"\n[model]\nhidden_size = 8\nembedding_size = 8\nnum_layers = 1\n')
+    assert main(["train", "--config", str(config), "--data", str(rule_files[0]), "--pooling", "mean", "--max-steps", "2",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert RunConfig.of_run(RunDir(tmp_path / "run")).model.pooling == "mean"
+
+
 def test_task_flag_and_config_must_agree(tmp_path, capsys):
     _fails(capsys, ["train", "--task", "classify", "--config", "examples/timemachine.toml", "--out", str(tmp_path / "r")],
            "task = 'lm'")
@@ -177,7 +185,7 @@ def test_task_flag_and_config_must_agree(tmp_path, capsys):
 @pytest.mark.skipif(not (SHARED / "sst2_sentences").is_dir(), reason="../shared/data/sst2_sentences is absent")
 def test_sst2_folder_is_read_with_its_own_split(tmp_path, capsys):
     assert main(["train", "--config", "examples/keras-sentiment.toml", "--data", str(SHARED / "sst2_sentences"),
-                 "--out", str(tmp_path / "run"), "--max-steps", "3", "--no-progress"]) == 0
+                 "--out", str(tmp_path / "run"), "--max-steps", "3", "--no-progress", "--pooling", "max"]) == 0
     assert "6,920 training and 872 validation texts, 2 classes" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "run"), "--split", "test", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["examples"] == 1821
