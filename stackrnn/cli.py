@@ -129,6 +129,7 @@ def build_config(config_file: str | None, overrides: dict[str, dict], task: str 
 # -- subcommands --------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .run import RunDir
+    from .tasks.lm import perplexity
     from .train import RunConfig, train
 
     overrides = overrides_from(args)
@@ -157,9 +158,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     parts = [f"{result.stopped} after {result.step} steps, {result.epoch} epochs, {result.seconds:.0f}s"]
     if cfg.task == "lm":
         if result.train_loss is not None:
-            parts.append(f"train perplexity {_ppl(result.train_loss):.3f}")
+            parts.append(f"train perplexity {perplexity(result.train_loss):.3f}")
         if result.best_valid_loss is not None:
-            parts.append(f"best valid perplexity {_ppl(result.best_valid_loss):.3f}")
+            parts.append(f"best valid perplexity {perplexity(result.best_valid_loss):.3f}")
     else:
         if result.train_loss is not None:
             parts.append(f"train loss {result.train_loss:.4f}")
@@ -195,12 +196,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors")
     if cfg.task == "lm":
-        if args.data:
-            raise InputError("--data is for classification runs; a language model is scored on its own splits")
+        given = [f"--{n.replace('_', '-')}" for n in ("data", "format", "text_column", "label_column", "encoding") if getattr(args, n)]
+        if given:
+            raise InputError(f"{' '.join(given)}: for classification runs; a language model is scored on its own splits")
         metrics = _eval_lm(args, cfg, task, model)
         if not args.json:
             print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     else:
+        for name in ("format", "text_column", "label_column", "encoding"):  # how to read --data, if not as the run did
+            if getattr(args, name) is not None:
+                setattr(cfg.data, name, check_value(type(cfg.data), name, getattr(args, name), "data", f"--{name.replace('_', '-')}"))
         metrics = task.evaluate_split(model, args.split, data_path=args.data)
         if not args.json:
             from .evaluate import format_classification
@@ -261,12 +266,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ppl(loss: float) -> float:
-    import math
-
-    return math.exp(min(loss, 50))
-
-
 def add_run_arguments(p: argparse.ArgumentParser, json_help: str) -> None:
     """The arguments of every command that reads a trained run."""
     p.add_argument("run", metavar="RUN", help="a run directory written by stackrnn train")
@@ -307,7 +306,11 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
                                    "and the confusion matrix.")
     add_run_arguments(p, json_help="print one JSON object (loss and perplexity, or accuracy, macro_f1 and per-class figures)")
     p.add_argument("--split", choices=("valid", "test"), default="valid", help="which held-out split (default: valid)")
-    p.add_argument("--data", metavar="FILE", help="classifiers: score this labelled file (same format as the training data) instead of a split")
+    p.add_argument("--data", metavar="FILE", help="classifiers: score this labelled file instead of a split")
+    p.add_argument("--format", help="classifiers: the format of --data (default: as the run's training data)")
+    p.add_argument("--text-column", help="classifiers: the text column or key of --data (default: as the run's)")
+    p.add_argument("--label-column", help="classifiers: the label column or key of --data (default: as the run's)")
+    p.add_argument("--encoding", help="classifiers: the text encoding of --data (default: as the run's)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify texts with a trained classification run",
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         task = peek_task(argv[1:]) if argv[:1] in (["train"], ["summary"]) else "lm"
-    except InputError as e:
+    except (InputError, OSError) as e:  # the config file named on the command line cannot be read
         print(f"stackrnn {argv[0]}: error: {e}", file=sys.stderr)
         return 2
     parser = make_parser(task)

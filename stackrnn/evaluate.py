@@ -38,7 +38,9 @@ def classification_metrics(predicted: torch.Tensor, gold: torch.Tensor, labels: 
     """Accuracy, precision/recall/F1 per class, macro F1 and the confusion matrix of (N,) class ids.
 
     confusion_matrix[i][j] counts examples of true class i predicted as j. A class never predicted has
-    precision 0 (and never present, recall 0), the convention of scikit-learn's zero_division=0.
+    precision 0 (and never present, recall 0), the convention of scikit-learn's zero_division=0. Macro F1
+    averages over all of `labels`, the classes the run was trained on, including any absent from this split
+    (scikit-learn's f1_score(average="macro", labels=labels) does the same).
     """
     c = len(labels)
     confusion = torch.bincount(gold.long() * c + predicted.long(), minlength=c * c).reshape(c, c)

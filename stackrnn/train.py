@@ -176,6 +176,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         state = load_checkpoint(run, model, optimizer, schedule, pos, device)
         # a process killed after its last checkpoint logged steps that will now be trained again: drop them
         run.trim_metrics(pos["step"])
+        if pos["best_valid"] is None and pos["best_valid_loss"] is not None and monitor == "loss":
+            pos["best_valid"] = {"loss": pos["best_valid_loss"]}  # a checkpoint from before best_valid was kept
     else:
         run = RunDir.create(out)
         task.save_vocab(run)
@@ -286,7 +288,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     window_items += out.items
                     elapsed = time.monotonic() - window_start
                     bar.update(1)
-                    bar.set_postfix(**task.postfix(loss_value), refresh=False)
+                    bar.set_postfix(**task.postfix(loss_value), refresh=False,
+                                    **{f"{task.unit}/s": f"{window_items / max(elapsed, 1e-9):,.0f}"})
                     if pos["step"] % tc.log_every == 0:
                         last_train_loss = window_loss / window_items
                         run.append_metrics({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",

@@ -218,3 +218,41 @@ def test_a_language_model_cannot_monitor_accuracy(tmp_path, text_file, capsys):
     _fails(capsys, ["train", "--data", str(text_file), "--monitor", "accuracy", "--out", str(tmp_path / "r")],
            "train.monitor")
     assert not (tmp_path / "r").exists()
+
+
+def test_eval_reads_another_file_with_its_own_encoding(rule_run, tmp_path, capsys):
+    f = tmp_path / "latin.tsv"
+    f.write_bytes("text\tlabel\ngreat caf\u00e9\tpos\nthe film\tneg\n".encode("latin-1"))
+    line = _fails(capsys, ["eval", str(rule_run), "--data", str(f)], "line 2")
+    assert "--encoding" in line
+    assert main(["eval", str(rule_run), "--data", str(f), "--encoding", "latin-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 2
+    _fails(capsys, ["eval", str(rule_run), "--data", str(f), "--encoding", "rot13"], "unknown text encoding")
+
+
+def test_a_seed_near_the_top_of_its_range_trains(tmp_path, rule_files):
+    cfg = _cli_config(["--data", str(rule_files[0]), "--max-steps", "2", "--seed", str(2**63 - 1)])
+    assert train(cfg, tmp_path / "run", progress=False).step == 2
+
+
+def test_a_val_file_in_the_data_folder_is_the_validation_split(tmp_path, capsys):
+    for name, n, seed in (("train.csv", 60, 0), ("val.csv", 20, 1)):
+        (tmp_path / name).write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in _rule_data(n, seed)))
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--max-steps", "1", *TINY]) == 0
+    assert "60 training and 20 validation texts" in capsys.readouterr().err
+
+
+def test_holding_out_keeps_every_class_in_training(tmp_path, capsys):
+    f = _write_tsv(tmp_path / "few.tsv", [("great", "pos")] * 6 + [("dull", "neg")])
+    assert main(["train", "--data", str(f), "--out", str(tmp_path / "run"), "--max-steps", "1", *TINY]) == 0
+    assert "6 training and 1 validation texts, 2 classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--dataset", "sst2", "--test-data", "x.tsv"], "named dataset"),
+    (["--sample-prefix", "the"], "language models"),
+])
+def test_options_that_do_not_fit_a_classification_run(tmp_path, rule_files, capsys, flags, match):
+    source = [] if "--dataset" in flags else ["--data", str(rule_files[0])]
+    _fails(capsys, ["train", *source, *flags, "--out", str(tmp_path / "run"), *TINY], match)
+    assert not (tmp_path / "run").exists()

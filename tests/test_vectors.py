@@ -73,7 +73,7 @@ def test_coverage(tmp_path):
 def test_other_encodings(tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes("caf\u00e9 1 2\nthe 3 4\n".encode("latin-1"))
-    with pytest.raises(InputError, match=r"^.*latin.txt line 1 is not utf-8 text .*--encoding latin-1"):
+    with pytest.raises(InputError, match=r"^.*latin.txt line 1 is not utf-8 text .*--vectors-encoding latin-1"):
         load_vectors(path, ["<pad>", "café"])
     matrix, found, _ = load_vectors(path, ["<pad>", "café"], encoding="latin-1")
     assert found == 1 and matrix[1].tolist() == [1.0, 2.0]
@@ -119,7 +119,7 @@ def test_bad_paths(tmp_path, name, message):
 
 
 def test_unknown_encoding_and_a_damaged_gzip(tmp_path):
-    with pytest.raises(InputError, match="unknown encoding 'utf-9'"):
+    with pytest.raises(InputError, match="unknown text encoding 'utf-9'"):
         load_vectors(_write(tmp_path, GLOVE), ITOS, encoding="utf-9")
     path = tmp_path / "v.txt.gz"
     path.write_bytes(gzip.compress(GLOVE.encode())[:-10])

@@ -30,6 +30,12 @@ from stackrnn.errors import InputError
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x, y), each (T, B) int64
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's data order: a function of (run seed, epoch) only, so an epoch can be replayed
+    exactly on resume; kept below 2**63, the most torch.Generator.manual_seed takes."""
+    return (seed * 100_003 + epoch) % 2**63
+
+
 def _as_ids(ids) -> torch.Tensor:
     """A 1-D int64 tensor of token ids (N,) from a tensor or a list."""
     ids = torch.as_tensor(ids, dtype=torch.long)

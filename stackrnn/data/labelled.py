@@ -57,6 +57,16 @@ class Examples:
 
 
 # ------------------------------------------------------------------------------------------------ reading
+def check_encoding(encoding: str, what: str = "") -> None:
+    """An InputError unless `encoding` names a text codec (hex and rot13 are codecs too, but not for files)."""
+    try:
+        ok = codecs.lookup(encoding)._is_text_encoding
+    except LookupError:
+        ok = False
+    if not ok:
+        raise InputError(f"unknown text encoding {encoding!r}{what}: pass a Python codec name such as utf-8 or latin-1")
+
+
 def read_labelled(
     path: str | Path,
     *,
@@ -84,10 +94,7 @@ def read_labelled(
     """
     if format not in FORMATS:
         raise InputError(f"unknown data format {format!r}: use one of {', '.join(FORMATS)}")
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise InputError(f"unknown encoding {encoding!r}: pass a Python codec name such as utf-8 or latin-1") from None
+    check_encoding(encoding)
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"data path {path} does not exist: pass a labelled file (SST lines, CSV, TSV or JSONL) "
@@ -131,10 +138,7 @@ def read_lines(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
         raise InputError(f"{path} {what}: pass a text file with one text a line")
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise InputError(f"unknown encoding {encoding!r}: pass a Python codec name such as utf-8 or latin-1") from None
+    check_encoding(encoding)
     lines = [line.strip() for _, line in _lines(_read_text(path, encoding))]
     lines = [line for line in lines if line]
     if not lines:

@@ -12,7 +12,7 @@ import torch
 
 from ..config import option
 from ..errors import InputError
-from .batching import RandomBatches, SequentialBatches
+from .batching import RandomBatches, SequentialBatches, epoch_seed
 from .corpora import DATASETS, Corpus, load_corpus
 from .tokenizers import Tokenizer
 
@@ -96,13 +96,13 @@ def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> LMData:
 def train_batches(cfg: DataConfig, ids: torch.Tensor, epoch: int, seed: int) -> SequentialBatches | RandomBatches:
     """The training windows of one epoch. Both the random offset and the order are functions of (seed, epoch),
     so an epoch can be replayed exactly when resuming."""
-    epoch_seed = seed * 100_003 + epoch
+    seed_of_epoch = epoch_seed(seed, epoch)
     if cfg.sampling == "random":
-        return RandomBatches(ids, cfg.batch_size, cfg.num_steps, seed=epoch_seed)
+        return RandomBatches(ids, cfg.batch_size, cfg.num_steps, seed=seed_of_epoch)
     # d2l starts each epoch at a random offset so windows do not always begin at the same tokens
-    offset = int(torch.randint(cfg.num_steps, (), generator=torch.Generator().manual_seed(epoch_seed)))
+    offset = int(torch.randint(cfg.num_steps, (), generator=torch.Generator().manual_seed(seed_of_epoch)))
     offset = min(offset, max(0, ids.numel() - 2 * cfg.batch_size))
-    return SequentialBatches(ids, cfg.batch_size, cfg.num_steps, offset=offset, variable_bptt=cfg.variable_bptt, seed=epoch_seed)
+    return SequentialBatches(ids, cfg.batch_size, cfg.num_steps, offset=offset, variable_bptt=cfg.variable_bptt, seed=seed_of_epoch)
 
 
 def eval_batches(cfg: DataConfig, ids: torch.Tensor) -> SequentialBatches:
@@ -111,8 +111,13 @@ def eval_batches(cfg: DataConfig, ids: torch.Tensor) -> SequentialBatches:
     return SequentialBatches(ids, batch, cfg.num_steps)
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (and ~ expanded), so a run can find its data from any directory."""
+    return str(Path(path).expanduser().resolve())
+
+
 def absolute_data_path(cfg: DataConfig) -> DataConfig:
-    """The config with a local data path made absolute, so a run can find its corpus from any directory."""
+    """The config with its local data path made absolute."""
     if cfg.data is not None:
-        cfg.data = str(Path(cfg.data).expanduser().resolve())
+        cfg.data = absolute(cfg.data)
     return cfg

@@ -14,8 +14,8 @@ The file is read line by line and only the vectors of the vocabulary's words are
 
 from __future__ import annotations
 
-import codecs
 import gzip
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from .labelled import check_encoding
 
 RESERVED = ("<pad>", "<unk>")
 
@@ -54,7 +55,7 @@ def load_vectors(
     word is in the file. Values are parsed only on the vocabulary's lines (and the first vector): parsing all
     of a 2-million-line file would take minutes.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     _check_path(path, encoding)
     skip = set(reserved)
     exact: dict[str, list[int]] = {}  # word -> its rows in itos
@@ -100,7 +101,7 @@ def load_vectors(
                     match[i] = 1
                 if rows or loose:
                     matrix[rows + loose] = _parse(fields[-dim:], path, number)
-    except (OSError, EOFError) as e:  # unreadable, or a damaged .gz
+    except (OSError, EOFError, zlib.error) as e:  # unreadable, or a damaged .gz
         raise InputError(f"cannot read {path} ({e}): pass a readable GloVe or word2vec text file") from None
 
     if matrix is None:
@@ -141,11 +142,7 @@ def _check_path(path: Path, encoding: str) -> None:
         raise InputError(f"pretrained vectors file {path} does not exist: pass a GloVe or word2vec text file")
     if path.is_dir():
         raise InputError(f"pretrained vectors file {path} is a directory: pass a GloVe or word2vec text file")
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise InputError(f"unknown encoding {encoding!r} for {path}: "
-                         "pass a Python codec name such as utf-8 or latin-1") from None
+    check_encoding(encoding, f" for {path}")
 
 
 def _decode(raw: bytes, encoding: str, path: Path, number: int) -> str:
@@ -155,7 +152,7 @@ def _decode(raw: bytes, encoding: str, path: Path, number: int) -> str:
         line = raw.decode(encoding)
     except UnicodeDecodeError as e:
         raise InputError(f"{path} line {number} is not {encoding} text ({e.reason} at byte {e.start} of the line): "
-                         "pass the file's encoding with --encoding (e.g. --encoding latin-1)") from None
+                         f"pass the file's encoding with --vectors-encoding (e.g. --vectors-encoding latin-1)") from None
     return line.lstrip("\ufeff") if number == 1 else line  # a byte-order mark is not part of the first word
 
 

@@ -28,6 +28,7 @@ from ..errors import InputError
 from ..layers import LayerSpec
 from ..regularizers import check_probability, embedding_dropout, locked_dropout
 from ..stack import StackedRNN
+from .layer_tables import layer_specs
 
 POOLINGS = ("last", "mean", "max", "attention")
 OUTPUTS = ("auto", "sigmoid", "softmax")
@@ -57,27 +58,11 @@ class ClassifierConfig:
     output: str = option("auto", "auto: sigmoid with one unit for 2 classes, softmax otherwise", choices=OUTPUTS)
     pretrained_vectors: str | None = option(None, "GloVe or word2vec text file to initialise the embedding from")
     freeze_embeddings: bool = option(False, "keep the pretrained embedding fixed during training")
+    vectors_encoding: str = option("utf-8", "text encoding of the pretrained vectors file")
 
     def layer_specs(self) -> list[LayerSpec]:
         """The stack's layers, bottom first; a classifier sees the whole sequence, so layers may be bidirectional."""
-        if self.layers is None:
-            raw = [{"cell": self.cell, "hidden_size": self.hidden_size, "bidirectional": self.bidirectional}] * self.num_layers
-        else:
-            raw = self.layers
-        if not raw:
-            raise InputError("model.layers: expected at least one layer, got an empty list")
-        keys = {"cell", "hidden_size", "bidirectional", "bias", "weight_drop"}
-        specs = []
-        for i, layer in enumerate(raw):
-            if not isinstance(layer, dict) or set(layer) - keys or "hidden_size" not in layer:
-                raise InputError(f"model.layers[{i}]: expected a table with cell, hidden_size (and optionally "
-                                 f"bidirectional, bias, weight_drop), got {layer!r}")
-            try:
-                specs.append(LayerSpec(layer.get("cell", "lstm"), layer["hidden_size"], layer.get("bidirectional", False),
-                                       layer.get("bias", True), layer.get("weight_drop", self.weight_drop)))
-            except ValueError as e:
-                raise InputError(f"model.layers[{i}].{e}") from None
-        return specs
+        return layer_specs(self, bidirectional=True)
 
     def validate(self) -> None:
         for name in ("embedding_size", "hidden_size", "num_layers"):

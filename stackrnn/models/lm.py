@@ -16,6 +16,7 @@ from ..errors import InputError
 from ..layers import LayerSpec, LayerState
 from ..regularizers import check_probability, embedding_dropout, locked_dropout
 from ..stack import StackedRNN
+from .layer_tables import layer_specs
 
 
 @dataclass
@@ -42,23 +43,7 @@ class ModelConfig:
 
     def layer_specs(self) -> list[LayerSpec]:
         """The stack's layers; a language model reads left to right, so no layer may be bidirectional."""
-        if self.layers is None:
-            raw = [{"cell": self.cell, "hidden_size": self.hidden_size, "weight_drop": self.weight_drop}] * self.num_layers
-        else:
-            raw = self.layers
-        if not raw:
-            raise InputError("model.layers: expected at least one layer, got an empty list")
-        specs = []
-        for i, layer in enumerate(raw):
-            if not isinstance(layer, dict) or set(layer) - {"cell", "hidden_size", "bias", "weight_drop"} or "hidden_size" not in layer:
-                raise InputError(f"model.layers[{i}]: expected a table with cell, hidden_size (and optionally bias, "
-                                 f"weight_drop), got {layer!r}")
-            try:
-                specs.append(LayerSpec(layer.get("cell", "lstm"), layer["hidden_size"], False, layer.get("bias", True),
-                                       layer.get("weight_drop", self.weight_drop)))
-            except ValueError as e:
-                raise InputError(f"model.layers[{i}].{e}") from None
-        return specs
+        return layer_specs(self, bidirectional=False)
 
     def validate(self) -> None:
         for name in ("hidden_size", "num_layers"):

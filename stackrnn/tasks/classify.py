@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from ..config import option
+from ..data.batching import epoch_seed
 from ..data.buckets import BucketBatches
+from ..data.pipeline import absolute
 from ..data.labelled import CLASSIFY_DATASETS, FORMATS, Examples, load_dataset, read_labelled
 from ..data.tokenizers import Tokenizer
 from ..data.vectors import coverage_line, load_vectors, vocabulary_words
@@ -29,7 +31,8 @@ from .base import Batches, Step, Task
 LABELS = "labels.json"
 SPLITS = ("train", "valid", "test")
 #: how a file's name says which split it holds: stsa.binary.train, train.csv, imdb_dev.jsonl, ...
-_SPLIT_WORDS = {"train": "train", "dev": "valid", "valid": "valid", "validation": "valid", "test": "test"}
+_SPLIT_WORDS = {"train": "train", "training": "train", "dev": "valid", "val": "valid", "valid": "valid",
+                "validation": "valid", "test": "test"}
 
 
 @dataclass
@@ -58,6 +61,9 @@ class ClassifyDataConfig:
     def validate(self) -> None:
         if self.dataset is not None and self.data is not None:
             raise InputError("data: give either dataset or data (a local path), not both")
+        if self.dataset is not None and (self.valid_data is not None or self.test_data is not None):
+            raise InputError("data.valid_data and data.test_data go with data (local files); a named dataset brings "
+                             "its own splits: pass all three as files instead")
         if self.dataset is not None and self.dataset not in CLASSIFY_DATASETS:
             raise InputError(f"data.dataset: unknown dataset {self.dataset!r}: use one of "
                              f"{', '.join(CLASSIFY_DATASETS)}, or pass a file with --data")
@@ -109,17 +115,17 @@ class ClassifyTask(Task):
             raise InputError("classification needs labelled data: pass --data FILE (or a folder) or --dataset "
                              f"{'|'.join(CLASSIFY_DATASETS)}")
         paths = {"train": d.data, "valid": d.valid_data, "test": d.test_data}
-        folder = Path(d.data)
+        folder, classes = Path(d.data), None
         if folder.is_dir():
             found = _split_paths(folder)
             if found:
                 paths = {s: paths[s] if s != "train" and paths[s] else found.get(s) for s in SPLITS}
                 if paths["train"] is None:
                     raise InputError(f"{folder} holds {', '.join(sorted(found))} data but no training file: pass the training file with --data")
-        classes = None
-        if paths["test"] is not None and Path(paths["test"]).is_dir() and Path(paths["train"]).is_dir():
-            # aclImdb's train/ also holds unsup/, unlabelled reviews: the classes are the labelled test split's
-            classes = sorted(p.name for p in Path(paths["test"]).iterdir() if p.is_dir() and not p.name.startswith("."))
+                if found["train"].is_dir() and found.get("test") is not None and found["test"].is_dir():
+                    # aclImdb's layout: train/ also holds unsup/, unlabelled reviews, so the classes are the
+                    # class folders of the labelled test split
+                    classes = sorted(p.name for p in found["test"].iterdir() if p.is_dir() and not p.name.startswith("."))
         return {s: None if p is None else self._read(str(p), classes) for s, p in paths.items()}
 
     def prepare(self, run: RunDir | None) -> None:
@@ -127,23 +133,27 @@ class ClassifyTask(Task):
         if run is None:
             for name in ("data", "valid_data", "test_data"):  # a run must find its data from any directory
                 if getattr(d, name) is not None:
-                    setattr(d, name, str(Path(getattr(d, name)).expanduser().resolve()))
+                    setattr(d, name, absolute(getattr(d, name)))
+        tc = self.cfg.train
+        if tc.loss != "mean" or tc.sample_prefix:
+            raise InputError("train.loss = 'sum_steps' and train.sample_prefix are for language models: leave them out "
+                             "of a classification run")
         splits = self.read_splits()
         train, valid = splits["train"], splits["valid"]
-        if valid is None:
-            train, valid = _hold_out(train, d.valid_fraction)
         if run is None:
-            self.tokenizer = Tokenizer.fit(train.texts, level="text", lower=d.lower, min_freq=d.min_freq, max_size=d.max_vocab)
             self.labels = sorted(set(train.labels), key=_label_order)
             if len(self.labels) < 2:
                 raise InputError(f"{train.source}: every training example has the label {self.labels[0]!r}: a classifier "
                                  "needs at least two classes (check --label-column)")
+        if valid is None:
+            train, valid = _hold_out(train, d.valid_fraction)
+        if run is None:
+            self.tokenizer = Tokenizer.fit(train.texts, level="text", lower=d.lower, min_freq=d.min_freq, max_size=d.max_vocab)
         else:
             self.load_vocab(run)
         self.train_set = self.encode(train)
         self.valid_set = self.encode(valid)
         self.test_examples = splits["test"]
-        self.batches(0)  # a batch size the data cannot fill fails here, before the run directory exists
 
     def encode(self, examples: Examples) -> Encoded:
         """Word ids (cut to max_length; a text with no known word keeps one <unk>) and class ids; a label the
@@ -179,7 +189,7 @@ class ClassifyTask(Task):
         self.coverage = None
         path = self.cfg.model.pretrained_vectors
         if path:
-            matrix, found, dim = load_vectors(path, self.tokenizer.itos, encoding=self.cfg.data.encoding)
+            matrix, found, dim = load_vectors(path, self.tokenizer.itos, encoding=self.cfg.model.vectors_encoding)
             model.set_pretrained(matrix, freeze=self.cfg.model.freeze_embeddings, source=path)
             self.coverage = coverage_line(found, vocabulary_words(self.tokenizer.itos))
 
@@ -203,9 +213,8 @@ class ClassifyTask(Task):
     # -- training ---------------------------------------------------------------------------------------------
     def batches(self, epoch: int) -> Batches:
         # the order of an epoch is a function of (seed, epoch) only, so a resumed epoch replays exactly
-        seed = self.cfg.train.seed * 100_003 + epoch
         return BucketBatches(self.train_set.ids, self.train_set.labels, self.cfg.data.batch_size, shuffle=True,
-                             seed=seed, pad_id=self.tokenizer.pad_id)
+                             seed=epoch_seed(self.cfg.train.seed, epoch), pad_id=self.tokenizer.pad_id)
 
     def step(self, model: SequenceClassifier, batch: Any, state: Any, device: torch.device) -> Step:
         _, loss = model(batch.x.to(device), batch.lengths, batch.y.to(device))
@@ -234,13 +243,10 @@ class ClassifyTask(Task):
         accuracy = (probs.argmax(1) == torch.tensor(self.valid_set.labels)).double().mean().item()
         return {"loss": loss, "accuracy": accuracy}
 
-    def postfix(self, loss: float) -> dict:
-        return {"loss": f"{loss:.3f}"}
-
     def epoch_summary(self, train_loss: float | None, valid: dict | None) -> list[str]:
-        parts = [] if train_loss is None else [f"train loss {train_loss:.4f}"]
+        parts = super().epoch_summary(train_loss, valid)
         if valid:
-            parts.append(f"valid loss {valid['loss']:.4f} accuracy {valid['accuracy']:.4f}")
+            parts[-1] += f" accuracy {valid['accuracy']:.4f}"
         return parts
 
     # -- after training ---------------------------------------------------------------------------------------
@@ -279,16 +285,20 @@ def _label_order(label: str):
 
 
 def _hold_out(train: Examples, fraction: float) -> tuple[Examples, Examples]:
-    """Split off `fraction` of the training texts for validation, drawn with a fixed seed (the same on every
-    machine and every resume, whatever the run's seed)."""
+    """Split off `fraction` of the training texts of every class for validation (stratified, and never a class's
+    last example), drawn with a fixed seed: the same on every machine and every resume, whatever the run's seed."""
     n = len(train.texts)
-    k = max(1, round(n * fraction))
-    if n - k < 2:
-        raise InputError(f"{train.source}: {n} examples are too few to hold out validation data from: "
-                         "give more data or a validation file with --valid-data")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(1234)).tolist()
+    by_class: dict[str, list[int]] = {}
+    for i in order:
+        by_class.setdefault(train.labels[i], []).append(i)
+    held = [i for members in by_class.values() for i in members[: min(round(len(members) * fraction), len(members) - 1)]]
+    if not held:
+        raise InputError(f"{train.source}: {n} examples are too few to hold out {fraction:g} of them for validation: "
+                         "give more data, a larger --valid-fraction, or a validation file with --valid-data")
+    kept = sorted(set(range(n)) - set(held))
     pick = lambda idx, tag: Examples([train.texts[i] for i in idx], [train.labels[i] for i in idx], f"{train.source} ({tag})")  # noqa: E731
-    return pick(sorted(order[k:]), "training part"), pick(sorted(order[:k]), f"{fraction:g} held out for validation")
+    return pick(kept, "training part"), pick(sorted(held), f"{fraction:g} held out for validation")
 
 
 def _split_paths(folder: Path) -> dict[str, Path]:

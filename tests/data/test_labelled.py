@@ -123,7 +123,7 @@ BAD = [
     ("a.txt", "\n\n  \n", {}, r"a.txt holds no examples"),
     ("a.csv", "text,label\n", {}, r"a.csv holds no examples"),
     ("a.txt", "1 fine\n", {"format": "xml"}, r"unknown data format 'xml'"),
-    ("a.txt", "1 fine\n", {"encoding": "klingon"}, r"unknown encoding 'klingon'"),
+    ("a.txt", "1 fine\n", {"encoding": "klingon"}, r"unknown text encoding 'klingon'"),
     ("a.txt", "1 fine\n", {"format": "folder"}, r"a.txt is a file, but format 'folder' reads a folder"),
 ]
 

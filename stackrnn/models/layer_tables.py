@@ -1,0 +1,34 @@
+"""The stack's layers from a [model] config: either one cell, size and count for every layer, or an explicit
+`layers = [{cell = "lstm", hidden_size = 256}, ...]` list of tables, bottom first. Shared by every model's config."""
+
+from __future__ import annotations
+
+from ..errors import InputError
+from ..layers import LayerSpec
+
+
+def layer_specs(cfg, *, bidirectional: bool) -> list[LayerSpec]:
+    """LayerSpecs from a model config with cell, hidden_size, num_layers, layers and weight_drop fields (and
+    bidirectional when `bidirectional` is allowed: a language model may not look ahead, a classifier may).
+    A bad table is an InputError naming model.layers[i]."""
+    keys = {"cell", "hidden_size", "bias", "weight_drop"} | ({"bidirectional"} if bidirectional else set())
+    if cfg.layers is None:
+        layer = {"cell": cfg.cell, "hidden_size": cfg.hidden_size}
+        if bidirectional:
+            layer["bidirectional"] = cfg.bidirectional
+        raw = [layer] * cfg.num_layers
+    else:
+        raw = cfg.layers
+    if not raw:
+        raise InputError("model.layers: expected at least one layer, got an empty list")
+    specs = []
+    for i, layer in enumerate(raw):
+        if not isinstance(layer, dict) or set(layer) - keys or "hidden_size" not in layer:
+            raise InputError(f"model.layers[{i}]: expected a table with cell, hidden_size (and optionally "
+                             f"{', '.join(sorted(keys - {'cell', 'hidden_size'}))}), got {layer!r}")
+        try:
+            specs.append(LayerSpec(layer.get("cell", "lstm"), layer["hidden_size"], layer.get("bidirectional", False),
+                                   layer.get("bias", True), layer.get("weight_drop", cfg.weight_drop)))
+        except ValueError as e:
+            raise InputError(f"model.layers[{i}].{e}") from None
+    return specs
