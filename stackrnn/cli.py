@@ -36,7 +36,8 @@ def sections(task: str) -> dict[str, type]:
     return {"model": kind.ModelConfig, "data": kind.DataConfig, "train": TrainConfig}
 
 #: what `train --resume` may change: how much longer to train, and how it looks
-RESUMABLE = {"train.epochs", "train.max_minutes", "train.max_steps", "train.progress", "train.sample_prefix", "train.sample_length", "train.device"}
+RESUMABLE = {"train.epochs", "train.max_minutes", "train.max_steps", "train.progress", "train.sample_prefix", "train.sample_length", "train.device",
+             "train.tensorboard"}
 
 
 class Parser(argparse.ArgumentParser):

@@ -48,6 +48,8 @@ class TrainConfig:
     sample_prefix: str = option("", "after training, print text generated from this prefix ('' for none)")
     sample_length: int = option(200, "tokens to generate after training")
     progress: bool = option(True, "show a progress bar")
+    tensorboard: bool = option(False, "also write the metrics as TensorBoard events into RUN/tensorboard "
+                               "(needs the tensorboard package: pip install 'stackrnn[tensorboard]')")
 
     def validate(self) -> None:
         for name in ("epochs", "log_every", "sample_length"):

@@ -25,6 +25,7 @@ from .errors import InputError
 from .optim import Schedule, TrainConfig, make_optimizer
 from .run import BEST, CONFIG, RunDir
 from .tasks import TASK_NAMES, Task, task_class
+from .tensorboard import TensorBoardLog, check_available
 
 
 @dataclass
@@ -161,6 +162,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     else:
         task.prepare(None)
     monitor = task.monitored(tc.monitor)
+    if tc.tensorboard:
+        check_available()
     seed_everything(tc.seed)
     model = task.build_model()
     if not resume:
@@ -182,6 +185,13 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         run = RunDir.create(out)
         task.save_vocab(run)
     run.save_config_text(cfg.to_toml())  # on resume too: a longer --epochs must survive the next resume
+    board = TensorBoardLog(run.path, pos["step"] if resume else None) if tc.tensorboard else None
+
+    def log(record: dict) -> None:
+        run.append_metrics(record)  # metrics.jsonl is the record; TensorBoard, when asked for, a view of it
+        if board is not None:
+            board.write(record)
+
     described = task.describe()
     tqdm.write(f"{'resuming' if resume else 'training into'} {run.path}: {described + ', ' if described else ''}"
                f"device {device}", file=sys.stderr)
@@ -221,7 +231,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             best = score
             pos["best_valid"] = valid
             run.save_model(model, BEST)
-        run.append_metrics({"step": pos["step"], "epoch": epoch, "split": "valid",
+        log({"step": pos["step"], "epoch": epoch, "split": "valid",
                             **(valid or {"loss": None}), "lr": schedule.lr,
                             "time": round(time.monotonic() - started, 2)})
         evaluated_at = pos["step"]
@@ -263,7 +273,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                         optimizer.zero_grad(set_to_none=True)
                         pos["skipped_steps"] += 1
                         bad_in_a_row += 1
-                        run.append_metrics({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",
+                        log({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",
                                             "skipped": "non-finite loss or gradient"})
                         if bad_in_a_row >= tc.max_bad_steps:
                             raise InputError(f"training stopped: {bad_in_a_row} steps in a row had a non-finite loss or "
@@ -292,7 +302,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                                     **{f"{task.unit}/s": f"{window_items / max(elapsed, 1e-9):,.0f}"})
                     if pos["step"] % tc.log_every == 0:
                         last_train_loss = window_loss / window_items
-                        run.append_metrics({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",
+                        log({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",
                                             "loss": last_train_loss, **task.train_metrics(last_train_loss),
                                             "lr": schedule.lr,
                                             f"{task.unit}_per_s": round(window_items / max(elapsed, 1e-9), 1),
@@ -324,6 +334,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                 checkpoint()
         finally:
             bar.close()
+            if board is not None:
+                board.close()
 
     sample = task.finish(run, device)
     best_valid = pos["best_valid"]
