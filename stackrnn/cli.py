@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 import warnings
@@ -129,11 +130,17 @@ def build_config(config_file: str | None, overrides: dict[str, dict], task: str 
 
 # -- subcommands --------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .run import RunDir
     from .tasks.lm import perplexity
-    from .train import RunConfig, train
+    from .train import RunConfig, preflight, train
 
     overrides = overrides_from(args)
+    if args.nproc is not None and args.nproc < 1:
+        raise InputError(f"--nproc: expected an integer >= 1, got {args.nproc}")
+    launching = (args.nproc or 1) > 1 and not distributed.launched()
+    if launching and not args.resume and not args.out:
+        raise InputError("--nproc: name the run directory with --out, so that every process trains into the same one")
     if args.resume:
         if args.config or args.out:
             raise InputError("--resume RUN continues a run with its own config: leave out --config and --out")
@@ -155,7 +162,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         source = getattr(cfg.data, "data", None)
         name = cfg.data.dataset or (Path(source).stem if source else "embedded")
         out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = train(cfg, out, resume=bool(args.resume))
+    if launching:
+        preflight(cfg, out, resume=bool(args.resume), world_size=args.nproc)  # bad input: one line here, not N
+        return distributed.launch(args.nproc, _without_nproc(args.argv))
+    try:
+        result = train(cfg, out, resume=bool(args.resume))
+    finally:
+        if torch_distributed_initialized():
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if distributed.launched() and int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 reports for all
     parts = [f"{result.stopped} after {result.step} steps, {result.epoch} epochs, {result.seconds:.0f}s"]
     if cfg.task == "lm":
         if result.train_loss is not None:
@@ -172,6 +190,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.sample:
         print(f"--- sample ---\n{result.sample}")
     return 0
+
+
+def torch_distributed_initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus --nproc N (or --nproc=N): what each torchrun process runs."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -286,6 +323,8 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE.toml", help="a TOML file with [model], [data] and [train] tables (see examples/)")
     p.add_argument("--out", metavar="RUN", help="the new run directory (default: runs/NAME-DATE-TIME); never overwritten")
     p.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
+    p.add_argument("--nproc", type=int, metavar="N", help="train data-parallel in N processes on this machine (torchrun "
+                   "with DistributedDataParallel; gloo on CPU, NCCL on GPU); each takes 1/N of every batch")
     add_config_options(p, task)
     p.set_defaults(func=cmd_train)
 
@@ -347,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = make_parser(task)
     args = parser.parse_args(argv)
+    args.argv = argv
     # library warnings (such as a damaged checkpoint passed over) as one line each, like the errors
     warnings.showwarning = lambda message, *_, **__: print(f"stackrnn {args.command}: warning: {message}", file=sys.stderr)
     try:

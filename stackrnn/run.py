@@ -51,12 +51,18 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
+    @staticmethod
+    def check_new(path: str | Path) -> None:
+        """An InputError if `path` cannot become a new run directory: it exists and is not an empty folder."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise InputError(f"run directory {path} already exists and is not empty: continue it with --resume {path}, or choose another --out")
+
     @classmethod
     def create(cls, path: str | Path) -> RunDir:
         """A new, empty run directory. An existing non-empty one is never written into."""
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise InputError(f"run directory {path} already exists and is not empty: continue it with --resume {path}, or choose another --out")
+        cls.check_new(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:

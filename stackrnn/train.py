@@ -5,6 +5,7 @@ language model and a classifier (data, model, loss, metrics) comes from the run'
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import dumps_toml, from_dict, to_dict
 from .errors import InputError
@@ -147,6 +149,28 @@ class StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def preflight(cfg: RunConfig, out: str | Path, *, resume: bool, world_size: int = 1,
+              writer: bool = True) -> tuple[Task, RunDir | None, str]:
+    """Everything about a run that can fail on the user's input, checked without writing anything: the data
+    (read and encoded into the returned task), the run directory, the monitored figure, TensorBoard, and how
+    the batch divides among `world_size` processes. Returns the task, the run (when resuming) and the monitor."""
+    choose_device(cfg.train.device)
+    task = cfg.make_task()
+    run = None
+    if resume:
+        run = RunDir.open(out, need=(CONFIG, *task.files))  # the checkpoint's files are checked as it loads
+    elif writer:  # (the other processes of a data-parallel run find the folder rank 0 may have made already)
+        RunDir.check_new(out)
+    task.prepare(run)
+    if cfg.task == "lm" and cfg.data.batch_size % world_size:
+        raise InputError(f"data.batch_size: {cfg.data.batch_size} streams cannot be shared equally by {world_size} "
+                         f"processes: use a multiple of {world_size}")
+    monitor = task.monitored(cfg.train.monitor)
+    if cfg.train.tensorboard:
+        check_available()
+    return task, run, monitor
+
+
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None) -> TrainResult:
     """Train the model of `cfg` into run directory `out` (a new one, or an existing one with resume).
 
@@ -154,22 +178,17 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     before the run directory is created or touched.
     """
     tc = cfg.train
-    device = choose_device(tc.device)
-    task = cfg.make_task()
-    if resume:
-        run = RunDir.open(out, need=(CONFIG, *task.files))  # the checkpoint's files are checked as it loads
-        task.prepare(run)
-    else:
-        task.prepare(None)
-    monitor = task.monitored(tc.monitor)
-    if tc.tensorboard:
-        check_available()
+    device = distributed.device_of(choose_device(tc.device))
+    world = distributed.setup(device)
+    task, run, monitor = preflight(cfg, out, resume=resume, world_size=world.size, writer=world.main)
     seed_everything(tc.seed)
     model = task.build_model()
     if not resume:
         task.init_weights(model)
     model = model.to(device)
     optimizer = make_optimizer(tc, model)
+    # what the steps run: the model, or its DistributedDataParallel wrapper, which averages the gradients
+    net = nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
     batches_per_epoch = len(task.batches(0))
     total_steps = min(tc.epochs * batches_per_epoch, tc.max_steps or math.inf)
     schedule = Schedule(tc, optimizer, total_steps)
@@ -177,23 +196,33 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     state = None
     if resume:
         state = load_checkpoint(run, model, optimizer, schedule, pos, device)
+        if state is not None and world.size > 1:  # the checkpoint holds every stream's state: keep this process's
+            state = [tuple(t[:, distributed.block(t.shape[1], world)] for t in s) if isinstance(s, tuple)
+                     else s[:, distributed.block(s.shape[1], world)] for s in state]
         # a process killed after its last checkpoint logged steps that will now be trained again: drop them
-        run.trim_metrics(pos["step"])
+        if world.main:
+            run.trim_metrics(pos["step"])
         if pos["best_valid"] is None and pos["best_valid_loss"] is not None and monitor == "loss":
             pos["best_valid"] = {"loss": pos["best_valid_loss"]}  # a checkpoint from before best_valid was kept
-    else:
+    elif world.main:
         run = RunDir.create(out)
         task.save_vocab(run)
-    run.save_config_text(cfg.to_toml())  # on resume too: a longer --epochs must survive the next resume
-    board = TensorBoardLog(run.path, pos["step"] if resume else None) if tc.tensorboard else None
+    else:
+        run = RunDir(out)  # only rank 0 writes it
+    if world.main:
+        run.save_config_text(cfg.to_toml())  # on resume too: a longer --epochs must survive the next resume
+    board = TensorBoardLog(run.path, pos["step"] if resume else None) if tc.tensorboard and world.main else None
 
     def log(record: dict) -> None:
+        if not world.main:
+            return
         run.append_metrics(record)  # metrics.jsonl is the record; TensorBoard, when asked for, a view of it
         if board is not None:
             board.write(record)
 
-    described = task.describe()
-    tqdm.write(f"{'resuming' if resume else 'training into'} {run.path}: {described + ', ' if described else ''}"
+    described = task.describe() + (f", {world.size} processes" if world.size > 1 else "")
+    if world.main:
+        tqdm.write(f"{'resuming' if resume else 'training into'} {run.path}: {described + ', ' if described else ''}"
                f"device {device}", file=sys.stderr)
 
     best = pos["best_valid_loss"]  # the best monitored figure so far, lower is better (named before monitor existed)
@@ -201,7 +230,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes else math.inf  # this invocation's budget
     bar = tqdm(total=tc.epochs * batches_per_epoch, initial=min(pos["step"], tc.epochs * batches_per_epoch),
                # None lets tqdm hide the bar when stderr is not a terminal (CI logs, pipes)
-               disable=None if (tc.progress if progress is None else progress) else True,
+               disable=None if (tc.progress if progress is None else progress) and world.main else True,
                unit="batch", dynamic_ncols=True, leave=False)
     window_loss, window_items, window_start = 0.0, 0, time.monotonic()
     last_train_loss, valid, stopped, evaluated_at = None, None, "finished", None
@@ -217,20 +246,26 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         t0 = time.monotonic()
         pos["seconds"] = t0 - started
         pos["best_valid_loss"] = best
-        save_checkpoint(run, model, optimizer, schedule, pos, state)
+        saved_state = state
+        if world.size > 1 and state is not None:  # every process's streams, as one process would carry them
+            saved_state = [tuple(distributed.gather_batch_dim(t, world) for t in s) if isinstance(s, tuple)
+                           else distributed.gather_batch_dim(s, world) for s in state]
+        if world.main:
+            save_checkpoint(run, model, optimizer, schedule, pos, saved_state)
         window_start += time.monotonic() - t0  # the logged rate measures training, not checkpoint writing
 
     def evaluate_and_keep_best(epoch: int, schedule_step: bool = True) -> None:
         nonlocal best, valid, window_start, evaluated_at
         t0 = time.monotonic()
-        valid = task.evaluate(model, device)
+        valid = task.evaluate(model, device)  # every process, so that all take the same schedule decisions
         score = None if valid is None else task.score(valid, monitor)
         if schedule_step:
             schedule.after_eval(score)
         if score is None or best is None or score < best:
             best = score
             pos["best_valid"] = valid
-            run.save_model(model, BEST)
+            if world.main:
+                run.save_model(model, BEST)
         log({"step": pos["step"], "epoch": epoch, "split": "valid",
                             **(valid or {"loss": None}), "lr": schedule.lr,
                             "time": round(time.monotonic() - started, 2)})
@@ -238,18 +273,15 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         window_start += time.monotonic() - t0  # nor evaluation
         model.train()
 
-    def why_stop() -> str | None:
-        if stop.requested:
-            return "interrupted"
-        if time.monotonic() > deadline:
-            return "time budget"
-        if tc.max_steps is not None and pos["step"] >= tc.max_steps:
-            return "step budget"
-        if tc.early_stop and schedule.since_best >= tc.early_stop:
-            return "early stop"
-        return None
+    reasons = (None, "interrupted", "time budget", "step budget", "early stop")
 
-    with run.lock(), StopRequest() as stop:
+    def why_stop() -> str | None:
+        code = (1 if stop.requested else 2 if time.monotonic() > deadline
+                else 3 if tc.max_steps is not None and pos["step"] >= tc.max_steps
+                else 4 if tc.early_stop and schedule.since_best >= tc.early_stop else 0)
+        return reasons[distributed.agree(code, world, device)]
+
+    with run.lock() if world.main else contextlib.nullcontext(), StopRequest() as stop:
         try:
             while pos["epoch"] < tc.epochs and stopped == "finished":
                 model.train()
@@ -261,13 +293,21 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     if (reason := why_stop()) is not None:
                         stopped = reason
                         break
-                    out = task.step(model, batch, state, device)
-                    out.objective.backward()
+                    if world.size > 1:
+                        batch = task.shard(batch, world)
+                    out = task.step(net, batch, state, device)
+                    objective = out.objective
+                    if world.size > 1:
+                        # DDP averages gradients over processes; weighting each by its share of the batch's items
+                        # makes that the gradient of the whole batch's mean, even when shards differ in size
+                        loss_sum, items = distributed.all_sum([out.loss.item() * out.items, out.items], world, device)
+                        objective = objective * (out.items * world.size / items)
+                    objective.backward()
                     # the norm is needed anyway to catch a non-finite gradient; clip only when asked
                     norm = nn.utils.clip_grad_norm_(model.parameters(), tc.clip if tc.clip > 0 else math.inf)
                     pos["step"] += 1
                     pos["batch"] += 1
-                    loss_value = out.loss.item()
+                    loss_value = out.loss.item() if world.size == 1 else loss_sum / items  # the whole batch's
                     if not (math.isfinite(loss_value) and math.isfinite(norm.item())):
                         # skip the update, keep the weights; a few such steps are survivable, a run of them is not
                         optimizer.zero_grad(set_to_none=True)
@@ -294,8 +334,9 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     optimizer.zero_grad(set_to_none=True)  # free the gradients now; the next forward does not need them
                     state = out.state
 
-                    window_loss += loss_value * out.items
-                    window_items += out.items
+                    batch_items = out.items if world.size == 1 else int(items)
+                    window_loss += loss_value * batch_items
+                    window_items += batch_items
                     elapsed = time.monotonic() - window_start
                     bar.update(1)
                     bar.set_postfix(**task.postfix(loss_value), refresh=False,
@@ -325,7 +366,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     checkpoint()
                     parts = [f"epoch {pos['epoch']}", f"step {pos['step']}", *task.epoch_summary(last_train_loss, valid),
                              f"lr {schedule.lr:.3g}", f"{time.monotonic() - started:.0f}s"]
-                    bar.write(" | ".join(parts))
+                    if world.main:
+                        bar.write(" | ".join(parts))
             if stopped != "finished":
                 # keep what was learnt: unless this step was just evaluated, score it so the best weights include
                 # it (without touching the schedule, which sees only the evaluations an uninterrupted run makes)
@@ -337,7 +379,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             if board is not None:
                 board.close()
 
-    sample = task.finish(run, device)
+    sample = task.finish(run, device) if world.main else None
     best_valid = pos["best_valid"]
     return TrainResult(run.path, pos["step"], pos["epoch"], last_train_loss, None if valid is None else valid["loss"],
                        None if best_valid is None else best_valid["loss"], stopped, time.monotonic() - started, sample,

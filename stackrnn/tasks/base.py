@@ -85,6 +85,10 @@ class Task(ABC):
         """The training batches of `epoch` (from 0), a function of (seed, epoch) only, so it can be replayed."""
 
     @abstractmethod
+    def shard(self, batch: Any, world) -> Any:
+        """This process's part of a global batch in data-parallel training (world: distributed.World)."""
+
+    @abstractmethod
     def step(self, model: nn.Module, batch: Any, state: Any, device: torch.device) -> Step:
         """Forward one training batch; `state` is the carried state (None at the start of an epoch)."""
 

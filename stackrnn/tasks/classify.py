@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import option
 from ..data.batching import epoch_seed
-from ..data.buckets import BucketBatches
+from ..data.buckets import BucketBatches, LabelledBatch
 from ..data.pipeline import absolute
 from ..data.labelled import CLASSIFY_DATASETS, FORMATS, Examples, load_dataset, read_labelled
 from ..data.tokenizers import Tokenizer
@@ -216,9 +216,17 @@ class ClassifyTask(Task):
         return BucketBatches(self.train_set.ids, self.train_set.labels, self.cfg.data.batch_size, shuffle=True,
                              seed=epoch_seed(self.cfg.train.seed, epoch), pad_id=self.tokenizer.pad_id)
 
+    def shard(self, batch: Any, world) -> Any:
+        part = LabelledBatch(*(t[..., world.rank::world.size] for t in batch))
+        if part.index.numel() == 0:
+            # a last batch smaller than the world: this process still runs a step (DDP needs every process in
+            # each backward), on one example that counts for nothing (its index list is empty)
+            return LabelledBatch(batch.x[:, :1], batch.lengths[:1], batch.y[:1], batch.index[:0])
+        return part
+
     def step(self, model: SequenceClassifier, batch: Any, state: Any, device: torch.device) -> Step:
         _, loss = model(batch.x.to(device), batch.lengths, batch.y.to(device))
-        return Step(loss, loss, int(batch.y.numel()))
+        return Step(loss, loss, int(batch.index.numel()))
 
     @torch.no_grad()
     def _scores(self, model: SequenceClassifier, ids: list[list[int]], labels: list[int] | None,

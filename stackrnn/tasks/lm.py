@@ -18,6 +18,7 @@ from ..generate import encode_prompts, generate
 from ..layers import LayerState
 from ..models.lm import LanguageModel, ModelConfig
 from ..run import BEST, VOCAB, RunDir
+from ..distributed import block
 from .base import Batches, Step, Task
 
 
@@ -72,6 +73,11 @@ class LMTask(Task):
     def batches(self, epoch: int) -> Batches:
         return train_batches(self.cfg.data, self.data.train, epoch, self.cfg.train.seed)
 
+    def shard(self, batch: Any, world) -> Any:
+        # a fixed block of streams per process, so each carries the state of its own streams from window to window
+        cols = block(batch[0].shape[1], world)
+        return tuple(t[:, cols] for t in batch)
+
     def step(self, model: LanguageModel, batch: Any, state: Any, device: torch.device) -> Step:
         x, y = (t.to(device) for t in batch)  # (T, B)
         if self.cfg.data.sampling == "random":
@@ -79,7 +85,7 @@ class LMTask(Task):
         _, loss, new_state = model(x, y, detach(state))
         # Zaremba et al.'s loss is summed over the window's steps (and averaged over the batch); the model's
         # penalty (AWD-LSTM's AR/TAR) joins the objective but not the reported loss
-        objective = loss + model.penalty()
+        objective = loss + getattr(model, "module", model).penalty()  # (the model itself, not its DDP wrapper)
         if self.cfg.train.loss == "sum_steps":
             objective = objective * x.shape[0]
         # AWD-LSTM: a window's step size follows its length, so short windows count for less

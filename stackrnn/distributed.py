@@ -1,0 +1,98 @@
+"""Data-parallel training with torch.distributed: the few collective steps the training loop needs.
+
+Launched by torchrun (`torchrun --nproc-per-node N -m stackrnn.cli train ...`), or by `stackrnn train --nproc N`,
+which runs torchrun for you. Every process builds the same model from the same seed, reads the same global
+batch and trains on its own shard of it (`Task.shard`); DistributedDataParallel averages the gradients, so
+the update is the one a single process makes on the whole batch. Only rank 0 writes the run directory. gloo
+on CPU, NCCL on GPU; nothing home-made carries the gradients.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run directory, the metrics and the progress bar."""
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """Whether torchrun started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: torch.device) -> World:
+    """Join the process group torchrun describes in the environment (once); a single process is World(0, 1)."""
+    if not launched():
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def device_of(device: torch.device) -> torch.device:
+    """Each process of a multi-GPU run uses its own GPU."""
+    if launched() and device.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def all_sum(values: list[float], world: World, device: torch.device) -> list[float]:
+    """The element-wise sum of `values` over all processes (the values themselves in a single process)."""
+    if world.size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def agree(code: int, world: World, device: torch.device) -> int:
+    """The largest of every process's `code`: so that all stop at the same step when any one must (a time
+    budget runs out on one clock, Ctrl-C reaches one process first)."""
+    if world.size == 1:
+        return code
+    t = torch.tensor([code], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def block(total: int, world: World) -> slice:
+    """This process's contiguous block of `total` rows (total divisible by the world size)."""
+    size = total // world.size
+    return slice(world.rank * size, (world.rank + 1) * size)
+
+
+def gather_batch_dim(t: torch.Tensor, world: World, dim: int = 1) -> torch.Tensor:
+    """Every process's block of `t` along `dim`, joined in rank order: a carried state as one process has it."""
+    if world.size == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(world.size)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts, dim=dim)
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run this command line again under torchrun with `nproc` processes on this machine; its exit status."""
+    if nproc < 1:
+        raise InputError(f"--nproc: expected an integer >= 1, got {nproc}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "stackrnn.cli", *argv]
+    return subprocess.run(command).returncode
