@@ -10,6 +10,8 @@ no copy, no second set of weights, and results identical to torch.nn by construc
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -64,14 +66,14 @@ def run_fused(
     n = len(layers)
 
     if lengths is None:
-        result = kernel(x, hx, weights, spec.bias, n, dropout, training, spec.bidirectional, False)
+        result = _call(kernel, x, hx, weights, spec.bias, n, dropout, training, spec.bidirectional, False)
         output, h = result[0], result[1:]
     else:
         packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
         # the kernel sees the batch sorted by decreasing length; permute the states the same way
         order = packed.sorted_indices
         hx = tuple(t.index_select(1, order) for t in hx) if lstm else hx.index_select(1, order)
-        result = kernel(packed.data, packed.batch_sizes, hx, weights, spec.bias, n, dropout, training, spec.bidirectional)
+        result = _call(kernel, packed.data, packed.batch_sizes, hx, weights, spec.bias, n, dropout, training, spec.bidirectional)
         out_packed = PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
         output, _ = pad_packed_sequence(out_packed, total_length=x.shape[0])
         h = tuple(t.index_select(1, packed.unsorted_indices) for t in result[1:])
@@ -81,3 +83,32 @@ def run_fused(
         hs, cs = h[0].split(k), h[1].split(k)
         return output, list(zip(hs, cs))
     return output, list(h[0].split(k))
+
+
+_warned_fp32 = False
+
+
+def _call(kernel, *args):
+    """The kernel call, falling back to float32 where oneDNN has no bfloat16 RNN: CPUs without AVX-512 BF16
+    cannot create a bf16 LSTM primitive under CPU autocast, and torch.nn.LSTM fails there outright. The rest of
+    the model (embedding, projections, decoder) keeps its autocast precision."""
+    global _warned_fp32
+    try:
+        return kernel(*args)
+    except RuntimeError as e:
+        if not (torch.is_autocast_enabled("cpu") and "primitive descriptor" in str(e)):
+            raise
+    if not _warned_fp32:
+        _warned_fp32 = True
+        warnings.warn("this CPU has no bfloat16 RNN kernel (oneDNN needs AVX-512 BF16 or AMX): the recurrent layers "
+                      "run in float32 under --precision bf16, so expect little speed-up", stacklevel=3)
+    with torch.autocast("cpu", enabled=False):
+        return kernel(*(_to_float(a) for a in args))
+
+
+def _to_float(a):
+    if isinstance(a, Tensor):
+        return a.float() if a.is_floating_point() else a
+    if isinstance(a, (list, tuple)):
+        return type(a)(_to_float(t) for t in a)
+    return a

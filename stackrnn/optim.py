@@ -48,6 +48,8 @@ class TrainConfig:
     sample_prefix: str = option("", "after training, print text generated from this prefix ('' for none)")
     sample_length: int = option(200, "tokens to generate after training")
     progress: bool = option(True, "show a progress bar")
+    precision: str = option("fp32", "fp32, or bf16: bfloat16 autocast for the forward pass (CPU and GPU; the weights, "
+                            "optimizer and loss stay float32)", choices=("fp32", "bf16"))
     tensorboard: bool = option(False, "also write the metrics as TensorBoard events into RUN/tensorboard "
                                "(needs the tensorboard package: pip install 'stackrnn[tensorboard]')")
 

@@ -273,6 +273,9 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         window_start += time.monotonic() - t0  # nor evaluation
         model.train()
 
+    # bf16 needs no loss scaling: it has float32's exponent range
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if tc.precision == "bf16"
+                else contextlib.nullcontext())
     reasons = (None, "interrupted", "time budget", "step budget", "early stop")
 
     def why_stop() -> str | None:
@@ -295,7 +298,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                         break
                     if world.size > 1:
                         batch = task.shard(batch, world)
-                    out = task.step(net, batch, state, device)
+                    with autocast:
+                        out = task.step(net, batch, state, device)
                     objective = out.objective
                     if world.size > 1:
                         # DDP averages gradients over processes; weighting each by its share of the batch's items
