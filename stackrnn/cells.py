@@ -76,11 +76,14 @@ class RecurrentCell(nn.Module):
         """x (..., D) -> gi (..., G) = x W_ih^T + b_ih, for any number of leading (time, batch) dims."""
         return nn.functional.linear(x, self.weight_ih, self.bias_ih)
 
-    def project_hidden(self, h: Tensor, weight_hh: Tensor | None = None) -> Tensor:
-        """h (B, H) -> gh (B, G) = h W_hh^T + b_hh. `weight_hh` replaces W_hh for this call (weight drop)."""
+    def project_hidden(self, h: Tensor, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> Tensor:
+        """h (B, H) -> gh (B, G) = h W_hh^T + b_hh. `weight_hh` replaces W_hh for this call (weight drop);
+        `h_mask` (B, H) multiplies h in this product only (recurrent dropout), not where the cell uses h itself."""
+        if h_mask is not None:
+            h = h * h_mask
         return nn.functional.linear(h, self.weight_hh if weight_hh is None else weight_hh, self.bias_hh)
 
-    def recur(self, gi: Tensor, state: State, weight_hh: Tensor | None = None) -> State:
+    def recur(self, gi: Tensor, state: State, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> State:
         """One step from the projected input gi (B, G) and the previous state. Subclasses write the math."""
         raise NotImplementedError
 
@@ -119,8 +122,8 @@ class RNNCell(RecurrentCell):
         self.kernel = f"rnn_{nonlinearity}"
         super().__init__(input_size, hidden_size, bias)
 
-    def recur(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None) -> Tensor:
-        pre = gi + self.project_hidden(h, weight_hh)  # (B, H)
+    def recur(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> Tensor:
+        pre = gi + self.project_hidden(h, weight_hh, h_mask)  # (B, H)
         return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
 
     def extra_repr(self) -> str:
@@ -140,9 +143,9 @@ class GRUCell(RecurrentCell):
     kernel = "gru"
     torch_class = nn.GRU
 
-    def recur(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None) -> Tensor:
+    def recur(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> Tensor:
         i_r, i_z, i_n = gi.chunk(3, dim=-1)  # (B, H) each
-        h_r, h_z, h_n = self.project_hidden(h, weight_hh).chunk(3, dim=-1)
+        h_r, h_z, h_n = self.project_hidden(h, weight_hh, h_mask).chunk(3, dim=-1)
         r = torch.sigmoid(i_r + h_r)
         z = torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
@@ -166,9 +169,9 @@ class LSTMCell(RecurrentCell):
     kernel = "lstm"
     torch_class = nn.LSTM
 
-    def recur(self, gi: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def recur(self, gi: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h, c = state
-        i, f, g, o = (gi + self.project_hidden(h, weight_hh)).chunk(4, dim=-1)  # (B, H) each
+        i, f, g, o = (gi + self.project_hidden(h, weight_hh, h_mask)).chunk(4, dim=-1)  # (B, H) each
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c

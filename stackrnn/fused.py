@@ -30,6 +30,8 @@ def can_fuse(a: RecurrentLayer, b: RecurrentLayer) -> bool:
     """Whether layer b can join a's run: one kernel call needs one cell type, size, direction and bias setting.
     (Weight drop may differ: the kernel just receives each layer's dropped W_hh.)"""
     sa, sb = a.spec, b.spec
+    if not (sa.fusable and sb.fusable):
+        return False
     return (sa.cell, sa.hidden_size, sa.bidirectional, sa.bias) == (sb.cell, sb.hidden_size, sb.bidirectional, sb.bias)
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .data.tokenizers import Tokenizer
 from .errors import InputError
 from .models.lm import LanguageModel
+from .regularizers import zoneout
 
 
 class IncrementalDecoder:
@@ -58,11 +59,19 @@ class IncrementalDecoder:
     def step(self, tokens: Tensor, state: list) -> tuple[Tensor, list]:
         """tokens (B,) -> logits (B, V) for the token after them, and the new state."""
         gi = self.table.index_select(0, tokens)  # (B, G)
-        new_state = []
+        rnn, new_state, x = self.model.rnn, [], None
         for l, cell in enumerate(self.cells):
             s = cell.recur(gi, state[l])
+            zh, zc = rnn.specs[l].zoneout_rates
+            if zh or zc:  # eval-mode zoneout, as the stack's loop does it: the expectation
+                s = (zoneout(s[0], state[l][0], zh, False), zoneout(s[1], state[l][1], zc, False)) \
+                    if isinstance(s, tuple) else zoneout(s, state[l], zh, False)
             new_state.append(s)
             h = cell.output(s)  # (B, H)
+            if rnn.is_residual(l):  # never layer 0, so x is the layer below's output
+                projection = rnn.residual_projections[str(l)] if str(l) in rnn.residual_projections else None
+                h = h + (projection(x) if projection is not None else x)
+            x = h
             if l + 1 < len(self.cells):
                 gi = self.cells[l + 1].project_input(h)
         return self.decode(h), new_state

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .cells import CELLS, RecurrentCell, State, make_cell
-from .regularizers import check_probability, drop_weight
+from .regularizers import check_probability, check_rate, drop_weight, recurrent_mask, zoneout
 
 # A layer's state: h (K, B, H), or for an LSTM the pair (h, c) of that shape. The torch.nn layout, per layer.
 LayerState = Tensor | tuple[Tensor, Tensor]
@@ -31,6 +31,11 @@ class LayerSpec:
         bidirectional: run a second cell from the last valid step to the first and concatenate.
         bias: whether the cell has bias_ih and bias_hh.
         weight_drop: DropConnect rate on W_hh (AWD-LSTM), one mask per forward pass, in training only.
+        recurrent_dropout: dropout on h_{t-1} inside the recurrence with one mask per sequence for all steps
+            (Gal & Ghahramani 2016), in training only.
+        zoneout: the probability that a unit keeps its previous value at a step (Krueger et al. 2016); one rate
+            for h and c, or a pair (h rate, c rate) for an LSTM. Eval mode uses the expectation.
+    Layers with recurrent dropout or zoneout run through the step loop, not the fused kernel.
     """
 
     cell: str
@@ -38,6 +43,8 @@ class LayerSpec:
     bidirectional: bool = False
     bias: bool = True
     weight_drop: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float | tuple[float, float] = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.cell, str) or self.cell not in CELLS:
@@ -49,6 +56,24 @@ class LayerSpec:
         if not isinstance(self.bias, bool):
             raise ValueError(f"bias: expected True or False, got {self.bias!r}")
         check_probability("weight_drop", self.weight_drop)
+        check_probability("recurrent_dropout", self.recurrent_dropout)
+        rates = self.zoneout if isinstance(self.zoneout, (tuple, list)) else (self.zoneout, self.zoneout)
+        if len(rates) != 2:
+            raise ValueError(f"zoneout: expected a rate or a pair (h rate, c rate), got {self.zoneout!r}")
+        for rate in rates:
+            check_rate("zoneout", rate)
+        object.__setattr__(self, "zoneout", tuple(float(r) for r in rates) if isinstance(self.zoneout, (tuple, list))
+                           else float(self.zoneout))
+
+    @property
+    def zoneout_rates(self) -> tuple[float, float]:
+        """(rate on h, rate on c); the c rate matters only for an LSTM."""
+        return self.zoneout if isinstance(self.zoneout, tuple) else (self.zoneout, self.zoneout)
+
+    @property
+    def fusable(self) -> bool:
+        """Whether torch's fused kernel can run this layer: not with a mask or a choice inside the recurrence."""
+        return self.recurrent_dropout == 0 and self.zoneout_rates == (0.0, 0.0)
 
     @property
     def num_directions(self) -> int:
@@ -59,22 +84,24 @@ class LayerSpec:
         return self.num_directions * self.hidden_size
 
 
-def LSTM(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0) -> LayerSpec:
+def LSTM(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0,
+         recurrent_dropout: float = 0.0, zoneout: float | tuple[float, float] = 0.0) -> LayerSpec:
     """An LSTM layer of `hidden_size` units per direction."""
-    return LayerSpec("lstm", hidden_size, bidirectional, bias, weight_drop)
+    return LayerSpec("lstm", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout)
 
 
-def GRU(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0) -> LayerSpec:
+def GRU(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0,
+        recurrent_dropout: float = 0.0, zoneout: float = 0.0) -> LayerSpec:
     """A GRU layer of `hidden_size` units per direction."""
-    return LayerSpec("gru", hidden_size, bidirectional, bias, weight_drop)
+    return LayerSpec("gru", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout)
 
 
 def RNN(hidden_size: int, nonlinearity: str = "tanh", bidirectional: bool = False, bias: bool = True,
-        weight_drop: float = 0.0) -> LayerSpec:
+        weight_drop: float = 0.0, recurrent_dropout: float = 0.0, zoneout: float = 0.0) -> LayerSpec:
     """An Elman RNN layer of `hidden_size` units per direction; nonlinearity "tanh" or "relu"."""
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-    return LayerSpec(f"rnn_{nonlinearity}", hidden_size, bidirectional, bias, weight_drop)
+    return LayerSpec(f"rnn_{nonlinearity}", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout)
 
 
 class RecurrentLayer(nn.Module):
@@ -126,7 +153,8 @@ class RecurrentLayer(nn.Module):
         return (h, torch.zeros_like(h)) if self.is_lstm else h
 
     def forward(self, x: Tensor, state: LayerState | None = None, mask: Tensor | None = None,
-                weights_hh: list[Tensor | None] | None = None) -> tuple[Tensor, LayerState]:
+                weights_hh: list[Tensor | None] | None = None,
+                generator: torch.Generator | None = None) -> tuple[Tensor, LayerState]:
         if state is None:
             state = self.zero_state(x.shape[1], dtype=x.dtype, device=x.device)
         if weights_hh is None:
@@ -135,7 +163,11 @@ class RecurrentLayer(nn.Module):
         for k, cell in enumerate(self.cells):
             # (h, c)[k] or h[k]: this direction's (B, H) slice of the layer state
             s0 = (state[0][k], state[1][k]) if self.is_lstm else state[k]
-            out, s = run_direction(cell, x, s0, mask, reverse=k == 1, weight_hh=weights_hh[k])
+            h_mask = None
+            if self.training and self.spec.recurrent_dropout > 0:
+                h_mask = recurrent_mask(x.shape[1], self.spec.hidden_size, self.spec.recurrent_dropout, x, generator)
+            out, s = run_direction(cell, x, s0, mask, reverse=k == 1, weight_hh=weights_hh[k], h_mask=h_mask,
+                                   zoneout_rates=self.spec.zoneout_rates, training=self.training, generator=generator)
             outputs.append(out)
             finals.append(s)
         output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, K*H)
@@ -149,18 +181,27 @@ class RecurrentLayer(nn.Module):
 
 
 def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
-                  weight_hh: Tensor | None = None) -> tuple[Tensor, State]:
+                  weight_hh: Tensor | None = None, h_mask: Tensor | None = None,
+                  zoneout_rates: tuple[float, float] = (0.0, 0.0), training: bool = False,
+                  generator: torch.Generator | None = None) -> tuple[Tensor, State]:
     """Run `cell` over x (T, B, D) from `state`, forward in time or in reverse. Returns (output (T, B, H), final state).
 
-    `weight_hh` replaces W_hh for the whole pass (weight drop). With a mask, a padded step leaves the state
-    unchanged and outputs zeros. Padding is on the right, so the
+    `weight_hh` replaces W_hh for the whole pass (weight drop). `h_mask` (B, H) multiplies h_{t-1} in h W_hh^T at
+    every step (recurrent dropout); the state, the output and a GRU's interpolation keep the undropped h. `zoneout_rates` (h, c) let units keep their previous values (see regularizers.zoneout). With a
+    mask, a padded step leaves the state unchanged and outputs zeros. Padding is on the right, so the
     reverse direction keeps its initial state through the padding and starts at each sequence's last valid step.
     """
+    zh, zc = zoneout_rates
     gi = cell.project_input(x)  # (T, B, G): the input half of every step in one matrix product
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]
     for t in steps:
-        new = cell.recur(gi[t], state, weight_hh)
+        new = cell.recur(gi[t], state, weight_hh, h_mask)
+        if zh or zc:
+            if isinstance(new, tuple):
+                new = (zoneout(new[0], state[0], zh, training, generator), zoneout(new[1], state[1], zc, training, generator))
+            else:
+                new = zoneout(new, state, zh, training, generator)
         if mask is not None:
             valid = mask[t]  # (B, 1)
             if isinstance(new, tuple):

@@ -54,3 +54,27 @@ def embedding_dropout(weight: Tensor, p: float, training: bool, generator: torch
     if not training or p == 0:
         return weight
     return weight * _keep_mask((weight.shape[0], 1), p, weight, generator)
+
+
+def check_rate(name: str, p: float) -> float:
+    """A keep-the-old-value rate such as zoneout's may be anything in [0, 1]: 1 keeps the initial state."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1], got {p!r}")
+    return float(p)
+
+
+def recurrent_mask(batch: int, size: int, p: float, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Recurrent dropout (Gal & Ghahramani 2016): a (B, H) mask on h_{t-1} inside the recurrence, drawn once per
+    sequence and used at every step, scaled by 1 / (1 - p)."""
+    return _keep_mask((batch, size), p, like, generator)
+
+
+def zoneout(new: Tensor, old: Tensor, p: float, training: bool, generator: torch.Generator | None = None) -> Tensor:
+    """Zoneout (Krueger et al. 2016) of one step's (B, H) state: in training each unit keeps its previous value
+    with probability p (a fresh mask every step); in eval the expectation, p * old + (1 - p) * new."""
+    if p == 0:
+        return new
+    if not training:
+        return torch.lerp(new, old, p)
+    keep = torch.rand(new.shape, generator=generator, device=new.device, dtype=new.dtype) < p
+    return torch.where(keep, old, new)

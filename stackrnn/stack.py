@@ -162,7 +162,8 @@ class StackedRNN(nn.Module):
         states = self._check_state(state, batch, x)
         fused = self._fusable(x)
         mask = None
-        if lengths is not None and not fused:  # the fused kernel takes lengths by packing instead
+        looped = not fused or not all(s.fusable for s in self.specs)
+        if lengths is not None and looped:  # the fused kernel takes lengths by packing instead
             mask = (torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(-1).to(x.device)  # (T, B, 1)
         finals: list[LayerState] = []
         layer_outputs: list[Tensor] = []
@@ -175,12 +176,12 @@ class StackedRNN(nn.Module):
             x_in = x
             # weight drop: one W_hh mask per layer and direction for this whole pass, in either path
             weights_hh = [self.layers[i].hidden_weights(generator) for i in range(first, last)]
-            if fused:
+            if fused and self.specs[first].fusable:
                 x, new = run_fused(list(self.layers[first:last]), x, states[first:last], lengths, self.dropout,
                                    self.training, weights_hh)
                 finals.extend(new)
             else:
-                x, new = self.layers[first](x, states[first], mask, weights_hh[0])
+                x, new = self.layers[first](x, states[first], mask, weights_hh[0], generator)
                 finals.append(new)
             if self.is_residual(first):  # planned as a run of its own
                 projection = self.residual_projections[str(first)] if str(first) in self.residual_projections else None
@@ -287,6 +288,9 @@ class StackedRNN(nn.Module):
         first = self.specs[0]
         if any(s != first for s in self.specs):
             raise ValueError(f"to_torch: torch.nn needs one cell type, hidden size, direction and bias for every layer, got {self.specs}")
+        if not first.fusable:
+            raise ValueError(f"to_torch: torch.nn has no recurrent dropout or zoneout; got recurrent_dropout="
+                             f"{first.recurrent_dropout}, zoneout={first.zoneout}")
         if self.residual_from or first.weight_drop or (self.variational and self.dropout):
             raise ValueError("to_torch: torch.nn has no residual connections, weight drop or variational dropout; "
                              f"got residual={bool(self.residual_from)}, weight_drop={first.weight_drop}, variational={self.variational}")

@@ -122,3 +122,20 @@ def test_tied_model_with_projection_decodes_the_same_way():
     for t in range(2, ids.shape[0]):
         logits, state = dec.step(ids[t], state)
         torch.testing.assert_close(logits, full[t], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layers, residual", [
+    ([LSTM(12), LSTM(12), GRU(8)], True),  # residual with and without a projection
+    ([LSTM(12, zoneout=(0.3, 0.1)), GRU(12, zoneout=0.2, recurrent_dropout=0.3)], False),
+])
+def test_incremental_steps_equal_the_full_forward_pass(layers, residual):
+    """Each step of the decoder gives the logits the whole model gives on the sequence so far."""
+    torch.manual_seed(0)
+    model = LanguageModel(20, layers, embedding_size=6, residual=residual).eval()
+    dec = IncrementalDecoder(model)
+    tokens = torch.randint(20, (9, 3))
+    logits, state = dec.prime(tokens[:4], torch.full((3,), 4))
+    for t in range(4, 9):
+        full, _, _ = model(tokens[: t + 1])
+        logits, state = dec.step(tokens[t], state)
+        torch.testing.assert_close(logits, full[t], atol=1e-5, rtol=1e-5)

@@ -52,6 +52,10 @@ class ClassifierConfig:
     input_dropout: float = option(0.0, "dropout on the embeddings, before the first layer")
     embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix")
     weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights")
+    recurrent_dropout: float = option(0.0, "dropout on h inside every layer's recurrence, one mask per sequence "
+                                      "(Gal & Ghahramani); such layers run the step loop, not the fused kernel")
+    zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
+                                   "such layers run the step loop")
     pooling: str = option("last", "how the top layer's outputs become one vector per sequence", choices=POOLINGS)
     head_dropout: float = option(0.0, "dropout on the pooled vector, before the dense head")
     head_hidden: int = option(0, "0: the head is one linear layer; N: a ReLU layer of N units comes first")

@@ -11,7 +11,8 @@ def layer_specs(cfg, *, bidirectional: bool) -> list[LayerSpec]:
     """LayerSpecs from a model config with cell, hidden_size, num_layers, layers and weight_drop fields (and
     bidirectional when `bidirectional` is allowed: a language model may not look ahead, a classifier may).
     A bad table is an InputError naming model.layers[i]."""
-    keys = {"cell", "hidden_size", "bias", "weight_drop"} | ({"bidirectional"} if bidirectional else set())
+    keys = ({"cell", "hidden_size", "bias", "weight_drop", "recurrent_dropout", "zoneout"}
+            | ({"bidirectional"} if bidirectional else set()))
     if cfg.layers is None:
         layer = {"cell": cfg.cell, "hidden_size": cfg.hidden_size}
         if bidirectional:
@@ -28,7 +29,9 @@ def layer_specs(cfg, *, bidirectional: bool) -> list[LayerSpec]:
                              f"{', '.join(sorted(keys - {'cell', 'hidden_size'}))}), got {layer!r}")
         try:
             specs.append(LayerSpec(layer.get("cell", "lstm"), layer["hidden_size"], layer.get("bidirectional", False),
-                                   layer.get("bias", True), layer.get("weight_drop", cfg.weight_drop)))
+                                   layer.get("bias", True), layer.get("weight_drop", cfg.weight_drop),
+                                   layer.get("recurrent_dropout", cfg.recurrent_dropout), layer.get("zoneout", cfg.zoneout)))
         except ValueError as e:
-            raise InputError(f"model.layers[{i}].{e}") from None
+            # a setting of every layer is named as the user wrote it: model.zoneout, not model.layers[0].zoneout
+            raise InputError(f"model.{e}" if cfg.layers is None else f"model.layers[{i}].{e}") from None
     return specs

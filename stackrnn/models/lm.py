@@ -34,6 +34,10 @@ class ModelConfig:
     input_dropout: float = option(0.0, "dropout on the embeddings, before the first layer (AWD-LSTM's dropouti)")
     embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix (AWD-LSTM's dropoute)")
     weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights (AWD-LSTM's wdrop)")
+    recurrent_dropout: float = option(0.0, "dropout on h inside every layer's recurrence, one mask per sequence "
+                                      "(Gal & Ghahramani); such layers run the step loop, not the fused kernel")
+    zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
+                                   "such layers run the step loop")
     variational: bool = option(False, "input, between-layer and output dropout use one mask per sequence for all steps")
     residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
     ar: float = option(0.0, "activation regularisation: ar * mean(dropped top output^2) added to the training loss (AWD: 2)")
