@@ -64,8 +64,8 @@ class IncrementalDecoder:
             s = cell.recur(gi, state[l])
             zh, zc = rnn.specs[l].zoneout_rates
             if zh or zc:  # eval-mode zoneout, as the stack's loop does it: the expectation
-                s = (zoneout(s[0], state[l][0], zh, False), zoneout(s[1], state[l][1], zc, False)) \
-                    if isinstance(s, tuple) else zoneout(s, state[l], zh, False)
+                s = (zoneout(s[0], state[l][0], zh), zoneout(s[1], state[l][1], zc)) \
+                    if isinstance(s, tuple) else zoneout(s, state[l], zh)
             new_state.append(s)
             h = cell.output(s)  # (B, H)
             if rnn.is_residual(l):  # never layer 0, so x is the layer below's output

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .cells import CELLS, RecurrentCell, State, make_cell
-from .regularizers import check_probability, check_rate, drop_weight, recurrent_mask, zoneout
+from .regularizers import check_probability, check_rate, drop_weight, recurrent_mask, zoneout, zoneout_masks
 
 # A layer's state: h (K, B, H), or for an LSTM the pair (h, c) of that shape. The torch.nn layout, per layer.
 LayerState = Tensor | tuple[Tensor, Tensor]
@@ -192,6 +192,9 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     reverse direction keeps its initial state through the padding and starts at each sequence's last valid step.
     """
     zh, zc = zoneout_rates
+    size = cell.hidden_size
+    keep_h = zoneout_masks(x.shape[0], x.shape[1], size, zh, x, generator) if training and zh else None  # (T, B, H)
+    keep_c = zoneout_masks(x.shape[0], x.shape[1], size, zc, x, generator) if training and zc else None
     gi = cell.project_input(x)  # (T, B, G): the input half of every step in one matrix product
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]
@@ -199,9 +202,10 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
         new = cell.recur(gi[t], state, weight_hh, h_mask)
         if zh or zc:
             if isinstance(new, tuple):
-                new = (zoneout(new[0], state[0], zh, training, generator), zoneout(new[1], state[1], zc, training, generator))
+                new = (zoneout(new[0], state[0], zh, None if keep_h is None else keep_h[t]),
+                       zoneout(new[1], state[1], zc, None if keep_c is None else keep_c[t]))
             else:
-                new = zoneout(new, state, zh, training, generator)
+                new = zoneout(new, state, zh, None if keep_h is None else keep_h[t])
         if mask is not None:
             valid = mask[t]  # (B, 1)
             if isinstance(new, tuple):

@@ -69,12 +69,19 @@ def recurrent_mask(batch: int, size: int, p: float, like: Tensor, generator: tor
     return _keep_mask((batch, size), p, like, generator)
 
 
-def zoneout(new: Tensor, old: Tensor, p: float, training: bool, generator: torch.Generator | None = None) -> Tensor:
-    """Zoneout (Krueger et al. 2016) of one step's (B, H) state: in training each unit keeps its previous value
-    with probability p (a fresh mask every step); in eval the expectation, p * old + (1 - p) * new."""
+def zoneout_masks(steps: int, batch: int, size: int, p: float, like: Tensor,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """(T, B, H) bool: where a unit keeps its previous value, drawn with probability p, fresh at every step.
+    Drawn for all steps at once: one call instead of one per step, which would dominate a small layer's step."""
+    return torch.rand((steps, batch, size), generator=generator, device=like.device, dtype=like.dtype) < p
+
+
+def zoneout(new: Tensor, old: Tensor, p: float, keep: Tensor | None = None) -> Tensor:
+    """Zoneout (Krueger et al. 2016) of one step's (B, H) state: with `keep` (training; a step of
+    zoneout_masks) each unit where it is True keeps its previous value; without (eval) the expectation,
+    p * old + (1 - p) * new."""
     if p == 0:
         return new
-    if not training:
+    if keep is None:
         return torch.lerp(new, old, p)
-    keep = torch.rand(new.shape, generator=generator, device=new.device, dtype=new.dtype) < p
     return torch.where(keep, old, new)
