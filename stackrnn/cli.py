@@ -163,6 +163,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         name = cfg.data.dataset or (Path(source).stem if source else "embedded")
         out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if launching:
+        device = cfg.train.device
+        if device == "mps":
+            raise InputError("--nproc: data-parallel training runs on cpu or cuda, not mps")
+        import torch
+
+        if device in ("cuda", "auto") and torch.cuda.is_available() and torch.cuda.device_count() < args.nproc:
+            raise InputError(f"--nproc {args.nproc}: this machine has {torch.cuda.device_count()} GPUs, one per process is "
+                             "needed: use fewer processes, or --device cpu")
         preflight(cfg, out, resume=bool(args.resume), world_size=args.nproc)  # bad input: one line here, not N
         return distributed.launch(args.nproc, _without_nproc(args.argv))
     try:

@@ -67,8 +67,9 @@ class LayerSpec:
 
     @property
     def zoneout_rates(self) -> tuple[float, float]:
-        """(rate on h, rate on c); the c rate matters only for an LSTM."""
-        return self.zoneout if isinstance(self.zoneout, tuple) else (self.zoneout, self.zoneout)
+        """(rate on h, rate on c); a cell without c (GRU, RNN) has c rate 0."""
+        h, c = self.zoneout if isinstance(self.zoneout, tuple) else (self.zoneout, self.zoneout)
+        return (h, c) if self.cell == "lstm" else (h, 0.0)
 
     @property
     def fusable(self) -> bool:

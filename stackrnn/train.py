@@ -159,6 +159,9 @@ def preflight(cfg: RunConfig, out: str | Path, *, resume: bool, world_size: int 
     run = None
     if resume:
         run = RunDir.open(out, need=(CONFIG, *task.files))  # the checkpoint's files are checked as it loads
+        if writer:
+            with run.lock():  # a run another process is training fails here, before anything is written
+                pass
     elif writer:  # (the other processes of a data-parallel run find the folder rank 0 may have made already)
         RunDir.check_new(out)
     task.prepare(run)
@@ -323,7 +326,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                             raise InputError(f"training stopped: {bad_in_a_row} steps in a row had a non-finite loss or "
                                              f"gradient (up to step {pos['step']}); lower --lr or clip with --clip (the "
                                              f"last checkpoint in {run.path} is intact)")
-                        state = out.state if all(torch.isfinite(t).all() for t in _tensors(out.state)) else None
+                        # (in a data-parallel run every process drops its state alike, so all stay in step)
+                        state = out.state if world.size == 1 and all(torch.isfinite(t).all() for t in _tensors(out.state)) else None
                         continue
                     bad_in_a_row, grad_norm = 0, norm.item()
                     schedule.before_step(pos["step"] - 1)  # warmup and cosine, from the step count before this one

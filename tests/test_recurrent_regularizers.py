@@ -111,3 +111,8 @@ def test_bad_rates_are_value_errors_naming_the_argument(kwargs, match):
 def test_torch_nn_cannot_express_them():
     with pytest.raises(ValueError, match="recurrent dropout or zoneout"):
         StackedRNN(3, layers=[LSTM(4, zoneout=0.1)]).to_torch()
+
+
+def test_a_c_rate_on_a_cell_without_c_changes_nothing():
+    assert GRU(4, zoneout=(0.0, 0.3)).zoneout_rates == (0.0, 0.0) and GRU(4, zoneout=(0.0, 0.3)).fusable
+    assert LSTM(4, zoneout=(0.0, 0.3)).zoneout_rates == (0.0, 0.3) and not LSTM(4, zoneout=(0.0, 0.3)).fusable
