@@ -176,10 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, out, resume=bool(args.resume))
     finally:
-        if torch_distributed_initialized():
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        distributed.shutdown()
     if distributed.launched() and int(os.environ.get("RANK", "0")) != 0:
         return 0  # rank 0 reports for all
     parts = [f"{result.stopped} after {result.step} steps, {result.epoch} epochs, {result.seconds:.0f}s"]
@@ -198,12 +195,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.sample:
         print(f"--- sample ---\n{result.sample}")
     return 0
-
-
-def torch_distributed_initialized() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

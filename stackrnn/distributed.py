@@ -48,6 +48,12 @@ def setup(device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
+def shutdown() -> None:
+    """Leave the process group, if this process joined one (torch warns about a group never destroyed)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def device_of(device: torch.device) -> torch.device:
     """Each process of a multi-GPU run uses its own GPU."""
     if launched() and device.type == "cuda":

@@ -21,6 +21,11 @@ from .regularizers import check_probability, check_rate, drop_weight, recurrent_
 LayerState = Tensor | tuple[Tensor, Tensor]
 
 
+def map_state(fn, state: list[LayerState]) -> list[LayerState]:
+    """`fn` applied to every tensor of a stack's state (a list of h, or (h, c), per layer), keeping its shape."""
+    return [tuple(fn(t) for t in s) if isinstance(s, tuple) else fn(s) for s in state]
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """What one layer of a stack is: cell type, hidden size per direction, direction, biases.

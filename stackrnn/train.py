@@ -24,6 +24,7 @@ from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import dumps_toml, from_dict, to_dict
 from .errors import InputError
+from .layers import map_state
 from .optim import Schedule, TrainConfig, make_optimizer
 from .run import BEST, CONFIG, RunDir
 from .tasks import TASK_NAMES, Task, task_class
@@ -200,8 +201,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     if resume:
         state = load_checkpoint(run, model, optimizer, schedule, pos, device)
         if state is not None and world.size > 1:  # the checkpoint holds every stream's state: keep this process's
-            state = [tuple(t[:, distributed.block(t.shape[1], world)] for t in s) if isinstance(s, tuple)
-                     else s[:, distributed.block(s.shape[1], world)] for s in state]
+            state = map_state(lambda t: t[:, distributed.block(t.shape[1], world)], state)
         # a process killed after its last checkpoint logged steps that will now be trained again: drop them
         if world.main:
             run.trim_metrics(pos["step"])
@@ -251,8 +251,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         pos["best_valid_loss"] = best
         saved_state = state
         if world.size > 1 and state is not None:  # every process's streams, as one process would carry them
-            saved_state = [tuple(distributed.gather_batch_dim(t, world) for t in s) if isinstance(s, tuple)
-                           else distributed.gather_batch_dim(s, world) for s in state]
+            saved_state = map_state(lambda t: distributed.gather_batch_dim(t, world), state)
         if world.main:
             save_checkpoint(run, model, optimizer, schedule, pos, saved_state)
         window_start += time.monotonic() - t0  # the logged rate measures training, not checkpoint writing

@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..layers import LayerSpec
 from ..regularizers import check_probability, embedding_dropout, locked_dropout
 from ..stack import StackedRNN
-from .layer_tables import layer_specs
+from .layer_tables import check_stack, layer_specs
 
 POOLINGS = ("last", "mean", "max", "attention")
 OUTPUTS = ("auto", "sigmoid", "softmax")
@@ -87,11 +87,7 @@ class ClassifierConfig:
         if self.freeze_embeddings and self.pretrained_vectors is None:
             raise InputError("model.freeze_embeddings: there are no pretrained vectors to freeze; "
                              "set model.pretrained_vectors to a GloVe or word2vec text file")
-        specs = self.layer_specs()
-        try:  # the stack checks residual against the layers' number and sizes
-            StackedRNN(self.embedding_size, layers=specs, residual=self.residual)
-        except ValueError as e:
-            raise InputError(f"model.{e}") from None
+        check_stack(self, self.embedding_size, bidirectional=True)
 
 
 class SequenceClassifier(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..errors import InputError
 from ..layers import LayerSpec
+from ..stack import StackedRNN
 
 
 def layer_specs(cfg, *, bidirectional: bool) -> list[LayerSpec]:
@@ -34,4 +35,15 @@ def layer_specs(cfg, *, bidirectional: bool) -> list[LayerSpec]:
         except ValueError as e:
             # a setting of every layer is named as the user wrote it: model.zoneout, not model.layers[0].zoneout
             raise InputError(f"model.{e}" if cfg.layers is None else f"model.layers[{i}].{e}") from None
+    return specs
+
+
+def check_stack(cfg, input_size: int, *, bidirectional: bool) -> list[LayerSpec]:
+    """The config's layers, checked as a stack (residual connections against the layers' number and sizes):
+    the model configs' validate() ends here. InputErrors name model.<key>."""
+    specs = layer_specs(cfg, bidirectional=bidirectional)
+    try:
+        StackedRNN(input_size, layers=specs, residual=cfg.residual)
+    except ValueError as e:
+        raise InputError(f"model.{e}") from None
     return specs

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..layers import LayerSpec, LayerState
 from ..regularizers import check_probability, embedding_dropout, locked_dropout
 from ..stack import StackedRNN
-from .layer_tables import layer_specs
+from .layer_tables import check_stack, layer_specs
 
 
 @dataclass
@@ -64,11 +64,7 @@ class ModelConfig:
             raise InputError(f"model.init_range: expected a number > 0, got {self.init_range}")
         if self.ar < 0 or self.tar < 0:
             raise InputError(f"model.ar and model.tar: expected numbers >= 0, got {self.ar} and {self.tar}")
-        self.layer_specs()
-        try:  # the stack checks residual against the layers' number and sizes
-            StackedRNN(self.embedding_size or 1, layers=self.layer_specs(), residual=self.residual)
-        except ValueError as e:
-            raise InputError(f"model.{e}") from None
+        check_stack(self, self.embedding_size or 1, bidirectional=False)
 
 
 class LanguageModel(nn.Module):

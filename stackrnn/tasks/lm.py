@@ -10,12 +10,12 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..data.pipeline import DataConfig, absolute_data_path, eval_batches, prepare, train_batches
 from ..evaluate import evaluate_lm
 from ..generate import encode_prompts, generate
-from ..layers import LayerState
+from ..layers import LayerState, map_state
 from ..models.lm import LanguageModel, ModelConfig
 from ..run import BEST, VOCAB, RunDir
 from ..distributed import block
@@ -31,7 +31,7 @@ def detach(state: list[LayerState] | None) -> list[LayerState] | None:
     pass would run back through every window since the start of the epoch."""
     if state is None:
         return None
-    return [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]
+    return map_state(Tensor.detach, state)
 
 
 class LMTask(Task):
