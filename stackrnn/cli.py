@@ -178,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     if distributed.launched() and int(os.environ.get("RANK", "0")) != 0:
-        return 0  # rank 0 reports for all
+        distributed.exit_worker(0)  # rank 0 reports for all
     parts = [f"{result.stopped} after {result.step} steps, {result.epoch} epochs, {result.seconds:.0f}s"]
     if cfg.task == "lm":
         if result.train_loss is not None:
@@ -194,6 +194,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run directory: {result.run}")
     if result.sample:
         print(f"--- sample ---\n{result.sample}")
+    if distributed.launched():
+        distributed.exit_worker(0)
     return 0
 
 

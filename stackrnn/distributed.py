@@ -51,7 +51,18 @@ def setup(device: torch.device) -> World:
 def shutdown() -> None:
     """Leave the process group, if this process joined one (torch warns about a group never destroyed)."""
     if dist.is_available() and dist.is_initialized():
+        # wait for every process first: one tearing down gloo while another still works makes that one abort
+        dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_worker(code: int) -> None:
+    """End a torchrun worker at once, once its output is flushed. The ordinary interpreter exit sometimes aborts
+    ("terminate called without an active exception") as torch's native threads are torn down after gloo's, and
+    torchrun then reports the finished run as failed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def device_of(device: torch.device) -> torch.device:
