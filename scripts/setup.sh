@@ -19,5 +19,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     "${PIP[@]}" install "torch==2.13.0" --index-url "${STACKRNN_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
   fi
 fi
-"${PIP[@]}" install -e ".[test,plot,tensorboard]"
+"${PIP[@]}" install -e ".[test,plot,tensorboard,translate]"
 echo "stackrnn is set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

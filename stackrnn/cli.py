@@ -1,16 +1,17 @@
 """The command line: argparse subcommands, each a thin call into the library. Nothing imports this module.
 
-    stackrnn train    [--task lm|classify] [--config FILE.toml] [--dataset NAME | --data PATH] [--out RUN | --resume RUN] [options]
-    stackrnn generate RUN --prefix TEXT [--prefix TEXT ...] [--length N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
-    stackrnn eval     RUN [--split valid|test] [--data FILE] [--json]
-    stackrnn predict  RUN TEXT [TEXT ...] | --file FILE [--json]          (classification runs)
-    stackrnn summary  [--task lm|classify] [--config FILE.toml] [options]
+    stackrnn train     [--task lm|classify|translate] [--config FILE.toml] [--dataset NAME | --data PATH] [--out RUN | --resume RUN] [options]
+    stackrnn generate  RUN --prefix TEXT [--prefix TEXT ...] [--length N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+    stackrnn eval      RUN [--split valid|test] [--data FILE] [--beam N] [--json]
+    stackrnn predict   RUN TEXT [TEXT ...] | --file FILE [--json]          (classification runs)
+    stackrnn translate RUN TEXT [TEXT ...] | --file FILE [--beam N] [--attention MAP.png [--target TEXT]] [--json]
+    stackrnn summary   [--task lm|classify|translate] [--config FILE.toml] [options]
     stackrnn plot     RUN [RUN ...] --out DIR
 
 Every [model], [data] and [train] config field of the run's task is also an option (--hidden-size 512,
 --no-progress), with the field's one-line doc as its help; options override the config file, which overrides
 the defaults. The task comes from --task, else the config file's `task = ...`, else it is "lm"; `stackrnn train
---task classify --help` lists the classifier's options. Bad input is one line on stderr and exit status 2.
+--task classify --help` lists the classifier's options, `--task translate --help` the translator's. Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def add_config_options(parser: argparse.ArgumentParser, task: str) -> None:
     """One option per config field of `task`, grouped by section; absent options stay absent (they override
     nothing). The --task option itself picks which fields these are (see `peek_task`)."""
     parser.add_argument("--task", choices=TASK_NAMES, default=argparse.SUPPRESS,
-                        help="what to train: lm (language model, the default) or classify (text classifier); "
-                             "a config file may say it instead (task = \"classify\")")
+                        help="what to train: lm (language model, the default), classify (text classifier) or "
+                             "translate (sequence to sequence); a config file may say it instead (task = \"classify\")")
     parser.set_defaults(options_task=task)  # whose options these are, whether or not --task was given
     for section, cls in sections(task).items():
         group = parser.add_argument_group(f"[{section}] options (override the config file)")
@@ -234,7 +235,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .train import open_run
 
     cfg, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors")
-    if cfg.task == "lm":
+    searching = [f"--{n.replace('_', '-')}" for n in ("beam", "max_length", "length_penalty") if getattr(args, n) is not None]
+    if searching and cfg.task != "translate":
+        raise InputError(f"{' '.join(searching)}: for translation runs; this is a {cfg.task!r} run")
+    if cfg.task == "translate":
+        given = [f"--{n.replace('_', '-')}" for n in ("format", "text_column", "label_column") if getattr(args, n)]
+        if given:
+            raise InputError(f"{' '.join(given)}: for classification runs; a translation run reads --data as "
+                             "source<TAB>target lines")
+        if args.encoding is not None:
+            cfg.data.encoding = check_value(type(cfg.data), "encoding", args.encoding, "data", "--encoding")
+        metrics = task.evaluate_split(model, args.split, data_path=args.data, beam=args.beam or 1,
+                                      max_length=args.max_length, length_penalty=_or(args.length_penalty, 0.6),
+                                      examples=args.examples)
+        if not args.json:
+            print(_format_translation(metrics))
+    elif cfg.task == "lm":
         given = [f"--{n.replace('_', '-')}" for n in ("data", "format", "text_column", "label_column", "encoding") if getattr(args, n)]
         if given:
             raise InputError(f"{' '.join(given)}: for classification runs; a language model is scored on its own splits")
@@ -252,6 +268,58 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(format_classification(metrics))
     if args.json:
         print(json.dumps(metrics))
+    return 0
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def _format_translation(metrics: dict) -> str:
+    head = "  ".join(f"{k} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
+                     for k in ("split", "pairs", "beam", "bleu", "exact_match", "loss"))
+    lines = [head, f"BLEU signature: {metrics['bleu_signature']}"]
+    for e in metrics["examples"]:
+        lines += ["", f"source:      {e['source']}", f"translation: {e['translation']}", f"reference:   {e['reference']}"]
+    return "\n".join(lines)
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .data.labelled import read_lines
+    from .decode import check_search
+    from .run import BEST
+    from .train import open_run
+
+    if bool(args.texts) == bool(args.file):
+        raise InputError("give the sentences to translate as arguments or with --file FILE (one per line), not both or neither")
+    try:
+        check_search(args.beam, args.max_length, args.length_penalty)  # before the (slower) load
+    except ValueError as e:
+        raise InputError(f"--{e}".replace("_", "-", 1)) from None
+    texts = args.texts or read_lines(args.file, encoding=args.encoding)
+    if args.target is not None and args.attention is None:
+        raise InputError("--target is the translation whose attention --attention draws: give --attention MAP.png too")
+    if args.attention is not None and len(texts) != 1:
+        raise InputError(f"--attention draws one sentence's map, but {len(texts)} sentences were given: give one")
+    if args.attention is not None and not args.attention.lower().endswith(".png"):
+        raise InputError(f"--attention {args.attention}: the map is written as PNG; give a file name ending in .png")
+    _, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors", task="translate")
+    results = task.translate(model, texts, beam=args.beam, max_length=args.max_length, length_penalty=args.length_penalty)
+    unknown = sorted({w for r in results for w in r["unknown"]})
+    if unknown:
+        warnings.warn(f"{len(unknown)} source words are not in the run's vocabulary and were read as <unk>: "
+                      f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+    else:
+        print("\n".join(r["translation"] for r in results))
+    if args.attention is not None:
+        from .plot import plot_attention
+
+        weights, source, target = task.attention_map(model, texts[0], args.target, beam=args.beam)
+        path = plot_attention(weights.numpy(), source, target, args.attention,
+                              title=f"{args.run}: attention ({model.attention_kind})")
+        print(f"attention map: {path}", file=sys.stderr)
     return 0
 
 
@@ -318,8 +386,9 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stackrnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a language model or a text classifier into a run directory",
-                       description=f"Train a model (task: {task}; --task classify for a text classifier). Options "
+    p = sub.add_parser("train", help="train a language model, a text classifier or a translator into a run directory",
+                       description=f"Train a model (task: {task}; --task classify for a text classifier, --task "
+                                   "translate for sequence to sequence). Options "
                                    "override --config, which overrides the defaults.")
     p.add_argument("--config", metavar="FILE.toml", help="a TOML file with [model], [data] and [train] tables (see examples/)")
     p.add_argument("--out", metavar="RUN", help="the new run directory (default: runs/NAME-DATE-TIME); never overwritten")
@@ -351,8 +420,29 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
     p.add_argument("--format", help="classifiers: the format of --data (default: as the run's training data)")
     p.add_argument("--text-column", help="classifiers: the text column or key of --data (default: as the run's)")
     p.add_argument("--label-column", help="classifiers: the label column or key of --data (default: as the run's)")
-    p.add_argument("--encoding", help="classifiers: the text encoding of --data (default: as the run's)")
+    p.add_argument("--encoding", help="classifiers and translators: the text encoding of --data (default: as the run's)")
+    p.add_argument("--beam", type=int, help="translators: beam size; 1 is greedy search (default: 1)")
+    p.add_argument("--length-penalty", type=float, help="translators: GNMT's length penalty alpha for beam search (default: 0.6)")
+    p.add_argument("--max-length", type=int, help="translators: most words per translation (default: 2 x source words + 10)")
+    p.add_argument("--examples", type=int, default=10, help="translators: translations to show beside their references (default: 10)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("translate", help="translate sentences with a trained translation run",
+                       description="Translate each sentence with beam search (greedy with --beam 1), one translation per "
+                                   "line; optionally draw the attention map of one sentence as PNG.")
+    add_run_arguments(p, json_help="print a JSON list of {source, translation, unknown}")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="sentences to translate")
+    p.add_argument("--file", metavar="FILE", help="translate every non-blank line of FILE instead")
+    p.add_argument("--encoding", default="utf-8", help="the text encoding of --file (default: utf-8)")
+    p.add_argument("--beam", type=int, default=5, help="beam size; 1 is greedy search (default: 5)")
+    p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT's length penalty alpha; 0 compares plain "
+                   "log-probabilities, which favours short translations (default: 0.6)")
+    p.add_argument("--max-length", type=int, help="most words per translation (default: 2 x source words + 10)")
+    p.add_argument("--attention", metavar="MAP.png", help="also draw the attention of each translated word over the "
+                   "source words as a PNG heat map (one sentence)")
+    p.add_argument("--target", metavar="TEXT", help="with --attention: draw the attention for this translation instead "
+                   "of the model's own (a given sentence pair)")
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("predict", help="classify texts with a trained classification run",
                        description="Print each text's predicted label and the probability of every label.")
@@ -386,7 +476,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stackrnn {argv[0]}: error: {e}", file=sys.stderr)
         return 2
     parser = make_parser(task)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse fills a '*' positional once, at its first chance: in `translate RUN --beam 5 "a text"`, the
+        # texts after the options come back unparsed. Texts they are; anything else is still an error.
+        if hasattr(args, "texts") and not any(e.startswith("-") for e in extra):
+            args.texts = [*args.texts, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv
     # library warnings (such as a damaged checkpoint passed over) as one line each, like the errors
     warnings.showwarning = lambda message, *_, **__: print(f"stackrnn {args.command}: warning: {message}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Scoring a run on a split: a language model by mean cross-entropy per token, perplexity and bits per character;
-a classifier by accuracy, per-class precision, recall and F1, macro F1 and the confusion matrix."""
+a classifier by accuracy, per-class precision, recall and F1, macro F1 and the confusion matrix; translations by
+corpus BLEU (sacrebleu) and exact-match rate."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import torch
 
 from .data.batching import SequentialBatches
+from .errors import InputError
 from .models.lm import LanguageModel
 
 
@@ -75,3 +77,26 @@ def format_classification(metrics: dict) -> str:
     for label, row in zip(labels, metrics["confusion_matrix"]):
         lines.append(f"{label:<{width}}  " + "  ".join(f"{n:>{width}d}" for n in row))
     return "\n".join(lines)
+
+
+def check_bleu_available() -> None:
+    """Translation runs score BLEU with sacrebleu, an optional extra: fail before training, not after an epoch."""
+    try:
+        import sacrebleu  # noqa: F401
+    except ImportError:
+        raise InputError("translation runs score BLEU with sacrebleu: pip install 'stackrnn[translate]' "
+                         "(or pip install sacrebleu)") from None
+
+
+def translation_metrics(hypotheses: list[str], references: list[str]) -> dict:
+    """Corpus BLEU (sacrebleu's defaults: 13a tokenisation, 4-grams, one reference per sentence) on a 0-100
+    scale, its signature (to quote with the score), and the fraction of translations equal to their reference."""
+    check_bleu_available()
+    from sacrebleu.metrics import BLEU
+
+    # force: the sentences are already cut into words (d2l's normalisation spaces out punctuation), which
+    # sacrebleu would otherwise warn about; its 13a tokeniser then leaves them as they are
+    metric = BLEU(force=True)
+    score = metric.corpus_score(hypotheses, [references])
+    exact = sum(h == r for h, r in zip(hypotheses, references)) / max(1, len(references))
+    return {"bleu": score.score, "exact_match": exact, "bleu_signature": str(metric.get_signature())}

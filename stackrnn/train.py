@@ -73,7 +73,7 @@ def open_run(path: str | Path, weights: str = BEST, device: str | torch.device =
     cfg = RunConfig.of_run(RunDir.open(path, need=(CONFIG,)))
     if task is not None and cfg.task != task:
         raise InputError(f"run {path} is a {cfg.task!r} run, not {task!r}: use the command for its task "
-                         f"(generate: lm, predict: classify)")
+                         f"(generate: lm, predict: classify, translate: translate)")
     kind = cfg.make_task()
     run = RunDir.open(path, need=(CONFIG, *kind.files, weights))
     kind.load_vocab(run)

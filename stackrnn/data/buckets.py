@@ -124,3 +124,49 @@ class BucketBatches:
         lengths = torch.tensor([self.lengths[i] for i in idx], dtype=torch.long)  # (B,)
         y = torch.tensor([self.labels[i] for i in idx], dtype=torch.long)  # (B,)
         return LabelledBatch(x, lengths, y, torch.tensor(idx, dtype=torch.long))
+
+
+class PairBatch(NamedTuple):
+    """One batch of translation pairs, time-major and right-padded with pad_id.
+
+    Attributes:
+        source: (S, B) source ids; source_lengths: (B,) the real steps of each column (>= 1).
+        target_in: (T, B) the decoder's inputs, <bos> y_1 ... y_n; target_out: (T, B) what each step must
+            predict, y_1 ... y_n <eos> (T = the longest n + 1).
+        index: (B,) the positions of these pairs in the sequences given.
+    """
+
+    source: Tensor
+    source_lengths: Tensor
+    target_in: Tensor
+    target_out: Tensor
+    index: Tensor
+
+
+class PairBatches(BucketBatches):
+    """Length-bucketed batches of (source, target) id sequences, bucketed by source length; the same schedule
+    and exact-resume behaviour as BucketBatches.
+
+    Args:
+        sources: source ids of each pair, none empty.
+        targets: target ids of each pair (without <bos> and <eos>; may be empty).
+        bos, eos: the target vocabulary's <bos> and <eos> ids.
+        the rest: as BucketBatches.
+
+    Outputs (iterating): PairBatch.
+    """
+
+    def __init__(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], batch_size: int, *,
+                 bos: int, eos: int, **kwargs) -> None:
+        super().__init__(sources, targets, batch_size, **kwargs)
+        self.bos, self.eos = bos, eos
+
+    def _batch(self, idx: list[int]) -> PairBatch:
+        columns = [torch.as_tensor(self.sequences[i], dtype=torch.long) for i in idx]
+        source = pad_sequence(columns, padding_value=self.pad_id)  # (S, B)
+        lengths = torch.tensor([self.lengths[i] for i in idx], dtype=torch.long)
+        bos, eos = torch.tensor([self.bos]), torch.tensor([self.eos])
+        targets = [torch.as_tensor(self.labels[i], dtype=torch.long) for i in idx]
+        target_in = pad_sequence([torch.cat([bos, t]) for t in targets], padding_value=self.pad_id)  # (T, B)
+        target_out = pad_sequence([torch.cat([t, eos]) for t in targets], padding_value=self.pad_id)
+        return PairBatch(source, lengths, target_in, target_out, torch.tensor(idx, dtype=torch.long))

@@ -8,10 +8,10 @@ from ..layers import LayerSpec
 from ..stack import StackedRNN
 
 
-def layer_specs(cfg, *, bidirectional: bool) -> list[LayerSpec]:
+def layer_specs(cfg, *, bidirectional: bool, key: str = "layers") -> list[LayerSpec]:
     """LayerSpecs from a model config with cell, hidden_size, num_layers, layers and weight_drop fields (and
     bidirectional when `bidirectional` is allowed: a language model may not look ahead, a classifier may).
-    A bad table is an InputError naming model.layers[i]."""
+    A bad table is an InputError naming model.<key>[i] (`key`: the config field holding the tables)."""
     keys = ({"cell", "hidden_size", "bias", "weight_drop", "recurrent_dropout", "zoneout"}
             | ({"bidirectional"} if bidirectional else set()))
     if cfg.layers is None:
@@ -22,11 +22,11 @@ def layer_specs(cfg, *, bidirectional: bool) -> list[LayerSpec]:
     else:
         raw = cfg.layers
     if not raw:
-        raise InputError("model.layers: expected at least one layer, got an empty list")
+        raise InputError(f"model.{key}: expected at least one layer, got an empty list")
     specs = []
     for i, layer in enumerate(raw):
         if not isinstance(layer, dict) or set(layer) - keys or "hidden_size" not in layer:
-            raise InputError(f"model.layers[{i}]: expected a table with cell, hidden_size (and optionally "
+            raise InputError(f"model.{key}[{i}]: expected a table with cell, hidden_size (and optionally "
                              f"{', '.join(sorted(keys - {'cell', 'hidden_size'}))}), got {layer!r}")
         try:
             specs.append(LayerSpec(layer.get("cell", "lstm"), layer["hidden_size"], layer.get("bidirectional", False),
@@ -34,7 +34,7 @@ def layer_specs(cfg, *, bidirectional: bool) -> list[LayerSpec]:
                                    layer.get("recurrent_dropout", cfg.recurrent_dropout), layer.get("zoneout", cfg.zoneout)))
         except ValueError as e:
             # a setting of every layer is named as the user wrote it: model.zoneout, not model.layers[0].zoneout
-            raise InputError(f"model.{e}" if cfg.layers is None else f"model.layers[{i}].{e}") from None
+            raise InputError(f"model.{e}" if cfg.layers is None else f"model.{key}[{i}].{e}") from None
     return specs
 
 

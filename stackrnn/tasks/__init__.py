@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import InputError
 from .base import Step, Task
 
-TASK_NAMES = ("lm", "classify")
+TASK_NAMES = ("lm", "classify", "translate")
 
 
 def task_class(name: str) -> type[Task]:
@@ -18,6 +18,10 @@ def task_class(name: str) -> type[Task]:
         from .classify import ClassifyTask
 
         return ClassifyTask
+    if name == "translate":
+        from .translate import TranslateTask
+
+        return TranslateTask
     raise InputError(f"task: expected one of {', '.join(TASK_NAMES)}, got {name!r}")
 
 

@@ -51,7 +51,7 @@ class Task(ABC):
     touched), `build_model`, then per epoch `batches` and per batch `step`, `evaluate` after epochs, `finish`.
     """
 
-    name: ClassVar[str]  # "lm", "classify"; written as `task = ...` into config.toml
+    name: ClassVar[str]  # "lm", "classify", "translate"; written as `task = ...` into config.toml
     ModelConfig: ClassVar[type]
     DataConfig: ClassVar[type]
     unit: ClassVar[str]  # what `Step.items` counts, for the logged rate: "tokens" or "examples"

@@ -31,7 +31,7 @@ from stackrnn.data.parallel import (
 )
 from stackrnn.errors import InputError
 
-from .conftest import SHARED
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared beside the repo
 
 FRA = SHARED / "fra_eng" / "fra.txt"
 needs_fra = pytest.mark.skipif(not FRA.is_file(), reason="../shared/data/fra_eng/fra.txt is absent")
