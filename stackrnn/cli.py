@@ -234,6 +234,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .run import BEST
     from .train import open_run
 
+    if args.examples < 0:
+        raise InputError(f"--examples: expected an integer >= 0, got {args.examples}")
+    if any(getattr(args, n) is not None for n in ("beam", "max_length", "length_penalty")):
+        from .decode import check_search
+
+        try:  # before the (slower) load
+            check_search(_or(args.beam, 1), args.max_length, _or(args.length_penalty, 0.6))
+        except ValueError as e:
+            raise InputError(f"--{e}".replace("_", "-", 1)) from None
     cfg, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors")
     searching = [f"--{n.replace('_', '-')}" for n in ("beam", "max_length", "length_penalty") if getattr(args, n) is not None]
     if searching and cfg.task != "translate":
@@ -245,7 +254,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              "source<TAB>target lines")
         if args.encoding is not None:
             cfg.data.encoding = check_value(type(cfg.data), "encoding", args.encoding, "data", "--encoding")
-        metrics = task.evaluate_split(model, args.split, data_path=args.data, beam=args.beam or 1,
+        metrics = task.evaluate_split(model, args.split, data_path=args.data, beam=_or(args.beam, 1),
                                       max_length=args.max_length, length_penalty=_or(args.length_penalty, 0.6),
                                       examples=args.examples)
         if not args.json:
@@ -304,7 +313,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.attention is not None and not args.attention.lower().endswith(".png"):
         raise InputError(f"--attention {args.attention}: the map is written as PNG; give a file name ending in .png")
     _, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors", task="translate")
+    if args.attention is not None:  # whatever can stop the map stops the command before anything is printed
+        from .plot import check_matplotlib
+
+        check_matplotlib()
+        task.check_attention(model)
+        if args.target is not None:
+            task.prepare_input([args.target])
     results = task.translate(model, texts, beam=args.beam, max_length=args.max_length, length_penalty=args.length_penalty)
+    drawn = None
+    if args.attention is not None:
+        drawn = _draw_attention(args, task, model, texts[0], results[0]["translation"])
     unknown = sorted({w for r in results for w in r["unknown"]})
     if unknown:
         warnings.warn(f"{len(unknown)} source words are not in the run's vocabulary and were read as <unk>: "
@@ -313,14 +332,28 @@ def cmd_translate(args: argparse.Namespace) -> int:
         print(json.dumps(results, ensure_ascii=False))
     else:
         print("\n".join(r["translation"] for r in results))
-    if args.attention is not None:
-        from .plot import plot_attention
-
-        weights, source, target = task.attention_map(model, texts[0], args.target, beam=args.beam)
-        path = plot_attention(weights.numpy(), source, target, args.attention,
-                              title=f"{args.run}: attention ({model.attention_kind})")
-        print(f"attention map: {path}", file=sys.stderr)
+    if drawn is not None:
+        print(f"attention map: {drawn}", file=sys.stderr)
     return 0
+
+
+def _draw_attention(args, task, model, source: str, translation: str):
+    """The attention map of `source` and --target, or of the model's own `translation` of it (its <eos> row only
+    if it ended before the length limit, else the decoder never produced one)."""
+    import torch
+
+    from .decode import length_limits
+    from .plot import plot_attention
+
+    if args.target is not None:
+        target, ended = args.target, True
+    else:
+        (prepared,) = task.prepare_input([source])
+        limit = length_limits(torch.tensor([len(task.source_tokenizer.encode(prepared))]), args.max_length)[0]
+        target, ended = translation, len(translation.split()) < limit
+    weights, source_words, target_words = task.attention_map(model, source, target, ended=ended)
+    return plot_attention(weights.numpy(), source_words, target_words, args.attention,
+                          title=f"{args.run}: attention ({model.attention_kind})")
 
 
 def _eval_lm(args, cfg, task, model) -> dict:

@@ -27,6 +27,11 @@ def _series(records: list[dict], split: str, key: str) -> tuple[list[int], list[
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def check_matplotlib() -> None:
+    """Fail early, with the install line, where matplotlib is missing."""
+    _pyplot()
+
+
 def _pyplot():
     try:
         import matplotlib

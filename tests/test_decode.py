@@ -100,6 +100,9 @@ def test_a_wide_enough_beam_finds_the_best_translation_an_exhaustive_search_find
     torch.manual_seed(2)
     v = 6  # pad, bos, eos and 3 words
     model = Seq2Seq(v, v, [LayerSpec("lstm", 5)], [LayerSpec("lstm", 5)], 4, attention="dot", input_feed=False).eval()
+    with torch.no_grad():  # make <eos> unlikely, so the best translation is not simply the empty one
+        model.output.bias[EOS] -= 4.0
+    best_lengths = set()
     for seed in range(3):
         source = torch.randint(3, v, (3, 1), generator=torch.Generator().manual_seed(seed))
         # ended by <eos> after 0, 1 or 2 words, or cut at the limit after 3 words
@@ -110,6 +113,8 @@ def test_a_wide_enough_beam_finds_the_best_translation_an_exhaustive_search_find
         found = beam_search(model, source, torch.tensor([3]), beam=64, bos=BOS, eos=EOS, max_length=3,
                             length_penalty=alpha)[0]
         assert found == best
+        best_lengths.add(len(best))
+    assert best_lengths != {0}
 
 
 def test_bad_search_settings_raise_naming_the_argument():

@@ -74,11 +74,11 @@ def test_translation_agrees_with_eval_and_unknown_words_become_unk(toy_run):
     cfg, task, model = open_run(toy_run, task="translate")
     tok = task.source_tokenizer
     assert tok.encode("zebra the") == [tok.unk_id, tok.stoi["the"]]
-    out = task.translate(model, ["The big dog likes the green bird."], beam=1)[0]["translation"]
-    metrics = task.evaluate_split(model, "test", examples=1000)
-    for e in metrics["examples"]:
-        if e["source"] == "the big dog likes the green bird .":
-            assert e["translation"] == out
+    examples = task.evaluate_split(model, "test", examples=1000)["examples"]
+    assert len(examples) > 50
+    # the same sentences one at a time, as a user types them, against eval's batched translations
+    alone = [task.translate(model, [e["source"]], beam=1)[0]["translation"] for e in examples[:20]]
+    assert alone == [e["translation"] for e in examples[:20]]
 
 
 def test_the_attention_map_is_a_png_for_the_models_or_a_given_translation(toy_run, tmp_path, capsys):
@@ -91,6 +91,30 @@ def test_the_attention_map_is_a_png_for_the_models_or_a_given_translation(toy_ru
     weights, source, target = task.attention_map(model, "The cat sees.", "Le chat voit.")
     assert source == ["the", "cat", "sees", "."] and target == ["le", "chat", "voit", ".", "<eos>"]
     assert weights.shape == (5, 4) and abs(float(weights.sum()) - 5) < 1e-4
+    cut, _, target = task.attention_map(model, "The cat sees.", "le chat", ended=False)  # cut at a length limit
+    assert target == ["le", "chat"] and cut.shape == (2, 4)
+
+
+def test_the_map_is_drawn_for_the_printed_translation(toy_run, tmp_path, capsys, monkeypatch):
+    import stackrnn.plot
+
+    drawn = {}
+    monkeypatch.setattr(stackrnn.plot, "plot_attention", lambda w, s, t, path, title=None: drawn.update(t=t) or Path(path))
+    capsys.readouterr()
+    assert main(["translate", str(toy_run), "The cat sees the red fish.", "--beam", "1", "--max-length", "3",
+                 "--attention", str(tmp_path / "m.png")]) == 0
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 3 and drawn["t"] == printed  # cut at 3 words: no <eos> row
+
+
+def test_a_model_without_attention_has_no_map_and_prints_nothing(pair_file, tmp_path, capsys):
+    out = tmp_path / "plain"
+    assert main(["train", "--data", str(pair_file), "--out", str(out), "--epochs", "1", "--attention", "none",
+                 "--no-input-feed", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["translate", str(out), "The cat sees.", "--attention", str(tmp_path / "m.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no attention" in captured.err and not (tmp_path / "m.png").exists()
 
 
 def test_the_split_is_recorded_and_keeps_a_source_sentences_translations_together(toy_run, pair_file):
@@ -164,8 +188,31 @@ def test_a_changed_data_file_is_refused_rather_than_split_anew(toy_run, pair_fil
 def test_bad_translate_arguments_are_one_line(toy_run, capsys, argv, expected):
     capsys.readouterr()
     assert main(["translate", str(toy_run), *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and expected in err
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1 and expected in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--beam", "0"], "--beam"),
+    (["--beam", "-1"], "--beam"),
+    (["--max-length", "0"], "--max-length"),
+    (["--length-penalty", "-1"], "--length-penalty"),
+    (["--examples", "-1"], "--examples"),
+])
+def test_bad_eval_arguments_are_one_line(toy_run, capsys, argv, expected):
+    capsys.readouterr()
+    assert main(["eval", str(toy_run), "--split", "test", *argv]) == 2
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1 and expected in captured.err and captured.out == ""
+
+
+def test_eval_scores_every_pair_of_a_given_file_whatever_the_training_length_limit(toy_run, tmp_path, capsys):
+    data = tmp_path / "long.txt"
+    data.write_text("The cat sees the red fish and the big dog likes the green bird.\tLe chat voit le poisson rouge "
+                    "et le grand chien aime le oiseau vert.\nThe cat.\tLe chat.\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["eval", str(toy_run), "--data", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == 2
 
 
 def test_commands_of_other_tasks_refuse_translation_runs_and_back(toy_run, trained_run, capsys):

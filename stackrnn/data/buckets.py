@@ -151,15 +151,17 @@ class PairBatches(BucketBatches):
         sources: source ids of each pair, none empty.
         targets: target ids of each pair (without <bos> and <eos>; may be empty).
         bos, eos: the target vocabulary's <bos> and <eos> ids.
+        target_pad_id: what the targets are padded with (default: pad_id, the sources').
         the rest: as BucketBatches.
 
     Outputs (iterating): PairBatch.
     """
 
     def __init__(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], batch_size: int, *,
-                 bos: int, eos: int, **kwargs) -> None:
+                 bos: int, eos: int, target_pad_id: int | None = None, **kwargs) -> None:
         super().__init__(sources, targets, batch_size, **kwargs)
         self.bos, self.eos = bos, eos
+        self.target_pad_id = self.pad_id if target_pad_id is None else target_pad_id
 
     def _batch(self, idx: list[int]) -> PairBatch:
         columns = [torch.as_tensor(self.sequences[i], dtype=torch.long) for i in idx]
@@ -167,6 +169,6 @@ class PairBatches(BucketBatches):
         lengths = torch.tensor([self.lengths[i] for i in idx], dtype=torch.long)
         bos, eos = torch.tensor([self.bos]), torch.tensor([self.eos])
         targets = [torch.as_tensor(self.labels[i], dtype=torch.long) for i in idx]
-        target_in = pad_sequence([torch.cat([bos, t]) for t in targets], padding_value=self.pad_id)  # (T, B)
-        target_out = pad_sequence([torch.cat([t, eos]) for t in targets], padding_value=self.pad_id)
+        target_in = pad_sequence([torch.cat([bos, t]) for t in targets], padding_value=self.target_pad_id)  # (T, B)
+        target_out = pad_sequence([torch.cat([t, eos]) for t in targets], padding_value=self.target_pad_id)
         return PairBatch(source, lengths, target_in, target_out, torch.tensor(idx, dtype=torch.long))

@@ -14,6 +14,7 @@ Dimension key: S source steps, T target steps, B batch.
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,10 +111,10 @@ class TranslateTask(Task):
                              f"--dataset {'|'.join(TRANSLATE_DATASETS)}")
         return d.data
 
-    def _read(self, path: str, limit: int | None = None) -> ParallelText:
+    def _read(self, path: str, limit: int | None = None, *, filter_length: bool = True) -> ParallelText:
         d = self.cfg.data
         text = read_parallel(path, encoding=d.encoding, reverse=d.reverse, normalize=d.normalize, lower=d.lower,
-                             max_length=d.max_length)
+                             max_length=d.max_length if filter_length else None)
         if limit is not None and len(text) > limit:
             text = ParallelText(text.source[:limit], text.target[:limit], text.lines[:limit], text.path, text.skipped)
         return text
@@ -219,7 +220,8 @@ class TranslateTask(Task):
     # -- training ---------------------------------------------------------------------------------------------
     def _batches(self, data: Encoded, size: int, shuffle: bool, seed: int = 0) -> PairBatches:
         return PairBatches(data.source, data.target, size, shuffle=shuffle, seed=seed,
-                           pad_id=self.source_tokenizer.stoi[PAD], **self.specials)
+                           pad_id=self.source_tokenizer.stoi[PAD], target_pad_id=self.target_tokenizer.stoi[PAD],
+                           **self.specials)
 
     def batches(self, epoch: int) -> Batches:
         # the order of an epoch is a function of (seed, epoch) only, so a resumed epoch replays exactly
@@ -244,32 +246,33 @@ class TranslateTask(Task):
 
     @torch.no_grad()
     def _loss(self, model: Seq2Seq, data: Encoded, device: torch.device | str) -> float:
-        """Mean cross-entropy per target token (teacher-forced, <eos> included)."""
+        """Mean cross-entropy per target token (teacher-forced, <eos> included), without label smoothing, so
+        that it compares across configs."""
         total, count, pad = 0.0, 0, self.target_tokenizer.stoi[PAD]
-        for b in self._batches(data, self.cfg.data.eval_batch_size, False):
-            target_out = b.target_out.to(device)
-            _, loss = model(b.source.to(device), b.source_lengths, b.target_in.to(device), target_out)
-            n = int((target_out != pad).sum())
-            total, count = total + loss.item() * n, count + n
+        with _evaluating(model):
+            for b in self._batches(data, self.cfg.data.eval_batch_size, False):
+                target_out = b.target_out.to(device)
+                logits, _ = model(b.source.to(device), b.source_lengths, b.target_in.to(device))
+                total += nn.functional.cross_entropy(logits.flatten(0, 1).float(), target_out.flatten(),
+                                                     ignore_index=pad, reduction="sum").item()
+                count += int((target_out != pad).sum())
         return total / max(count, 1)
 
     @torch.no_grad()
     def translate_ids(self, model: Seq2Seq, sources: list[list[int]], *, beam: int = 1, max_length: int | None = None,
                       length_penalty: float = 0.6, device: torch.device | str = "cpu") -> list[list[int]]:
         """Target ids (without <bos>, <eos>) of each source, in input order; beam 1 is greedy search."""
-        was_training = model.training
-        model.eval()
         out: list[list[int]] = [[] for _ in sources]
-        for b in self._batches(Encoded(sources, [[]] * len(sources), [], []), self.cfg.data.eval_batch_size, False):
-            src = b.source.to(device)
-            if beam == 1:
-                hyps = greedy_search(model, src, b.source_lengths, max_length=max_length, **self.specials)
-            else:
-                hyps = beam_search(model, src, b.source_lengths, beam=beam, max_length=max_length,
-                                   length_penalty=length_penalty, **self.specials)
-            for i, h in zip(b.index.tolist(), hyps):
-                out[i] = h
-        model.train(was_training)
+        with _evaluating(model):
+            for b in self._batches(Encoded(sources, [[]] * len(sources), [], []), self.cfg.data.eval_batch_size, False):
+                src = b.source.to(device)
+                if beam == 1:
+                    hyps = greedy_search(model, src, b.source_lengths, max_length=max_length, **self.specials)
+                else:
+                    hyps = beam_search(model, src, b.source_lengths, beam=beam, max_length=max_length,
+                                       length_penalty=length_penalty, **self.specials)
+                for i, h in zip(b.index.tolist(), hyps):
+                    out[i] = h
         return out
 
     def _text(self, ids: list[int]) -> str:
@@ -308,7 +311,8 @@ class TranslateTask(Task):
         file `data_path`; with the first `examples` translations beside their references."""
         check_search(beam, max_length, length_penalty)
         if data_path is not None:
-            text = self._read(data_path)
+            # every pair of the file counts: the training length filter was for training's sake
+            text = self._read(data_path, filter_length=False)
             data, split = self.encode(text.source, text.target), str(data_path)
         else:
             self.splits = self.read_splits(self.run)
@@ -343,24 +347,37 @@ class TranslateTask(Task):
         return [{"source": t, "translation": self._text(h), "unknown": self.source_tokenizer.unknown_tokens(p)}
                 for t, p, h in zip(texts, prepared, hyps)]
 
-    @torch.no_grad()
-    def attention_map(self, model: Seq2Seq, source: str, target: str | None = None, *, beam: int = 5,
-                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[str], list[str]]:
-        """The attention of every target step over the source words, for `source` and `target` (default: the
-        model's own translation): weights (T, S) with T = target words + <eos>, and both sides' tokens."""
+    @staticmethod
+    def check_attention(model: Seq2Seq) -> None:
         if model.attention is None:
             raise InputError("this run's model has no attention (model.attention = 'none'): there is no map to draw")
-        (src,) = self.prepare_input([source])
-        if target is None:
-            target = self.translate(model, [source], beam=beam, device=device)[0]["translation"]
-        else:
-            target = self.prepare_input([target])[0]
+
+    @torch.no_grad()
+    def attention_map(self, model: Seq2Seq, source: str, target: str, *, ended: bool = True,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[str], list[str]]:
+        """The attention of every target step over the source words, for the pair (`source`, `target`): weights
+        (T, S), T = the target's words, plus the step that predicts <eos> when `ended` (False for a translation
+        cut at its length limit, which never produced one); and both sides' tokens."""
+        self.check_attention(model)
+        src, target = self.prepare_input([source, target])
         src_ids, tgt_ids = self.source_tokenizer.encode(src), self.target_tokenizer.encode(target)
         b = next(iter(self._batches(Encoded([src_ids], [tgt_ids], [], []), 1, False)))
-        model.eval()
-        _, _, weights = model(b.source.to(device), b.source_lengths, b.target_in.to(device), return_attention=True)
-        return (weights[:, :, 0].float().cpu(), [self.source_tokenizer.itos[i] for i in src_ids],
-                [self.target_tokenizer.itos[i] for i in tgt_ids] + [EOS])
+        with _evaluating(model):
+            _, _, weights = model(b.source.to(device), b.source_lengths, b.target_in.to(device), return_attention=True)
+        rows = len(tgt_ids) + ended
+        return (weights[:rows, :, 0].float().cpu(), [self.source_tokenizer.itos[i] for i in src_ids],
+                [self.target_tokenizer.itos[i] for i in tgt_ids] + ([EOS] if ended else []))
+
+
+@contextmanager
+def _evaluating(model: nn.Module):
+    """The model in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def _trimmed(batch: PairBatch, pad: int) -> PairBatch:
