@@ -37,6 +37,8 @@ class RecurrentCell(nn.Module):
     """
 
     num_gates: int = 1
+    #: the sigmoid gates `gates` reports, in its order (inspection: how often they saturate)
+    gate_names: tuple[str, ...] = ()
     #: name of the fused kernel in torch._VF ("lstm", "gru", "rnn_tanh", "rnn_relu")
     kernel: str = ""
     #: the class torch.nn uses for a whole layer of this cell
@@ -86,6 +88,11 @@ class RecurrentCell(nn.Module):
     def recur(self, gi: Tensor, state: State, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> State:
         """One step from the projected input gi (B, G) and the previous state. Subclasses write the math."""
         raise NotImplementedError
+
+    def gates(self, gi: Tensor, state: State, weight_hh: Tensor | None = None) -> Tensor | None:
+        """The sigmoid gate values (B, len(gate_names) * H) of the step `recur(gi, state)` takes, in gate_names
+        order; None for a cell without gates. For inspection only: training never calls it."""
+        return None
 
     def forward(self, x: Tensor, state: State | None = None) -> State:
         """One step: x (B, D), state or None (zeros) -> the new state."""
@@ -140,8 +147,13 @@ class GRUCell(RecurrentCell):
     """
 
     num_gates = 3
+    gate_names = ("reset", "update")
     kernel = "gru"
     torch_class = nn.GRU
+
+    def gates(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None) -> Tensor:
+        pre = gi + self.project_hidden(h, weight_hh)  # (B, 3H); the candidate's third is not a gate
+        return torch.sigmoid(pre[:, : 2 * self.hidden_size])
 
     def recur(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> Tensor:
         i_r, i_z, i_n = gi.chunk(3, dim=-1)  # (B, H) each
@@ -166,8 +178,13 @@ class LSTMCell(RecurrentCell):
     """
 
     num_gates = 4
+    gate_names = ("input", "forget", "output")
     kernel = "lstm"
     torch_class = nn.LSTM
+
+    def gates(self, gi: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor | None = None) -> Tensor:
+        i, f, _, o = (gi + self.project_hidden(state[0], weight_hh)).chunk(4, dim=-1)
+        return torch.sigmoid(torch.cat([i, f, o], dim=-1))
 
     def recur(self, gi: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h, c = state

@@ -110,6 +110,36 @@ def RNN(hidden_size: int, nonlinearity: str = "tanh", bidirectional: bool = Fals
     return LayerSpec(f"rnn_{nonlinearity}", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout)
 
 
+@dataclass
+class LayerTrace:
+    """Every step of one layer, for inspection: T steps, B batch, K directions, H units, N gates.
+
+    h: (T, B, K, H) the cell's hidden state after each step (before any residual connection adds the layer's
+        input); for the reverse direction, index t is still time step t.
+    c: (T, B, K, H) the LSTM cell state, or None for other cells.
+    gates: (T, B, K, N * H) the sigmoid gate values of each step, in gate_names order (LSTM: input, forget,
+        output; GRU: reset, update), or None for an Elman RNN.
+    gate_names: the gates' names.
+
+    At padded steps the state is carried unchanged, as the layer carries it.
+    """
+
+    h: Tensor
+    c: Tensor | None
+    gates: Tensor | None
+    gate_names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, records: list[list], gate_names: tuple[str, ...]) -> LayerTrace:
+        """From run_direction's records of each direction: lists of (t, state, gates)."""
+        def stack(pick) -> Tensor:  # (T, B, K, X), time in order whatever the direction ran
+            return torch.stack([torch.stack([pick(r) for r in sorted(rec, key=lambda r: r[0])]) for rec in records], dim=2)
+
+        lstm = isinstance(records[0][0][1], tuple)
+        return cls(stack(lambda r: r[1][0] if lstm else r[1]), stack(lambda r: r[1][1]) if lstm else None,
+                   stack(lambda r: r[2]) if gate_names else None, gate_names)
+
+
 class RecurrentLayer(nn.Module):
     """One layer of a stack: a cell per direction, and the reference loop over time.
 
@@ -160,22 +190,28 @@ class RecurrentLayer(nn.Module):
 
     def forward(self, x: Tensor, state: LayerState | None = None, mask: Tensor | None = None,
                 weights_hh: list[Tensor | None] | None = None,
-                generator: torch.Generator | None = None) -> tuple[Tensor, LayerState]:
+                generator: torch.Generator | None = None, trace: list | None = None) -> tuple[Tensor, LayerState]:
+        """`trace` (a list): append this layer's LayerTrace, every step's states and gates (see LayerTrace)."""
         if state is None:
             state = self.zero_state(x.shape[1], dtype=x.dtype, device=x.device)
         if weights_hh is None:
             weights_hh = self.hidden_weights()
-        outputs, finals = [], []
+        outputs, finals, records = [], [], []
         for k, cell in enumerate(self.cells):
             # (h, c)[k] or h[k]: this direction's (B, H) slice of the layer state
             s0 = (state[0][k], state[1][k]) if self.is_lstm else state[k]
             h_mask = None
             if self.training and self.spec.recurrent_dropout > 0:
                 h_mask = recurrent_mask(x.shape[1], self.spec.hidden_size, self.spec.recurrent_dropout, x, generator)
+            record = [] if trace is not None else None
             out, s = run_direction(cell, x, s0, mask, reverse=k == 1, weight_hh=weights_hh[k], h_mask=h_mask,
-                                   zoneout_rates=self.spec.zoneout_rates, training=self.training, generator=generator)
+                                   zoneout_rates=self.spec.zoneout_rates, training=self.training, generator=generator,
+                                   record=record)
             outputs.append(out)
             finals.append(s)
+            records.append(record)
+        if trace is not None:
+            trace.append(LayerTrace.of(records, self.cells[0].gate_names))
         output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, K*H)
         if self.is_lstm:
             return output, (torch.stack([s[0] for s in finals]), torch.stack([s[1] for s in finals]))
@@ -189,13 +225,14 @@ class RecurrentLayer(nn.Module):
 def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
                   weight_hh: Tensor | None = None, h_mask: Tensor | None = None,
                   zoneout_rates: tuple[float, float] = (0.0, 0.0), training: bool = False,
-                  generator: torch.Generator | None = None) -> tuple[Tensor, State]:
+                  generator: torch.Generator | None = None, record: list | None = None) -> tuple[Tensor, State]:
     """Run `cell` over x (T, B, D) from `state`, forward in time or in reverse. Returns (output (T, B, H), final state).
 
     `weight_hh` replaces W_hh for the whole pass (weight drop). `h_mask` (B, H) multiplies h_{t-1} in h W_hh^T at
     every step (recurrent dropout); the state, the output and a GRU's interpolation keep the undropped h. `zoneout_rates` (h, c) let units keep their previous values (see regularizers.zoneout). With a
     mask, a padded step leaves the state unchanged and outputs zeros. Padding is on the right, so the
     reverse direction keeps its initial state through the padding and starts at each sequence's last valid step.
+    With `record` (a list), every step appends (t, state after the step, the cell's gate values) for inspection.
     """
     zh, zc = zoneout_rates
     size = cell.hidden_size
@@ -221,5 +258,7 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
             outputs[t] = torch.where(valid, cell.output(new), 0.0)
         else:
             outputs[t] = cell.output(new)
+        if record is not None:
+            record.append((t, new, cell.gates(gi[t], state, weight_hh)))
         state = new
     return torch.stack(outputs), state

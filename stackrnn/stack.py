@@ -60,12 +60,15 @@ class StackedRNN(nn.Module):
             state, an output at a valid step, or the reverse direction; outputs at padded steps are zeros.
         return_all_layers: also return every layer's output.
         generator: a torch.Generator for the dropout and weight-drop masks (default: torch's global one).
+        return_states: also return a LayerTrace per layer: its hidden (and cell) states and gate values at every
+            step and direction (layers.LayerTrace). This runs the step loop; without it nothing is recorded.
 
     Outputs: output, state (and layer_outputs when return_all_layers)
         output: (T, B, K_L * H_L) the top layer's output at every step ((B, T, ...) with batch_first).
         state: list of L layer states; layer l's is h (K_l, B, H_l), or for an LSTM the pair (h, c).
             This is torch.nn's h_n (and c_n) cut per layer: torch's h_n[l*K:(l+1)*K].
         layer_outputs: list of L tensors (T, B, K_l * H_l), each layer's output (residual included) before dropout.
+        traces: (with return_states, last) list of L LayerTrace, time-major.
 
     Attributes:
         layers: nn.ModuleList of RecurrentLayer; layers[l].cell (and .cell_reverse) hold weight_ih, weight_hh,
@@ -128,6 +131,9 @@ class StackedRNN(nn.Module):
         else:
             raise ValueError(f"residual: expected True, False or a layer number in [2, {len(layers)}], got {residual!r}")
         self.variational = bool(variational)
+        #: a function (layer index, layer output (T, B, K * H)) called in forward on every layer's output, for
+        #: instruments such as per-layer gradient norms (inspect/gradients.py); None: no call, fused runs as usual
+        self.layer_output_hook = None
         # P_l for residual layers whose input and output sizes differ (keyed by layer index)
         self.residual_projections = nn.ModuleDict()
         for i, layer in enumerate(self.layers):
@@ -153,6 +159,7 @@ class StackedRNN(nn.Module):
         lengths: Tensor | Sequence[int] | None = None,
         return_all_layers: bool = False,
         generator: torch.Generator | None = None,
+        return_states: bool = False,
     ):
         x = self._check_input(input)
         if self.batch_first:
@@ -160,14 +167,16 @@ class StackedRNN(nn.Module):
         steps, batch = x.shape[0], x.shape[1]
         lengths = self._check_lengths(lengths, steps, batch)
         states = self._check_state(state, batch, x)
-        fused = self._fusable(x)
+        # every step's states come from the step loop; without return_states nothing of this costs anything
+        fused = self._fusable(x) and not return_states
+        traces: list | None = [] if return_states else None
         mask = None
         looped = not fused or not all(s.fusable for s in self.specs)
         if lengths is not None and looped:  # the fused kernel takes lengths by packing instead
             mask = (torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(-1).to(x.device)  # (T, B, 1)
         finals: list[LayerState] = []
         layer_outputs: list[Tensor] = []
-        for first, last in self._plan(fused, return_all_layers):
+        for first, last in self._plan(fused, return_all_layers or self.layer_output_hook is not None):
             if first > 0:  # between layers; inside a fused run the kernel applies the same (standard) dropout
                 if self.variational:
                     x = locked_dropout(x, self.dropout, self.training, generator)
@@ -181,19 +190,22 @@ class StackedRNN(nn.Module):
                                    self.training, weights_hh)
                 finals.extend(new)
             else:
-                x, new = self.layers[first](x, states[first], mask, weights_hh[0], generator)
+                x, new = self.layers[first](x, states[first], mask, weights_hh[0], generator, trace=traces)
                 finals.append(new)
             if self.is_residual(first):  # planned as a run of its own
                 projection = self.residual_projections[str(first)] if str(first) in self.residual_projections else None
                 x = x + (projection(x_in) if projection is not None else x_in)  # padding stays zero: P has no bias
+            if self.layer_output_hook is not None:
+                self.layer_output_hook(first, x)
             layer_outputs.append(x)
 
         output = x.transpose(0, 1) if self.batch_first else x
+        extra = []
         if return_all_layers:
-            if self.batch_first:
-                layer_outputs = [o.transpose(0, 1) for o in layer_outputs]
-            return output, finals, layer_outputs
-        return output, finals
+            extra.append([o.transpose(0, 1) for o in layer_outputs] if self.batch_first else layer_outputs)
+        if return_states:
+            extra.append(traces)  # time-major whatever batch_first says: (T, B, K, ...)
+        return (output, finals, *extra)
 
     def _fusable(self, x: Tensor) -> bool:
         """Whether torch's fused kernel can run these layers on this input."""

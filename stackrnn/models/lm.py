@@ -177,6 +177,13 @@ class LanguageModel(nn.Module):
         The trainer adds it to the loss it backpropagates."""
         return 0.0 if self._penalty is None else self._penalty
 
+    def states(self, inputs: Tensor, state: list[LayerState] | None = None) -> list:
+        """Every layer's hidden (and cell) states and gate values at every step, for inputs (T, B) ids: a list of
+        layers.LayerTrace, bottom first (inspection and probes; the model's mode decides dropout, so call it in
+        eval mode)."""
+        _, _, traces = self.rnn(self.embed(inputs), state, return_states=True)
+        return traces
+
     def forward(
         self,
         inputs: Tensor,
