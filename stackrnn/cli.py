@@ -17,7 +17,6 @@ the defaults. The task comes from --task, else the config file's `task = ...`, e
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -28,14 +27,9 @@ from pathlib import Path
 from . import __version__
 from .config import check_value, fields, parse_flag_value, read_toml
 from .errors import InputError
-from .optim import TrainConfig
-from .tasks import TASK_NAMES, task_class
+from .tasks import TASK_NAMES
+from .train import build_config, sections
 
-
-def sections(task: str) -> dict[str, type]:
-    """The config sections of a task's runs: its own [model] and [data] classes, and the shared [train]."""
-    kind = task_class(task)
-    return {"model": kind.ModelConfig, "data": kind.DataConfig, "train": TrainConfig}
 
 #: what `train --resume` may change: how much longer to train, and how it looks
 RESUMABLE = {"train.epochs", "train.max_minutes", "train.max_steps", "train.progress", "train.sample_prefix", "train.sample_length", "train.device",
@@ -104,29 +98,6 @@ def peek_task(argv: list[str]) -> str:
                 raise InputError(f"{path}: task: expected one of {', '.join(TASK_NAMES)}, got {task!r}")
             return task
     return "lm"
-
-
-def build_config(config_file: str | None, overrides: dict[str, dict], task: str | None = None):
-    from .train import RunConfig
-
-    tables = read_toml(config_file) if config_file else {}
-    if task is not None:
-        if config_file and tables.get("task", "lm") != task:
-            raise InputError(f"--task {task} but {config_file} is a config for task = {tables.get('task', 'lm')!r}: "
-                             "leave out --task or use a config of that task (see examples/)")
-        tables["task"] = task
-    for section, values in overrides.items():
-        if values:
-            base = tables.setdefault(section, {})
-            if not isinstance(base, dict):
-                raise InputError(f"{config_file}: [{section}] must be a table")
-            base.update(values)
-            if section == "data" and ("dataset" in values or "data" in values):
-                # a source given on the command line replaces the file's, whichever kind it was
-                for other in ("dataset", "data"):
-                    if other not in values:
-                        base.pop(other, None)
-    return RunConfig.from_tables(tables, config_file or "options")
 
 
 # -- subcommands --------------------------------------------------------------------------------------------
@@ -398,6 +369,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import markdown_table, sweep
+
+    table = sweep(args.config, args.grid or [], args.out, fixed=args.set or [], task=args.task,
+                  budget_minutes=args.budget_minutes, progress=args.progress)
+    print(markdown_table(table), end="")
+    print(f"sweep directory: {args.out} (sweep.json, sweep.md, plots; each run in runs/)")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plot import plot_runs
 
@@ -490,6 +471,24 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by stackrnn train")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files (created if needed)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("sweep", help="train a grid of configs under one budget each; tabulate and plot the results",
+                       description="Train one run per combination of the --grid values (on top of CONFIG and the --set "
+                                   "values), each for at most --budget-minutes, one after another; then write a table and "
+                                   "plots of the best validation figure against the first numeric grid key and against "
+                                   "wall time.")
+    p.add_argument("config", metavar="CONFIG", nargs="?", help="a TOML config (see examples/); default: the built-in defaults")
+    p.add_argument("--grid", action="append", metavar="SECTION.KEY=V1,V2,...",
+                   help="values to sweep, e.g. model.num_layers=1,2,4,8; repeat for a grid (every combination)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="a value for every run, e.g. data.data=PATH or train.epochs=100; repeatable")
+    p.add_argument("--budget-minutes", type=float, metavar="M", help="train each run for at most M minutes (the same "
+                   "time budget for all); default: the config's epochs and limits")
+    p.add_argument("--task", choices=TASK_NAMES, help="the task, if the config file does not say (default: lm)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new folder for the sweep (never overwritten)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False,
+                   help="show each run's progress bar (default: off)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("summary", help="print a table of a config's model: layers, output shapes, parameters",
                        description="Build the model a config describes and print each layer, its output shape and parameter count.")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import dumps_toml, from_dict, to_dict
+from .config import dumps_toml, from_dict, read_toml, to_dict
 from .errors import InputError
 from .layers import map_state
 from .optim import Schedule, TrainConfig, make_optimizer
@@ -64,6 +64,35 @@ class RunConfig:
 
     def make_task(self) -> Task:
         return task_class(self.task)(self)
+
+
+def sections(task: str) -> dict[str, type]:
+    """The config sections of a task's runs: its own [model] and [data] classes, and the shared [train]."""
+    kind = task_class(task)
+    return {"model": kind.ModelConfig, "data": kind.DataConfig, "train": TrainConfig}
+
+
+def build_config(config_file: str | None, overrides: dict[str, dict], task: str | None = None) -> RunConfig:
+    """A run's config: the defaults, under the TOML file `config_file` (if any), under `overrides`
+    ({section: {field: value}}, e.g. from command-line options); `task` overrides the file's task."""
+    tables = read_toml(config_file) if config_file else {}
+    if task is not None:
+        if config_file and tables.get("task", "lm") != task:
+            raise InputError(f"--task {task} but {config_file} is a config for task = {tables.get('task', 'lm')!r}: "
+                             "leave out --task or use a config of that task (see examples/)")
+        tables["task"] = task
+    for section, values in overrides.items():
+        if values:
+            base = tables.setdefault(section, {})
+            if not isinstance(base, dict):
+                raise InputError(f"{config_file}: [{section}] must be a table")
+            base.update(values)
+            if section == "data" and ("dataset" in values or "data" in values):
+                # a source given on the command line replaces the file's, whichever kind it was
+                for other in ("dataset", "data"):
+                    if other not in values:
+                        base.pop(other, None)
+    return RunConfig.from_tables(tables, config_file or "options")
 
 
 def open_run(path: str | Path, weights: str = BEST, device: str | torch.device = "cpu",
