@@ -157,7 +157,7 @@ def plot_sweep(table: dict, out: Path) -> list[Path]:
 
     plt = _pyplot()
     figure, rows = table["figure"], table["runs"]
-    label = f"best validation {figure}" + (" (log scale)" if figure == "perplexity" else "")
+    label = f"best validation {figure}"
     written = []
     keys = list(table["grid"])
     numeric = [k for k in keys if all(isinstance(r[k], (int, float)) and not isinstance(r[k], bool) for r in rows)]
@@ -178,8 +178,6 @@ def plot_sweep(table: dict, out: Path) -> list[Path]:
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted({r[x_key] for r in rows}), [str(v) for v in sorted({r[x_key] for r in rows})])
         ax.set_ylabel(label)
-        if figure == "perplexity":
-            ax.set_yscale("log")
         budget = f", {table['budget_minutes']:g} min each" if table.get("budget_minutes") else ""
         ax.set_title(f"best validation {figure} by {x_key}{budget}")
         ax.grid(True, alpha=0.3)
@@ -190,16 +188,18 @@ def plot_sweep(table: dict, out: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    lowest = math.inf
     for r in rows:
         records = RunDir(out / r["run"]).read_metrics()
         points = [(m["time"] / 60, _figure_of(m, figure)) for m in records if m.get("split") == "valid" and m.get("time") is not None]
         points = [p for p in points if p[1] is not None]
         if points:
             ax.plot(*zip(*points), "o-", markersize=3, label=r["run"].split("/", 1)[1])
+            lowest = min(lowest, *(p[1] for p in points))
     ax.set_xlabel("wall time of training (minutes)")
     ax.set_ylabel(f"validation {figure}")
-    if figure == "perplexity":
-        ax.set_yscale("log")
+    if figure == "perplexity" and math.isfinite(lowest):  # a slow start's first evaluations would flatten the rest
+        ax.set_ylim(top=min(ax.get_ylim()[1], 3 * lowest))
     ax.set_title(f"validation {figure} against training time")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
