@@ -369,6 +369,45 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect.page import inspect_run
+    from .run import BEST
+
+    text = _text_argument(args)
+    result = inspect_run(args.run, text, args.out, weights=BEST if args.weights == "best" else "last.safetensors",
+                         units=args.units, max_tokens=args.max_tokens)
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+        return 0
+    for layer in result.layers:
+        gates = "  ".join(f"{g} {v['below_0.1']:.0%}<0.1 {v['above_0.9']:.0%}>0.9" for g, v in layer.saturation.items())
+        print(f"layer {layer.layer} ({layer.cell} {layer.hidden_size}{' x2' if layer.directions == 2 else ''})"
+              + (f"  gates: {gates}" if gates else ""))
+        for unit in layer.top_units[:3]:
+            print(f"    {unit.label}")
+    print(f"page: {result.out / 'index.html'} ({result.tokens} tokens{', cut' if result.truncated else ''})")
+    return 0
+
+
+def _text_argument(args: argparse.Namespace) -> str:
+    """--text TEXT or --text-file FILE (read whole, newlines kept), exactly one of them."""
+    if (args.text is None) == (args.text_file is None):
+        raise InputError("give the text to read with --text TEXT or --text-file FILE (one of them)")
+    if args.text is not None:
+        return args.text
+    path = Path(args.text_file)
+    try:
+        return path.read_text(encoding=args.encoding)
+    except FileNotFoundError:
+        raise InputError(f"--text-file {path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"--text-file {path} is a folder: give a text file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--text-file {path} is not {args.encoding} text: pass its encoding with --encoding") from None
+    except LookupError:
+        raise InputError(f"--encoding {args.encoding}: unknown encoding (e.g. utf-8, latin-1)") from None
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import markdown_table, sweep
 
@@ -471,6 +510,19 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by stackrnn train")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files (created if needed)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("inspect", help="look inside a language model: units, activations and gates, layer by layer",
+                       description="Read a text through a trained language model and write a self-contained HTML page "
+                                   "(the text coloured by a chosen unit's activation, layer by layer, the units most "
+                                   "correlated with simple features first), PNG heat maps and per-layer gate saturation.")
+    add_run_arguments(p, json_help="print the summary (top units and gate saturation per layer) as JSON")
+    p.add_argument("--text", help="the text to read")
+    p.add_argument("--text-file", metavar="FILE", help="read the text from FILE instead")
+    p.add_argument("--encoding", default="utf-8", help="the text encoding of --text-file (default: utf-8)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new folder for index.html and the plots")
+    p.add_argument("--units", type=int, default=32, help="units per layer offered on the page and drawn (default: 32)")
+    p.add_argument("--max-tokens", type=int, default=2000, help="read at most this many tokens (default: 2000)")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("sweep", help="train a grid of configs under one budget each; tabulate and plot the results",
                        description="Train one run per combination of the --grid values (on top of CONFIG and the --set "

@@ -244,3 +244,29 @@ def test_the_page_works_in_headless_chromium(page, tmp_path):
             browser.close()
     assert errors == []
 
+
+
+def test_the_inspect_command_prints_the_top_units_and_writes_the_page(trained_run, text_file, tmp_path, capsys):
+    from stackrnn.cli import main
+
+    out = tmp_path / "page"
+    capsys.readouterr()
+    assert main(["inspect", str(trained_run), "--text-file", str(text_file), "--max-tokens", "400", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "layer 1 (lstm 32)" in printed and "layer 2 (lstm 32)" in printed and "gates: input" in printed
+    assert " r=" in printed and f"page: {out / 'index.html'} (400 tokens, cut)" in printed
+    assert (out / "index.html").is_file() and (out / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--text", "abc", "--text-file", "x.txt"], "one of them"),
+    ([], "--text TEXT or --text-file"),
+    (["--text-file", "/nonexistent/file.txt"], "no such file"),
+])
+def test_bad_inspect_arguments_are_one_line_and_write_nothing(trained_run, tmp_path, capsys, argv, expected):
+    from stackrnn.cli import main
+
+    out = tmp_path / "page"
+    assert main(["inspect", str(trained_run), *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err and not out.exists()
