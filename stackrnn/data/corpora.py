@@ -19,11 +19,13 @@ import hashlib
 import http.client
 import os
 import re
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from stackrnn.errors import InputError
 
@@ -362,3 +364,30 @@ def _snap_to_newline(text: str, cut: int, lo: int, hi: int, slack: int) -> int:
 
 def _one_line(e: object) -> str:
     return " ".join(str(e).split())
+
+
+def unpack_atomically(archive: Path, folder: Path, top: str, unpack: Callable[[Path], None],
+                      errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Unpack `archive` into folder/top: `unpack(tmp)` extracts it into a temporary folder inside `folder`
+    (refusing members whose path would leave it), whose `top` is renamed into place at the end, so an
+    interrupted extraction never looks complete. Any failure, the archive format's `errors` included, is one
+    InputError that says to delete the archive (or free disk space)."""
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{top}.", suffix=".part"))
+    except OSError as e:
+        raise InputError(f"cannot write to cache folder {folder} ({_one_line(e)}): set STACKRNN_CACHE to a "
+                         "writable folder") from None
+    try:
+        unpack(tmp)
+        if not (tmp / top).is_dir():
+            raise InputError(f"archive {archive} holds no folder {top}/: delete it so it is downloaded again")
+        try:
+            os.rename(tmp / top, folder / top)
+        except OSError:
+            if not (folder / top).is_dir():  # else another process finished the same extraction first
+                raise
+    except (OSError, EOFError, *errors) as e:
+        raise InputError(f"cannot extract {archive} ({_one_line(e)}): delete it so it is downloaded again, or "
+                         "free some disk space") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

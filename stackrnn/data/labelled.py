@@ -19,16 +19,13 @@ import codecs
 import csv
 import io
 import json
-import os
-import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from ..errors import InputError
-from .corpora import Dataset, RemoteFile, dataset_folder, fetch
+from .corpora import Dataset, RemoteFile, dataset_folder, fetch, unpack_atomically
 
 FORMATS = ("auto", "sst", "csv", "tsv", "jsonl", "folder")
 #: file suffixes "auto" recognises; anything else is read as SST lines. A .json file is read as JSON lines:
@@ -348,18 +345,11 @@ def _extracted(ds: Dataset, top: str, cache: str | Path | None) -> Path:
 
 
 def _extract(archive: Path, folder: Path, top: str) -> None:
-    """Unpack the tar archive's folder `top` into folder/top.
+    """Unpack the tar archive's folder `top` into folder/top (atomically: corpora.unpack_atomically). Members
+    that are not plain files or folders, or whose path would leave the folder (absolute, or through ".."), are
+    refused before anything is written; tarfile's "data" filter checks again."""
 
-    It is unpacked into a temporary folder renamed into place at the end, so an interrupted extraction never
-    looks complete. Members that are not plain files or folders, or whose path would leave the folder
-    (absolute, or through ".."), are refused before anything is written; tarfile's "data" filter checks again.
-    """
-    try:
-        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{top}.", suffix=".part"))
-    except OSError as e:
-        raise InputError(f"cannot write to cache folder {folder} ({_one_line(e)}): set STACKRNN_CACHE to a "
-                         "writable folder") from None
-    try:
+    def unpack(tmp: Path) -> None:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
             for m in members:
@@ -371,15 +361,5 @@ def _extract(archive: Path, folder: Path, top: str) -> None:
                 tar.extractall(tmp, members=members, filter="data")
             else:
                 tar.extractall(tmp, members=members)
-        if not (tmp / top).is_dir():
-            raise InputError(f"archive {archive} holds no folder {top}/: delete it so it is downloaded again")
-        try:
-            os.rename(tmp / top, folder / top)
-        except OSError:
-            if not (folder / top).is_dir():  # else another process finished the same extraction first
-                raise
-    except (OSError, EOFError, tarfile.TarError) as e:
-        raise InputError(f"cannot extract {archive} ({_one_line(e)}): delete it so it is downloaded again, or "
-                         "free some disk space") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    unpack_atomically(archive, folder, top, unpack, (tarfile.TarError,))

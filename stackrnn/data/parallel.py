@@ -21,18 +21,15 @@ The split is by a hash of the source sentence, not by position: see `split_indic
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
-from .corpora import Dataset, RemoteFile, dataset_folder, fetch
-from .labelled import _one_line, _read_text, check_encoding  # one file reader: BOM dropped, bad bytes by line
+from .corpora import Dataset, RemoteFile, dataset_folder, fetch, unpack_atomically
+from .labelled import _read_text, check_encoding  # one file reader: BOM dropped, bad bytes by line
 from .tokenizers import EOS, PAD, UNK  # re-exported: with BOS, the reserved tokens of a translation vocabulary
 
 #: the token a decoder is fed first, before the target's first word
@@ -306,18 +303,11 @@ def dataset_path(name: str, cache: str | Path | None = None) -> Path:
 
 
 def _extract_zip(archive: Path, folder: Path, top: str, member: str) -> None:
-    """Unpack the zip archive into folder/top, which must end up holding `member` (a path starting with top).
+    """Unpack the zip archive into folder/top, which must end up holding `member` (a path starting with top),
+    atomically (corpora.unpack_atomically); members whose path would leave the folder (absolute, through "..",
+    or a drive) are refused before anything is written."""
 
-    As labelled's tar extraction: it is unpacked into a temporary folder renamed into place at the end, so an
-    interrupted extraction never looks complete, and members whose path would leave the folder (absolute, or
-    through "..") are refused before anything is written.
-    """
-    try:
-        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{top}.", suffix=".part"))
-    except OSError as e:
-        raise InputError(f"cannot write to cache folder {folder} ({_one_line(e)}): set STACKRNN_CACHE to a "
-                         "writable folder") from None
-    try:
+    def unpack(tmp: Path) -> None:
         with zipfile.ZipFile(archive) as zf:
             for name in zf.namelist():
                 parts = PurePosixPath(name.replace("\\", "/")).parts
@@ -327,13 +317,5 @@ def _extract_zip(archive: Path, folder: Path, top: str, member: str) -> None:
             zf.extractall(tmp)
         if not (tmp / member).is_file():
             raise InputError(f"archive {archive} holds no {member}: delete it so it is downloaded again")
-        try:
-            os.rename(tmp / top, folder / top)
-        except OSError:
-            if not (folder / top).is_dir():  # else another process finished the same extraction first
-                raise
-    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as e:
-        raise InputError(f"cannot extract {archive} ({_one_line(e)}): delete it so it is downloaded again, or "
-                         "free some disk space") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    unpack_atomically(archive, folder, top, unpack, (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError))

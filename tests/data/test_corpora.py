@@ -16,17 +16,6 @@ from stackrnn.errors import InputError
 TIMEMACHINE = Path(__file__).resolve().parents[2].parent / "shared/data/timemachine/timemachine.txt"
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch, tmp_path):
-    """Every test runs offline and with an empty private cache."""
-
-    def refuse(*args, **kwargs):
-        raise urllib.error.URLError("network disabled in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    monkeypatch.setenv("STACKRNN_CACHE", str(tmp_path / "cache"))
-
-
 def write(path, text):
     path.write_text(text, encoding="utf-8")
     return path

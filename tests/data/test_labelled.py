@@ -20,20 +20,6 @@ from stackrnn.errors import InputError
 SST2 = Path(__file__).resolve().parents[2].parent / "shared/data/sst2_sentences"
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch, tmp_path):
-    """Every test runs offline (file:// URLs still open) and with an empty private cache."""
-    real = urllib.request.urlopen
-
-    def offline(url, *args, **kwargs):
-        if str(url).startswith("file:"):
-            return real(url, *args, **kwargs)
-        raise urllib.error.URLError("network disabled in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    monkeypatch.setenv("STACKRNN_CACHE", str(tmp_path / "cache"))
-
-
 def write(path: Path, content: str | bytes) -> Path:
     if isinstance(content, str):
         content = content.encode("utf-8")

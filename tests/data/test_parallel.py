@@ -37,25 +37,9 @@ FRA = SHARED / "fra_eng" / "fra.txt"
 needs_fra = pytest.mark.skipif(not FRA.is_file(), reason="../shared/data/fra_eng/fra.txt is absent")
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch, tmp_path):
-    """Every test runs offline (file:// URLs still open) and with an empty private cache."""
-    real = urllib.request.urlopen
-
-    def offline(url, *args, **kwargs):
-        if str(url).startswith("file:"):
-            return real(url, *args, **kwargs)
-        raise urllib.error.URLError("network disabled in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    monkeypatch.setenv("STACKRNN_CACHE", str(tmp_path / "cache"))
-
-
 def write(path: Path, content: str | bytes) -> Path:
-    if isinstance(content, str):
-        content = content.encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     return path
 
 
