@@ -43,6 +43,8 @@ class TrainConfig:
     eval_every: int = option(0, "evaluate and checkpoint every N steps; 0: at the end of each epoch")
     save_every: int = option(0, "also checkpoint (without evaluating) every N steps; 0: only with evaluations")
     log_every: int = option(50, "append training loss to metrics.jsonl every N steps")
+    grad_every: int = option(0, "every N steps, also log the gradient norm reaching each layer and each step of the "
+                             "window (metrics.jsonl split 'grad'); 0: never")
     seed: int = option(0, "seed of every random number generator")
     device: str = option("auto", "auto, cpu, cuda or mps")
     sample_prefix: str = option("", "after training, print text generated from this prefix ('' for none)")
@@ -57,7 +59,8 @@ class TrainConfig:
         for name in ("epochs", "log_every", "sample_length"):
             if getattr(self, name) < 1:
                 raise InputError(f"train.{name}: expected an integer >= 1, got {getattr(self, name)}")
-        for name in ("lr_decay_start", "patience", "eval_every", "save_every", "warmup_steps", "early_stop"):
+        for name in ("lr_decay_start", "patience", "eval_every", "save_every", "warmup_steps", "early_stop",
+                     "grad_every"):
             if getattr(self, name) < 0:
                 raise InputError(f"train.{name}: expected an integer >= 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**63:

@@ -88,7 +88,69 @@ def plot_runs(runs: list[str | Path], out: str | Path) -> list[Path]:
         fig.savefig(out / filename)
         plt.close(fig)
         written.append(out / filename)
+    grads = [(name, [r for r in records if r.get("split") == "grad"]) for name, records in loaded]
+    grads = [(name, records) for name, records in grads if records]
+    if grads:
+        written.append(_plot_grad_layers(plt, grads, out / "grad_layers.png"))
+        written.append(_plot_grad_steps(plt, grads, out / "grad_steps.png"))
     return written
+
+
+# gradient diagnostics (train.grad_every, inspect/gradients.py): layers are colours from the bottom (dark) to the
+# top (light) of the stack, runs line styles
+_RUN_STYLES = ("-", "--", ":", "-.")
+
+
+def _layer_colour(plt, layer: int, layers: int):
+    return plt.get_cmap("viridis")(0.85 * layer / max(1, layers - 1))
+
+
+def _finish_grad_figure(fig, ax, title: str, xlabel: str, path: Path) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("gradient norm (L2, log scale)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _plot_grad_layers(plt, grads: list[tuple[str, list[dict]]], path: Path) -> Path:
+    """The gradient norm reaching each layer (over the whole window) by training step: one line per run and layer."""
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    try:
+        for i, (name, records) in enumerate(grads):
+            layers = len(records[-1]["layer_grad_norm"])
+            for layer in range(layers):
+                points = [(r["step"], r["layer_grad_norm"][layer]) for r in records
+                          if layer < len(r["layer_grad_norm"]) and r["layer_grad_norm"][layer] is not None]
+                ax.plot([p[0] for p in points], [p[1] for p in points], _RUN_STYLES[i % len(_RUN_STYLES)],
+                        color=_layer_colour(plt, layer, layers), marker="o" if len(points) < 30 else None,
+                        markersize=3, label=f"{name}: layer {layer + 1}")
+        return _finish_grad_figure(fig, ax, "gradient reaching each layer, by step (1 = bottom layer)",
+                                   "training step (optimizer updates)", path)
+    finally:
+        plt.close(fig)
+
+
+def _plot_grad_steps(plt, grads: list[tuple[str, list[dict]]], path: Path) -> Path:
+    """For each run's latest gradient record, the norm at each step of the window: one line per run and layer."""
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    try:
+        for i, (name, records) in enumerate(grads):
+            last = records[-1]
+            layers = len(last["step_grad_norm"])
+            for layer, norms in enumerate(last["step_grad_norm"]):
+                points = [(t + 1, v) for t, v in enumerate(norms) if v is not None]
+                ax.plot([p[0] for p in points], [p[1] for p in points], _RUN_STYLES[i % len(_RUN_STYLES)],
+                        color=_layer_colour(plt, layer, layers), marker="o" if len(points) < 40 else None,
+                        markersize=3, label=f"{name} (step {last['step']}): layer {layer + 1}")
+        return _finish_grad_figure(fig, ax, "gradient at each step of the window (1 = bottom layer)",
+                                   "step in the window (1 = first, oldest)", path)
+    finally:
+        plt.close(fig)
 
 
 def plot_attention(weights, source: list[str], target: list[str], path: str | Path, title: str | None = None) -> Path:

@@ -24,6 +24,7 @@ from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import dumps_toml, from_dict, read_toml, to_dict
 from .errors import InputError
+from .inspect.gradients import finite_or_none, probe_model
 from .layers import map_state
 from .optim import Schedule, TrainConfig, make_optimizer
 from .run import BEST, CONFIG, RunDir
@@ -329,7 +330,9 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                         break
                     if world.size > 1:
                         batch = task.shard(batch, world)
-                    with autocast:
+                    # train.grad_every: this step's forward pass is probed, its backward pass fills the probe
+                    probe = probe_model(model) if tc.grad_every and (pos["step"] + 1) % tc.grad_every == 0 else None
+                    with autocast, probe or contextlib.nullcontext():
                         out = task.step(net, batch, state, device)
                     objective = out.objective
                     if world.size > 1:
@@ -342,6 +345,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     norm = nn.utils.clip_grad_norm_(model.parameters(), tc.clip if tc.clip > 0 else math.inf)
                     pos["step"] += 1
                     pos["batch"] += 1
+                    if probe is not None:
+                        norms = probe.norms()
+                        log({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "grad",
+                             **{key: finite_or_none(values) for key, values in norms.items()},
+                             "time": round(time.monotonic() - started, 2)})
                     loss_value = out.loss.item() if world.size == 1 else loss_sum / items  # the whole batch's
                     if not (math.isfinite(loss_value) and math.isfinite(norm.item())):
                         # skip the update, keep the weights; a few such steps are survivable, a run of them is not
