@@ -389,10 +389,39 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .inspect.probes import PROPERTIES, probe_run
+    from .run import BEST
+
+    text = _text_argument(args)
+    properties = [p.strip() for p in args.properties.split(",")] if args.properties else list(PROPERTIES)
+    result = probe_run(args.run, text, properties=properties, out=args.out, max_tokens=args.max_tokens,
+                       seed=args.seed, weights=BEST if args.weights == "best" else "last.safetensors")
+    if args.json:
+        print(json.dumps(result, default=str))
+        return 0
+    names = list(result["properties"])
+    width = max(12, *(len(n) for n in names))
+    print(f"{'layer':<12}" + "".join(f"{n:>{width + 2}}" for n in names))
+    print(f"{'(majority)':<12}" + "".join(f"{result['properties'][n]['majority']:>{width + 2}.3f}" for n in names))
+    for layer in result["layers"]:
+        print(f"{layer['name']:<12}" + "".join(f"{layer['accuracy'][n]:>{width + 2}.3f}" for n in names))
+    print(f"held-out accuracy over {result['tokens']} tokens; plot and table in {args.out}")
+    return 0
+
+
 def _text_argument(args: argparse.Namespace) -> str:
-    """--text TEXT or --text-file FILE (read whole, newlines kept), exactly one of them."""
-    if (args.text is None) == (args.text_file is None):
-        raise InputError("give the text to read with --text TEXT or --text-file FILE (one of them)")
+    """--text TEXT or --text-file FILE (read whole, newlines kept), or for probes --nested N; exactly one."""
+    nested = getattr(args, "nested", None)
+    if sum(x is not None for x in (args.text, args.text_file, nested)) != 1:
+        raise InputError("give the text to read with --text TEXT or --text-file FILE"
+                         + (" or --nested N" if hasattr(args, "nested") else "") + " (one of them)")
+    if nested is not None:
+        from .inspect.probes import nested_text
+
+        if nested < 1:
+            raise InputError(f"--nested: expected a number of characters >= 1, got {nested}")
+        return nested_text(nested, seed=args.seed)
     if args.text is not None:
         return args.text
     path = Path(args.text_file)
@@ -523,6 +552,24 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
     p.add_argument("--units", type=int, default=32, help="units per layer offered on the page and drawn (default: 32)")
     p.add_argument("--max-tokens", type=int, default=2000, help="read at most this many tokens (default: 2000)")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("probe", help="fit linear probes from each layer's states to properties of a text",
+                       description="Freeze a trained language model, read a text through it once, and fit a linear "
+                                   "classifier from each layer's states (the embedding as layer 0) to each property: "
+                                   "character class, position in the word, bracket depth, the token N steps back "
+                                   "(token_back_N). Held-out accuracy per layer goes to probes.json and probes.png.")
+    add_run_arguments(p, json_help="print the whole result as JSON")
+    p.add_argument("--text", help="the text to read")
+    p.add_argument("--text-file", metavar="FILE", help="read the text from FILE instead")
+    p.add_argument("--nested", type=int, metavar="N", help="read N characters of a synthetic nested-bracket language "
+                   "instead (for bracket depth; the model must know its characters)")
+    p.add_argument("--encoding", default="utf-8", help="the text encoding of --text-file (default: utf-8)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for probes.json and probes.png")
+    p.add_argument("--properties", metavar="P1,P2", help="comma-separated properties (default: char_class, "
+                   "position_in_word, bracket_depth, token_back_1, token_back_3)")
+    p.add_argument("--max-tokens", type=int, default=20_000, help="read at most this many tokens (default: 20000)")
+    p.add_argument("--seed", type=int, default=0, help="which blocks of the text are held out (default: 0)")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("sweep", help="train a grid of configs under one budget each; tabulate and plot the results",
                        description="Train one run per combination of the --grid values (on top of CONFIG and the --set "

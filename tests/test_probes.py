@@ -120,3 +120,30 @@ def test_probe_run_bad_input(trained_run, tmp_path):
     (other / "config.toml").write_text('task = "classify"\n')
     with pytest.raises(InputError, match="not 'lm'"):
         probe_run(other, "abc " * 50)
+
+
+def test_the_probe_command_prints_accuracy_per_layer(trained_run, text_file, tmp_path, capsys):
+    from stackrnn.cli import main
+
+    out = tmp_path / "probes"
+    capsys.readouterr()
+    assert main(["probe", str(trained_run), "--text-file", str(text_file), "--max-tokens", "1500",
+                 "--properties", "char_class,token_back_1", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["layer", "char_class", "token_back_1"] and lines[1].startswith("(majority)")
+    assert [line.split()[0] for line in lines[2:5]] == ["embedding", "layer", "layer"]
+    assert (out / "probes.json").is_file() and (out / "probes.png").is_file()
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--text", "abc", "--nested", "50"], "one of them"),
+    (["--nested", "0"], "--nested"),
+    (["--text-file", "/nonexistent.txt"], "no such file"),
+    (["--nested", "500", "--properties", "colour"], "colour"),
+])
+def test_bad_probe_arguments_are_one_line(trained_run, tmp_path, capsys, argv, expected):
+    from stackrnn.cli import main
+
+    assert main(["probe", str(trained_run), *argv, "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
