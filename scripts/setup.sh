@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # Set up stackrnn in ./.venv: torch (the CPU build of 2.13.0, unless the venv already has a torch, such as a
 # GPU user's CUDA build), then stackrnn itself with its test and plot extras. Safe to run again.
-# As root with apt-get (CI on Debian), it also installs Debian's chromium when missing, for the test that opens the
-# inspect page in a headless browser (driven by playwright, which downloads no browser); without it that test skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,9 +20,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 "${PIP[@]}" install -e ".[test,plot,tensorboard,translate]"
-if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive  # CI has no terminal to answer questions on
-  apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) \
-    || echo "chromium not installed: the browser test will skip"
-fi
 echo "stackrnn is set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
