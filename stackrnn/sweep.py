@@ -83,7 +83,8 @@ def sweep(config: str | None, grid: list[str], out: str | Path, *, fixed: list[s
     """Train every combination of the `grid` values (strings 'section.key=v1,v2') on top of `config` and the
     `fixed` assignments ('section.key=value'), each for at most `budget_minutes` of training; then write the
     table and plots into `out`. Returns the table as written to sweep.json."""
-    from .train import build_config, train
+    from .plot import check_matplotlib
+    from .train import build_config, preflight, train
 
     tables = read_toml(config) if config else {}
     task = task or tables.get("task", "lm")
@@ -96,12 +97,17 @@ def sweep(config: str | None, grid: list[str], out: str | Path, *, fixed: list[s
     axes = [parse_assignment(g, task, several=True) for g in grid]
     sets = [parse_assignment(s, task, several=False) for s in fixed]
     names = [a.name for a in axes + sets]
+    if budget_minutes is not None and "train.max_minutes" in names:
+        raise InputError("--budget-minutes sets train.max_minutes for every run: leave train.max_minutes out of "
+                         "--grid and --set, or leave out --budget-minutes")
     if len(set(names)) != len(names):
         raise InputError(f"{sorted(n for n in names if names.count(n) > 1)[0]} is given twice: sweep or set each key once")
     out = Path(out)
     RunDir.check_new(out)
+    check_matplotlib()  # the plots come last: a missing extra must not wait for every run to end
     combos = [list(zip(axes, values)) for values in itertools.product(*(a.values for a in axes))]
-    # every config is built (and so checked) before the first run starts: a bad combination fails in a second
+    # every config is built and preflighted (its data read and checked) before the first run starts: a bad
+    # combination fails at once, not after the runs before it have trained
     configs = []
     for combo in combos:
         overrides: dict[str, dict] = {}
@@ -112,6 +118,7 @@ def sweep(config: str | None, grid: list[str], out: str | Path, *, fixed: list[s
         overrides.setdefault("train", {}).setdefault("progress", progress)
         try:
             cfg = build_config(config, overrides, task)
+            preflight(cfg, out / "runs" / run_name(combo), resume=False)
         except InputError as e:
             raise InputError(f"run {run_name(combo)}: {e}") from None
         configs.append(cfg)
@@ -129,6 +136,9 @@ def sweep(config: str | None, grid: list[str], out: str | Path, *, fixed: list[s
                      "run": f"runs/{name}", "parameters": sum(p.numel() for p in result.model.parameters()),
                      "steps": result.step, "epochs": result.epoch, "seconds": round(result.seconds, 1),
                      "stopped": result.stopped, f"best_valid_{figure}": value})
+        if result.stopped == "interrupted":  # Ctrl-C ends the sweep, not just the run it falls in
+            print(f"sweep: interrupted in run {len(rows)} of {len(combos)}; the table holds the runs so far", flush=True)
+            break
     table = {"task": task, "config": config, "grid": {a.name: a.values for a in axes},
              "fixed": {s.name: s.values[0] for s in sets}, "budget_minutes": budget_minutes,
              "figure": figure, "lower_is_better": lower, "runs": rows}
@@ -141,12 +151,12 @@ def sweep(config: str | None, grid: list[str], out: str | Path, *, fixed: list[s
 def markdown_table(table: dict) -> str:
     keys = list(table["grid"])
     figure = f"best_valid_{table['figure']}"
-    head = [*keys, "parameters", "steps", "seconds", f"best valid {table['figure']}"]
+    head = [*keys, "parameters", "steps", "seconds", "stopped by", f"best valid {table['figure']}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["runs"]:
         value = "—" if r[figure] is None else f"{r[figure]:.3f}" if table["figure"] != "bleu" else f"{r[figure]:.2f}"
         lines.append("| " + " | ".join([*(str(r[k]) for k in keys), f"{r['parameters']:,}", str(r["steps"]),
-                                        f"{r['seconds']:.0f}", value]) + " |")
+                                        f"{r['seconds']:.0f}", r["stopped"], value]) + " |")
     return "\n".join(lines) + "\n"
 
 

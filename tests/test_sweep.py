@@ -38,6 +38,8 @@ def test_a_grid_trains_every_combination_and_writes_its_table_and_plots(text_fil
     (["--grid", "model.num_layers=1,0"], "num_layers=0"),
     (["--grid", "model.num_layers=1,2", "--budget-minutes", "0"], "--budget-minutes"),
     ([], "--grid"),
+    (["--grid", "data.batch_size=8,100000"], "batch_size=100000"),  # found by reading the data, before any run
+    (["--grid", "train.max_minutes=1,2", "--budget-minutes", "1"], "--budget-minutes"),
 ])
 def test_bad_grids_are_one_line_and_no_run_starts(text_file, tmp_path, capsys, argv, expected):
     out = tmp_path / "sweep"
@@ -53,3 +55,21 @@ def test_an_existing_sweep_folder_is_never_overwritten(tmp_path, capsys):
     (out / "sweep.json").write_text("{}")
     assert main(["sweep", "--grid", "model.num_layers=1,2", "--out", str(out)]) == 2
     assert (out / "sweep.json").read_text() == "{}"
+
+
+def test_ctrl_c_ends_the_sweep_not_just_its_run(text_file, tmp_path, monkeypatch):
+    import stackrnn.train
+
+    real = stackrnn.train.train
+
+    def interrupted(cfg, out, **kwargs):  # as if Ctrl-C came during the first run
+        result = real(cfg, out, **kwargs)
+        result.stopped = "interrupted"
+        return result
+
+    monkeypatch.setattr(stackrnn.train, "train", interrupted)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--grid", "model.num_layers=1,2", "--set", f"data.data={text_file}", *TINY, "--out", str(out)]) == 0
+    table = json.loads((out / "sweep.json").read_text())
+    assert [r["stopped"] for r in table["runs"]] == ["interrupted"] and not (out / "runs" / "num_layers=2").exists()
+    assert "| interrupted |" in (out / "sweep.md").read_text()
