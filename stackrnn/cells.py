@@ -89,9 +89,9 @@ class RecurrentCell(nn.Module):
         """One step from the projected input gi (B, G) and the previous state. Subclasses write the math."""
         raise NotImplementedError
 
-    def gates(self, gi: Tensor, state: State, weight_hh: Tensor | None = None) -> Tensor | None:
-        """The sigmoid gate values (B, len(gate_names) * H) of the step `recur(gi, state)` takes, in gate_names
-        order; None for a cell without gates. For inspection only: training never calls it."""
+    def gates(self, gi: Tensor, state: State, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> Tensor | None:
+        """The sigmoid gate values (B, len(gate_names) * H) of the step `recur(gi, state, weight_hh, h_mask)`
+        takes, in gate_names order; None for a cell without gates. For inspection only: training never calls it."""
         return None
 
     def forward(self, x: Tensor, state: State | None = None) -> State:
@@ -151,8 +151,8 @@ class GRUCell(RecurrentCell):
     kernel = "gru"
     torch_class = nn.GRU
 
-    def gates(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None) -> Tensor:
-        pre = gi + self.project_hidden(h, weight_hh)  # (B, 3H); the candidate's third is not a gate
+    def gates(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> Tensor:
+        pre = gi + self.project_hidden(h, weight_hh, h_mask)  # (B, 3H); the candidate's third is not a gate
         return torch.sigmoid(pre[:, : 2 * self.hidden_size])
 
     def recur(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> Tensor:
@@ -182,8 +182,9 @@ class LSTMCell(RecurrentCell):
     kernel = "lstm"
     torch_class = nn.LSTM
 
-    def gates(self, gi: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor | None = None) -> Tensor:
-        i, f, _, o = (gi + self.project_hidden(state[0], weight_hh)).chunk(4, dim=-1)
+    def gates(self, gi: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor | None = None,
+              h_mask: Tensor | None = None) -> Tensor:
+        i, f, _, o = (gi + self.project_hidden(state[0], weight_hh, h_mask)).chunk(4, dim=-1)
         return torch.sigmoid(torch.cat([i, f, o], dim=-1))
 
     def recur(self, gi: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:

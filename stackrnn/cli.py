@@ -5,8 +5,11 @@
     stackrnn eval      RUN [--split valid|test] [--data FILE] [--beam N] [--json]
     stackrnn predict   RUN TEXT [TEXT ...] | --file FILE [--json]          (classification runs)
     stackrnn translate RUN TEXT [TEXT ...] | --file FILE [--beam N] [--attention MAP.png [--target TEXT]] [--json]
+    stackrnn inspect   RUN --text TEXT | --text-file FILE --out DIR [--units N] [--max-tokens N]   (language models)
+    stackrnn probe     RUN --text TEXT | --text-file FILE | --nested N --out DIR [--properties P1,P2]
+    stackrnn sweep     [CONFIG] --grid SECTION.KEY=V1,V2 [--grid ...] [--set SECTION.KEY=V] [--budget-minutes M] --out DIR
     stackrnn summary   [--task lm|classify|translate] [--config FILE.toml] [options]
-    stackrnn plot     RUN [RUN ...] --out DIR
+    stackrnn plot      RUN [RUN ...] --out DIR
 
 Every [model], [data] and [train] config field of the run's task is also an option (--hidden-size 512,
 --no-progress), with the field's one-line doc as its help; options override the config file, which overrides

@@ -259,6 +259,6 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
         else:
             outputs[t] = cell.output(new)
         if record is not None:
-            record.append((t, new, cell.gates(gi[t], state, weight_hh)))
+            record.append((t, new, cell.gates(gi[t], state, weight_hh, h_mask)))
         state = new
     return torch.stack(outputs), state

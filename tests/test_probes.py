@@ -140,6 +140,8 @@ def test_the_probe_command_prints_accuracy_per_layer(trained_run, text_file, tmp
     (["--nested", "0"], "--nested"),
     (["--text-file", "/nonexistent.txt"], "no such file"),
     (["--nested", "500", "--properties", "colour"], "colour"),
+    (["--nested", "500", "--max-tokens", "-5"], "--max-tokens"),
+    (["--nested", "500", "--max-tokens", "50"], "--max-tokens"),
 ])
 def test_bad_probe_arguments_are_one_line(trained_run, tmp_path, capsys, argv, expected):
     from stackrnn.cli import main
@@ -147,3 +149,13 @@ def test_bad_probe_arguments_are_one_line(trained_run, tmp_path, capsys, argv, e
     assert main(["probe", str(trained_run), *argv, "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err
+
+
+def test_probe_never_overwrites_a_folder_with_files(trained_run, tmp_path, capsys):
+    from stackrnn.cli import main
+
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "probes.json").write_text("earlier results")
+    assert main(["probe", str(trained_run), "--nested", "500", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "probes.json").read_text() == "earlier results"

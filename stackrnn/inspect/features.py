@@ -24,37 +24,51 @@ CHAR_CLASSES = ("letter", "digit", "space", "other")
 
 
 def text_features(tokens: list[str]) -> dict[str, list[float]]:
-    """Per-token features of a character sequence (word-level tokens: the same, on each word's characters):
+    """Per-token features of a text cut into tokens: characters (char models) or words (word models, whose
+    tokens are read as their characters with a space after each word, "<eos>" as a newline; each word gets the
+    values at its last character):
 
         inside_quotes    1 between an opening and a closing double quote (the quote characters included)
         inside_brackets  1 inside (...), [...] or {...}
         bracket_depth    how many brackets are open
-        position_in_line tokens since the last newline
-        position_in_word characters since the last non-letter (0 on a non-letter)
+        position_in_line characters since the last newline
+        position_in_word letters since the last non-letter (0 on a non-letter)
         char_class       char_class() of the token's last character
         line_end         1 on a newline
     """
+    words = any(len(t) > 1 for t in tokens)  # a character model's tokens are single characters
+    stream: list[str] = []
+    last: list[int] = []  # the position in `stream` of each token's last character
+    for tok in tokens:
+        stream.extend("\n" if tok == "<eos>" else tok or " ")
+        last.append(len(stream) - 1)
+        if words and tok != "<eos>":
+            stream.append(" ")
+    per_char = _char_features(stream)
+    return {name: [values[i] for i in last] for name, values in per_char.items()}
+
+
+def _char_features(chars: list[str]) -> dict[str, list[float]]:
+    """text_features of single characters."""
     feats: dict[str, list[float]] = {name: [] for name in FEATURES}
     quoted, depth, line_pos, word_pos = False, 0, 0, 0
-    for tok in tokens:
-        ch = tok[-1] if tok else " "
-        opens_quote = False
-        if ch in QUOTES and tok in QUOTES:
-            opens_quote = not quoted
+    for ch in chars:
+        closes_quote = ch in QUOTES and quoted
+        if ch in QUOTES:
             quoted = not quoted
-        if tok in OPENING:
+        if ch in OPENING:
             depth += 1
-        feats["inside_quotes"].append(float(quoted or (ch in QUOTES and not opens_quote and tok in QUOTES)))
+        feats["inside_quotes"].append(float(quoted or closes_quote))
         feats["inside_brackets"].append(float(depth > 0))
         feats["bracket_depth"].append(float(depth))
-        if tok in CLOSING:
+        if ch in CLOSING:
             depth = max(0, depth - 1)
         word_pos = word_pos + 1 if ch.isalpha() else 0
         feats["position_in_word"].append(float(word_pos))
         feats["position_in_line"].append(float(line_pos))
-        line_pos = 0 if tok in ("\n", "<eos>") else line_pos + 1
+        line_pos = 0 if ch == "\n" else line_pos + 1
         feats["char_class"].append(float(char_class(ch)))
-        feats["line_end"].append(float(tok in ("\n", "<eos>")))
+        feats["line_end"].append(float(ch == "\n"))
     return feats
 
 

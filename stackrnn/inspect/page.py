@@ -170,7 +170,7 @@ def inspect_run(run: str | Path, text: str, out: str | Path, *, weights: str = B
     """
     _check_arguments(text, units, max_tokens)
     out = Path(out)
-    _check_new_folder(out)
+    check_new_folder(out)
     if plots:
         from ..plot import check_matplotlib
 
@@ -240,7 +240,7 @@ def _check_arguments(text: str, units: int, max_tokens: int) -> None:
             raise InputError(f"{name}: expected an integer >= 1, got {value!r}")
 
 
-def _check_new_folder(out: Path) -> None:
+def check_new_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, not a folder: pick a new --out folder")
     if out.is_dir() and any(out.iterdir()):

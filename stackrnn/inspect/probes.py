@@ -197,15 +197,16 @@ def probe_run(run: str | Path, text: str, *, properties: tuple[str, ...] | list[
               plots: bool = True, device: str | torch.device = "cpu") -> dict:
     """Read `text` through the language model of `run` once (batch 1, from zero state) and fit a probe per
     (layer, property): layer 0 is the input embedding (or one-hot vector), layers 1..L the stack's h at every
-    step (all directions concatenated: what the layer passes up).
+    step (all directions concatenated; the cell's own state, before any residual connection adds the layer's
+    input to what it passes up).
 
     Args:
         run: a language-model run directory.
         text: the text to read, at least MIN_TOKENS tokens, every one in the run's vocabulary (nested_text()
             makes one for bracket_depth).
         properties: names from PROPERTIES (and token_back_N for any N >= 1).
-        out: where to write probes.json (the returned dict) and probes.png (accuracy per layer, needs
-            matplotlib); made if missing, those two files replaced. None: write nothing.
+        out: a new (or empty) folder for probes.json (the returned dict) and probes.png (accuracy per layer,
+            needs matplotlib); never a folder with files in it. None: write nothing.
         weights: the checkpoint file of the run (model.safetensors, the best; or last.safetensors).
         max_tokens: a longer text is cut to its first max_tokens tokens (with a warning).
         seed: picks the held-out blocks.
@@ -215,13 +216,18 @@ def probe_run(run: str | Path, text: str, *, properties: tuple[str, ...] | list[
     per property) and files (the paths written).
     """
     from ..train import open_run  # (train imports this package: import it late)
-    from .page import read_text
+    from .page import check_new_folder, read_text
 
     if not isinstance(text, str) or not text:
         raise InputError("--text is empty: give the text to read through the model")
     properties = [properties] if isinstance(properties, str) else list(properties)
     if not properties:
         raise InputError("properties: expected at least one property to probe, got none")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < MIN_TOKENS:
+        raise InputError(f"--max-tokens: expected an integer >= {MIN_TOKENS} (probes need that many positions), "
+                         f"got {max_tokens!r}")
+    if out is not None:
+        check_new_folder(Path(out))  # before the (slower) reading and fitting
     if out is not None and plots:
         from ..plot import check_matplotlib
 
