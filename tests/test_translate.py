@@ -228,3 +228,16 @@ def test_summary_tabulates_the_translator(capsys):
     assert main(["summary", "--task", "translate", "--vocab-size", "100", "--decoder-num-layers", "3"]) == 0
     table = capsys.readouterr().out
     assert "encoder" in table and "decoder" in table and "attention" in table
+
+
+def test_the_learnt_attention_aligns_each_word_with_its_source_word(toy_run):
+    """The toy language translates word for word in order, so target word i should attend most to source word i."""
+    _, task, model = open_run(toy_run, task="translate")
+    hits = total = 0
+    for e in task.evaluate_split(model, "test", examples=30)["examples"]:
+        weights, source, target = task.attention_map(model, e["source"], e["reference"])
+        words = len(source) - 1  # the final "." aside
+        for i in range(words):
+            hits += int(weights[i, :words].argmax()) == i
+            total += 1
+    assert total > 50 and hits / total >= 0.9, (hits, total)
