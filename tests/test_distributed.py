@@ -1,6 +1,6 @@
 """Data-parallel training: 2 CPU processes (torchrun, gloo, DistributedDataParallel) follow the same loss
 curve as 1 process with the same global batch, for a language model (state carried per stream) and for a
-classifier (uneven last batch); and a 2-process run resumes."""
+classifier and a translator (uneven last batches); and a 2-process run resumes."""
 
 import json
 import subprocess
@@ -80,3 +80,18 @@ def test_bad_nproc_is_one_line_before_any_process_starts(tmp_path, text_file, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_translator_two_processes_equal_one_with_an_uneven_last_batch(tmp_path):
+    from stackrnn.data.parallel import read_parallel, split_indices
+
+    from .test_translate import TINY as TRANSLATE, _pairs
+
+    data = tmp_path / "pairs.txt"
+    data.write_text("\n".join(_pairs(500, 4)) + "\n", encoding="utf-8")
+    n_train = len(split_indices(read_parallel(data), 0.1, 0.1)["train"])
+    batch = next(b for b in range(16, 64) if n_train % b == 1)  # the last batch holds one pair: one process idles
+    flags = ["--data", str(data), *TRANSLATE, "--batch-size", str(batch), "--epochs", "1", "--log-every", "3"]
+    _train(*flags, "--out", str(tmp_path / "one"))
+    _train(*flags, "--out", str(tmp_path / "two"), "--nproc", "2")
+    _same_curves(tmp_path / "one", tmp_path / "two")
