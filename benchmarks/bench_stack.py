@@ -9,8 +9,8 @@ Cases (input (T=35, B=32, D=28), the d2l configuration):
                                                                                                target <= 1.05
   6. a residual stack, StackedRNN(28, H, 2, residual=True), vs torch.nn.LSTM(28, H, 2), H = 256 and 1024
                                                                                                target <= 1.05
-  7. zoneout 0.1 and recurrent dropout 0.25 stacks, LSTM(256, ...) x 2 in training, vs torch.nn.LSTM (these run
-     the step loop today)                                                                     target <= 1.25
+  7. zoneout 0.1, recurrent dropout 0.25 and layer-norm stacks, LSTM(256, ...) x 2 in training, vs torch.nn.LSTM
+     (these run the step loop today)                                                          target <= 1.25
 
 One iteration is: forward, loss = sum(output * W) with a fixed random W, backward, zero_grad(set_to_none=True).
 Both candidates of cases 1-4 hold the same weights, and their outputs and gradients are checked to match before
@@ -77,7 +77,7 @@ def option_pair(hidden: int, **options) -> tuple[nn.Module, nn.Module]:
     """(StackedRNN with weight drop or residual, the plain torch.nn.LSTM of the same shape)."""
     if options.pop("weight_drop", False):
         stack = StackedRNN(FEATURES, layers=[LSTM(hidden, weight_drop=0.5)] * 2, **options)
-    elif "zoneout" in options or "recurrent_dropout" in options:
+    elif {"zoneout", "recurrent_dropout", "layer_norm"} & set(options):
         stack = StackedRNN(FEATURES, layers=[LSTM(hidden, **options)] * 2)
     else:
         stack = StackedRNN(FEATURES, hidden, num_layers=2, **options)
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         # the step loop for now; the engine's target is 1.25
         ("zoneout h256", lambda: option_pair(256, zoneout=0.1), 1.25, max(2, repeats // 2), max(1, warmup // 2)),
         ("recurrent dropout h256", lambda: option_pair(256, recurrent_dropout=0.25), 1.25, max(2, repeats // 2), max(1, warmup // 2)),
+        ("layer norm h256", lambda: option_pair(256, layer_norm=True), 1.25, max(2, repeats // 2), max(1, warmup // 2)),
     ]
     head = f"{'case':<24} {'n':>3}  {'stackrnn ms (IQR)':>18}  {'torch.nn ms (IQR)':>18}  {'ratio':>6}  {'rnd':>6}  target"
     print(head)

@@ -14,6 +14,12 @@ A step is split in two, because the input part does not depend on the previous s
     state = recur(gi[t], state)  # the recurrence: only h @ W_hh and the pointwise gate math
 
 `forward(x_t, state)` runs one step on (B, D) input, like torch.nn.LSTMCell.
+
+Layer normalisation (Ba et al. 2016), `layer_norm=True`: each gate's block of W_ih x and of W_hh h is
+normalised on its own (zero mean, unit variance over its H units, times a learned gain) before the bias is
+added, and an LSTM's output reads tanh(LN(c')) instead of tanh(c'). It lives in project_input, project_hidden
+and the LSTM's output, so every path that runs a cell (the step loop, generation, inspection) runs it alike.
+torch's fused kernels have no layer norm: such layers run the step loop.
 """
 
 from __future__ import annotations
@@ -44,11 +50,12 @@ class RecurrentCell(nn.Module):
     #: the class torch.nn uses for a whole layer of this cell
     torch_class: type[nn.RNNBase] = nn.RNN
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, layer_norm: bool = False) -> None:
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
+        self.layer_norm = bool(layer_norm)
         gates = self.num_gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(gates, input_size))
         self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size))
@@ -58,13 +65,19 @@ class RecurrentCell(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        if self.layer_norm:  # per-gate gains of LN(W_ih x) and LN(W_hh h); the biases above are their shifts
+            self.norm_ih = nn.Parameter(torch.empty(self.num_gates, hidden_size))
+            self.norm_hh = nn.Parameter(torch.empty(self.num_gates, hidden_size))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         # torch.nn's initialisation: U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias.
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
+        for name, p in self.named_parameters():
+            if name.startswith("norm_"):  # layer norm starts as the identity: gains 1, shifts 0
+                nn.init.zeros_(p) if name.endswith("bias") else nn.init.ones_(p)
+            else:
+                nn.init.uniform_(p, -bound, bound)
 
     def flat_weights(self, weight_hh: Tensor | None = None) -> list[Tensor]:
         """The parameters in the order torch's fused kernels take them; `weight_hh` replaces W_hh (weight drop)."""
@@ -75,15 +88,27 @@ class RecurrentCell(nn.Module):
 
     # -- the step ---------------------------------------------------------------------------------------------
     def project_input(self, x: Tensor) -> Tensor:
-        """x (..., D) -> gi (..., G) = x W_ih^T + b_ih, for any number of leading (time, batch) dims."""
-        return nn.functional.linear(x, self.weight_ih, self.bias_ih)
+        """x (..., D) -> gi (..., G) = x W_ih^T + b_ih (LN(x W_ih^T) + b_ih with layer norm), for any number of
+        leading (time, batch) dims."""
+        if not self.layer_norm:
+            return nn.functional.linear(x, self.weight_ih, self.bias_ih)
+        return self._normalised(nn.functional.linear(x, self.weight_ih), self.norm_ih, self.bias_ih)
+
+    def _normalised(self, z: Tensor, gain: Tensor, bias: Tensor | None) -> Tensor:
+        """Layer norm of each gate's block of z (..., G) over its H units, times the gain (gates, H), plus bias."""
+        blocks = z.unflatten(-1, (self.num_gates, self.hidden_size))
+        z = (nn.functional.layer_norm(blocks, (self.hidden_size,)) * gain).flatten(-2)
+        return z if bias is None else z + bias
 
     def project_hidden(self, h: Tensor, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> Tensor:
         """h (B, H) -> gh (B, G) = h W_hh^T + b_hh. `weight_hh` replaces W_hh for this call (weight drop);
         `h_mask` (B, H) multiplies h in this product only (recurrent dropout), not where the cell uses h itself."""
         if h_mask is not None:
             h = h * h_mask
-        return nn.functional.linear(h, self.weight_hh if weight_hh is None else weight_hh, self.bias_hh)
+        weight = self.weight_hh if weight_hh is None else weight_hh
+        if not self.layer_norm:
+            return nn.functional.linear(h, weight, self.bias_hh)
+        return self._normalised(nn.functional.linear(h, weight), self.norm_hh, self.bias_hh)
 
     def recur(self, gi: Tensor, state: State, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> State:
         """One step from the projected input gi (B, G) and the previous state. Subclasses write the math."""
@@ -110,7 +135,8 @@ class RecurrentCell(nn.Module):
         return state
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+        return (f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+                + (", layer_norm=True" if self.layer_norm else ""))
 
 
 class RNNCell(RecurrentCell):
@@ -122,12 +148,13 @@ class RNNCell(RecurrentCell):
     num_gates = 1
     torch_class = nn.RNN
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh") -> None:
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
+                 layer_norm: bool = False) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self.kernel = f"rnn_{nonlinearity}"
-        super().__init__(input_size, hidden_size, bias)
+        super().__init__(input_size, hidden_size, bias, layer_norm)
 
     def recur(self, gi: Tensor, h: Tensor, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> Tensor:
         pre = gi + self.project_hidden(h, weight_hh, h_mask)  # (B, H)
@@ -172,7 +199,7 @@ class LSTMCell(RecurrentCell):
         g  = tanh(W_ig x + b_ig + W_hg h + b_hg)       candidate cell
         o  = sigmoid(W_io x + b_io + W_ho h + b_ho)    output gate
         c' = f * c + i * g
-        h' = o * tanh(c')
+        h' = o * tanh(c')                              (with layer_norm: o * tanh(LN(c')))
 
     The state is the pair (h, c), each (B, H); the output is h.
     """
@@ -181,6 +208,11 @@ class LSTMCell(RecurrentCell):
     gate_names = ("input", "forget", "output")
     kernel = "lstm"
     torch_class = nn.LSTM
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, layer_norm: bool = False) -> None:
+        super().__init__(input_size, hidden_size, bias, layer_norm)
+        if self.layer_norm:  # LN(c') in the output, with a gain and a shift of its own
+            self.norm_c = nn.LayerNorm(hidden_size)
 
     def gates(self, gi: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor | None = None,
               h_mask: Tensor | None = None) -> Tensor:
@@ -191,7 +223,7 @@ class LSTMCell(RecurrentCell):
         h, c = state
         i, f, g, o = (gi + self.project_hidden(h, weight_hh, h_mask)).chunk(4, dim=-1)  # (B, H) each
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h = torch.sigmoid(o) * torch.tanh(self.norm_c(c) if self.layer_norm else c)
         return h, c
 
     def zero_state(self, batch: int, *, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -212,7 +244,7 @@ CELLS: dict[str, tuple[type[RecurrentCell], dict]] = {
 }
 
 
-def make_cell(name: str, input_size: int, hidden_size: int, bias: bool = True) -> RecurrentCell:
+def make_cell(name: str, input_size: int, hidden_size: int, bias: bool = True, layer_norm: bool = False) -> RecurrentCell:
     """Build the cell registered under `name` (one of CELLS)."""
     cls, kwargs = CELLS[name]
-    return cls(input_size, hidden_size, bias=bias, **kwargs)
+    return cls(input_size, hidden_size, bias=bias, layer_norm=layer_norm, **kwargs)

@@ -40,7 +40,8 @@ class LayerSpec:
             (Gal & Ghahramani 2016), in training only.
         zoneout: the probability that a unit keeps its previous value at a step (Krueger et al. 2016); one rate
             for h and c, or a pair (h rate, c rate) for an LSTM. Eval mode uses the expectation.
-    Layers with recurrent dropout or zoneout run through the step loop, not the fused kernel.
+        layer_norm: layer-normalised cell (Ba et al. 2016; see cells.py).
+    Layers with recurrent dropout, zoneout or layer norm run through the step loop, not the fused kernel.
     """
 
     cell: str
@@ -50,6 +51,7 @@ class LayerSpec:
     weight_drop: float = 0.0
     recurrent_dropout: float = 0.0
     zoneout: float | tuple[float, float] = 0.0
+    layer_norm: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.cell, str) or self.cell not in CELLS:
@@ -60,6 +62,8 @@ class LayerSpec:
             raise ValueError(f"bidirectional: expected True or False, got {self.bidirectional!r}")
         if not isinstance(self.bias, bool):
             raise ValueError(f"bias: expected True or False, got {self.bias!r}")
+        if not isinstance(self.layer_norm, bool):
+            raise ValueError(f"layer_norm: expected True or False, got {self.layer_norm!r}")
         check_probability("weight_drop", self.weight_drop)
         check_probability("recurrent_dropout", self.recurrent_dropout)
         rates = self.zoneout if isinstance(self.zoneout, (tuple, list)) else (self.zoneout, self.zoneout)
@@ -78,8 +82,9 @@ class LayerSpec:
 
     @property
     def fusable(self) -> bool:
-        """Whether torch's fused kernel can run this layer: not with a mask or a choice inside the recurrence."""
-        return self.recurrent_dropout == 0 and self.zoneout_rates == (0.0, 0.0)
+        """Whether torch's fused kernel can run this layer: not with a mask, a choice or a normalisation inside
+        the recurrence."""
+        return self.recurrent_dropout == 0 and self.zoneout_rates == (0.0, 0.0) and not self.layer_norm
 
     @property
     def num_directions(self) -> int:
@@ -91,23 +96,25 @@ class LayerSpec:
 
 
 def LSTM(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0,
-         recurrent_dropout: float = 0.0, zoneout: float | tuple[float, float] = 0.0) -> LayerSpec:
+         recurrent_dropout: float = 0.0, zoneout: float | tuple[float, float] = 0.0, layer_norm: bool = False) -> LayerSpec:
     """An LSTM layer of `hidden_size` units per direction."""
-    return LayerSpec("lstm", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout)
+    return LayerSpec("lstm", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout, layer_norm)
 
 
 def GRU(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0,
-        recurrent_dropout: float = 0.0, zoneout: float = 0.0) -> LayerSpec:
+        recurrent_dropout: float = 0.0, zoneout: float = 0.0, layer_norm: bool = False) -> LayerSpec:
     """A GRU layer of `hidden_size` units per direction."""
-    return LayerSpec("gru", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout)
+    return LayerSpec("gru", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout, layer_norm)
 
 
 def RNN(hidden_size: int, nonlinearity: str = "tanh", bidirectional: bool = False, bias: bool = True,
-        weight_drop: float = 0.0, recurrent_dropout: float = 0.0, zoneout: float = 0.0) -> LayerSpec:
+        weight_drop: float = 0.0, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
+        layer_norm: bool = False) -> LayerSpec:
     """An Elman RNN layer of `hidden_size` units per direction; nonlinearity "tanh" or "relu"."""
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-    return LayerSpec(f"rnn_{nonlinearity}", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout)
+    return LayerSpec(f"rnn_{nonlinearity}", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout,
+                     layer_norm)
 
 
 @dataclass
@@ -161,9 +168,9 @@ class RecurrentLayer(nn.Module):
         super().__init__()
         self.spec = spec
         self.input_size = input_size
-        self.cell = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias)
+        self.cell = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias, spec.layer_norm)
         if spec.bidirectional:
-            self.cell_reverse = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias)
+            self.cell_reverse = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias, spec.layer_norm)
 
     @property
     def cells(self) -> list[RecurrentCell]:

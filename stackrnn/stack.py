@@ -301,8 +301,8 @@ class StackedRNN(nn.Module):
         if any(s != first for s in self.specs):
             raise ValueError(f"to_torch: torch.nn needs one cell type, hidden size, direction and bias for every layer, got {self.specs}")
         if not first.fusable:
-            raise ValueError(f"to_torch: torch.nn has no recurrent dropout or zoneout; got recurrent_dropout="
-                             f"{first.recurrent_dropout}, zoneout={first.zoneout}")
+            raise ValueError(f"to_torch: torch.nn has no recurrent dropout, zoneout or layer norm; got recurrent_dropout="
+                             f"{first.recurrent_dropout}, zoneout={first.zoneout}, layer_norm={first.layer_norm}")
         if self.residual_from or first.weight_drop or (self.variational and self.dropout):
             raise ValueError("to_torch: torch.nn has no residual connections, weight drop or variational dropout; "
                              f"got residual={bool(self.residual_from)}, weight_drop={first.weight_drop}, variational={self.variational}")

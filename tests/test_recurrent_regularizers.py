@@ -109,7 +109,7 @@ def test_bad_rates_are_value_errors_naming_the_argument(kwargs, match):
 
 
 def test_torch_nn_cannot_express_them():
-    with pytest.raises(ValueError, match="recurrent dropout or zoneout"):
+    with pytest.raises(ValueError, match="recurrent dropout, zoneout or layer norm"):
         StackedRNN(3, layers=[LSTM(4, zoneout=0.1)]).to_torch()
 
 

@@ -56,6 +56,7 @@ class ClassifierConfig:
                                       "(Gal & Ghahramani); such layers run the step loop, not the fused kernel")
     zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
                                    "such layers run the step loop")
+    layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the step loop")
     pooling: str = option("last", "how the top layer's outputs become one vector per sequence", choices=POOLINGS)
     head_dropout: float = option(0.0, "dropout on the pooled vector, before the dense head")
     head_hidden: int = option(0, "0: the head is one linear layer; N: a ReLU layer of N units comes first")

@@ -12,7 +12,7 @@ def layer_specs(cfg, *, bidirectional: bool, key: str = "layers") -> list[LayerS
     """LayerSpecs from a model config with cell, hidden_size, num_layers, layers and weight_drop fields (and
     bidirectional when `bidirectional` is allowed: a language model may not look ahead, a classifier may).
     A bad table is an InputError naming model.<key>[i] (`key`: the config field holding the tables)."""
-    keys = ({"cell", "hidden_size", "bias", "weight_drop", "recurrent_dropout", "zoneout"}
+    keys = ({"cell", "hidden_size", "bias", "weight_drop", "recurrent_dropout", "zoneout", "layer_norm"}
             | ({"bidirectional"} if bidirectional else set()))
     if cfg.layers is None:
         layer = {"cell": cfg.cell, "hidden_size": cfg.hidden_size}
@@ -31,7 +31,8 @@ def layer_specs(cfg, *, bidirectional: bool, key: str = "layers") -> list[LayerS
         try:
             specs.append(LayerSpec(layer.get("cell", "lstm"), layer["hidden_size"], layer.get("bidirectional", False),
                                    layer.get("bias", True), layer.get("weight_drop", cfg.weight_drop),
-                                   layer.get("recurrent_dropout", cfg.recurrent_dropout), layer.get("zoneout", cfg.zoneout)))
+                                   layer.get("recurrent_dropout", cfg.recurrent_dropout), layer.get("zoneout", cfg.zoneout),
+                                   layer.get("layer_norm", getattr(cfg, "layer_norm", False))))
         except ValueError as e:
             # a setting of every layer is named as the user wrote it: model.zoneout, not model.layers[0].zoneout
             raise InputError(f"model.{e}" if cfg.layers is None else f"model.{key}[{i}].{e}") from None

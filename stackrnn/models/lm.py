@@ -38,6 +38,7 @@ class ModelConfig:
                                       "(Gal & Ghahramani); such layers run the step loop, not the fused kernel")
     zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
                                    "such layers run the step loop")
+    layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the step loop")
     variational: bool = option(False, "input, between-layer and output dropout use one mask per sequence for all steps")
     residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
     ar: float = option(0.0, "activation regularisation: ar * mean(dropped top output^2) added to the training loss (AWD: 2)")

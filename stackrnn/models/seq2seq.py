@@ -99,6 +99,7 @@ class _StackView:
         self.bidirectional = getattr(cfg, f"{side}_bidirectional", False)
         self.layers = getattr(cfg, f"{side}_layers")
         self.weight_drop = self.recurrent_dropout = self.zoneout = 0.0  # only per layer, in explicit tables
+        self.layer_norm = False
 
 
 class Memory(NamedTuple):
