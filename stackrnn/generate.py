@@ -69,8 +69,7 @@ class IncrementalDecoder:
             new_state.append(s)
             h = cell.output(s)  # (B, H)
             if rnn.is_residual(l):  # never layer 0, so x is the layer below's output
-                projection = rnn.residual_projections[str(l)] if str(l) in rnn.residual_projections else None
-                h = h + (projection(x) if projection is not None else x)
+                h = rnn.connect(l, x, h)
             x = h
             if l + 1 < len(self.cells):
                 gi = self.cells[l + 1].project_input(h)

@@ -6,6 +6,7 @@ For layer l = 1..L at step t, with h_t^(0) = x_t:
 
     h_t^(l) = cell_l(h_t^(l-1), h_{t-1}^(l))        (state (h, c) for an LSTM)
     optional residual:  h_t^(l) += P_l h_t^(l-1)      (from layer k upward; P_l a projection where sizes differ)
+        or highway-gated:  h_t^(l) = g * h_t^(l) + (1 - g) * P_l h_t^(l-1),  g = sigmoid(W_g h_t^(l-1) + b_g)
     dropout between layers (standard, or variational: one mask for all t), never after the top one
 
 Execution is planned once per call: maximal runs of alike layers (same cell, size, direction, bias) go through
@@ -50,6 +51,9 @@ class StackedRNN(nn.Module):
             (counting from 1) up, as GNMT does from the third. False: none.
         residual_projection: where a residual layer's input and output sizes differ, learn a projection P_l
             (no bias); False makes such a stack an error instead.
+        highway: gate the residual connections per unit (highway networks, Srivastava et al. 2015): a learned
+            g = sigmoid(W_g x + b_g) mixes the layer's output and its (projected) input, g * h + (1 - g) * P x;
+            b_g starts at -1, so a new stack leans towards carrying its input. Needs `residual`.
         variational: dropout between layers uses one mask per sequence for every step (Gal & Ghahramani).
         fused: use torch's fused kernels where the layers allow; False runs the reference loop.
 
@@ -90,6 +94,7 @@ class StackedRNN(nn.Module):
         layers: Sequence[LayerSpec] | None = None,
         residual: bool | int = False,
         residual_projection: bool = True,
+        highway: bool = False,
         variational: bool = False,
         fused: bool = True,
     ) -> None:
@@ -142,10 +147,31 @@ class StackedRNN(nn.Module):
                     raise ValueError(f"residual: layer {i + 1} maps {layer.input_size} features to {layer.spec.output_size}, "
                                      "so its residual needs a projection, but residual_projection=False")
                 self.residual_projections[str(i)] = nn.Linear(layer.input_size, layer.spec.output_size, bias=False)
+        if not isinstance(highway, bool):
+            raise ValueError(f"highway: expected True or False, got {highway!r}")
+        if highway and not self.residual_from:
+            raise ValueError("highway: gates the residual connections, but there are none; set residual too")
+        # W_g, b_g of each highway-gated layer (keyed by layer index)
+        self.highway_gates = nn.ModuleDict()
+        for i, layer in enumerate(self.layers):
+            if highway and self.is_residual(i):
+                gate = nn.Linear(layer.input_size, layer.spec.output_size)
+                nn.init.constant_(gate.bias, -1.0)
+                self.highway_gates[str(i)] = gate
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    def connect(self, i: int, x_in: Tensor, h: Tensor) -> Tensor:
+        """Residual layer i's output: its cell output h (..., K * H) joined with its input x_in (..., D), as
+        h + P x_in, or highway-gated g * h + (1 - g) * P x_in. Padded steps stay zero (h and x_in are zero
+        there, and P has no bias)."""
+        carry = self.residual_projections[str(i)](x_in) if str(i) in self.residual_projections else x_in
+        if str(i) not in self.highway_gates:
+            return h + carry
+        g = torch.sigmoid(self.highway_gates[str(i)](x_in))
+        return g * h + (1 - g) * carry
 
     def is_residual(self, i: int) -> bool:
         """Whether layer i (from 0) adds its input to its output."""
@@ -193,8 +219,7 @@ class StackedRNN(nn.Module):
                 x, new = self.layers[first](x, states[first], mask, weights_hh[0], generator, trace=traces)
                 finals.append(new)
             if self.is_residual(first):  # planned as a run of its own
-                projection = self.residual_projections[str(first)] if str(first) in self.residual_projections else None
-                x = x + (projection(x_in) if projection is not None else x_in)  # padding stays zero: P has no bias
+                x = self.connect(first, x_in, x)
             if self.layer_output_hook is not None:
                 self.layer_output_hook(first, x)
             layer_outputs.append(x)
@@ -303,7 +328,7 @@ class StackedRNN(nn.Module):
         if not first.fusable:
             raise ValueError(f"to_torch: torch.nn has no recurrent dropout, zoneout or layer norm; got recurrent_dropout="
                              f"{first.recurrent_dropout}, zoneout={first.zoneout}, layer_norm={first.layer_norm}")
-        if self.residual_from or first.weight_drop or (self.variational and self.dropout):
+        if self.residual_from or first.weight_drop or (self.variational and self.dropout):  # (highway needs residual)
             raise ValueError("to_torch: torch.nn has no residual connections, weight drop or variational dropout; "
                              f"got residual={bool(self.residual_from)}, weight_drop={first.weight_drop}, variational={self.variational}")
         cls = self.layers[0].cell.torch_class
@@ -333,7 +358,7 @@ class StackedRNN(nn.Module):
         if self.variational:
             s += ", variational=True"
         if self.residual_from:
-            s += f", residual={self.residual_from}"
+            s += f", residual={self.residual_from}" + (", highway=True" if len(self.highway_gates) else "")
         if self.batch_first:
             s += ", batch_first=True"
         return s

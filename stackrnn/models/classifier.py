@@ -49,6 +49,7 @@ class ClassifierConfig:
     dropout: float = option(0.0, "dropout between the recurrent layers")
     variational: bool = option(False, "input and between-layer dropout use one mask per sequence for all steps")
     residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
+    highway: bool = option(False, "gate the residual connections (highway: g * h + (1 - g) * x, g learned per unit)")
     input_dropout: float = option(0.0, "dropout on the embeddings, before the first layer")
     embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix")
     weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights")
@@ -99,7 +100,8 @@ class SequenceClassifier(nn.Module):
         num_classes: C >= 2.
         layers: the stack's layer specifications, bottom first; any may be bidirectional.
         embedding_size: E.
-        dropout, variational, residual: the stack's between-layer dropout and residual connections (StackedRNN).
+        dropout, variational, residual, highway: the stack's between-layer dropout and residual connections, plain or
+            gated (StackedRNN).
         input_dropout: dropout on the embeddings before the first layer (variational when `variational`).
         embedding_dropout: drop whole words from the embedding matrix for a forward pass.
         pooling: "last", "mean", "max" or "attention" (see the module docstring).
@@ -135,6 +137,7 @@ class SequenceClassifier(nn.Module):
         dropout: float = 0.0,
         variational: bool = False,
         residual: bool | int = False,
+        highway: bool = False,
         input_dropout: float = 0.0,
         embedding_dropout: float = 0.0,
         pooling: str = "last",
@@ -163,7 +166,8 @@ class SequenceClassifier(nn.Module):
         self.output = output if output != "auto" else ("sigmoid" if num_classes == 2 else "softmax")
 
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
-        self.rnn = StackedRNN(embedding_size, layers=layers, dropout=dropout, variational=variational, residual=residual)
+        self.rnn = StackedRNN(embedding_size, layers=layers, dropout=dropout, variational=variational, residual=residual,
+                              highway=highway)
         size = self.rnn.output_size  # D; every pooling keeps it (last: H forward + H reverse)
         self.attention = AdditiveAttention(size) if pooling == "attention" else None
         head: list[nn.Module] = []
@@ -179,7 +183,7 @@ class SequenceClassifier(nn.Module):
             raise InputError(f"model.output: 'sigmoid' has one output unit for 2 classes, but the data has {num_classes}: "
                              "set output = 'softmax' (or 'auto')")
         model = cls(vocab_size, num_classes, cfg.layer_specs(), cfg.embedding_size, dropout=cfg.dropout,
-                    variational=cfg.variational, residual=cfg.residual, input_dropout=cfg.input_dropout,
+                    variational=cfg.variational, residual=cfg.residual, highway=cfg.highway, input_dropout=cfg.input_dropout,
                     embedding_dropout=cfg.embedding_dropout, pooling=cfg.pooling, head_dropout=cfg.head_dropout,
                     head_hidden=cfg.head_hidden, output=cfg.output, pad_id=pad_id)
         # frozen from the start, so a model resumed from a checkpoint (weights loaded, no set_pretrained) stays frozen

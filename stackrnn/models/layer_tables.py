@@ -44,7 +44,7 @@ def check_stack(cfg, input_size: int, *, bidirectional: bool) -> list[LayerSpec]
     the model configs' validate() ends here. InputErrors name model.<key>."""
     specs = layer_specs(cfg, bidirectional=bidirectional)
     try:
-        StackedRNN(input_size, layers=specs, residual=cfg.residual)
+        StackedRNN(input_size, layers=specs, residual=cfg.residual, highway=getattr(cfg, "highway", False))
     except ValueError as e:
         raise InputError(f"model.{e}") from None
     return specs

@@ -41,6 +41,7 @@ class ModelConfig:
     layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the step loop")
     variational: bool = option(False, "input, between-layer and output dropout use one mask per sequence for all steps")
     residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
+    highway: bool = option(False, "gate the residual connections (highway: g * h + (1 - g) * x, g learned per unit)")
     ar: float = option(0.0, "activation regularisation: ar * mean(dropped top output^2) added to the training loss (AWD: 2)")
     tar: float = option(0.0, "temporal activation regularisation: tar * mean((h_t - h_{t-1})^2) of the top output (AWD: 1)")
     tie_weights: bool = option(False, "share the embedding matrix with the decoder (needs embedding_size >= 1)")
@@ -80,7 +81,7 @@ class LanguageModel(nn.Module):
         input_dropout: dropout on the embeddings before the first layer (AWD-LSTM's dropouti).
         embedding_dropout: drop whole words from the embedding matrix for a forward pass (AWD-LSTM's dropoute).
         variational: input, between-layer and output dropout share one mask over all steps of a sequence.
-        residual: the stack's residual connections (see StackedRNN).
+        residual, highway: the stack's residual connections, plain or gated (see StackedRNN).
         ar, tar: AWD-LSTM's activation regularisation of the top output; see `penalty()`.
         tie_weights: share the embedding matrix with the decoder (Press & Wolf; Inan et al.). When the top
             layer's size differs from E, a linear projection H -> E comes before the decoder.
@@ -113,6 +114,7 @@ class LanguageModel(nn.Module):
         embedding_dropout: float = 0.0,
         variational: bool = False,
         residual: bool | int = False,
+        highway: bool = False,
         ar: float = 0.0,
         tar: float = 0.0,
     ) -> None:
@@ -127,7 +129,7 @@ class LanguageModel(nn.Module):
         self.embedding_size = embedding_size
         self.embedding = nn.Embedding(vocab_size, embedding_size) if embedding_size else None
         self.rnn = StackedRNN(embedding_size or vocab_size, layers=layers, dropout=dropout, variational=variational,
-                              residual=residual)
+                              residual=residual, highway=highway)
         self._penalty: Tensor | None = None
         top = self.rnn.output_size
         # weight tying needs the decoder's input to have the embedding's size
@@ -143,7 +145,7 @@ class LanguageModel(nn.Module):
     def from_config(cls, cfg: ModelConfig, vocab_size: int) -> LanguageModel:
         return cls(vocab_size, cfg.layer_specs(), cfg.embedding_size, cfg.dropout, cfg.output_dropout,
                    cfg.tie_weights, cfg.init_range, input_dropout=cfg.input_dropout,
-                   embedding_dropout=cfg.embedding_dropout, variational=cfg.variational, residual=cfg.residual,
+                   embedding_dropout=cfg.embedding_dropout, variational=cfg.variational, residual=cfg.residual, highway=cfg.highway,
                    ar=cfg.ar, tar=cfg.tar)
 
     def _dropout(self, x: Tensor, p: float) -> Tensor:
