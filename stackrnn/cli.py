@@ -465,6 +465,14 @@ def add_run_arguments(p: argparse.ArgumentParser, json_help: str) -> None:
     p.add_argument("--json", action="store_true", help=json_help)
 
 
+def add_text_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
+    """The arguments of the commands that read a text through a model and write into a folder."""
+    p.add_argument("--text", help="the text to read")
+    p.add_argument("--text-file", metavar="FILE", help="read the text from FILE instead")
+    p.add_argument("--encoding", default="utf-8", help="the text encoding of --text-file (default: utf-8)")
+    p.add_argument("--out", required=True, metavar="DIR", help=out_help)
+
+
 def make_parser(task: str = "lm") -> argparse.ArgumentParser:
     """The parser; the train and summary commands get the config options of `task` (see `peek_task`)."""
     parser = Parser(prog="stackrnn", description="Deep (stacked) recurrent networks: train, generate, evaluate, inspect.")
@@ -548,10 +556,7 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
                                    "(the text coloured by a chosen unit's activation, layer by layer, the units most "
                                    "correlated with simple features first), PNG heat maps and per-layer gate saturation.")
     add_run_arguments(p, json_help="print the summary (top units and gate saturation per layer) as JSON")
-    p.add_argument("--text", help="the text to read")
-    p.add_argument("--text-file", metavar="FILE", help="read the text from FILE instead")
-    p.add_argument("--encoding", default="utf-8", help="the text encoding of --text-file (default: utf-8)")
-    p.add_argument("--out", required=True, metavar="DIR", help="a new folder for index.html and the plots")
+    add_text_arguments(p, out_help="a new folder for index.html and the plots")
     p.add_argument("--units", type=int, default=32, help="units per layer offered on the page and drawn (default: 32)")
     p.add_argument("--max-tokens", type=int, default=2000, help="read at most this many tokens (default: 2000)")
     p.set_defaults(func=cmd_inspect)
@@ -562,12 +567,9 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
                                    "character class, position in the word, bracket depth, the token N steps back "
                                    "(token_back_N). Held-out accuracy per layer goes to probes.json and probes.png.")
     add_run_arguments(p, json_help="print the whole result as JSON")
-    p.add_argument("--text", help="the text to read")
-    p.add_argument("--text-file", metavar="FILE", help="read the text from FILE instead")
+    add_text_arguments(p, out_help="a new folder for probes.json and probes.png")
     p.add_argument("--nested", type=int, metavar="N", help="read N characters of a synthetic nested-bracket language "
                    "instead (for bracket depth; the model must know its characters)")
-    p.add_argument("--encoding", default="utf-8", help="the text encoding of --text-file (default: utf-8)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for probes.json and probes.png")
     p.add_argument("--properties", metavar="P1,P2", help="comma-separated properties (default: char_class, "
                    "position_in_word, bracket_depth, token_back_1, token_back_3)")
     p.add_argument("--max-tokens", type=int, default=20_000, help="read at most this many tokens (default: 20000)")

@@ -28,3 +28,19 @@ def trained_run(tmp_path_factory, text_file) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
     assert main(["train", "--data", str(text_file), "--out", str(out), "--epochs", "1", "--test-fraction", "0.1", *TINY]) == 0
     return out
+
+
+def stack_gradcheck(stack, x, lengths) -> bool:
+    """torch.autograd.gradcheck of a float64 stack's outputs and final states with respect to the input and every
+    parameter, its masks drawn from a freshly seeded generator at every call (so the function is deterministic)."""
+    import torch
+
+    names = [n for n, _ in stack.named_parameters()]
+
+    def f(x, *params):
+        out, state = torch.func.functional_call(stack, dict(zip(names, params)), (x,),
+                                                {"lengths": lengths, "generator": torch.Generator().manual_seed(5)})
+        return (out, *[t for s in state for t in (s if isinstance(s, tuple) else (s,))])
+
+    params = tuple(p.detach().clone().requires_grad_(True) for p in stack.parameters())
+    return torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-5)

@@ -7,6 +7,8 @@ import torch
 from stackrnn import GRU, LSTM, RNN, StackedRNN
 from stackrnn.regularizers import recurrent_mask
 
+from .conftest import stack_gradcheck
+
 
 def _seeded(module, x, lengths=None, seed=5):
     """The module's output with masks from a freshly seeded generator: the same masks at every call."""
@@ -24,16 +26,7 @@ def test_gradcheck_in_float64_with_fixed_masks(layers):
     x = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([5, 3, 4])
 
-    names = [n for n, _ in stack.named_parameters()]
-
-    def f(x, *params):
-        # the same masks at every call (a freshly seeded generator), so the function is deterministic
-        out, state = torch.func.functional_call(stack, dict(zip(names, params)), (x,),
-                                                {"lengths": lengths, "generator": torch.Generator().manual_seed(5)})
-        return (out, *[t for s in state for t in (s if isinstance(s, tuple) else (s,))])
-
-    params = tuple(p.detach().clone().requires_grad_(True) for p in stack.parameters())
-    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-5)
+    assert stack_gradcheck(stack, x, lengths)
 
 
 def test_zero_rates_equal_the_core_stack():
