@@ -210,15 +210,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.examples < 0:
         raise InputError(f"--examples: expected an integer >= 0, got {args.examples}")
-    if any(getattr(args, n) is not None for n in ("beam", "max_length", "length_penalty")):
-        from .decode import check_search
-
-        try:  # before the (slower) load
-            check_search(_or(args.beam, 1), args.max_length, _or(args.length_penalty, 0.6))
-        except ValueError as e:
-            raise InputError(f"--{e}".replace("_", "-", 1)) from None
-    cfg, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors")
     searching = [f"--{n.replace('_', '-')}" for n in ("beam", "max_length", "length_penalty") if getattr(args, n) is not None]
+    if searching:  # before the (slower) load
+        _check_search(_or(args.beam, 1), args.max_length, _or(args.length_penalty, 0.6))
+    cfg, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors")
     if searching and cfg.task != "translate":
         raise InputError(f"{' '.join(searching)}: for translation runs; this is a {cfg.task!r} run")
     if cfg.task == "translate":
@@ -254,6 +249,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_search(beam: int, max_length: int | None, length_penalty: float) -> None:
+    """decode.check_search's ValueError ("max_length: ...") as the option's one-line error ("--max-length: ...")."""
+    from .decode import check_search
+
+    try:
+        check_search(beam, max_length, length_penalty)
+    except ValueError as e:
+        raise InputError(f"--{e}".replace("_", "-", 1)) from None
+
+
 def _or(value, default):
     return default if value is None else value
 
@@ -269,16 +274,12 @@ def _format_translation(metrics: dict) -> str:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from .data.labelled import read_lines
-    from .decode import check_search
     from .run import BEST
     from .train import open_run
 
     if bool(args.texts) == bool(args.file):
         raise InputError("give the sentences to translate as arguments or with --file FILE (one per line), not both or neither")
-    try:
-        check_search(args.beam, args.max_length, args.length_penalty)  # before the (slower) load
-    except ValueError as e:
-        raise InputError(f"--{e}".replace("_", "-", 1)) from None
+    _check_search(args.beam, args.max_length, args.length_penalty)  # before the (slower) load
     texts = args.texts or read_lines(args.file, encoding=args.encoding)
     if args.target is not None and args.attention is None:
         raise InputError("--target is the translation whose attention --attention draws: give --attention MAP.png too")

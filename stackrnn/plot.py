@@ -119,36 +119,41 @@ def _finish_grad_figure(fig, ax, title: str, xlabel: str, path: Path) -> Path:
 
 def _plot_grad_layers(plt, grads: list[tuple[str, list[dict]]], path: Path) -> Path:
     """The gradient norm reaching each layer (over the whole window) by training step: one line per run and layer."""
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
-    try:
-        for i, (name, records) in enumerate(grads):
-            layers = len(records[-1]["layer_grad_norm"])
-            for layer in range(layers):
-                points = [(r["step"], r["layer_grad_norm"][layer]) for r in records
-                          if layer < len(r["layer_grad_norm"]) and r["layer_grad_norm"][layer] is not None]
-                ax.plot([p[0] for p in points], [p[1] for p in points], _RUN_STYLES[i % len(_RUN_STYLES)],
-                        color=_layer_colour(plt, layer, layers), marker="o" if len(points) < 30 else None,
-                        markersize=3, label=f"{name}: layer {layer + 1}")
-        return _finish_grad_figure(fig, ax, "gradient reaching each layer, by step (1 = bottom layer)",
-                                   "training step (optimizer updates)", path)
-    finally:
-        plt.close(fig)
+    lines = []
+    for i, (name, records) in enumerate(grads):
+        layers = len(records[-1]["layer_grad_norm"])
+        for layer in range(layers):
+            points = [(r["step"], r["layer_grad_norm"][layer]) for r in records
+                      if layer < len(r["layer_grad_norm"]) and r["layer_grad_norm"][layer] is not None]
+            lines.append((i, layer, layers, f"{name}: layer {layer + 1}", points))
+    return _plot_grad_lines(plt, lines, 30, "gradient reaching each layer, by step (1 = bottom layer)",
+                            "training step (optimizer updates)", path)
 
 
 def _plot_grad_steps(plt, grads: list[tuple[str, list[dict]]], path: Path) -> Path:
     """For each run's latest gradient record, the norm at each step of the window: one line per run and layer."""
+    lines = []
+    for i, (name, records) in enumerate(grads):
+        last = records[-1]
+        layers = len(last["step_grad_norm"])
+        for layer, norms in enumerate(last["step_grad_norm"]):
+            points = [(t + 1, v) for t, v in enumerate(norms) if v is not None]
+            lines.append((i, layer, layers, f"{name} (step {last['step']}): layer {layer + 1}", points))
+    return _plot_grad_lines(plt, lines, 40, "gradient at each step of the window (1 = bottom layer)",
+                            "step in the window (1 = first, oldest)", path)
+
+
+def _plot_grad_lines(plt, lines: list[tuple[int, int, int, str, list]], marked_below: int, title: str, xlabel: str,
+                     path: Path) -> Path:
+    """One line per (run index, layer, layers in that run, label, points): the run its line style, the layer its
+    colour; markers on lines of fewer than `marked_below` points."""
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     try:
-        for i, (name, records) in enumerate(grads):
-            last = records[-1]
-            layers = len(last["step_grad_norm"])
-            for layer, norms in enumerate(last["step_grad_norm"]):
-                points = [(t + 1, v) for t, v in enumerate(norms) if v is not None]
-                ax.plot([p[0] for p in points], [p[1] for p in points], _RUN_STYLES[i % len(_RUN_STYLES)],
-                        color=_layer_colour(plt, layer, layers), marker="o" if len(points) < 40 else None,
-                        markersize=3, label=f"{name} (step {last['step']}): layer {layer + 1}")
-        return _finish_grad_figure(fig, ax, "gradient at each step of the window (1 = bottom layer)",
-                                   "step in the window (1 = first, oldest)", path)
+        for run, layer, layers, label, points in lines:
+            ax.plot([p[0] for p in points], [p[1] for p in points], _RUN_STYLES[run % len(_RUN_STYLES)],
+                    color=_layer_colour(plt, layer, layers), marker="o" if len(points) < marked_below else None,
+                    markersize=3, label=label)
+        return _finish_grad_figure(fig, ax, title, xlabel, path)
     finally:
         plt.close(fig)
 

@@ -18,6 +18,10 @@ from ..errors import InputError
 from ..run import RunDir
 
 
+#: validation figures where higher is better (the others, losses, are lower-is-better)
+HIGHER_IS_BETTER = frozenset({"accuracy", "bleu", "exact_match"})
+
+
 class Batches(Protocol):
     """One epoch's batches, replayable from any position (for exact resume)."""
 
@@ -112,7 +116,7 @@ class Task(ABC):
 
     def score(self, valid: dict, name: str) -> float:
         """Validation figure `name` (already resolved) as a number where lower is better."""
-        return -valid[name] if name == "accuracy" else valid[name]
+        return -valid[name] if name in HIGHER_IS_BETTER else valid[name]
 
     def describe(self) -> str:
         """A fragment for the 'training into RUN: ...' line."""

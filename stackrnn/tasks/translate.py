@@ -278,9 +278,6 @@ class TranslateTask(Task):
     def _text(self, ids: list[int]) -> str:
         return " ".join(self.target_tokenizer.itos[i] for i in ids)
 
-    def score(self, valid: dict, name: str) -> float:
-        return -valid[name] if name == "bleu" else valid[name]
-
     def evaluate(self, model: Seq2Seq, device: torch.device) -> dict | None:
         hyps = self.translate_ids(model, self.valid_set.source, device=device)
         metrics = translation_metrics([self._text(h) for h in hyps], self.valid_set.target_text)
