@@ -1,10 +1,11 @@
 """The trainer's checkpoint: everything needed to continue a run exactly where it stopped.
 
 Weights go to last.safetensors, the optimizer's tensors to optimizer.safetensors, torch's RNG states and the
-carried hidden state to trainer.safetensors, and the rest (position, schedule, optimizer skeleton, Python and
-NumPy RNG states) to trainer.json. The three tensor files carry the step in their metadata and trainer.json is
-written last, so a crash between writes is detected on loading instead of mixing two steps. The checkpoint
-before the newest is kept in previous/, to resume from when the newest is damaged.
+carried hidden state to trainer.safetensors, and the rest (position, schedule, optimizer skeleton, the fp16 loss
+scaler's scale and growth tracker, Python and NumPy RNG states) to trainer.json. The three tensor files carry
+the step in their metadata and trainer.json is written last, so a crash between writes is detected on loading
+instead of mixing two steps. The checkpoint before the newest is kept in previous/, to resume from when the
+newest is damaged.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ PREVIOUS = "previous"  # the checkpoint before the newest one
 
 
 def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, pos: dict,
-                    state: list[LayerState] | None) -> None:
+                    state: list[LayerState] | None, scaler: torch.amp.GradScaler | None = None) -> None:
     """Write the checkpoint of position `pos` ({step, epoch, batch, best_valid_loss, seconds})."""
     opt_state = optimizer.state_dict()
     tensors, skeleton = {}, {"param_groups": opt_state["param_groups"], "state": {}}
@@ -57,6 +58,8 @@ def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimi
         **pos,
         "optimizer": skeleton,
         "schedule": schedule.state_dict(),
+        # plain numbers ({} unless the scaler is enabled, i.e. under --precision fp16)
+        "scaler": scaler.state_dict() if scaler is not None else {},
         "rng": {"python": [py_state[0], list(py_state[1]), py_state[2]],
                 "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]},
     })
@@ -75,17 +78,18 @@ def _keep_previous(run: RunDir) -> None:
 
 
 def load_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, pos: dict,
-                    device: torch.device) -> list[LayerState] | None:
-    """Restore model, optimizer, schedule, RNG states and `pos` from the newest intact checkpoint (falling back
-    to the previous one, with a warning, when the newest is damaged); return the carried hidden state."""
+                    device: torch.device, scaler: torch.amp.GradScaler | None = None) -> list[LayerState] | None:
+    """Restore model, optimizer, schedule, loss scaler, RNG states and `pos` from the newest intact checkpoint
+    (falling back to the previous one, with a warning, when the newest is damaged); return the carried hidden
+    state."""
     try:
-        return _load(run, model, optimizer, schedule, pos, device)
+        return _load(run, model, optimizer, schedule, pos, device, scaler)
     except InputError as newest:
         previous = RunDir(run / PREVIOUS)
         if not (previous / TRAINER).exists():
             raise
         try:
-            state = _load(previous, model, optimizer, schedule, pos, device)
+            state = _load(previous, model, optimizer, schedule, pos, device, scaler)
         except InputError as e:
             raise InputError(f"both checkpoints are damaged: {newest} / {e}") from None
         # the damaged newest checkpoint is of no use: put the previous one back in its place, so the next
@@ -98,7 +102,7 @@ def load_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimi
 
 
 def _load(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, pos: dict,
-          device: torch.device) -> list[LayerState] | None:
+          device: torch.device, scaler: torch.amp.GradScaler | None = None) -> list[LayerState] | None:
     trainer = run.load_json(TRAINER)
     step = trainer.get("step")
     for name in (LAST, OPTIMIZER, TRAINER_TENSORS):
@@ -107,7 +111,9 @@ def _load(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, sched
                              "(a crash while checkpointing?): the checkpoint cannot be resumed exactly")
     try:
         for key in pos:
-            pos[key] = trainer[key] if key not in ("skipped_steps", "best_valid") else trainer.get(key, pos[key])
+            # (keys that checkpoints of older versions lack keep their starting values)
+            optional = key in ("skipped_steps", "scaler_skipped", "best_valid")
+            pos[key] = trainer.get(key, pos[key]) if optional else trainer[key]
         run.load_model(model, LAST)
         opt_tensors = run.load_tensors(OPTIMIZER)
         skeleton = trainer["optimizer"]
@@ -117,6 +123,8 @@ def _load(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, sched
                                             for k, v in entry.items()}
         optimizer.load_state_dict(opt_state)
         schedule.load_state_dict(trainer["schedule"])
+        if scaler is not None and scaler.is_enabled() and trainer.get("scaler"):
+            scaler.load_state_dict(trainer["scaler"])  # (a checkpoint without one: the scaler starts afresh)
         tensors = run.load_tensors(TRAINER_TENSORS)
         torch.set_rng_state(tensors["rng.torch"])
         cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]

@@ -87,23 +87,25 @@ def run_fused(
     return output, list(h[0].split(k))
 
 
-_warned_fp32 = False
+_warned_dtypes: set[torch.dtype] = set()  # the autocast dtypes already warned about
 
 
 def _call(kernel, *args):
-    """The kernel call, falling back to float32 where oneDNN has no bfloat16 RNN: CPUs without AVX-512 BF16
-    cannot create a bf16 LSTM primitive under CPU autocast, and torch.nn.LSTM fails there outright. The rest of
-    the model (embedding, projections, decoder) keeps its autocast precision."""
-    global _warned_fp32
+    """The kernel call, falling back to float32 where oneDNN has no RNN in the autocast dtype: CPUs without
+    AVX-512 BF16 cannot create a bf16 LSTM primitive under CPU autocast (nor could this build machine's CPU a
+    float16 one), and torch.nn.LSTM fails there outright. The rest of the model (embedding, projections,
+    decoder) keeps its autocast precision."""
     try:
         return kernel(*args)
     except RuntimeError as e:
         if not (torch.is_autocast_enabled("cpu") and "primitive descriptor" in str(e)):
             raise
-    if not _warned_fp32:
-        _warned_fp32 = True
-        warnings.warn("this CPU has no bfloat16 RNN kernel (oneDNN needs AVX-512 BF16 or AMX): the recurrent layers "
-                      "run in float32 under --precision bf16, so expect little speed-up", stacklevel=3)
+    dtype = torch.get_autocast_dtype("cpu")
+    if dtype not in _warned_dtypes:
+        _warned_dtypes.add(dtype)
+        name = str(dtype).removeprefix("torch.")
+        warnings.warn(f"this CPU has no {name} RNN kernel (oneDNN's bfloat16 one needs AVX-512 BF16 or AMX): the "
+                      f"recurrent layers run in float32 under {name} autocast, so expect little speed-up", stacklevel=3)
     with torch.autocast("cpu", enabled=False):
         return kernel(*(_to_float(a) for a in args))
 

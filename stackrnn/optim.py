@@ -36,7 +36,8 @@ class TrainConfig:
     monitor: str = option("auto", "the validation figure that picks the best weights and drives early stopping and the "
                           "plateau schedule: auto (accuracy for classifiers, loss for language models), loss or accuracy",
                           choices=("auto", "loss", "accuracy"))
-    max_bad_steps: int = option(10, "skip steps whose loss or gradient is not finite; stop after this many in a row")
+    max_bad_steps: int = option(10, "skip steps whose loss or gradient is not finite; stop after this many in a row "
+                                "(under fp16 a gradient that overflows the loss scale is the scaler's skip, not counted)")
     lr_decay: float = option(0.5, "factor applied to the learning rate by the schedule")
     lr_decay_start: int = option(1, "step schedule: the first epoch (counting from 1) after which lr decays")
     patience: int = option(0, "plateau schedule: evaluations without improvement before lr decays")
@@ -50,8 +51,10 @@ class TrainConfig:
     sample_prefix: str = option("", "after training, print text generated from this prefix ('' for none)")
     sample_length: int = option(200, "tokens to generate after training")
     progress: bool = option(True, "show a progress bar")
-    precision: str = option("fp32", "fp32, or bf16: bfloat16 autocast for the forward pass (CPU and GPU; the weights, "
-                            "optimizer and loss stay float32)", choices=("fp32", "bf16"))
+    precision: str = option("fp32", "fp32; bf16: bfloat16 autocast for the forward pass; fp16: float16 autocast with "
+                            "a dynamic loss scale (torch.amp.GradScaler; an overflowing step is skipped and the scale "
+                            "lowered). CPU and GPU; the weights, optimizer and loss stay float32",
+                            choices=("fp32", "bf16", "fp16"))
     tensorboard: bool = option(False, "also write the metrics as TensorBoard events into RUN/tensorboard "
                                "(needs the tensorboard package: pip install 'stackrnn[tensorboard]')")
 

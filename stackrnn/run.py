@@ -7,7 +7,7 @@
       last.safetensors     weights at the last checkpoint, for resuming
       optimizer.safetensors  the optimizer's tensors; the rest of its state is in trainer.json
       trainer.safetensors  the trainer's tensors: torch's RNG state, the carried hidden state
-      trainer.json         step, epoch, position in the epoch, best metric, RNG and scheduler state
+      trainer.json         step, epoch, position in the epoch, best metric, RNG, scheduler and fp16 loss-scaler state
       metrics.jsonl        one JSON object per log or evaluation
 
 Every write goes to a temporary file in the same folder, is flushed to disk, then renamed over the old file,

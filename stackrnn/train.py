@@ -221,15 +221,19 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         task.init_weights(model)
     model = model.to(device)
     optimizer = make_optimizer(tc, model)
+    # fp16's exponent range ends near 6e-8, below which small gradients become zero: the scaler multiplies the
+    # loss up before backward and divides the gradients back. bf16 has float32's exponent range and needs none.
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     # what the steps run: the model, or its DistributedDataParallel wrapper, which averages the gradients
     net = nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
     batches_per_epoch = len(task.batches(0))
     total_steps = min(tc.epochs * batches_per_epoch, tc.max_steps or math.inf)
     schedule = Schedule(tc, optimizer, total_steps)
-    pos = {"step": 0, "epoch": 0, "batch": 0, "best_valid_loss": None, "best_valid": None, "seconds": 0.0, "skipped_steps": 0}
+    pos = {"step": 0, "epoch": 0, "batch": 0, "best_valid_loss": None, "best_valid": None, "seconds": 0.0,
+           "skipped_steps": 0, "scaler_skipped": 0}  # (scaler_skipped: fp16 steps the loss scaler skipped)
     state = None
     if resume:
-        state = load_checkpoint(run, model, optimizer, schedule, pos, device)
+        state = load_checkpoint(run, model, optimizer, schedule, pos, device, scaler)
         if state is not None and world.size > 1:  # the checkpoint holds every stream's state: keep this process's
             state = map_state(lambda t: t[:, distributed.block(t.shape[1], world)], state)
         # a process killed after its last checkpoint logged steps that will now be trained again: drop them
@@ -283,7 +287,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         if world.size > 1 and state is not None:  # every process's streams, as one process would carry them
             saved_state = map_state(lambda t: distributed.gather_batch_dim(t, world), state)
         if world.main:
-            save_checkpoint(run, model, optimizer, schedule, pos, saved_state)
+            save_checkpoint(run, model, optimizer, schedule, pos, saved_state, scaler)
         window_start += time.monotonic() - t0  # the logged rate measures training, not checkpoint writing
 
     def evaluate_and_keep_best(epoch: int, schedule_step: bool = True) -> None:
@@ -305,9 +309,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         window_start += time.monotonic() - t0  # nor evaluation
         model.train()
 
-    # bf16 needs no loss scaling: it has float32's exponent range
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if tc.precision == "bf16"
-                else contextlib.nullcontext())
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     reasons = (None, "interrupted", "time budget", "step budget", "early stop")
 
     def why_stop() -> str | None:
@@ -340,18 +343,24 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                         # makes that the gradient of the whole batch's mean, even when shards differ in size
                         loss_sum, items = distributed.all_sum([out.loss.item() * out.items, out.items], world, device)
                         objective = objective * (out.items * world.size / items)
-                    objective.backward()
+                    scaler.scale(objective).backward()  # (the scaler is the identity unless fp16)
+                    loss_value = out.loss.item() if world.size == 1 else loss_sum / items  # the whole batch's
+                    if math.isfinite(loss_value):
+                        scaler.unscale_(optimizer)  # so that clipping and the logged norm are in true units
                     # the norm is needed anyway to catch a non-finite gradient; clip only when asked
                     norm = nn.utils.clip_grad_norm_(model.parameters(), tc.clip if tc.clip > 0 else math.inf)
                     pos["step"] += 1
                     pos["batch"] += 1
                     if probe is not None:
-                        norms = probe.norms()
+                        norms = probe.norms(scale=scaler.get_scale())  # (its hooks saw the scaled gradients)
                         log({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "grad",
                              **{key: finite_or_none(values) for key, values in norms.items()},
                              "time": round(time.monotonic() - started, 2)})
-                    loss_value = out.loss.item() if world.size == 1 else loss_sum / items  # the whole batch's
-                    if not (math.isfinite(loss_value) and math.isfinite(norm.item())):
+                    # with fp16, a finite loss and a non-finite gradient is the loss scale overflowing float16: the
+                    # scaler's normal business (scaler.step skips the update, scaler.update lowers the scale), not a
+                    # bad step
+                    overflow = scaler.is_enabled() and math.isfinite(loss_value) and not math.isfinite(norm.item())
+                    if not (math.isfinite(loss_value) and (math.isfinite(norm.item()) or overflow)):
                         # skip the update, keep the weights; a few such steps are survivable, a run of them is not
                         optimizer.zero_grad(set_to_none=True)
                         pos["skipped_steps"] += 1
@@ -365,16 +374,21 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                         # (in a data-parallel run every process drops its state alike, so all stay in step)
                         state = out.state if world.size == 1 and all(torch.isfinite(t).all() for t in _tensors(out.state)) else None
                         continue
-                    bad_in_a_row, grad_norm = 0, norm.item()
+                    bad_in_a_row = 0
+                    if overflow:
+                        pos["scaler_skipped"] += 1  # the weights stay; the stream goes on from this step's state
+                    else:
+                        grad_norm = norm.item()
                     schedule.before_step(pos["step"] - 1)  # warmup and cosine, from the step count before this one
                     saved = [g["lr"] for g in optimizer.param_groups]
                     for g in optimizer.param_groups:
                         g["lr"] *= out.lr_scale
                     try:
-                        optimizer.step()
+                        scaler.step(optimizer)  # optimizer.step(), unless fp16 found an inf or nan gradient
                     finally:
                         for g, lr in zip(optimizer.param_groups, saved):
                             g["lr"] = lr
+                    scaler.update()  # fp16: halve the scale after an overflow, double it after 2000 clean steps
                     optimizer.zero_grad(set_to_none=True)  # free the gradients now; the next forward does not need them
                     state = out.state
 
@@ -392,6 +406,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                                             "lr": schedule.lr,
                                             f"{task.unit}_per_s": round(window_items / max(elapsed, 1e-9), 1),
                                             "grad_norm": grad_norm,
+                                            **({"loss_scale": scaler.get_scale(), "scaler_skipped": pos["scaler_skipped"]}
+                                               if scaler.is_enabled() else {}),
                                             "time": round(time.monotonic() - started, 2)})
                         window_loss, window_items, window_start = 0.0, 0, time.monotonic()
                     if tc.eval_every and pos["step"] % tc.eval_every == 0:

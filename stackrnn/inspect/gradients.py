@@ -71,8 +71,9 @@ class GradientProbe:
         square = grad.detach().float().pow(2).sum(dim=(1, 2))  # (T,)
         self.squares[layer] = self.squares[layer] + square if layer in self.squares else square
 
-    def norms(self) -> dict[str, list]:
-        """The norms of the gradients captured so far, bottom layer first, as plain floats:
+    def norms(self, scale: float = 1.0) -> dict[str, list]:
+        """The norms of the gradients captured so far, divided by `scale` (the loss scale of an fp16 backward
+        pass, which multiplied every gradient), bottom layer first, as plain floats:
 
             layer_grad_norm: (L,) the L2 norm of layer l's output gradient over the whole window
             step_grad_norm:  (L, T) the L2 norm of dL/dx_t^(l) over the batch and units, at each step t
@@ -83,7 +84,7 @@ class GradientProbe:
         layer_norms, step_norms = [], []
         for i in range(self.stack.num_layers):
             square = self.squares.get(i)
-            steps = [] if square is None else square.sqrt().tolist()
+            steps = [] if square is None else (square.sqrt() / scale).tolist()
             layer_norms.append(math.sqrt(sum(s * s for s in steps)))
             step_norms.append(steps)
         return {"layer_grad_norm": layer_norms, "step_grad_norm": step_norms}
