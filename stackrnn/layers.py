@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from . import engine as fast
 from .cells import CELLS, RecurrentCell, State, make_cell
 from .regularizers import check_probability, check_rate, drop_weight, recurrent_mask, zoneout, zoneout_masks
 
@@ -197,8 +198,11 @@ class RecurrentLayer(nn.Module):
 
     def forward(self, x: Tensor, state: LayerState | None = None, mask: Tensor | None = None,
                 weights_hh: list[Tensor | None] | None = None,
-                generator: torch.Generator | None = None, trace: list | None = None) -> tuple[Tensor, LayerState]:
-        """`trace` (a list): append this layer's LayerTrace, every step's states and gates (see LayerTrace)."""
+                generator: torch.Generator | None = None, trace: list | None = None,
+                engine: bool = False) -> tuple[Tensor, LayerState]:
+        """`trace` (a list): append this layer's LayerTrace, every step's states and gates (see LayerTrace).
+        `engine`: run each direction through engine.py's hand-written backward instead of this module's
+        reference loop (same results; not with `trace`, which needs the loop's per-step records)."""
         if state is None:
             state = self.zero_state(x.shape[1], dtype=x.dtype, device=x.device)
         if weights_hh is None:
@@ -210,10 +214,13 @@ class RecurrentLayer(nn.Module):
             h_mask = None
             if self.training and self.spec.recurrent_dropout > 0:
                 h_mask = recurrent_mask(x.shape[1], self.spec.hidden_size, self.spec.recurrent_dropout, x, generator)
+            options = dict(reverse=k == 1, weight_hh=weights_hh[k], h_mask=h_mask, zoneout_rates=self.spec.zoneout_rates,
+                           training=self.training, generator=generator)
             record = [] if trace is not None else None
-            out, s = run_direction(cell, x, s0, mask, reverse=k == 1, weight_hh=weights_hh[k], h_mask=h_mask,
-                                   zoneout_rates=self.spec.zoneout_rates, training=self.training, generator=generator,
-                                   record=record)
+            if engine and trace is None and fast.supports(cell):
+                out, s = fast.run_direction(cell, x, s0, mask, **options)
+            else:
+                out, s = run_direction(cell, x, s0, mask, record=record, **options)
             outputs.append(out)
             finals.append(s)
             records.append(record)

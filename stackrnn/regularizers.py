@@ -18,18 +18,25 @@ def check_probability(name: str, p: float) -> float:
     return float(p)
 
 
-def _keep_mask(shape, p: float, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Bernoulli(1 - p) mask scaled by 1 / (1 - p), so the expected value is unchanged.
+def _below(shape, q: float, like: Tensor, generator: torch.Generator | None) -> tuple[Tensor, float]:
+    """A bool mask of `shape`, True with probability q rounded to a multiple of 2**-16; returns (mask, the
+    rounded q, kept in (0, 1)).
 
     Drawn as 16-bit uniforms, four to each 64-bit random number: torch's bernoulli_ draws one number per element
-    and costs about 7x more, which made weight drop on a 1024-unit layer cost a fifth of a training step. The keep
-    rate is rounded to a multiple of 2**-16, and the scale uses the rounded rate, so the expectation stays exact.
-    """
+    and costs about 7x more (and torch.rand about 4x), which made weight drop on a 1024-unit layer cost a fifth
+    of a training step."""
     n = math.prod(shape)
-    threshold = min(max(round((1 - p) * 65536), 1), 65535)  # keep when a uniform u in [0, 65536) is below it
+    threshold = min(max(round(q * 65536), 1), 65535)  # True when a uniform u in [0, 65536) is below it
     bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, generator=generator, device=like.device)
     u = bits.view(torch.int16)[:n].view(shape)  # uniform over [-32768, 32767]
-    return (u < threshold - 32768).to(like.dtype).mul_(65536 / threshold)
+    return u < threshold - 32768, threshold / 65536
+
+
+def _keep_mask(shape, p: float, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Bernoulli(1 - p) mask scaled by 1 / (1 - p), so the expected value is unchanged. The keep rate is rounded to
+    a multiple of 2**-16 (see _below), and the scale uses the rounded rate, so the expectation stays exact."""
+    keep, q = _below(shape, 1 - p, like, generator)
+    return keep.to(like.dtype).mul_(1 / q)
 
 
 def locked_dropout(x: Tensor, p: float, training: bool, generator: torch.Generator | None = None) -> Tensor:
@@ -71,9 +78,12 @@ def recurrent_mask(batch: int, size: int, p: float, like: Tensor, generator: tor
 
 def zoneout_masks(steps: int, batch: int, size: int, p: float, like: Tensor,
                   generator: torch.Generator | None = None) -> Tensor:
-    """(T, B, H) bool: where a unit keeps its previous value, drawn with probability p, fresh at every step.
-    Drawn for all steps at once: one call instead of one per step, which would dominate a small layer's step."""
-    return torch.rand((steps, batch, size), generator=generator, device=like.device, dtype=like.dtype) < p
+    """(T, B, H) bool: where a unit keeps its previous value, drawn with probability p (rounded to a multiple of
+    2**-16; 1 keeps every unit), fresh at every step. Drawn for all steps at once: one call instead of one per step,
+    which would dominate a small layer's step."""
+    if p >= 1:
+        return torch.ones((steps, batch, size), dtype=torch.bool, device=like.device)
+    return _below((steps, batch, size), p, like, generator)[0]
 
 
 def zoneout(new: Tensor, old: Tensor, p: float, keep: Tensor | None = None) -> Tensor:

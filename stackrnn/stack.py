@@ -216,7 +216,9 @@ class StackedRNN(nn.Module):
                                    self.training, weights_hh)
                 finals.extend(new)
             else:
-                x, new = self.layers[first](x, states[first], mask, weights_hh[0], generator, trace=traces)
+                # layers the kernel cannot run take the engine (hand-written backward); fused=False, the reference loop
+                x, new = self.layers[first](x, states[first], mask, weights_hh[0], generator, trace=traces,
+                                            engine=self.fused)
                 finals.append(new)
             if self.is_residual(first):  # planned as a run of its own
                 x = self.connect(first, x_in, x)

@@ -1,0 +1,410 @@
+"""The engine: one direction of a layer that torch's fused kernel cannot run (layer norm, zoneout, recurrent
+dropout), with a hand-written backward pass.
+
+Dimension key: T time, B batch, D input features, H hidden units, N gates, G = N * H.
+
+The reference loop (`layers.run_direction`) lets autograd record every step: per step it builds a dozen graph
+nodes, and its backward pass computes W_hh's gradient as T small matrix products. Here autograd sees one node
+per direction instead:
+
+    forward   gi = project_input(x)                   (T, B, G)  one matrix product, outside, autograd's as usual
+              for each step:  gh = h W_hh^T (+ LN)     (B, G)     the only product inside the recurrence
+                              pointwise gate math, zoneout and padding as one carry factor
+    backward  for each step, in reverse:  the pointwise derivatives from coefficients prepared for all steps at
+              once, then dh_{t-1} = dgh W_hh                     the only product inside the recurrence
+              dW_hh = dGH^T H, the gains' and biases' gradients  one product / reduction over all T * B rows
+              dgi (T, B, G) goes back to autograd, which runs project_input's backward as one product too
+
+Zoneout and padding are both "a unit keeps its previous value", so they become one carry factor per step,
+a = 1 - valid * (1 - keep) (keep: the zoneout mask in training, the rate in eval), and every new state is
+lerp(cell state, previous state, a). Outputs are zero at padded steps.
+
+Each cell type writes its gate math and its derivative once, in a `_Math` class below; the loop, layer norm of
+W_hh h, zoneout, recurrent dropout, padding and direction are shared. Results equal the reference loop's (to
+float rounding); tests/test_engine.py checks that and gradchecks every path in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
+from .regularizers import zoneout_masks
+
+_EPS = 1e-5  # torch.nn.functional.layer_norm's and nn.LayerNorm's default, as the cells use
+# aten's layer-norm backward from saved mean and 1/std: the input gradient only (gains are summed over all steps)
+_ln_backward = torch.ops.aten.native_layer_norm_backward
+
+
+_ONEDNN: dict[torch.dtype, bool] = {}  # per dtype: whether oneDNN's packed matmul works here (tried once)
+
+
+def _pack(weight: Tensor, batch: int):
+    """weight (N, K) packed for oneDNN's matmul at this batch size, or None where that is unavailable (not CPU,
+    not float32, a build without oneDNN, a torch without these ops): the caller then uses torch.mm."""
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or _ONEDNN.get(weight.dtype) is False:
+        return None
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch)
+        if weight.dtype not in _ONEDNN:  # first use: check it against torch.mm on a small product
+            x = torch.randn(3, weight.shape[1], dtype=weight.dtype)
+            got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+            if not torch.allclose(got, x @ weight.t(), rtol=1e-4, atol=1e-4 * float(weight.abs().max()) * weight.shape[1]):
+                raise RuntimeError("oneDNN's packed matmul disagrees with torch.mm")
+            _ONEDNN[weight.dtype] = True
+        return packed
+    except (AttributeError, RuntimeError):
+        _ONEDNN[weight.dtype] = False
+        return None
+
+
+class _Product:
+    """x (B, K) -> x weight^T (B, N) for a weight (N, K) used at every step of a pass.
+
+    The recurrence's products have only B rows, and MKL's torch.mm does not parallelise such thin products well:
+    on CPU in float32 the weight is packed once per pass for oneDNN's matmul (the library behind torch.nn.LSTM's
+    fused CPU kernel), which runs them 1.3-2x faster at batch 32. Elsewhere torch.mm.
+    """
+
+    def __init__(self, weight: Tensor, batch: int) -> None:
+        self.weight = weight
+        self.packed = _pack(weight, batch)
+
+    def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
+        if self.packed is None:
+            return torch.mm(x, self.weight.t()) if add is None else torch.addmm(add, x, self.weight.t())
+        y = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+        return y if add is None else y.add_(add)
+
+
+class _LSTMMath:
+    """c' = f c + i g,  h' = o tanh(c')  (or o tanh(LN(c')) with layer norm), on pre = gi + gh, gate order i f g o."""
+
+    additive = True  # the cell reads gi + gh only, so b_hh can join gi's product before the loop
+
+    def __init__(self, hidden: int, norm_c: tuple[Tensor, Tensor] | None) -> None:
+        self.H = hidden
+        self.norm_c = norm_c  # (gain, shift) of LN(c'), or None
+        self.cn, self.c_stats = [], []
+
+    def begin(self, steps: int, batch: int, like: Tensor) -> None:
+        # every step's gates and tanh(c') written in place: no list to stack, no second copy of the largest tensor
+        self.act = like.new_empty(steps, batch, 4 * self.H)
+        self.tc = like.new_empty(steps, batch, self.H)
+
+    def step(self, s: int, pre: Tensor, gh: None, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """pre (B, 4H) is this step's own tensor: it is overwritten."""
+        H = self.H
+        act, tc = self.act[s], self.tc[s]
+        # tanh(x) = 2 sigmoid(2x) - 1: one sigmoid pass over all four gates, and two cheap in-place passes, in
+        # place of a separate tanh (torch's CPU tanh is 1.5-3x slower than its sigmoid)
+        pre[:, 2 * H:3 * H].mul_(2)
+        torch.sigmoid(pre, out=act)
+        g = act[:, 2 * H:3 * H].mul_(2).sub_(1)
+        c = torch.addcmul(act[:, H:2 * H] * state[1], act[:, :H], g)
+        if self.norm_c is None:
+            torch.tanh(c, out=tc)
+        else:
+            cn, mean, rstd = torch.native_layer_norm(c, (H,), None, None, _EPS)
+            self.cn.append(cn)
+            self.c_stats.append((c, mean, rstd))
+            torch.tanh(torch.addcmul(self.norm_c[1], cn, self.norm_c[0]), out=tc)
+        return act[:, 3 * H:] * tc, c
+
+    def prepare(self, c_prev: Tensor) -> None:
+        """Coefficients of every step's derivative at once, c_prev (T, B, H) the cell state before each step:
+        dpre = [dc, dc, dc, dh] * coef, each gate's derivative times what the gate multiplies. Written over the
+        saved gates, which nothing else reads; once, however often backward runs (retain_graph)."""
+        self.dcn = []  # with layer norm: d LN(c') per step, for the gain's and shift's gradients
+        if hasattr(self, "coef"):
+            return
+        i, f, g, o = self.act.split(self.H, dim=-1)  # (T, B, H) views
+        tc = self.tc
+        self.o_dtanh = o * (1 - tc * tc)  # dh -> d(the tanh's argument)
+        self.f = f.clone()
+        coef_g = (1 - g * g).mul_(i)
+        i.sub_(i * i).mul_(g)
+        f.sub_(f * f).mul_(c_prev)
+        o.sub_(o * o).mul_(tc)
+        g.copy_(coef_g)
+        self.coef = self.act.view(*self.act.shape[:2], 4, self.H)
+
+    def step_back(self, s: int, dh: Tensor, dc: Tensor, d_pre: Tensor) -> tuple[None, Tensor]:
+        """From the gradients of step s's new (h, c): writes dpre (B, 4H) into d_pre; returns (dh_prev direct
+        part, dc_prev)."""
+        if self.norm_c is None:
+            dc = torch.addcmul(dc, dh, self.o_dtanh[s])
+        else:
+            dcn = dh * self.o_dtanh[s]  # gradient of the normalised c' after gain and shift
+            self.dcn.append(dcn)
+            c, mean, rstd = self.c_stats[s]
+            dc = dc + _ln_backward(dcn * self.norm_c[0], c, (self.H,), mean, rstd, None, None, (True, False, False))[0]
+        d_pre = d_pre.view(-1, 4, self.H)
+        torch.mul(dc.unsqueeze(1), self.coef[s, :, :3], out=d_pre[:, :3])
+        torch.mul(dh, self.coef[s, :, 3], out=d_pre[:, 3])
+        return None, dc * self.f[s]
+
+    def extra_grads(self) -> tuple[Tensor | None, Tensor | None]:
+        """Gradients of LN(c')'s gain and shift, summed over all steps and the batch."""
+        if self.norm_c is None:
+            return None, None
+        dcn = torch.stack(self.dcn[::-1])  # (T, B, H), back in step order
+        return (dcn * torch.stack(self.cn)).sum((0, 1)), dcn.sum((0, 1))
+
+
+class _GRUMath:
+    """r, z = sigmoid(gi_rz + gh_rz),  n = tanh(gi_n + r gh_n),  h' = (1 - z) n + z h;  gate order r z n."""
+
+    additive = False  # r scales gh_n with its bias: gi and gh stay apart
+
+    def __init__(self, hidden: int, norm_c=None) -> None:
+        self.H = hidden
+        self.rz, self.n, self.ghn = [], [], []
+
+    def begin(self, steps: int, batch: int, like: Tensor) -> None:
+        pass
+
+    def step(self, s: int, gi: Tensor, gh: Tensor, state: Tensor) -> tuple[Tensor, None]:
+        H = self.H
+        rz = (gi[:, :2 * H] + gh[:, :2 * H]).sigmoid_()
+        ghn = gh[:, 2 * H:]
+        n = torch.addcmul(gi[:, 2 * H:], rz[:, :H], ghn).tanh_()
+        self.rz.append(rz)
+        self.n.append(n)
+        self.ghn.append(ghn)
+        return torch.lerp(n, state, rz[:, H:]), None
+
+    def prepare(self, h_prev: Tensor) -> None:
+        H = self.H
+        rz, n, ghn = torch.stack(self.rz), torch.stack(self.n), torch.stack(self.ghn)
+        r, z = rz.split(H, dim=-1)
+        dn = (1 - z) * (1 - n * n)  # dh -> d(n's argument)
+        dr = dn * ghn * r * (1 - r)
+        dz = (h_prev - n) * z * (1 - z)
+        self.coef_i = torch.stack([dr, dz, dn], dim=-2)  # (T, B, 3, H): dgi = dh * coef_i, per gate
+        self.coef_h = torch.stack([dr, dz, dn * r], dim=-2)  # dgh = dh * coef_h
+        self.z = z
+        self.dh = []
+
+    def step_back(self, s: int, dh: Tensor, dc: None, d_gh: Tensor) -> tuple[Tensor, None]:
+        self.dh.append(dh)
+        torch.mul(dh.unsqueeze(1), self.coef_h[s], out=d_gh.view(-1, 3, self.H))
+        return dh * self.z[s], None
+
+    def input_grad(self) -> Tensor:
+        dh = torch.stack(self.dh[::-1])  # (T, B, H) in step order
+        return (dh.unsqueeze(-2) * self.coef_i).flatten(-2)
+
+    def extra_grads(self) -> tuple[None, None]:
+        return None, None
+
+
+class _RNNMath:
+    """h' = tanh(pre) or relu(pre), pre = gi + gh."""
+
+    additive = True
+
+    def __init__(self, hidden: int, norm_c=None, relu: bool = False) -> None:
+        self.relu = relu
+        self.h = []
+
+    def begin(self, steps: int, batch: int, like: Tensor) -> None:
+        pass
+
+    def step(self, s: int, pre: Tensor, gh: None, state: Tensor) -> tuple[Tensor, None]:
+        h = pre.relu_() if self.relu else pre.tanh_()
+        self.h.append(h)
+        return h, None
+
+    def prepare(self, h_prev: Tensor) -> None:
+        h = torch.stack(self.h)
+        self.coef = (h > 0).to(h.dtype) if self.relu else 1 - h * h
+
+    def step_back(self, s: int, dh: Tensor, dc: None, d_pre: Tensor) -> tuple[None, None]:
+        torch.mul(dh, self.coef[s], out=d_pre)
+        return None, None
+
+    def extra_grads(self) -> tuple[None, None]:
+        return None, None
+
+
+def _math_for(cell: RecurrentCell):
+    """A factory of the cell's `_Math` (fresh per pass: it keeps that pass's per-step values), or None."""
+    if isinstance(cell, LSTMCell):
+        return lambda norm_c: _LSTMMath(cell.hidden_size, norm_c)
+    if isinstance(cell, GRUCell):
+        return lambda norm_c: _GRUMath(cell.hidden_size)
+    if isinstance(cell, RNNCell):
+        return lambda norm_c: _RNNMath(cell.hidden_size, relu=cell.nonlinearity == "relu")
+    return None
+
+
+def supports(cell: RecurrentCell) -> bool:
+    """Whether the engine can run this cell (the three built-in cell types)."""
+    return _math_for(cell) is not None
+
+
+class _Recurrence(torch.autograd.Function):
+    """One direction over all steps. Inputs (None where absent):
+
+        gi (T, B, G)          projected input, with b_hh already added for additive cells (LSTM, RNN)
+        h0, c0 (B, H)         initial state (c0 None but for LSTM)
+        w_hh (G, H)           this pass's W_hh (maybe weight-dropped)
+        b_hh (G,)             GRU only: its hidden bias, which r scales
+        g_hh (G,)             layer norm of h W_hh^T: the gains (flattened (N, H))
+        ln_c_gain, ln_c_shift (H,)   LSTM layer norm of c'
+        a_h, a_c              (T, B, H) or (T, B, 1) carry factors (zoneout and padding), in time order
+        valid (T, B, 1)       1 at valid steps, 0 at padding; the output is zero there
+        h_mask (B, H)         recurrent dropout on h inside h W_hh^T
+
+    Returns out (T, B, H) in time order, and the final h and c (c: an empty tensor for cells without it).
+    """
+
+    @staticmethod
+    def forward(ctx, make_math, reverse, gi, h0, c0, w_hh, b_hh, g_hh, ln_c_gain, ln_c_shift, a_h, a_c, valid, h_mask):
+        T, B, G = gi.shape
+        num_gates = G // h0.shape[-1]
+        math = make_math(None if ln_c_gain is None else (ln_c_gain, ln_c_shift))
+        product = _Product(w_hh, B)  # h -> h W_hh^T
+        order = range(T - 1, -1, -1) if reverse else range(T)
+        math.begin(T, B, gi)
+        hs, cs = [h0], [c0]
+        z_raw, z_norm, stats = [], [], []  # layer norm of h W_hh^T, per step
+        for s, t in enumerate(order):
+            h = hs[-1]
+            h_in = h * h_mask if h_mask is not None else h
+            if g_hh is not None:
+                z = product(h_in).view(B, num_gates, -1)
+                zn, mean, rstd = torch.native_layer_norm(z, (z.shape[-1],), None, None, _EPS)
+                z_raw.append(z)
+                z_norm.append(zn)
+                stats.append((mean, rstd))
+                gh = zn.view(B, G) * g_hh
+                if math.additive:
+                    pre, gh = gi[t] + gh, None
+                else:
+                    pre, gh = gi[t], gh + b_hh if b_hh is not None else gh
+            elif math.additive:
+                pre, gh = product(h_in, add=gi[t]), None
+            else:
+                pre, gh = gi[t], product(h_in, add=b_hh)
+            new_h, new_c = math.step(s, pre, gh, (h, cs[-1]) if c0 is not None else h)
+            if a_h is not None:
+                new_h = torch.lerp(new_h, h, a_h[t])
+            if a_c is not None and new_c is not None:
+                new_c = torch.lerp(new_c, cs[-1], a_c[t])
+            hs.append(new_h)
+            cs.append(new_c)
+        H_all = torch.stack(hs)  # (T + 1, B, H) in processing order
+        # out, h and c are new tensors, never views of what backward reads
+        out = H_all[1:].flip(0) if reverse else H_all[1:].clone()
+        if valid is not None:
+            out = out * valid
+        c_last = cs[-1].clone() if c0 is not None else h0.new_empty(0)
+
+        ctx.math, ctx.reverse, ctx.stats = math, reverse, stats
+        ctx.num_gates = num_gates
+        ctx.z_lists = (z_raw, z_norm)
+        ctx.c_all = torch.stack(cs) if c0 is not None else None
+        ctx.H_all = H_all
+        ctx.save_for_backward(w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask)
+        return out, hs[-1].clone(), c_last
+
+    @staticmethod
+    @once_differentiable  # the backward is hand-written: a second derivative through it is an error, not zero
+    def backward(ctx, d_out, d_hT, d_cT):
+        w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask = ctx.saved_tensors
+        H_all = ctx.H_all
+        math, reverse = ctx.math, ctx.reverse
+        T, B, H = d_out.shape
+        G = w_hh.shape[0]
+        d_out = d_out * valid if valid is not None else d_out
+        if reverse:  # everything below runs in processing order
+            d_out = d_out.flip(0)
+            a_h = a_h.flip(0) if a_h is not None else None
+            a_c = a_c.flip(0) if a_c is not None else None
+        has_c = ctx.c_all is not None
+        math.prepare(ctx.c_all[:-1] if has_c else H_all[:-1])
+        z_raw, z_norm = ctx.z_lists
+        dh = d_hT if d_hT is not None else torch.zeros_like(H_all[0])
+        dc = d_cT if has_c and d_cT is not None and d_cT.numel() else (torch.zeros_like(ctx.c_all[0]) if has_c else None)
+        d_gh = d_out.new_empty(T, B, G)  # gradient of every step's gh (after layer norm), processing order
+        d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh  # ... and of h W_hh^T before it
+        product_t = _Product(w_hh.t().contiguous(), B)  # dz -> dz W_hh
+        for s in range(T - 1, -1, -1):
+            dh = dh + d_out[s]
+            if a_h is not None:  # lerp(new, old, a): a share of the gradient goes straight to the old state
+                dh_keep = dh * a_h[s]
+                dh = dh - dh_keep
+            if has_c and a_c is not None:
+                dc_keep = dc * a_c[s]
+                dc = dc - dc_keep
+            dh_direct, dc_prev = math.step_back(s, dh, dc, d_gh[s])
+            if g_hh is not None:
+                mean, rstd = ctx.stats[s]
+                dzn = (d_gh[s] * g_hh).view(B, ctx.num_gates, H)
+                d_z[s] = _ln_backward(dzn, z_raw[s], (H,), mean, rstd, None, None,
+                                                          (True, False, False))[0].view(B, G)
+            dh_prev = product_t(d_z[s])
+            if h_mask is not None:
+                dh_prev = dh_prev * h_mask
+            if dh_direct is not None:
+                dh_prev = dh_prev + dh_direct
+            if a_h is not None:
+                dh_prev = dh_prev + dh_keep
+            dh = dh_prev
+            if has_c:
+                dc = dc_prev + dc_keep if a_c is not None else dc_prev
+        # the weight gradients of all steps: one product over T * B rows
+        h_in = H_all[:-1] * h_mask if h_mask is not None else H_all[:-1]
+        d_w = torch.mm(d_z.reshape(T * B, G).t(), h_in.reshape(T * B, H)) if ctx.needs_input_grad[5] else None
+        d_b = d_gh.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[6] else None
+        d_g = (d_gh * torch.stack(z_norm).view(T, B, G)).sum((0, 1)) if g_hh is not None else None
+        d_gi = math.input_grad() if not math.additive else d_gh
+        if reverse:
+            d_gi = d_gi.flip(0)
+        d_gain, d_shift = math.extra_grads()
+        return (None, None, d_gi, dh, dc, d_w, d_b, d_g, d_gain, d_shift, None, None, None, None)
+
+
+def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
+                  weight_hh: Tensor | None = None, h_mask: Tensor | None = None,
+                  zoneout_rates: tuple[float, float] = (0.0, 0.0), training: bool = False,
+                  generator: torch.Generator | None = None) -> tuple[Tensor, State]:
+    """layers.run_direction's contract and results, through the engine. Masks are drawn in the same order
+    from the same generator, so both paths see the same ones."""
+    zh, zc = zoneout_rates
+    steps, batch, size = x.shape[0], x.shape[1], cell.hidden_size
+    keep_h = zoneout_masks(steps, batch, size, zh, x, generator) if training and zh else None  # (T, B, H) bool
+    keep_c = zoneout_masks(steps, batch, size, zc, x, generator) if training and zc else None
+    lstm = isinstance(cell, LSTMCell)
+    make_math = _math_for(cell)
+    additive = make_math(None).additive
+    # (T, B, G), its backward autograd's: one product. A cell that reads gi + gh takes b_hh here, inside the product
+    gi = cell.project_input(x, cell.bias_ih + cell.bias_hh if additive and cell.bias else None)
+    dtype = gi.dtype  # under autocast the projection's precision; the recurrence follows it
+
+    def carry(rate: float, keep: Tensor | None) -> Tensor | None:
+        # a = 1 - valid * (1 - keep): 1 keeps the previous value (padding, or zoned out), 0 takes the cell's
+        if rate == 0 and mask is None:
+            return None
+        kept = keep.to(dtype) if keep is not None else torch.tensor(rate, dtype=dtype, device=x.device)
+        if mask is None:
+            return kept.expand(steps, batch, size) if kept.dim() == 0 else kept
+        valid = mask.to(dtype)
+        return 1 - valid * (1 - kept)
+
+    valid = mask.to(dtype) if mask is not None else None
+    h0, c0 = (state[0], state[1]) if lstm else (state, None)
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    w_hh = cell.weight_hh if weight_hh is None else weight_hh
+    g_hh = cell.norm_hh.flatten() if cell.layer_norm else None
+    ln_c = (cell.norm_c.weight, cell.norm_c.bias) if lstm and cell.layer_norm else (None, None)
+    with torch.autocast(x.device.type, enabled=False):
+        out, h, c = _Recurrence.apply(
+            make_math, reverse, gi, cast(h0), cast(c0), cast(w_hh), None if additive else cast(cell.bias_hh),
+            cast(g_hh), cast(ln_c[0]), cast(ln_c[1]), carry(zh, keep_h), carry(zc, keep_c) if lstm else None,
+            valid, cast(h_mask))
+    return out, ((h, c) if lstm else h)
