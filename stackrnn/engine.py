@@ -117,7 +117,8 @@ class _LSTMMath:
         """Coefficients of every step's derivative at once, c_prev (T, B, H) the cell state before each step:
         dpre = [dc, dc, dc, dh] * coef, each gate's derivative times what the gate multiplies. Written over the
         saved gates, which nothing else reads; once, however often backward runs (retain_graph)."""
-        self.dcn = []  # with layer norm: d LN(c') per step, for the gain's and shift's gradients
+        if self.norm_c is not None:  # LN(c')'s gain and shift gradients, summed step by step
+            self.d_gain, self.d_shift = torch.zeros_like(self.norm_c[0]), torch.zeros_like(self.norm_c[1])
         if hasattr(self, "coef"):
             return
         i, f, g, o = self.act.split(self.H, dim=-1)  # (T, B, H) views
@@ -138,7 +139,8 @@ class _LSTMMath:
             dc = torch.addcmul(dc, dh, self.o_dtanh[s])
         else:
             dcn = dh * self.o_dtanh[s]  # gradient of the normalised c' after gain and shift
-            self.dcn.append(dcn)
+            self.d_gain.add_((dcn * self.cn[s]).sum(0))
+            self.d_shift.add_(dcn.sum(0))
             c, mean, rstd = self.c_stats[s]
             dc = dc + _ln_backward(dcn * self.norm_c[0], c, (self.H,), mean, rstd, None, None, (True, False, False))[0]
         d_pre = d_pre.view(-1, 4, self.H)
@@ -148,10 +150,7 @@ class _LSTMMath:
 
     def extra_grads(self) -> tuple[Tensor | None, Tensor | None]:
         """Gradients of LN(c')'s gain and shift, summed over all steps and the batch."""
-        if self.norm_c is None:
-            return None, None
-        dcn = torch.stack(self.dcn[::-1])  # (T, B, H), back in step order
-        return (dcn * torch.stack(self.cn)).sum((0, 1)), dcn.sum((0, 1))
+        return (None, None) if self.norm_c is None else (self.d_gain, self.d_shift)
 
 
 class _GRUMath:
@@ -242,8 +241,9 @@ def _math_for(cell: RecurrentCell):
 
 
 def supports(cell: RecurrentCell) -> bool:
-    """Whether the engine can run this cell (the three built-in cell types)."""
-    return _math_for(cell) is not None
+    """Whether the engine can run this cell (the three built-in cell types; not yet an LSTM with a projection,
+    which runs the reference loop)."""
+    return _math_for(cell) is not None and not cell.proj_size
 
 
 class _Recurrence(torch.autograd.Function):
@@ -279,13 +279,13 @@ class _Recurrence(torch.autograd.Function):
                 z = product(h_in).view(B, num_gates, -1)
                 zn, mean, rstd = torch.native_layer_norm(z, (z.shape[-1],), None, None, _EPS)
                 z_raw.append(z)
-                z_norm.append(zn)
+                z_norm.append(zn.view(B, G))
                 stats.append((mean, rstd))
-                gh = zn.view(B, G) * g_hh
+                zn = z_norm[-1]
                 if math.additive:
-                    pre, gh = gi[t] + gh, None
+                    pre, gh = torch.addcmul(gi[t], zn, g_hh), None
                 else:
-                    pre, gh = gi[t], gh + b_hh if b_hh is not None else gh
+                    pre, gh = gi[t], (torch.addcmul(b_hh, zn, g_hh) if b_hh is not None else zn * g_hh)
             elif math.additive:
                 pre, gh = product(h_in, add=gi[t]), None
             else:
@@ -332,6 +332,7 @@ class _Recurrence(torch.autograd.Function):
         dc = d_cT if has_c and d_cT is not None and d_cT.numel() else (torch.zeros_like(ctx.c_all[0]) if has_c else None)
         d_gh = d_out.new_empty(T, B, G)  # gradient of every step's gh (after layer norm), processing order
         d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh  # ... and of h W_hh^T before it
+        d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
         product_t = _Product(w_hh.t().contiguous(), B)  # dz -> dz W_hh
         for s in range(T - 1, -1, -1):
             dh = dh + d_out[s]
@@ -344,6 +345,7 @@ class _Recurrence(torch.autograd.Function):
             dh_direct, dc_prev = math.step_back(s, dh, dc, d_gh[s])
             if g_hh is not None:
                 mean, rstd = ctx.stats[s]
+                d_g.add_((d_gh[s] * z_norm[s]).sum(0))
                 dzn = (d_gh[s] * g_hh).view(B, ctx.num_gates, H)
                 d_z[s] = _ln_backward(dzn, z_raw[s], (H,), mean, rstd, None, None,
                                                           (True, False, False))[0].view(B, G)
@@ -361,7 +363,6 @@ class _Recurrence(torch.autograd.Function):
         h_in = H_all[:-1] * h_mask if h_mask is not None else H_all[:-1]
         d_w = torch.mm(d_z.reshape(T * B, G).t(), h_in.reshape(T * B, H)) if ctx.needs_input_grad[5] else None
         d_b = d_gh.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[6] else None
-        d_g = (d_gh * torch.stack(z_norm).view(T, B, G)).sum((0, 1)) if g_hh is not None else None
         d_gi = math.input_grad() if not math.additive else d_gh
         if reverse:
             d_gi = d_gi.flip(0)

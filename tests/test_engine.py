@@ -113,3 +113,15 @@ def test_bf16_autocast_runs_the_recurrence_in_bfloat16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = reference(x)[0]
         torch.testing.assert_close(low.float(), reference(x)[0], atol=0.05, rtol=0.05)
+
+
+def test_backward_twice_with_retain_graph_gives_the_same_gradients():
+    """The engine overwrites its saved gates with derivative coefficients on the first backward: a second one
+    (retain_graph) must reuse them, not recompute from what was overwritten."""
+    torch.manual_seed(3)
+    stack = StackedRNN(3, layers=[LSTM(5, layer_norm=True, zoneout=0.2), GRU(4, layer_norm=True)]).train()
+    out, _ = stack(torch.randn(6, 2, 3), generator=torch.Generator().manual_seed(1))
+    first = torch.autograd.grad(out.sum(), list(stack.parameters()), retain_graph=True)
+    second = torch.autograd.grad(out.sum(), list(stack.parameters()))
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
