@@ -1,12 +1,14 @@
 """Recurrent cells: one time step each, written as their equations.
 
-Dimension key: B batch, T time, D input features, H hidden units, G = gates * H.
+Dimension key: B batch, T time, D input features, H hidden units, G = gates * H, P an LSTM's projection size.
 
 Every cell owns the four parameters torch.nn gives its cells, with the same names, shapes and gate order:
 
     weight_ih (G, D)   weight_hh (G, H)   bias_ih (G,)   bias_hh (G,)
 
-so a weight copies one to one to and from torch.nn.RNN / GRU / LSTM (and their *Cell variants).
+so a weight copies one to one to and from torch.nn.RNN / GRU / LSTM (and their *Cell variants). An LSTM with a
+projection (`proj_size=P`, as torch.nn.LSTM's) also owns weight_hr (P, H); its h has P features, so its
+weight_hh is (G, P). `output_size` is h's size: P when projected, else H.
 
 A step is split in two, because the input part does not depend on the previous state:
 
@@ -29,7 +31,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-# The state of a cell: h (B, H) for RNN and GRU, the pair (h, c) for LSTM.
+# The state of a cell: h (B, H) for RNN and GRU, the pair (h, c) for LSTM (h (B, P) when projected).
 State = Tensor | tuple[Tensor, Tensor]
 
 
@@ -38,7 +40,7 @@ class RecurrentCell(nn.Module):
 
     Attributes:
         weight_ih: (gates * H, D) input-to-hidden weights, gate blocks stacked in the documented order.
-        weight_hh: (gates * H, H) hidden-to-hidden weights.
+        weight_hh: (gates * H, H) hidden-to-hidden weights; (gates * H, P) for an LSTM projected to P.
         bias_ih, bias_hh: (gates * H,) biases, or None when bias=False.
     """
 
@@ -49,6 +51,8 @@ class RecurrentCell(nn.Module):
     kernel: str = ""
     #: the class torch.nn uses for a whole layer of this cell
     torch_class: type[nn.RNNBase] = nn.RNN
+    #: P, the size of h when an LSTM projects it (LSTMCell sets it); 0 for no projection
+    proj_size: int = 0
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, layer_norm: bool = False) -> None:
         super().__init__()
@@ -58,7 +62,7 @@ class RecurrentCell(nn.Module):
         self.layer_norm = bool(layer_norm)
         gates = self.num_gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(gates, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size))
+        self.weight_hh = nn.Parameter(torch.empty(gates, self.output_size))  # it multiplies h
         if bias:
             self.bias_ih = nn.Parameter(torch.empty(gates))
             self.bias_hh = nn.Parameter(torch.empty(gates))
@@ -78,6 +82,11 @@ class RecurrentCell(nn.Module):
                 nn.init.zeros_(p) if name.endswith("bias") else nn.init.ones_(p)
             else:
                 nn.init.uniform_(p, -bound, bound)
+
+    @property
+    def output_size(self) -> int:
+        """The size of h, which the cell emits and feeds back: P for a projected LSTM, else H."""
+        return self.proj_size or self.hidden_size
 
     def flat_weights(self, weight_hh: Tensor | None = None) -> list[Tensor]:
         """The parameters in the order torch's fused kernels take them; `weight_hh` replaces W_hh (weight drop)."""
@@ -102,8 +111,9 @@ class RecurrentCell(nn.Module):
         return z if bias is None else z + bias
 
     def project_hidden(self, h: Tensor, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> Tensor:
-        """h (B, H) -> gh (B, G) = h W_hh^T + b_hh. `weight_hh` replaces W_hh for this call (weight drop);
-        `h_mask` (B, H) multiplies h in this product only (recurrent dropout), not where the cell uses h itself."""
+        """h (B, H) (or (B, P) when projected) -> gh (B, G) = h W_hh^T + b_hh. `weight_hh` replaces W_hh for this
+        call (weight drop); `h_mask` (like h) multiplies h in this product only (recurrent dropout), not where the
+        cell uses h itself."""
         if h_mask is not None:
             h = h * h_mask
         weight = self.weight_hh if weight_hh is None else weight_hh
@@ -128,11 +138,11 @@ class RecurrentCell(nn.Module):
 
     # -- the state --------------------------------------------------------------------------------------------
     def zero_state(self, batch: int, *, dtype: torch.dtype, device: torch.device) -> State:
-        return torch.zeros(batch, self.hidden_size, dtype=dtype, device=device)
+        return torch.zeros(batch, self.output_size, dtype=dtype, device=device)
 
     @staticmethod
     def output(state: State) -> Tensor:
-        """The part of the state the cell emits as its output: h (B, H)."""
+        """The part of the state the cell emits as its output: h (B, H), or (B, P) for a projected LSTM."""
         return state
 
     def extra_repr(self) -> str:
@@ -201,8 +211,11 @@ class LSTMCell(RecurrentCell):
         o  = sigmoid(W_io x + b_io + W_ho h + b_ho)    output gate
         c' = f * c + i * g
         h' = o * tanh(c')                              (with layer_norm: o * tanh(LN(c')))
+        h' = W_hr (o * tanh(c'))                       with a projection (proj_size = P > 0; LSTMP, Sak et al. 2014)
 
-    The state is the pair (h, c), each (B, H); the output is h.
+    The state is the pair (h, c): h (B, H), or (B, P) when projected, and c (B, H); the output is h. The
+    projection shrinks what the recurrence multiplies, W_hh (G, P), and what the next layer reads, while the
+    memory c keeps H units; weight_hr (P, H) is torch.nn.LSTM's weight_hr_l{k}.
     """
 
     num_gates = 4
@@ -210,10 +223,20 @@ class LSTMCell(RecurrentCell):
     kernel = "lstm"
     torch_class = nn.LSTM
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, layer_norm: bool = False) -> None:
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, layer_norm: bool = False,
+                 proj_size: int = 0) -> None:
+        check_proj_size(proj_size, hidden_size)
+        self.proj_size = proj_size  # before the base class makes W_hh, which is as wide as h
         super().__init__(input_size, hidden_size, bias, layer_norm)
         if self.layer_norm:  # LN(c') in the output, with a gain and a shift of its own
             self.norm_c = nn.LayerNorm(hidden_size)
+        if proj_size:
+            self.weight_hr = nn.Parameter(torch.empty(proj_size, hidden_size))
+            self.reset_parameters()  # again, now with W_hr: torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for it too
+
+    def flat_weights(self, weight_hh: Tensor | None = None) -> list[Tensor]:
+        # torch's kernels take W_hr last: (w_ih, w_hh, b_ih, b_hh, w_hr) per layer and direction
+        return super().flat_weights(weight_hh) + ([self.weight_hr] if self.proj_size else [])
 
     def gates(self, gi: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor | None = None,
               h_mask: Tensor | None = None) -> Tensor:
@@ -224,12 +247,18 @@ class LSTMCell(RecurrentCell):
         h, c = state
         i, f, g, o = (gi + self.project_hidden(h, weight_hh, h_mask)).chunk(4, dim=-1)  # (B, H) each
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(self.norm_c(c) if self.layer_norm else c)
+        h = torch.sigmoid(o) * torch.tanh(self.norm_c(c) if self.layer_norm else c)  # (B, H)
+        if self.proj_size:
+            h = nn.functional.linear(h, self.weight_hr)  # (B, P) = (o * tanh(c')) W_hr^T
         return h, c
 
     def zero_state(self, batch: int, *, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-        h = torch.zeros(batch, self.hidden_size, dtype=dtype, device=device)
-        return h, torch.zeros_like(h)
+        h = torch.zeros(batch, self.output_size, dtype=dtype, device=device)  # (B, P) when projected
+        c = torch.zeros(batch, self.hidden_size, dtype=dtype, device=device)  # (B, H)
+        return h, c
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", proj_size={self.proj_size}" if self.proj_size else "")
 
     @staticmethod
     def output(state: tuple[Tensor, Tensor]) -> Tensor:
@@ -245,7 +274,18 @@ CELLS: dict[str, tuple[type[RecurrentCell], dict]] = {
 }
 
 
-def make_cell(name: str, input_size: int, hidden_size: int, bias: bool = True, layer_norm: bool = False) -> RecurrentCell:
-    """Build the cell registered under `name` (one of CELLS)."""
+def make_cell(name: str, input_size: int, hidden_size: int, bias: bool = True, layer_norm: bool = False,
+              proj_size: int = 0) -> RecurrentCell:
+    """Build the cell registered under `name` (one of CELLS); `proj_size` only for an LSTM."""
     cls, kwargs = CELLS[name]
+    if proj_size:
+        kwargs = {**kwargs, "proj_size": proj_size}
     return cls(input_size, hidden_size, bias=bias, layer_norm=layer_norm, **kwargs)
+
+
+def check_proj_size(proj_size, hidden_size: int) -> None:
+    """An LSTM's projection size: an integer in [0, hidden_size), 0 meaning none (torch.nn.LSTM's rule: a
+    projection only ever shrinks h). A ValueError naming proj_size and the values otherwise."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, int) or not 0 <= proj_size < hidden_size:
+        raise ValueError(f"proj_size: expected an integer in [0, hidden_size = {hidden_size}) (0: no projection), "
+                         f"got {proj_size!r}")

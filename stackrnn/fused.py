@@ -1,9 +1,11 @@
 """The fast path: a run of alike layers through torch's fused RNN kernel (oneDNN on CPU, cuDNN on GPU).
 
-Dimension key: T time, B batch, D input features, H hidden units per direction, K directions, N layers in the run.
+Dimension key: T time, B batch, D input features, H hidden units per direction, K directions, N layers in the run,
+P an LSTM's projection size (h's features when set, else H).
 
 torch.nn.LSTM and friends are thin wrappers around `torch._VF.lstm / gru / rnn_tanh / rnn_relu`, which take the
-weights as a flat list in the order (weight_ih, weight_hh, bias_ih, bias_hh) per layer and direction. The
+weights as a flat list in the order (weight_ih, weight_hh, bias_ih, bias_hh) per layer and direction, with
+weight_hr last for a projected LSTM (the kernel sees the projection from h0 having fewer features than c0). The
 layers of a stack own their parameters under those names, so we hand the same tensors to the same kernel:
 no copy, no second set of weights, and results identical to torch.nn by construction.
 """
@@ -27,12 +29,13 @@ _KERNELS = {
 
 
 def can_fuse(a: RecurrentLayer, b: RecurrentLayer) -> bool:
-    """Whether layer b can join a's run: one kernel call needs one cell type, size, direction and bias setting.
-    (Weight drop may differ: the kernel just receives each layer's dropped W_hh.)"""
+    """Whether layer b can join a's run: one kernel call needs one cell type, size, projection size, direction
+    and bias setting. (Weight drop may differ: the kernel just receives each layer's dropped W_hh.)"""
     sa, sb = a.spec, b.spec
     if not (sa.fusable and sb.fusable):
         return False
-    return (sa.cell, sa.hidden_size, sa.bidirectional, sa.bias) == (sb.cell, sb.hidden_size, sb.bidirectional, sb.bias)
+    return ((sa.cell, sa.hidden_size, sa.proj_size, sa.bidirectional, sa.bias)
+            == (sb.cell, sb.hidden_size, sb.proj_size, sb.bidirectional, sb.bias))
 
 
 def run_fused(
@@ -48,19 +51,19 @@ def run_fused(
 
     Args:
         x: (T, B, D) input of the first layer.
-        states: N layer states, h (K, B, H) or (h, c).
+        states: N layer states, h (K, B, H) or (h, c) (h (K, B, P) when projected).
         lengths: (B,) int64 on the CPU for right-padded sequences, or None.
         dropout: dropout between the layers of the run (the kernel applies it; never after the last).
         weights_hh: per layer, the W_hh of each direction for this pass (weight drop), None for the parameter.
     Returns:
-        output (T, B, K * H) of the last layer, zeros at padded steps; the N final layer states.
+        output (T, B, K * H) (K * P when projected) of the last layer, zeros at padded steps; the N final layer states.
     """
     spec = layers[0].spec
     kernel = _KERNELS[spec.cell]
     lstm = spec.cell == "lstm"
     weights_hh = weights_hh or [None] * len(layers)
     weights = [w for layer, whh in zip(layers, weights_hh) for w in layer.flat_weights(whh)]
-    # the kernel wants every layer's state stacked along dim 0: (N * K, B, H)
+    # the kernel wants every layer's state stacked along dim 0: (N * K, B, H), and h (N * K, B, P) when projected
     if lstm:
         hx = (torch.cat([s[0] for s in states]), torch.cat([s[1] for s in states]))
     else:

@@ -1,8 +1,9 @@
 """Layer specifications and the recurrent layer: one cell per direction, run over time by the reference loop.
 
-Dimension key: T time, B batch, D input features, H hidden units per direction, K directions (1 or 2).
+Dimension key: T time, B batch, D input features, H hidden units per direction, K directions (1 or 2),
+P an LSTM's projection size (h has P features when it is set, H otherwise).
 
-A layer specification (`LSTM(256)`, `GRU(128, bidirectional=True)`, `RNN(64, nonlinearity="relu")`) says what a
+A layer specification (`LSTM(256)`, `GRU(128, bidirectional=True)`, `LSTM(256, proj_size=128)`) says what a
 layer is; `RecurrentLayer` is the module built from it once the input size is known. The step loop in
 `RecurrentLayer.forward` is the readable reference every faster path is tested against.
 """
@@ -15,10 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from . import engine as fast
-from .cells import CELLS, RecurrentCell, State, make_cell
+from .cells import CELLS, RecurrentCell, State, check_proj_size, make_cell
 from .regularizers import check_probability, check_rate, drop_weight, recurrent_mask, zoneout, zoneout_masks
 
-# A layer's state: h (K, B, H), or for an LSTM the pair (h, c) of that shape. The torch.nn layout, per layer.
+# A layer's state: h (K, B, H), or for an LSTM the pair (h, c) of that shape (h (K, B, P) when projected).
+# The torch.nn layout, per layer.
 LayerState = Tensor | tuple[Tensor, Tensor]
 
 
@@ -42,6 +44,8 @@ class LayerSpec:
         zoneout: the probability that a unit keeps its previous value at a step (Krueger et al. 2016); one rate
             for h and c, or a pair (h rate, c rate) for an LSTM. Eval mode uses the expectation.
         layer_norm: layer-normalised cell (Ba et al. 2016; see cells.py).
+        proj_size: P, LSTM only: h is projected to P < H features (LSTMP, Sak et al. 2014; torch.nn.LSTM's
+            proj_size), so the layer's output has K * P features; c keeps H. 0: no projection.
     Layers with recurrent dropout, zoneout or layer norm run through the step loop, not the fused kernel.
     """
 
@@ -53,6 +57,7 @@ class LayerSpec:
     recurrent_dropout: float = 0.0
     zoneout: float | tuple[float, float] = 0.0
     layer_norm: bool = False
+    proj_size: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.cell, str) or self.cell not in CELLS:
@@ -65,6 +70,10 @@ class LayerSpec:
             raise ValueError(f"bias: expected True or False, got {self.bias!r}")
         if not isinstance(self.layer_norm, bool):
             raise ValueError(f"layer_norm: expected True or False, got {self.layer_norm!r}")
+        if self.cell != "lstm" and self.proj_size != 0:
+            raise ValueError(f"proj_size: only LSTM layers have a projection, got proj_size={self.proj_size!r} "
+                             f"for a {self.cell!r} layer")
+        check_proj_size(self.proj_size, self.hidden_size)
         check_probability("weight_drop", self.weight_drop)
         check_probability("recurrent_dropout", self.recurrent_dropout)
         rates = self.zoneout if isinstance(self.zoneout, (tuple, list)) else (self.zoneout, self.zoneout)
@@ -92,14 +101,23 @@ class LayerSpec:
         return 2 if self.bidirectional else 1
 
     @property
+    def state_sizes(self) -> tuple[int, ...]:
+        """The features of each part of one direction's state: (h,) or, for an LSTM, (h, c); h has P when projected."""
+        h = self.proj_size or self.hidden_size
+        return (h, self.hidden_size) if self.cell == "lstm" else (h,)
+
+    @property
     def output_size(self) -> int:
-        return self.num_directions * self.hidden_size
+        """K * H features, or K * P when projected: the directions' h side by side."""
+        return self.num_directions * self.state_sizes[0]
 
 
 def LSTM(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0,
-         recurrent_dropout: float = 0.0, zoneout: float | tuple[float, float] = 0.0, layer_norm: bool = False) -> LayerSpec:
-    """An LSTM layer of `hidden_size` units per direction."""
-    return LayerSpec("lstm", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout, layer_norm)
+         recurrent_dropout: float = 0.0, zoneout: float | tuple[float, float] = 0.0, layer_norm: bool = False,
+         proj_size: int = 0) -> LayerSpec:
+    """An LSTM layer of `hidden_size` units per direction; with `proj_size` P, its h projected to P features."""
+    return LayerSpec("lstm", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout, layer_norm,
+                     proj_size)
 
 
 def GRU(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0,
@@ -123,7 +141,7 @@ class LayerTrace:
     """Every step of one layer, for inspection: T steps, B batch, K directions, H units, N gates.
 
     h: (T, B, K, H) the cell's hidden state after each step (before any residual connection adds the layer's
-        input); for the reverse direction, index t is still time step t.
+        input); for the reverse direction, index t is still time step t. (T, B, K, P) for a projected LSTM.
     c: (T, B, K, H) the LSTM cell state, or None for other cells.
     gates: (T, B, K, N * H) the sigmoid gate values of each step, in gate_names order (LSTM: input, forget,
         output; GRU: reset, update), or None for an Elman RNN.
@@ -153,11 +171,12 @@ class RecurrentLayer(nn.Module):
 
     Inputs: x, state, mask
         x: (T, B, D)
-        state: the layer's initial state, h (K, B, H) or (h, c); None for zeros
+        state: the layer's initial state, h (K, B, H) or (h, c) (h (K, B, P) when projected); None for zeros
         mask: (T, B, 1) bool, True at valid steps of right-padded sequences; None when all steps are valid
 
     Outputs: output, state
-        output: (T, B, K * H), the forward and reverse outputs concatenated; zeros at padded steps
+        output: (T, B, K * H) (K * P when projected), the forward and reverse outputs concatenated; zeros at
+            padded steps
         state: the final state, same layout as the input state; for the forward direction the state at each
             sequence's last valid step, for the reverse direction the state after step 0
 
@@ -169,9 +188,10 @@ class RecurrentLayer(nn.Module):
         super().__init__()
         self.spec = spec
         self.input_size = input_size
-        self.cell = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias, spec.layer_norm)
+        self.cell = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias, spec.layer_norm, spec.proj_size)
         if spec.bidirectional:
-            self.cell_reverse = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias, spec.layer_norm)
+            self.cell_reverse = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias, spec.layer_norm,
+                                          spec.proj_size)
 
     @property
     def cells(self) -> list[RecurrentCell]:
@@ -193,8 +213,10 @@ class RecurrentLayer(nn.Module):
         return [w for cell, whh in zip(self.cells, weights_hh) for w in cell.flat_weights(whh)]
 
     def zero_state(self, batch: int, *, dtype: torch.dtype, device: torch.device) -> LayerState:
-        h = torch.zeros(self.spec.num_directions, batch, self.spec.hidden_size, dtype=dtype, device=device)
-        return (h, torch.zeros_like(h)) if self.is_lstm else h
+        # h (K, B, H or P), and an LSTM's c (K, B, H)
+        parts = tuple(torch.zeros(self.spec.num_directions, batch, size, dtype=dtype, device=device)
+                      for size in self.spec.state_sizes)
+        return parts if self.is_lstm else parts[0]
 
     def forward(self, x: Tensor, state: LayerState | None = None, mask: Tensor | None = None,
                 weights_hh: list[Tensor | None] | None = None,
@@ -209,11 +231,11 @@ class RecurrentLayer(nn.Module):
             weights_hh = self.hidden_weights()
         outputs, finals, records = [], [], []
         for k, cell in enumerate(self.cells):
-            # (h, c)[k] or h[k]: this direction's (B, H) slice of the layer state
+            # (h, c)[k] or h[k]: this direction's (B, H) slice of the layer state (h (B, P) when projected)
             s0 = (state[0][k], state[1][k]) if self.is_lstm else state[k]
             h_mask = None
-            if self.training and self.spec.recurrent_dropout > 0:
-                h_mask = recurrent_mask(x.shape[1], self.spec.hidden_size, self.spec.recurrent_dropout, x, generator)
+            if self.training and self.spec.recurrent_dropout > 0:  # on h, so (B, P) when projected
+                h_mask = recurrent_mask(x.shape[1], cell.output_size, self.spec.recurrent_dropout, x, generator)
             options = dict(reverse=k == 1, weight_hh=weights_hh[k], h_mask=h_mask, zoneout_rates=self.spec.zoneout_rates,
                            training=self.training, generator=generator)
             record = [] if trace is not None else None
@@ -226,21 +248,23 @@ class RecurrentLayer(nn.Module):
             records.append(record)
         if trace is not None:
             trace.append(LayerTrace.of(records, self.cells[0].gate_names))
-        output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, K*H)
+        output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, K*H), K*P when projected
         if self.is_lstm:
             return output, (torch.stack([s[0] for s in finals]), torch.stack([s[1] for s in finals]))
         return output, torch.stack(finals)
 
     def extra_repr(self) -> str:
         s = self.spec
-        return f"{s.cell}, {self.input_size} -> {s.hidden_size}" + (", bidirectional" if s.bidirectional else "")
+        return (f"{s.cell}, {self.input_size} -> {s.hidden_size}" + (f", proj_size={s.proj_size}" if s.proj_size else "")
+                + (", bidirectional" if s.bidirectional else ""))
 
 
 def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
                   weight_hh: Tensor | None = None, h_mask: Tensor | None = None,
                   zoneout_rates: tuple[float, float] = (0.0, 0.0), training: bool = False,
                   generator: torch.Generator | None = None, record: list | None = None) -> tuple[Tensor, State]:
-    """Run `cell` over x (T, B, D) from `state`, forward in time or in reverse. Returns (output (T, B, H), final state).
+    """Run `cell` over x (T, B, D) from `state`, forward in time or in reverse. Returns (output (T, B, H), final state);
+    for a projected LSTM h and the output have P features (cell.output_size), c has H.
 
     `weight_hh` replaces W_hh for the whole pass (weight drop). `h_mask` (B, H) multiplies h_{t-1} in h W_hh^T at
     every step (recurrent dropout); the state, the output and a GRU's interpolation keep the undropped h. `zoneout_rates` (h, c) let units keep their previous values (see regularizers.zoneout). With a
@@ -249,9 +273,9 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     With `record` (a list), every step appends (t, state after the step, the cell's gate values) for inspection.
     """
     zh, zc = zoneout_rates
-    size = cell.hidden_size
-    keep_h = zoneout_masks(x.shape[0], x.shape[1], size, zh, x, generator) if training and zh else None  # (T, B, H)
-    keep_c = zoneout_masks(x.shape[0], x.shape[1], size, zc, x, generator) if training and zc else None
+    # one mask per part of the state: h (T, B, H), or (T, B, P) when projected; c (T, B, H)
+    keep_h = zoneout_masks(x.shape[0], x.shape[1], cell.output_size, zh, x, generator) if training and zh else None
+    keep_c = zoneout_masks(x.shape[0], x.shape[1], cell.hidden_size, zc, x, generator) if training and zc else None
     gi = cell.project_input(x)  # (T, B, G): the input half of every step in one matrix product
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]

@@ -1,6 +1,7 @@
 """StackedRNN: recurrent layers stacked so each layer's output at every step is the next layer's input.
 
-Dimension key: T time, B batch, D input features, H hidden units per direction, K directions, L layers.
+Dimension key: T time, B batch, D input features, H hidden units per direction, K directions, L layers,
+P an LSTM layer's projection size (its h and output have P features per direction instead of H).
 
 For layer l = 1..L at step t, with h_t^(0) = x_t:
 
@@ -9,7 +10,7 @@ For layer l = 1..L at step t, with h_t^(0) = x_t:
         or highway-gated:  h_t^(l) = g * h_t^(l) + (1 - g) * P_l h_t^(l-1),  g = sigmoid(W_g h_t^(l-1) + b_g)
     dropout between layers (standard, or variational: one mask for all t), never after the top one
 
-Execution is planned once per call: maximal runs of alike layers (same cell, size, direction, bias) go through
+Execution is planned once per call: maximal runs of alike layers (same cell, sizes, direction, bias) go through
 torch's fused kernel in one call; `fused=False` runs the readable step loop of `RecurrentLayer` instead. Both
 read the same parameters.
 """
@@ -35,6 +36,7 @@ class StackedRNN(nn.Module):
     Two ways to build one:
 
         StackedRNN(28, 256, num_layers=2, cell="lstm")                 # like torch.nn.LSTM
+        StackedRNN(28, 256, num_layers=2, proj_size=128)               # like torch.nn.LSTM(..., proj_size=128)
         StackedRNN(28, layers=[LSTM(256), GRU(128, bidirectional=True), LSTM(256)], dropout=0.3)
 
     Args:
@@ -46,6 +48,8 @@ class StackedRNN(nn.Module):
         dropout: probability of dropping each output of every layer but the top one, in training.
         batch_first: inputs and outputs are (B, T, ...) instead of (T, B, ...). States stay (K, B, H).
         bias: cells have biases (torch.nn-like form).
+        proj_size: P < H, every LSTM layer's h projected to P features, as torch.nn.LSTM's (torch.nn-like form;
+            per layer: LSTM(H, proj_size=P)). 0: none.
         layers: explicit layer specifications, bottom first, from stackrnn.LSTM / GRU / RNN.
         residual: add each layer's input to its output: True from the second layer up, or an int k from layer k
             (counting from 1) up, as GNMT does from the third. False: none.
@@ -69,14 +73,15 @@ class StackedRNN(nn.Module):
 
     Outputs: output, state (and layer_outputs when return_all_layers)
         output: (T, B, K_L * H_L) the top layer's output at every step ((B, T, ...) with batch_first).
-        state: list of L layer states; layer l's is h (K_l, B, H_l), or for an LSTM the pair (h, c).
-            This is torch.nn's h_n (and c_n) cut per layer: torch's h_n[l*K:(l+1)*K].
-        layer_outputs: list of L tensors (T, B, K_l * H_l), each layer's output (residual included) before dropout.
+        state: list of L layer states; layer l's is h (K_l, B, H_l), or for an LSTM the pair (h, c), h being
+            (K_l, B, P_l) when projected. This is torch.nn's h_n (and c_n) cut per layer: torch's h_n[l*K:(l+1)*K].
+        layer_outputs: list of L tensors (T, B, K_l * H_l) (K_l * P_l when projected), each layer's output
+            (residual included) before dropout.
         traces: (with return_states, last) list of L LayerTrace, time-major.
 
     Attributes:
         layers: nn.ModuleList of RecurrentLayer; layers[l].cell (and .cell_reverse) hold weight_ih, weight_hh,
-            bias_ih, bias_hh with torch.nn's shapes and gate order.
+            bias_ih, bias_hh (and a projected LSTM's weight_hr) with torch.nn's shapes and gate order.
         specs: the LayerSpec of every layer.
     """
 
@@ -90,6 +95,7 @@ class StackedRNN(nn.Module):
         dropout: float = 0.0,
         batch_first: bool = False,
         bias: bool = True,
+        proj_size: int = 0,
         *,
         layers: Sequence[LayerSpec] | None = None,
         residual: bool | int = False,
@@ -107,10 +113,13 @@ class StackedRNN(nn.Module):
             _check_size("num_layers", num_layers)
             if cell not in CELLS:
                 raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
-            layers = [LayerSpec(cell, hidden_size, bidirectional, bias) for _ in range(num_layers)]
+            layers = [LayerSpec(cell, hidden_size, bidirectional, bias, proj_size=proj_size) for _ in range(num_layers)]
         else:
             if hidden_size is not None:
                 raise ValueError(f"hidden_size: expected None when layers=[...] is given, got {hidden_size!r}")
+            if proj_size != 0:
+                raise ValueError(f"proj_size: expected 0 when layers=[...] is given (set it per layer: LSTM(H, "
+                                 f"proj_size=P)), got {proj_size!r}")
             layers = list(layers)
             if not layers or not all(isinstance(s, LayerSpec) for s in layers):
                 raise ValueError(f"layers: expected a non-empty list of stackrnn.LSTM/GRU/RNN specs, got {layers!r}")
@@ -292,13 +301,14 @@ class StackedRNN(nn.Module):
             got = f"{type(state).__name__} of length {len(state)}" if isinstance(state, (list, tuple)) else type(state).__name__
             raise ValueError(f"state: expected a list of {len(self.layers)} layer states (one per layer), got {got}")
         for l, (layer, s) in enumerate(zip(self.layers, state)):
-            shape = (layer.spec.num_directions, batch, layer.spec.hidden_size)
+            # (directions, batch, features) per part: h, and an LSTM's c; h has P features when projected
+            shapes = [(layer.spec.num_directions, batch, size) for size in layer.spec.state_sizes]
+            want = (f"an LSTM state pair (h, c) of shapes {shapes[0]} and {shapes[1]}" if layer.is_lstm
+                    else f"tensors of shape {shapes[0]}") + " (directions, batch, features)"
             parts = s if layer.is_lstm and isinstance(s, (tuple, list)) and len(s) == 2 else (s,)
-            if layer.is_lstm and len(parts) != 2:
-                raise ValueError(f"state[{l}]: expected an LSTM state pair (h, c), each of shape {shape}, got {_describe(s)}")
-            for p in parts:
-                if not isinstance(p, Tensor) or tuple(p.shape) != shape:
-                    raise ValueError(f"state[{l}]: expected tensors of shape {shape} (directions, batch, hidden), got {_describe(s)}")
+            if len(parts) != len(shapes) or not all(isinstance(p, Tensor) and tuple(p.shape) == shape
+                                                    for p, shape in zip(parts, shapes)):
+                raise ValueError(f"state[{l}]: expected {want}, got {_describe(s)}")
         return list(state)
 
     # -- torch.nn conversion ----------------------------------------------------------------------------------
@@ -311,10 +321,8 @@ class StackedRNN(nn.Module):
             cell = _TORCH_CELL[type(module)]
         else:
             raise ValueError(f"module: expected a torch.nn.RNN, GRU or LSTM, got {type(module).__name__}")
-        if getattr(module, "proj_size", 0):
-            raise ValueError(f"module: expected an LSTM without projection (proj_size=0), got proj_size={module.proj_size}")
         stack = cls(module.input_size, module.hidden_size, module.num_layers, cell, module.bidirectional,
-                    module.dropout, module.batch_first, module.bias, **kwargs)
+                    module.dropout, module.batch_first, module.bias, getattr(module, "proj_size", 0), **kwargs)
         p = next(module.parameters())
         stack.to(device=p.device, dtype=p.dtype)
         with torch.no_grad():
@@ -326,7 +334,8 @@ class StackedRNN(nn.Module):
         """The equivalent torch.nn.RNN, GRU or LSTM with these weights copied; only for stacks torch.nn can express."""
         first = self.specs[0]
         if any(s != first for s in self.specs):
-            raise ValueError(f"to_torch: torch.nn needs one cell type, hidden size, direction and bias for every layer, got {self.specs}")
+            raise ValueError(f"to_torch: torch.nn needs one cell type, hidden size, projection, direction and bias for "
+                             f"every layer, got {self.specs}")
         if not first.fusable:
             raise ValueError(f"to_torch: torch.nn has no recurrent dropout, zoneout or layer norm; got recurrent_dropout="
                              f"{first.recurrent_dropout}, zoneout={first.zoneout}, layer_norm={first.layer_norm}")
@@ -335,6 +344,8 @@ class StackedRNN(nn.Module):
                              f"got residual={bool(self.residual_from)}, weight_drop={first.weight_drop}, variational={self.variational}")
         cls = self.layers[0].cell.torch_class
         extra = {"nonlinearity": first.cell[4:]} if first.cell.startswith("rnn_") else {}
+        if first.proj_size:
+            extra["proj_size"] = first.proj_size
         p = next(self.parameters())
         module = cls(self.input_size, first.hidden_size, len(self.layers), bias=first.bias, batch_first=self.batch_first,
                      dropout=self.dropout, bidirectional=first.bidirectional, device=p.device, dtype=p.dtype, **extra)
@@ -345,11 +356,13 @@ class StackedRNN(nn.Module):
         return module
 
     def _torch_parameter_names(self) -> list[str]:
-        """Our parameter names in the order of torch.nn's _flat_weights_names (layer, direction, w_ih w_hh b_ih b_hh)."""
+        """Our parameter names in the order of torch.nn's _flat_weights_names (layer, direction, w_ih w_hh b_ih b_hh,
+        then w_hr when projected)."""
         names = []
         for l, layer in enumerate(self.layers):
             for cell_name in ("cell", "cell_reverse")[: layer.spec.num_directions]:
-                kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if layer.spec.bias else ("weight_ih", "weight_hh")
+                kinds = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if layer.spec.bias else ()) \
+                    + (("weight_hr",) if layer.spec.proj_size else ())
                 names += [f"layers.{l}.{cell_name}.{k}" for k in kinds]
         return names
 

@@ -227,7 +227,7 @@ def analyse(model, ids: torch.Tensor, tokens: list[str], units: int) -> tuple[li
     for i, (trace, spec) in enumerate(zip(traces, model.rnn.specs)):
         keys, acts = layer_units(trace)  # (T, U)
         order, ranked = rank_units(i + 1, keys, acts, features)
-        reports.append(LayerReport(i + 1, spec.cell, trace.h.shape[3], trace.h.shape[2], gate_saturation(trace), ranked[:units]))
+        reports.append(LayerReport(i + 1, spec.cell, spec.hidden_size, trace.h.shape[2], gate_saturation(trace), ranked[:units]))
         shown_units.append(acts[:, order[:units]].T)  # (units, T)
     return reports, shown_units
 
