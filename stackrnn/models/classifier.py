@@ -1,7 +1,7 @@
 """SequenceClassifier: tokens -> embedding -> StackedRNN -> pooling over time -> dropout -> dense head -> class logits.
 
-Dimension key: T time, B batch, V vocabulary, E embedding size, K directions of the top layer, H its hidden
-size per direction, D = K * H the top layer's output size, C classes.
+Dimension key: T time, B batch, V vocabulary, E embedding size, K directions of the top layer, H its output
+size per direction (its proj_size when projected), D = K * H the top layer's output size, C classes.
 
 Pooling turns the top layer's outputs (T, B, D) over each sequence's valid steps into one vector (B, D):
 
@@ -58,6 +58,8 @@ class ClassifierConfig:
     zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
                                    "such layers run the step loop")
     layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the step loop")
+    proj_size: int = option(0, "project every LSTM layer's h to this many features, below hidden_size (LSTMP, Sak et "
+                            "al.; torch.nn.LSTM's proj_size); 0: none")
     pooling: str = option("last", "how the top layer's outputs become one vector per sequence", choices=POOLINGS)
     head_dropout: float = option(0.0, "dropout on the pooled vector, before the dense head")
     head_hidden: int = option(0, "0: the head is one linear layer; N: a ReLU layer of N units comes first")
@@ -221,11 +223,12 @@ class SequenceClassifier(nn.Module):
         valid = torch.arange(steps, device=hidden.device)[:, None] < lengths[None, :]  # (T, B)
         if self.pooling == "last":
             top = self.rnn.specs[-1]
-            forward = hidden[lengths - 1, torch.arange(batch, device=hidden.device), :top.hidden_size]  # (B, H)
+            size = top.output_size // top.num_directions  # H, or P for a projected LSTM
+            forward = hidden[lengths - 1, torch.arange(batch, device=hidden.device), :size]  # (B, H)
             if not top.bidirectional:
                 return forward, None
             # the reverse direction reads from the last valid step back to step 0: its last state is at step 0
-            return torch.cat([forward, hidden[0, :, top.hidden_size:]], dim=-1), None  # (B, 2H)
+            return torch.cat([forward, hidden[0, :, size:]], dim=-1), None  # (B, 2H)
         if self.pooling == "mean":
             return hidden.masked_fill(~valid[..., None], 0.0).sum(0) / lengths[:, None].to(hidden.dtype), None
         if self.pooling == "max":

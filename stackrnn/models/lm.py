@@ -39,6 +39,8 @@ class ModelConfig:
     zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
                                    "such layers run the step loop")
     layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the step loop")
+    proj_size: int = option(0, "project every LSTM layer's h to this many features, below hidden_size (LSTMP, Sak et "
+                            "al.; torch.nn.LSTM's proj_size); 0: none")
     variational: bool = option(False, "input, between-layer and output dropout use one mask per sequence for all steps")
     residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
     highway: bool = option(False, "gate the residual connections (highway: g * h + (1 - g) * x, g learned per unit)")

@@ -7,7 +7,8 @@ its top layer), H_d the decoder's top-layer size, A the attentional vector's siz
               -> memory (S, B, M) and every layer's final state
     bridge    "linear": the encoder's final states (every layer and direction, h and c, concatenated) -> one
               linear map per decoder state -> tanh for h, none for c. It joins stacks of any depths and sizes
-              (a 2-layer bidirectional encoder to a 4-layer decoder). "zero": the decoder starts from zeros.
+              (a 2-layer bidirectional encoder to a 4-layer decoder; a projected LSTM's h of P features beside its
+              c of H). "zero": the decoder starts from zeros.
     decoder   at step t, input [embedding of y_{t-1}; h~_{t-1}] ("input feeding": the last attentional vector,
               so the decoder knows what it already attended to), or just the embedding without input feeding;
               a unidirectional StackedRNN (any depth, residual from layer k) -> top output h_t (B, H_d)
@@ -53,6 +54,8 @@ class Seq2SeqConfig:
     encoder_layers: list | None = option(None, "explicit encoder layers, bottom first, e.g. [{cell = 'lstm', hidden_size "
                                          "= 256, bidirectional = true}, ...]; replaces the encoder_* sizes", cli=False)
     encoder_residual: bool | int = option(False, "encoder residual connections: true from layer 2 up, or k from layer k up")
+    encoder_proj_size: int = option(0, "project every encoder LSTM layer's h to this many features, below "
+                                    "encoder_hidden_size (LSTMP, Sak et al.); 0: none")
     decoder_cell: str = option("lstm", "cell of every decoder layer", choices=tuple(CELLS))
     decoder_hidden_size: int = option(256, "hidden units of every decoder layer")
     decoder_num_layers: int = option(4, "number of stacked decoder layers")
@@ -60,6 +63,8 @@ class Seq2SeqConfig:
                                          "the decoder_* sizes", cli=False)
     decoder_residual: bool | int = option(False, "decoder residual connections: true from layer 2 up, or k from layer k "
                                           "up (GNMT: 3)")
+    decoder_proj_size: int = option(0, "project every decoder LSTM layer's h to this many features, below "
+                                    "decoder_hidden_size (LSTMP, Sak et al.); 0: none")
     attention: str = option("general", "attention score: Luong's dot or general, Bahdanau's additive, or none",
                             choices=ATTENTIONS)
     input_feed: bool = option(True, "feed the last attentional vector into the next decoder step (Luong)")
@@ -84,6 +89,8 @@ class Seq2SeqConfig:
                 raise InputError(f"model.{name}: expected a number in [0, 1), got {getattr(self, name)}")
         try:
             Seq2Seq.from_config(self, 4, 5)  # every structural check (sizes, residuals, attention) in one place
+        except InputError:
+            raise  # the layer tables' errors already name their key: model.encoder_proj_size, not model.model...
         except ValueError as e:
             raise InputError(f"model.{e}") from None
 
@@ -98,6 +105,7 @@ class _StackView:
         self.num_layers = getattr(cfg, f"{side}_num_layers")
         self.bidirectional = getattr(cfg, f"{side}_bidirectional", False)
         self.layers = getattr(cfg, f"{side}_layers")
+        self.proj_size = getattr(cfg, f"{side}_proj_size")
         self.weight_drop = self.recurrent_dropout = self.zoneout = 0.0  # only per layer, in explicit tables
         self.layer_norm = False
 
@@ -203,10 +211,11 @@ class Seq2Seq(nn.Module):
         # Luong's attentional layer h~ = tanh(W_c [c; h]); its size is the decoder's, so input feeding adds A = H_d
         self.combine = None if attention == "none" else nn.Linear(memory_size + query_size, query_size, bias=False)
         self.output = nn.Linear(query_size, target_vocab)
-        self._decoder_shapes = [(s.hidden_size, s.cell == "lstm") for s in decoder]
+        # features of each decoder layer's state parts: (h,) or (h, c); h has P when projected, c H
+        self._decoder_shapes = [s.state_sizes for s in decoder]
         if bridge == "linear":
-            encoded = sum(s.output_size * (2 if s.cell == "lstm" else 1) for s in encoder)
-            produced = sum(h * (2 if lstm else 1) for h, lstm in self._decoder_shapes)
+            encoded = sum(s.num_directions * sum(s.state_sizes) for s in encoder)
+            produced = sum(sum(sizes) for sizes in self._decoder_shapes)
             self.bridge = nn.Linear(encoded, produced)
         else:
             self.bridge = None
@@ -233,21 +242,22 @@ class Seq2Seq(nn.Module):
         return Memory(memory, keys, mask.to(source.device)), self._bridge(finals, batch, memory), feed
 
     def _bridge(self, finals: list[LayerState], batch: int, like: Tensor) -> list[LayerState]:
-        """The decoder's initial state from the encoder's final states: a list of (1, B, H) or ((1, B, H), (1, B, H))."""
+        """The decoder's initial state from the encoder's final states: a list of (1, B, H) or ((1, B, H), (1, B, H))
+        (h (1, B, P) for a projected LSTM layer)."""
         if self.bridge is None:
             return self.decoder.zero_state(batch, dtype=like.dtype, device=like.device)
         # every encoder layer's final h (and c), all directions: (K, B, H) -> (B, K * H), concatenated
         parts = [t.transpose(0, 1).reshape(batch, -1) for s in finals for t in (s if isinstance(s, tuple) else (s,))]
         out = self.bridge(torch.cat(parts, dim=1))  # (B, sum of decoder state sizes)
         state, at = [], 0
-        for hidden, lstm in self._decoder_shapes:
-            h = torch.tanh(out[:, at : at + hidden]).unsqueeze(0)  # (1, B, H): like the cell's own output range
-            at += hidden
-            if lstm:
-                state.append((h, out[:, at : at + hidden].unsqueeze(0)))  # c is unbounded in an LSTM too
-                at += hidden
-            else:
-                state.append(h)
+        for sizes in self._decoder_shapes:
+            layer = []
+            for size in sizes:  # h, then an LSTM's c
+                part = out[:, at : at + size].unsqueeze(0)  # (1, B, size)
+                at += size
+                # h through tanh, like the cell's own output range; c is unbounded in an LSTM too
+                layer.append(torch.tanh(part) if not layer else part)
+            state.append(tuple(layer) if len(layer) == 2 else layer[0])
         return state
 
     # -- decoder ----------------------------------------------------------------------------------------------
