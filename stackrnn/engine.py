@@ -20,7 +20,8 @@ a = 1 - valid * (1 - keep) (keep: the zoneout mask in training, the rate in eval
 lerp(cell state, previous state, a). Outputs are zero at padded steps.
 
 Each cell type writes its gate math and its derivative once, in a `_Math` class below; the loop, layer norm of
-W_hh h, zoneout, recurrent dropout, padding and direction are shared. Results equal the reference loop's (to
+W_hh h, zoneout, recurrent dropout, padding, direction and an LSTM's projection (h = (o tanh c') W_hr^T, one
+more product per step, its weight gradient again one product over all steps) are shared. Results equal the reference loop's (to
 float rounding); tests/test_engine.py checks that and gradchecks every path in float64.
 """
 
@@ -83,6 +84,7 @@ class _LSTMMath:
     """c' = f c + i g,  h' = o tanh(c')  (or o tanh(LN(c')) with layer norm), on pre = gi + gh, gate order i f g o."""
 
     additive = True  # the cell reads gi + gh only, so b_hh can join gi's product before the loop
+    num_gates = 4
 
     def __init__(self, hidden: int, norm_c: tuple[Tensor, Tensor] | None) -> None:
         self.H = hidden
@@ -112,6 +114,13 @@ class _LSTMMath:
             self.c_stats.append((c, mean, rstd))
             torch.tanh(torch.addcmul(self.norm_c[1], cn, self.norm_c[0]), out=tc)
         return act[:, 3 * H:] * tc, c
+
+    def cell_outputs(self) -> Tensor:
+        """o * tanh(c') of every step (T, B, H): what a projection multiplies. Kept from the first call, which comes
+        before prepare overwrites o."""
+        if not hasattr(self, "cell_out"):
+            self.cell_out = self.act[..., 3 * self.H:] * self.tc
+        return self.cell_out
 
     def prepare(self, c_prev: Tensor) -> None:
         """Coefficients of every step's derivative at once, c_prev (T, B, H) the cell state before each step:
@@ -157,6 +166,7 @@ class _GRUMath:
     """r, z = sigmoid(gi_rz + gh_rz),  n = tanh(gi_n + r gh_n),  h' = (1 - z) n + z h;  gate order r z n."""
 
     additive = False  # r scales gh_n with its bias: gi and gh stay apart
+    num_gates = 3
 
     def __init__(self, hidden: int, norm_c=None) -> None:
         self.H = hidden
@@ -204,6 +214,7 @@ class _RNNMath:
     """h' = tanh(pre) or relu(pre), pre = gi + gh."""
 
     additive = True
+    num_gates = 1
 
     def __init__(self, hidden: int, norm_c=None, relu: bool = False) -> None:
         self.relu = relu
@@ -241,9 +252,8 @@ def _math_for(cell: RecurrentCell):
 
 
 def supports(cell: RecurrentCell) -> bool:
-    """Whether the engine can run this cell (the three built-in cell types; not yet an LSTM with a projection,
-    which runs the reference loop)."""
-    return _math_for(cell) is not None and not cell.proj_size
+    """Whether the engine can run this cell (the three built-in cell types, an LSTM's projection included)."""
+    return _math_for(cell) is not None
 
 
 class _Recurrence(torch.autograd.Function):
@@ -258,16 +268,20 @@ class _Recurrence(torch.autograd.Function):
         a_h, a_c              (T, B, H) or (T, B, 1) carry factors (zoneout and padding), in time order
         valid (T, B, 1)       1 at valid steps, 0 at padding; the output is zero there
         h_mask (B, H)         recurrent dropout on h inside h W_hh^T
+        w_hr (P, H)           an LSTM's projection: h = (o * tanh(c')) W_hr^T has P features; then h0, h_mask,
+                              a_h and W_hh's second dimension are P wide, and c stays H
 
-    Returns out (T, B, H) in time order, and the final h and c (c: an empty tensor for cells without it).
+    Returns out (T, B, H or P) in time order, and the final h and c (c: an empty tensor for cells without it).
     """
 
     @staticmethod
-    def forward(ctx, make_math, reverse, gi, h0, c0, w_hh, b_hh, g_hh, ln_c_gain, ln_c_shift, a_h, a_c, valid, h_mask):
+    def forward(ctx, make_math, reverse, gi, h0, c0, w_hh, b_hh, g_hh, ln_c_gain, ln_c_shift, a_h, a_c, valid, h_mask,
+                w_hr):
         T, B, G = gi.shape
-        num_gates = G // h0.shape[-1]
         math = make_math(None if ln_c_gain is None else (ln_c_gain, ln_c_shift))
+        num_gates = math.num_gates
         product = _Product(w_hh, B)  # h -> h W_hh^T
+        project = _Product(w_hr, B) if w_hr is not None else None  # an LSTM's o * tanh(c') -> h (B, P)
         order = range(T - 1, -1, -1) if reverse else range(T)
         math.begin(T, B, gi)
         hs, cs = [h0], [c0]
@@ -291,6 +305,8 @@ class _Recurrence(torch.autograd.Function):
             else:
                 pre, gh = gi[t], product(h_in, add=b_hh)
             new_h, new_c = math.step(s, pre, gh, (h, cs[-1]) if c0 is not None else h)
+            if project is not None:
+                new_h = project(new_h)
             if a_h is not None:
                 new_h = torch.lerp(new_h, h, a_h[t])
             if a_c is not None and new_c is not None:
@@ -309,23 +325,28 @@ class _Recurrence(torch.autograd.Function):
         ctx.z_lists = (z_raw, z_norm)
         ctx.c_all = torch.stack(cs) if c0 is not None else None
         ctx.H_all = H_all
-        ctx.save_for_backward(w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask)
+        ctx.save_for_backward(w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr)
         return out, hs[-1].clone(), c_last
 
     @staticmethod
     @once_differentiable  # the backward is hand-written: a second derivative through it is an error, not zero
     def backward(ctx, d_out, d_hT, d_cT):
-        w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask = ctx.saved_tensors
+        w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr = ctx.saved_tensors
         H_all = ctx.H_all
         math, reverse = ctx.math, ctx.reverse
-        T, B, H = d_out.shape
+        T, B, P = d_out.shape  # P: h's size (an LSTM's projection size, else H)
         G = w_hh.shape[0]
+        H = G // ctx.num_gates
         d_out = d_out * valid if valid is not None else d_out
         if reverse:  # everything below runs in processing order
             d_out = d_out.flip(0)
             a_h = a_h.flip(0) if a_h is not None else None
             a_c = a_c.flip(0) if a_c is not None else None
         has_c = ctx.c_all is not None
+        if w_hr is not None:
+            cell_out = math.cell_outputs()  # (T, B, H), for W_hr's gradient
+            d_proj = d_out.new_empty(T, B, P)  # gradient of every step's projected h
+            project_t = _Product(w_hr.t().contiguous(), B)  # dh (B, P) -> dh W_hr (B, H)
         math.prepare(ctx.c_all[:-1] if has_c else H_all[:-1])
         z_raw, z_norm = ctx.z_lists
         dh = d_hT if d_hT is not None else torch.zeros_like(H_all[0])
@@ -342,6 +363,9 @@ class _Recurrence(torch.autograd.Function):
             if has_c and a_c is not None:
                 dc_keep = dc * a_c[s]
                 dc = dc - dc_keep
+            if w_hr is not None:
+                d_proj[s] = dh
+                dh = project_t(dh)
             dh_direct, dc_prev = math.step_back(s, dh, dc, d_gh[s])
             if g_hh is not None:
                 mean, rstd = ctx.stats[s]
@@ -361,13 +385,16 @@ class _Recurrence(torch.autograd.Function):
                 dc = dc_prev + dc_keep if a_c is not None else dc_prev
         # the weight gradients of all steps: one product over T * B rows
         h_in = H_all[:-1] * h_mask if h_mask is not None else H_all[:-1]
-        d_w = torch.mm(d_z.reshape(T * B, G).t(), h_in.reshape(T * B, H)) if ctx.needs_input_grad[5] else None
+        d_w = torch.mm(d_z.reshape(T * B, G).t(), h_in.reshape(T * B, P)) if ctx.needs_input_grad[5] else None
+        d_w_hr = None
+        if w_hr is not None and ctx.needs_input_grad[14]:
+            d_w_hr = torch.mm(d_proj.reshape(T * B, P).t(), cell_out.reshape(T * B, H))
         d_b = d_gh.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[6] else None
         d_gi = math.input_grad() if not math.additive else d_gh
         if reverse:
             d_gi = d_gi.flip(0)
         d_gain, d_shift = math.extra_grads()
-        return (None, None, d_gi, dh, dc, d_w, d_b, d_g, d_gain, d_shift, None, None, None, None)
+        return (None, None, d_gi, dh, dc, d_w, d_b, d_g, d_gain, d_shift, None, None, None, None, d_w_hr)
 
 
 def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
@@ -377,9 +404,10 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     """layers.run_direction's contract and results, through the engine. Masks are drawn in the same order
     from the same generator, so both paths see the same ones."""
     zh, zc = zoneout_rates
-    steps, batch, size = x.shape[0], x.shape[1], cell.hidden_size
-    keep_h = zoneout_masks(steps, batch, size, zh, x, generator) if training and zh else None  # (T, B, H) bool
-    keep_c = zoneout_masks(steps, batch, size, zc, x, generator) if training and zc else None
+    steps, batch = x.shape[0], x.shape[1]
+    size_h, size_c = cell.output_size, cell.hidden_size  # h is P wide in a projected LSTM, c always H
+    keep_h = zoneout_masks(steps, batch, size_h, zh, x, generator) if training and zh else None  # (T, B, P) bool
+    keep_c = zoneout_masks(steps, batch, size_c, zc, x, generator) if training and zc else None
     lstm = isinstance(cell, LSTMCell)
     make_math = _math_for(cell)
     additive = make_math(None).additive
@@ -387,7 +415,7 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     gi = cell.project_input(x, cell.bias_ih + cell.bias_hh if additive and cell.bias else None)
     dtype = gi.dtype  # under autocast the projection's precision; the recurrence follows it
 
-    def carry(rate: float, keep: Tensor | None) -> Tensor | None:
+    def carry(rate: float, keep: Tensor | None, size: int) -> Tensor | None:
         # a = 1 - valid * (1 - keep): 1 keeps the previous value (padding, or zoned out), 0 takes the cell's
         if rate == 0 and mask is None:
             return None
@@ -406,6 +434,7 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     with torch.autocast(x.device.type, enabled=False):
         out, h, c = _Recurrence.apply(
             make_math, reverse, gi, cast(h0), cast(c0), cast(w_hh), None if additive else cast(cell.bias_hh),
-            cast(g_hh), cast(ln_c[0]), cast(ln_c[1]), carry(zh, keep_h), carry(zc, keep_c) if lstm else None,
-            valid, cast(h_mask))
+            cast(g_hh), cast(ln_c[0]), cast(ln_c[1]), carry(zh, keep_h, size_h),
+            carry(zc, keep_c, size_c) if lstm else None, valid, cast(h_mask),
+            cast(cell.weight_hr) if lstm and cell.proj_size else None)
     return out, ((h, c) if lstm else h)

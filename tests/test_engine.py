@@ -13,6 +13,7 @@ OPTIONS = {
     "zoneout": dict(zoneout=0.3),
     "recurrent dropout": dict(recurrent_dropout=0.3),
     "all, bidirectional": dict(layer_norm=True, zoneout=0.2, recurrent_dropout=0.25, bidirectional=True),
+    "projection (lstm)": dict(proj_size=5, zoneout=(0.2, 0.1), recurrent_dropout=0.25, bidirectional=True),
 }
 
 
@@ -27,8 +28,12 @@ def _outputs_and_grads(stack, x, lengths):
     return flat, torch.autograd.grad(loss, [x, *stack.parameters()])
 
 
-@pytest.mark.parametrize("make", [LSTM, GRU, RNN], ids=["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("option", list(OPTIONS))
+# every cell with every option it takes (only LSTM layers project)
+CASES = [pytest.param(make, option, id=f"{make.__name__.lower()}-{option}") for make in (LSTM, GRU, RNN)
+         for option in OPTIONS if make is LSTM or "proj_size" not in OPTIONS[option]]
+
+
+@pytest.mark.parametrize("make, option", CASES)
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_the_engine_equals_the_reference_loop_in_float32(make, option, padded, training):
@@ -74,10 +79,13 @@ def test_such_layers_run_the_engine_and_fused_false_runs_the_loop():
     ([GRU(3, layer_norm=True, zoneout=0.3), GRU(4, recurrent_dropout=0.4, bidirectional=True)], True),
     ([RNN(3, layer_norm=True, recurrent_dropout=0.3), LSTM(3, zoneout=(0.2, 0.4), layer_norm=True)], True),
     ([RNN(3, "relu", zoneout=0.2), LSTM(4, recurrent_dropout=0.2, zoneout=0.1)], 2),
+    ([LSTM(4, proj_size=2, layer_norm=True, zoneout=(0.2, 0.3), recurrent_dropout=0.3, bidirectional=True),
+      LSTM(3, proj_size=1, zoneout=0.2)], True),
 ])
 def test_gradcheck_of_every_engine_path_in_float64(layers, residual):
     """Layer norm (of W_ih x, W_hh h and c), zoneout, recurrent dropout with fixed masks, residual connections
-    (with a projection where sizes differ), both directions and padding; every parameter and the input."""
+    (with a projection where sizes differ), LSTM projections (proj_size), both directions and padding; every
+    parameter and the input."""
     torch.manual_seed(1)
     stack = StackedRNN(4, layers=layers, residual=residual).double().train()
     x = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)

@@ -11,7 +11,6 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from stackrnn import GRU, LSTM, LayerSpec, LSTMCell, StackedRNN
-from stackrnn import engine
 from stackrnn.errors import InputError
 from stackrnn.models.classifier import ClassifierConfig, SequenceClassifier
 from stackrnn.models.lm import LanguageModel, ModelConfig
@@ -80,7 +79,6 @@ def test_the_cell_is_the_projected_equations_with_and_without_layer_norm():
         torch.testing.assert_close(got_h, h_new)
         zero_h, zero_c = cell.zero_state(5, dtype=torch.float32, device=torch.device("cpu"))
         assert zero_h.shape == (5, 2) and zero_c.shape == (5, 4)
-        assert not engine.supports(cell)  # the engine has no projection yet: such layers run the reference loop
 
 
 MIXED = [LSTM(8, proj_size=3), GRU(5), LSTM(6, proj_size=2, bidirectional=True)]
