@@ -205,6 +205,11 @@ def preflight(cfg: RunConfig, out: str | Path, *, resume: bool, world_size: int 
     return task, run, monitor
 
 
+# fp16 overflow steps in a row before training stops: the scale halves at each, and 40 take the default 2**16 below
+# 2**-24, float16's smallest step, where no scale can help
+_MAX_OVERFLOWS_IN_A_ROW = 40
+
+
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None) -> TrainResult:
     """Train the model of `cfg` into run directory `out` (a new one, or an existing one with resume).
 
@@ -271,7 +276,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                unit="batch", dynamic_ncols=True, leave=False)
     window_loss, window_items, window_start = 0.0, 0, time.monotonic()
     last_train_loss, valid, stopped, evaluated_at = None, None, "finished", None
-    bad_in_a_row, grad_norm = 0, None
+    bad_in_a_row, overflows_in_a_row, grad_norm = 0, 0, None
 
     saved_at = pos["step"] if resume else None
 
@@ -377,8 +382,15 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                     bad_in_a_row = 0
                     if overflow:
                         pos["scaler_skipped"] += 1  # the weights stay; the stream goes on from this step's state
+                        overflows_in_a_row += 1
+                        if overflows_in_a_row >= _MAX_OVERFLOWS_IN_A_ROW:
+                            raise InputError(
+                                f"training stopped: {overflows_in_a_row} fp16 steps in a row had a non-finite gradient "
+                                f"while the loss scale fell to {scaler.get_scale():.3g} (up to step {pos['step']}): the "
+                                f"gradients are not finite in float16 at any scale; train with --precision bf16 or "
+                                f"fp32, lower --lr or clip with --clip (the last checkpoint in {run.path} is intact)")
                     else:
-                        grad_norm = norm.item()
+                        grad_norm, overflows_in_a_row = norm.item(), 0
                     schedule.before_step(pos["step"] - 1)  # warmup and cosine, from the step count before this one
                     saved = [g["lr"] for g in optimizer.param_groups]
                     for g in optimizer.param_groups:

@@ -154,3 +154,26 @@ def test_fp16_on_cuda(tmp_path, text_file):
     assert math.isfinite(result.train_loss) and next(result.model.parameters()).is_cuda
     trainer = _trainer(tmp_path / "run")
     assert trainer["scaler"]["_growth_tracker"] + trainer["scaler_skipped"] > 0 and trainer["skipped_steps"] == 0
+
+
+def test_gradients_that_overflow_at_every_scale_stop_training_with_a_clear_message(tmp_path, text_file, monkeypatch):
+    """A gradient that is infinite whatever the loss scale (here: made so by a hook on the logits) would make the
+    scaler skip step after step while the scale falls to nothing; after 40 in a row training stops instead (and
+    not after --max-bad-steps 2: these are overflows, not bad steps)."""
+    from stackrnn.errors import InputError
+    from stackrnn.models.lm import LanguageModel
+
+    real = LanguageModel.forward
+
+    def forward(self, *args, **kwargs):
+        logits, loss, state = real(self, *args, **kwargs)
+        if self.training and logits.requires_grad:
+            logits.register_hook(lambda g: g * float("inf"))
+        return logits, loss, state
+
+    monkeypatch.setattr(LanguageModel, "forward", forward)
+    with pytest.raises(InputError, match=r"40 fp16 steps in a row had a non-finite gradient .* --precision bf16"):
+        train(_config(text_file, "--precision", "fp16", "--max-steps", "100", "--max-bad-steps", "2"),
+              tmp_path / "run", progress=False)
+    records = RunDir(tmp_path / "run").read_metrics()
+    assert not [r for r in records if r.get("skipped")]
