@@ -27,37 +27,42 @@ float rounding); tests/test_engine.py checks that and gradchecks every path in f
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
-from .regularizers import zoneout_masks
+from .regularizers import zoneout_keeps
 
 _EPS = 1e-5  # torch.nn.functional.layer_norm's and nn.LayerNorm's default, as the cells use
 # aten's layer-norm backward from saved mean and 1/std: the input gradient only (gains are summed over all steps)
 _ln_backward = torch.ops.aten.native_layer_norm_backward
 
 
-_ONEDNN: dict[torch.dtype, bool] = {}  # per dtype: whether oneDNN's packed matmul works here (tried once)
+_onednn_works: bool | None = None  # whether oneDNN's packed matmul works here: tried once, on first use
 
 
 def _pack(weight: Tensor, batch: int):
     """weight (N, K) packed for oneDNN's matmul at this batch size, or None where that is unavailable (not CPU,
     not float32, a build without oneDNN, a torch without these ops): the caller then uses torch.mm."""
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or _ONEDNN.get(weight.dtype) is False:
+    global _onednn_works
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or _onednn_works is False:
         return None
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch)
-        if weight.dtype not in _ONEDNN:  # first use: check it against torch.mm on a small product
-            x = torch.randn(3, weight.shape[1], dtype=weight.dtype)
+        if _onednn_works is None:  # first use: check it against torch.mm on a small product
+            # (its own generator: drawing from the global one would shift every later mask of a seeded run)
+            x = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0))
             got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-            if not torch.allclose(got, x @ weight.t(), rtol=1e-4, atol=1e-4 * float(weight.abs().max()) * weight.shape[1]):
+            scale = float(weight.abs().max()) * weight.shape[1]
+            if not torch.allclose(got, x @ weight.t(), rtol=1e-4, atol=1e-4 * scale):
                 raise RuntimeError("oneDNN's packed matmul disagrees with torch.mm")
-            _ONEDNN[weight.dtype] = True
+            _onednn_works = True
         return packed
     except (AttributeError, RuntimeError):
-        _ONEDNN[weight.dtype] = False
+        _onednn_works = False
         return None
 
 
@@ -80,16 +85,22 @@ class _Product:
         return y if add is None else y.add_(add)
 
 
+# A cell's `_Math` runs its gate math forward step by step, and backward from coefficients prepared for all steps
+# at once. What forward keeps for backward it hands over as a flat list (stash), which _Recurrence saves with
+# save_for_backward, so that autograd frees it after backward; backward hands it back (unstash), and whatever
+# backward prepares lives only until backward returns (release).
+
+
 class _LSTMMath:
     """c' = f c + i g,  h' = o tanh(c')  (or o tanh(LN(c')) with layer norm), on pre = gi + gh, gate order i f g o."""
 
     additive = True  # the cell reads gi + gh only, so b_hh can join gi's product before the loop
     num_gates = 4
 
-    def __init__(self, hidden: int, norm_c: tuple[Tensor, Tensor] | None) -> None:
+    def __init__(self, hidden: int, norm_c: tuple[Tensor, Tensor] | None = None) -> None:
         self.H = hidden
         self.norm_c = norm_c  # (gain, shift) of LN(c'), or None
-        self.cn, self.c_stats = [], []
+        self.cn, self.c, self.mean, self.rstd = [], [], [], []  # LN(c') per step
 
     def begin(self, steps: int, batch: int, like: Tensor) -> None:
         # every step's gates and tanh(c') written in place: no list to stack, no second copy of the largest tensor
@@ -110,36 +121,40 @@ class _LSTMMath:
             torch.tanh(c, out=tc)
         else:
             cn, mean, rstd = torch.native_layer_norm(c, (H,), None, None, _EPS)
-            self.cn.append(cn)
-            self.c_stats.append((c, mean, rstd))
+            for keep, value in ((self.cn, cn), (self.c, c), (self.mean, mean), (self.rstd, rstd)):
+                keep.append(value)
             torch.tanh(torch.addcmul(self.norm_c[1], cn, self.norm_c[0]), out=tc)
         return act[:, 3 * H:] * tc, c
 
+    def stash(self) -> list[Tensor]:
+        kept = [self.act, self.tc, *self.cn, *self.c, *self.mean, *self.rstd]
+        del self.act, self.tc, self.cn, self.c, self.mean, self.rstd
+        return kept
+
+    def unstash(self, kept: list[Tensor]) -> None:
+        self.act, self.tc = kept[:2]
+        T = self.act.shape[0]
+        per_step = [kept[2 + k * T:2 + (k + 1) * T] for k in range(4)] if self.norm_c is not None else [[]] * 4
+        self.cn, self.c, self.mean, self.rstd = per_step
+
     def cell_outputs(self) -> Tensor:
-        """o * tanh(c') of every step (T, B, H): what a projection multiplies. Kept from the first call, which comes
-        before prepare overwrites o."""
-        if not hasattr(self, "cell_out"):
-            self.cell_out = self.act[..., 3 * self.H:] * self.tc
-        return self.cell_out
+        """o * tanh(c') of every step (T, B, H): what a projection multiplies."""
+        return self.act[..., 3 * self.H:] * self.tc
 
     def prepare(self, c_prev: Tensor) -> None:
         """Coefficients of every step's derivative at once, c_prev (T, B, H) the cell state before each step:
-        dpre = [dc, dc, dc, dh] * coef, each gate's derivative times what the gate multiplies. Written over the
-        saved gates, which nothing else reads; once, however often backward runs (retain_graph)."""
-        if self.norm_c is not None:  # LN(c')'s gain and shift gradients, summed step by step
-            self.d_gain, self.d_shift = torch.zeros_like(self.norm_c[0]), torch.zeros_like(self.norm_c[1])
-        if hasattr(self, "coef"):
-            return
+        dpre = [dc, dc, dc, dh] * coef, each gate's derivative times what the gate multiplies."""
         i, f, g, o = self.act.split(self.H, dim=-1)  # (T, B, H) views
         tc = self.tc
+        coef = self.act.new_empty(*self.act.shape[:2], 4, self.H)
+        torch.mul(i * (1 - i), g, out=coef[:, :, 0])
+        torch.mul(f * (1 - f), c_prev, out=coef[:, :, 1])
+        torch.mul(1 - g * g, i, out=coef[:, :, 2])
+        torch.mul(o * (1 - o), tc, out=coef[:, :, 3])
+        self.coef, self.f = coef, f
         self.o_dtanh = o * (1 - tc * tc)  # dh -> d(the tanh's argument)
-        self.f = f.clone()
-        coef_g = (1 - g * g).mul_(i)
-        i.sub_(i * i).mul_(g)
-        f.sub_(f * f).mul_(c_prev)
-        o.sub_(o * o).mul_(tc)
-        g.copy_(coef_g)
-        self.coef = self.act.view(*self.act.shape[:2], 4, self.H)
+        if self.norm_c is not None:  # LN(c')'s gain and shift gradients, summed step by step
+            self.d_gain, self.d_shift = torch.zeros_like(self.norm_c[0]), torch.zeros_like(self.norm_c[1])
 
     def step_back(self, s: int, dh: Tensor, dc: Tensor, d_pre: Tensor) -> tuple[None, Tensor]:
         """From the gradients of step s's new (h, c): writes dpre (B, 4H) into d_pre; returns (dh_prev direct
@@ -150,8 +165,8 @@ class _LSTMMath:
             dcn = dh * self.o_dtanh[s]  # gradient of the normalised c' after gain and shift
             self.d_gain.add_((dcn * self.cn[s]).sum(0))
             self.d_shift.add_(dcn.sum(0))
-            c, mean, rstd = self.c_stats[s]
-            dc = dc + _ln_backward(dcn * self.norm_c[0], c, (self.H,), mean, rstd, None, None, (True, False, False))[0]
+            dc = dc + _ln_backward(dcn * self.norm_c[0], self.c[s], (self.H,), self.mean[s], self.rstd[s], None,
+                                   None, (True, False, False))[0]
         d_pre = d_pre.view(-1, 4, self.H)
         torch.mul(dc.unsqueeze(1), self.coef[s, :, :3], out=d_pre[:, :3])
         torch.mul(dh, self.coef[s, :, 3], out=d_pre[:, 3])
@@ -161,6 +176,9 @@ class _LSTMMath:
         """Gradients of LN(c')'s gain and shift, summed over all steps and the batch."""
         return (None, None) if self.norm_c is None else (self.d_gain, self.d_shift)
 
+    def release(self) -> None:
+        self.__dict__ = {"H": self.H, "norm_c": self.norm_c}
+
 
 class _GRUMath:
     """r, z = sigmoid(gi_rz + gh_rz),  n = tanh(gi_n + r gh_n),  h' = (1 - z) n + z h;  gate order r z n."""
@@ -168,7 +186,7 @@ class _GRUMath:
     additive = False  # r scales gh_n with its bias: gi and gh stay apart
     num_gates = 3
 
-    def __init__(self, hidden: int, norm_c=None) -> None:
+    def __init__(self, hidden: int, norm_c: None = None) -> None:
         self.H = hidden
         self.rz, self.n, self.ghn = [], [], []
 
@@ -185,10 +203,17 @@ class _GRUMath:
         self.ghn.append(ghn)
         return torch.lerp(n, state, rz[:, H:]), None
 
+    def stash(self) -> list[Tensor]:
+        kept = [torch.stack(self.rz), torch.stack(self.n), torch.stack(self.ghn)]
+        del self.rz, self.n, self.ghn
+        return kept
+
+    def unstash(self, kept: list[Tensor]) -> None:
+        self.rz, self.n, self.ghn = kept
+
     def prepare(self, h_prev: Tensor) -> None:
-        H = self.H
-        rz, n, ghn = torch.stack(self.rz), torch.stack(self.n), torch.stack(self.ghn)
-        r, z = rz.split(H, dim=-1)
+        r, z = self.rz.split(self.H, dim=-1)
+        n, ghn = self.n, self.ghn
         dn = (1 - z) * (1 - n * n)  # dh -> d(n's argument)
         dr = dn * ghn * r * (1 - r)
         dz = (h_prev - n) * z * (1 - z)
@@ -209,6 +234,9 @@ class _GRUMath:
     def extra_grads(self) -> tuple[None, None]:
         return None, None
 
+    def release(self) -> None:
+        self.__dict__ = {"H": self.H}
+
 
 class _RNNMath:
     """h' = tanh(pre) or relu(pre), pre = gi + gh."""
@@ -216,7 +244,7 @@ class _RNNMath:
     additive = True
     num_gates = 1
 
-    def __init__(self, hidden: int, norm_c=None, relu: bool = False) -> None:
+    def __init__(self, hidden: int, norm_c: None = None, relu: bool = False) -> None:
         self.relu = relu
         self.h = []
 
@@ -228,9 +256,16 @@ class _RNNMath:
         self.h.append(h)
         return h, None
 
+    def stash(self) -> list[Tensor]:
+        kept = [torch.stack(self.h)]
+        del self.h
+        return kept
+
+    def unstash(self, kept: list[Tensor]) -> None:
+        (self.h,) = kept
+
     def prepare(self, h_prev: Tensor) -> None:
-        h = torch.stack(self.h)
-        self.coef = (h > 0).to(h.dtype) if self.relu else 1 - h * h
+        self.coef = (self.h > 0).to(self.h.dtype) if self.relu else 1 - self.h * self.h
 
     def step_back(self, s: int, dh: Tensor, dc: None, d_pre: Tensor) -> tuple[None, None]:
         torch.mul(dh, self.coef[s], out=d_pre)
@@ -239,15 +274,18 @@ class _RNNMath:
     def extra_grads(self) -> tuple[None, None]:
         return None, None
 
+    def release(self) -> None:
+        self.__dict__ = {"relu": self.relu}
+
 
 def _math_for(cell: RecurrentCell):
-    """A factory of the cell's `_Math` (fresh per pass: it keeps that pass's per-step values), or None."""
+    """The cell's `_Math` class and its extra arguments, or None for a cell the engine does not know."""
     if isinstance(cell, LSTMCell):
-        return lambda norm_c: _LSTMMath(cell.hidden_size, norm_c)
+        return _LSTMMath, {}
     if isinstance(cell, GRUCell):
-        return lambda norm_c: _GRUMath(cell.hidden_size)
+        return _GRUMath, {}
     if isinstance(cell, RNNCell):
-        return lambda norm_c: _RNNMath(cell.hidden_size, relu=cell.nonlinearity == "relu")
+        return _RNNMath, {"relu": cell.nonlinearity == "relu"}
     return None
 
 
@@ -259,19 +297,20 @@ def supports(cell: RecurrentCell) -> bool:
 class _Recurrence(torch.autograd.Function):
     """One direction over all steps. Inputs (None where absent):
 
+        make_math             a function (LN(c') gain and shift, or None) -> the cell's fresh _Math
+        reverse               run from the last step to the first
         gi (T, B, G)          projected input, with b_hh already added for additive cells (LSTM, RNN)
-        h0, c0 (B, H)         initial state (c0 None but for LSTM)
-        w_hh (G, H)           this pass's W_hh (maybe weight-dropped)
+        h0 (B, P), c0 (B, H)  initial state (c0 None but for LSTM; P = H but for a projected LSTM)
+        w_hh (G, P)           this pass's W_hh (maybe weight-dropped)
         b_hh (G,)             GRU only: its hidden bias, which r scales
         g_hh (G,)             layer norm of h W_hh^T: the gains (flattened (N, H))
         ln_c_gain, ln_c_shift (H,)   LSTM layer norm of c'
-        a_h, a_c              (T, B, H) or (T, B, 1) carry factors (zoneout and padding), in time order
+        a_h (T, B, P), a_c (T, B, H), or (T, B, 1): carry factors (zoneout and padding), in time order
         valid (T, B, 1)       1 at valid steps, 0 at padding; the output is zero there
-        h_mask (B, H)         recurrent dropout on h inside h W_hh^T
-        w_hr (P, H)           an LSTM's projection: h = (o * tanh(c')) W_hr^T has P features; then h0, h_mask,
-                              a_h and W_hh's second dimension are P wide, and c stays H
+        h_mask (B, P)         recurrent dropout on h inside h W_hh^T
+        w_hr (P, H)           an LSTM's projection: h = (o * tanh(c')) W_hr^T
 
-    Returns out (T, B, H or P) in time order, and the final h and c (c: an empty tensor for cells without it).
+    Returns out (T, B, P) in time order, and the final h and c (c: an empty tensor for cells without it).
     """
 
     @staticmethod
@@ -285,17 +324,16 @@ class _Recurrence(torch.autograd.Function):
         order = range(T - 1, -1, -1) if reverse else range(T)
         math.begin(T, B, gi)
         hs, cs = [h0], [c0]
-        z_raw, z_norm, stats = [], [], []  # layer norm of h W_hh^T, per step
+        z_raw, z_norm, means, rstds = [], [], [], []  # layer norm of h W_hh^T, per step
         for s, t in enumerate(order):
             h = hs[-1]
             h_in = h * h_mask if h_mask is not None else h
             if g_hh is not None:
                 z = product(h_in).view(B, num_gates, -1)
                 zn, mean, rstd = torch.native_layer_norm(z, (z.shape[-1],), None, None, _EPS)
-                z_raw.append(z)
-                z_norm.append(zn.view(B, G))
-                stats.append((mean, rstd))
-                zn = z_norm[-1]
+                zn = zn.view(B, G)
+                for keep, value in ((z_raw, z), (z_norm, zn), (means, mean), (rstds, rstd)):
+                    keep.append(value)
                 if math.additive:
                     pre, gh = torch.addcmul(gi[t], zn, g_hh), None
                 else:
@@ -313,27 +351,29 @@ class _Recurrence(torch.autograd.Function):
                 new_c = torch.lerp(new_c, cs[-1], a_c[t])
             hs.append(new_h)
             cs.append(new_c)
-        H_all = torch.stack(hs)  # (T + 1, B, H) in processing order
+        H_all = torch.stack(hs)  # (T + 1, B, P) in processing order
+        c_all = torch.stack(cs) if c0 is not None else None
         # out, h and c are new tensors, never views of what backward reads
         out = H_all[1:].flip(0) if reverse else H_all[1:].clone()
         if valid is not None:
             out = out * valid
         c_last = cs[-1].clone() if c0 is not None else h0.new_empty(0)
 
-        ctx.math, ctx.reverse, ctx.stats = math, reverse, stats
-        ctx.num_gates = num_gates
-        ctx.z_lists = (z_raw, z_norm)
-        ctx.c_all = torch.stack(cs) if c0 is not None else None
-        ctx.H_all = H_all
-        ctx.save_for_backward(w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr)
+        ctx.math, ctx.reverse, ctx.num_gates, ctx.ln_steps = math, reverse, num_gates, len(z_raw)
+        # everything backward reads goes through save_for_backward, so autograd frees it once backward has run
+        ctx.save_for_backward(w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, H_all, c_all,
+                              *z_raw, *z_norm, *means, *rstds, *math.stash())
         return out, hs[-1].clone(), c_last
 
     @staticmethod
     @once_differentiable  # the backward is hand-written: a second derivative through it is an error, not zero
     def backward(ctx, d_out, d_hT, d_cT):
-        w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr = ctx.saved_tensors
-        H_all = ctx.H_all
+        saved = ctx.saved_tensors
+        w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, H_all, c_all = saved[:10]
+        n = ctx.ln_steps
+        z_raw, z_norm, means, rstds = (saved[10 + k * n:10 + (k + 1) * n] for k in range(4))
         math, reverse = ctx.math, ctx.reverse
+        math.unstash(list(saved[10 + 4 * n:]))
         T, B, P = d_out.shape  # P: h's size (an LSTM's projection size, else H)
         G = w_hh.shape[0]
         H = G // ctx.num_gates
@@ -342,15 +382,14 @@ class _Recurrence(torch.autograd.Function):
             d_out = d_out.flip(0)
             a_h = a_h.flip(0) if a_h is not None else None
             a_c = a_c.flip(0) if a_c is not None else None
-        has_c = ctx.c_all is not None
+        has_c = c_all is not None
         if w_hr is not None:
             cell_out = math.cell_outputs()  # (T, B, H), for W_hr's gradient
             d_proj = d_out.new_empty(T, B, P)  # gradient of every step's projected h
             project_t = _Product(w_hr.t().contiguous(), B)  # dh (B, P) -> dh W_hr (B, H)
-        math.prepare(ctx.c_all[:-1] if has_c else H_all[:-1])
-        z_raw, z_norm = ctx.z_lists
+        math.prepare(c_all[:-1] if has_c else H_all[:-1])
         dh = d_hT if d_hT is not None else torch.zeros_like(H_all[0])
-        dc = d_cT if has_c and d_cT is not None and d_cT.numel() else (torch.zeros_like(ctx.c_all[0]) if has_c else None)
+        dc = d_cT if has_c and d_cT is not None and d_cT.numel() else (torch.zeros_like(c_all[0]) if has_c else None)
         d_gh = d_out.new_empty(T, B, G)  # gradient of every step's gh (after layer norm), processing order
         d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh  # ... and of h W_hh^T before it
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
@@ -368,11 +407,10 @@ class _Recurrence(torch.autograd.Function):
                 dh = project_t(dh)
             dh_direct, dc_prev = math.step_back(s, dh, dc, d_gh[s])
             if g_hh is not None:
-                mean, rstd = ctx.stats[s]
                 d_g.add_((d_gh[s] * z_norm[s]).sum(0))
                 dzn = (d_gh[s] * g_hh).view(B, ctx.num_gates, H)
-                d_z[s] = _ln_backward(dzn, z_raw[s], (H,), mean, rstd, None, None,
-                                                          (True, False, False))[0].view(B, G)
+                d_z[s] = _ln_backward(dzn, z_raw[s], (H,), means[s], rstds[s], None, None,
+                                      (True, False, False))[0].view(B, G)
             dh_prev = product_t(d_z[s])
             if h_mask is not None:
                 dh_prev = dh_prev * h_mask
@@ -394,6 +432,7 @@ class _Recurrence(torch.autograd.Function):
         if reverse:
             d_gi = d_gi.flip(0)
         d_gain, d_shift = math.extra_grads()
+        math.release()
         return (None, None, d_gi, dh, dc, d_w, d_b, d_g, d_gain, d_shift, None, None, None, None, d_w_hr)
 
 
@@ -401,18 +440,18 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
                   weight_hh: Tensor | None = None, h_mask: Tensor | None = None,
                   zoneout_rates: tuple[float, float] = (0.0, 0.0), training: bool = False,
                   generator: torch.Generator | None = None) -> tuple[Tensor, State]:
-    """layers.run_direction's contract and results, through the engine. Masks are drawn in the same order
-    from the same generator, so both paths see the same ones."""
-    zh, zc = zoneout_rates
+    """layers.run_direction's contract and results, through the engine (its masks drawn the same way, from the
+    same generator). Under autocast the recurrence runs in the input projection's precision, and the final
+    state comes back in the precision of the state passed in: a state carried from window to window is not
+    rounded to bfloat16 or float16 between them."""
     steps, batch = x.shape[0], x.shape[1]
     size_h, size_c = cell.output_size, cell.hidden_size  # h is P wide in a projected LSTM, c always H
-    keep_h = zoneout_masks(steps, batch, size_h, zh, x, generator) if training and zh else None  # (T, B, P) bool
-    keep_c = zoneout_masks(steps, batch, size_c, zc, x, generator) if training and zc else None
+    keep_h, keep_c = zoneout_keeps(steps, batch, (size_h, size_c), zoneout_rates, training, x, generator)
     lstm = isinstance(cell, LSTMCell)
-    make_math = _math_for(cell)
-    additive = make_math(None).additive
+    math_class, extra = _math_for(cell)
+    make_math = functools.partial(_make_math, math_class, cell.hidden_size, extra)
     # (T, B, G), its backward autograd's: one product. A cell that reads gi + gh takes b_hh here, inside the product
-    gi = cell.project_input(x, cell.bias_ih + cell.bias_hh if additive and cell.bias else None)
+    gi = cell.project_input(x, cell.bias_ih + cell.bias_hh if math_class.additive and cell.bias else None)
     dtype = gi.dtype  # under autocast the projection's precision; the recurrence follows it
 
     def carry(rate: float, keep: Tensor | None, size: int) -> Tensor | None:
@@ -422,9 +461,9 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
         kept = keep.to(dtype) if keep is not None else torch.tensor(rate, dtype=dtype, device=x.device)
         if mask is None:
             return kept.expand(steps, batch, size) if kept.dim() == 0 else kept
-        valid = mask.to(dtype)
-        return 1 - valid * (1 - kept)
+        return 1 - mask.to(dtype) * (1 - kept)
 
+    zh, zc = zoneout_rates
     valid = mask.to(dtype) if mask is not None else None
     h0, c0 = (state[0], state[1]) if lstm else (state, None)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
@@ -433,8 +472,13 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     ln_c = (cell.norm_c.weight, cell.norm_c.bias) if lstm and cell.layer_norm else (None, None)
     with torch.autocast(x.device.type, enabled=False):
         out, h, c = _Recurrence.apply(
-            make_math, reverse, gi, cast(h0), cast(c0), cast(w_hh), None if additive else cast(cell.bias_hh),
+            make_math, reverse, gi, cast(h0), cast(c0), cast(w_hh), None if math_class.additive else cast(cell.bias_hh),
             cast(g_hh), cast(ln_c[0]), cast(ln_c[1]), carry(zh, keep_h, size_h),
             carry(zc, keep_c, size_c) if lstm else None, valid, cast(h_mask),
             cast(cell.weight_hr) if lstm and cell.proj_size else None)
-    return out, ((h, c) if lstm else h)
+    h = h.to(h0.dtype)
+    return out, ((h, c.to(c0.dtype)) if lstm else h)
+
+
+def _make_math(math_class, hidden: int, extra: dict, norm_c):
+    return math_class(hidden, norm_c, **extra)

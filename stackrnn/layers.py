@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import engine as fast
 from .cells import CELLS, RecurrentCell, State, check_proj_size, make_cell
-from .regularizers import check_probability, check_rate, drop_weight, recurrent_mask, zoneout, zoneout_masks
+from .regularizers import check_probability, check_rate, drop_weight, recurrent_mask, zoneout, zoneout_keeps
 
 # A layer's state: h (K, B, H), or for an LSTM the pair (h, c) of that shape (h (K, B, P) when projected).
 # The torch.nn layout, per layer.
@@ -274,8 +274,8 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     """
     zh, zc = zoneout_rates
     # one mask per part of the state: h (T, B, H), or (T, B, P) when projected; c (T, B, H)
-    keep_h = zoneout_masks(x.shape[0], x.shape[1], cell.output_size, zh, x, generator) if training and zh else None
-    keep_c = zoneout_masks(x.shape[0], x.shape[1], cell.hidden_size, zc, x, generator) if training and zc else None
+    keep_h, keep_c = zoneout_keeps(x.shape[0], x.shape[1], (cell.output_size, cell.hidden_size), zoneout_rates,
+                                    training, x, generator)  # (T, B, P) and (T, B, H) bool, or None
     gi = cell.project_input(x)  # (T, B, G): the input half of every step in one matrix product
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]

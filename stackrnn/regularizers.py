@@ -18,7 +18,13 @@ def check_probability(name: str, p: float) -> float:
     return float(p)
 
 
-_BIT = torch.tensor([1 << i for i in range(15)] + [-(1 << 15)], dtype=torch.int16)  # the 16 bits of an int16
+_BITS: dict[torch.device, Tensor] = {}  # the 16 single-bit masks of an int16, per device (made once, not per call)
+
+
+def _bits(device: torch.device) -> Tensor:
+    if device not in _BITS:
+        _BITS[device] = torch.tensor([1 << i for i in range(15)] + [-(1 << 15)], dtype=torch.int16, device=device)
+    return _BITS[device]
 
 
 def _below(shape, q: float, like: Tensor, generator: torch.Generator | None) -> tuple[Tensor, float]:
@@ -32,7 +38,7 @@ def _below(shape, q: float, like: Tensor, generator: torch.Generator | None) -> 
     device = like.device
     if q == 0.5:
         words = torch.randint(-2**63, 2**63 - 1, ((n + 63) // 64,), dtype=torch.int64, generator=generator, device=device)
-        bits = (words.view(torch.int16).unsqueeze(-1) & _BIT.to(device)) != 0  # (n / 16, 16)
+        bits = (words.view(torch.int16).unsqueeze(-1) & _bits(device)) != 0  # (n / 16, 16)
         return bits.flatten()[:n].view(shape), 0.5
     levels, dtype, offset = (256, torch.uint8, 0) if (q * 256).is_integer() else (65536, torch.int16, 32768)
     threshold = min(max(round(q * levels), 1), levels - 1)  # True when a uniform u in [0, levels) is below it
@@ -95,6 +101,15 @@ def zoneout_masks(steps: int, batch: int, size: int, p: float, like: Tensor,
     if p >= 1:
         return torch.ones((steps, batch, size), dtype=torch.bool, device=like.device)
     return _below((steps, batch, size), p, like, generator)[0]
+
+
+def zoneout_keeps(steps: int, batch: int, sizes: tuple[int, int], rates: tuple[float, float], training: bool,
+                  like: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor | None, Tensor | None]:
+    """One direction's zoneout masks (see zoneout_masks) for h and for c, of sizes (h's, c's), in training where
+    the rate is not 0, else None; h's drawn first. The reference loop and the engine both draw them here, so a
+    seeded generator gives both the same masks."""
+    return tuple(zoneout_masks(steps, batch, size, rate, like, generator) if training and rate else None
+                 for size, rate in zip(sizes, rates))
 
 
 def zoneout(new: Tensor, old: Tensor, p: float, keep: Tensor | None = None) -> Tensor:
