@@ -369,7 +369,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                         # skip the update, keep the weights; a few such steps are survivable, a run of them is not
                         optimizer.zero_grad(set_to_none=True)
                         pos["skipped_steps"] += 1
-                        bad_in_a_row += 1
+                        bad_in_a_row, overflows_in_a_row = bad_in_a_row + 1, 0
                         log({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",
                                             "skipped": "non-finite loss or gradient"})
                         if bad_in_a_row >= tc.max_bad_steps:

@@ -105,22 +105,80 @@ def test_initial_states_get_gradients_and_a_second_derivative_is_refused():
         g.sum().backward()
 
 
-def test_bf16_autocast_runs_the_recurrence_in_bfloat16():
+def test_bf16_autocast_runs_the_recurrence_in_bfloat16_and_returns_the_state_in_its_own_precision():
     torch.manual_seed(2)
-    stack = StackedRNN(3, layers=[LSTM(8, layer_norm=True, zoneout=0.1), GRU(8, recurrent_dropout=0.2)]).train()
+    specs = [LSTM(8, zoneout=0.1), GRU(8, recurrent_dropout=0.2)]  # both run the engine, on bfloat16 projections
+    stack = StackedRNN(3, layers=specs).train()
     x = torch.randn(6, 2, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, _ = stack(x)
+        out, state = stack(x)
     assert out.dtype == torch.bfloat16
+    # the carried state keeps the precision it came in: float32 zeros in, float32 out
+    assert [t.dtype for t in (*state[0], state[1])] == [torch.float32] * 3
     out.float().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
                for p in stack.parameters())
+    stack.eval()
     with torch.no_grad():  # and close to float32: bfloat16 keeps about 3 significant digits
-        reference = StackedRNN(3, layers=[LSTM(8, layer_norm=True), GRU(8)]).eval()
-        reference.load_state_dict(stack.state_dict())
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = reference(x)[0]
-        torch.testing.assert_close(low.float(), reference(x)[0], atol=0.05, rtol=0.05)
+            low = stack(x)[0]
+        torch.testing.assert_close(low.float(), stack(x)[0], atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("case", ["weight drop", "no bias", "one step", "one sequence", "zoneout 1"])
+def test_edge_cases_equal_the_reference_loop(case):
+    """Weight drop hands the engine a W_hh that is not a leaf; no biases; T = 1; B = 1; zoneout 1 keeps every
+    unit's initial value, so the cells' weights get zero gradients and the output is the initial state."""
+    options = {"weight drop": dict(weight_drop=0.5, zoneout=0.1), "no bias": dict(bias=False, layer_norm=True),
+               "one step": dict(zoneout=0.2), "one sequence": dict(recurrent_dropout=0.3, layer_norm=True),
+               "zoneout 1": dict(zoneout=1.0)}[case]
+    steps, batch = (1, 3) if case == "one step" else (5, 1) if case == "one sequence" else (5, 3)
+    torch.manual_seed(4)
+    specs = [LSTM(6, **options), GRU(5, **options), RNN(4, **options)]
+    engine = StackedRNN(3, layers=specs).train()
+    loop = StackedRNN(3, layers=specs, fused=False).train()
+    loop.load_state_dict(engine.state_dict())
+    x = torch.randn(steps, batch, 3)
+    (out_e, grads_e), (out_l, grads_l) = (_outputs_and_grads(m, x, None) for m in (engine, loop))
+    for a, b in zip([*out_e, *grads_e], [*out_l, *grads_l]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_what_backward_reads_is_freed_once_backward_has_run():
+    """Everything saved for backward goes through save_for_backward: after backward, the graph node keeps no
+    tensor alive (a caller holding the last output does not hold the whole pass's activations)."""
+    stack = StackedRNN(3, layers=[LSTM(6, layer_norm=True, zoneout=0.2, proj_size=4)]).train()
+    out, _ = stack(torch.randn(5, 2, 3))
+    node = out.grad_fn
+    assert type(node).__name__ == "_RecurrenceBackward"
+    out.sum().backward()
+
+    def tensors(obj):
+        found = []
+        for value in vars(obj).values():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            found += [v for v in items if isinstance(v, torch.Tensor)]
+        return found
+
+    assert tensors(node) == []
+    assert all(t.requires_grad for t in tensors(node.math))  # only parameters: LN(c')'s gain and shift
+    with pytest.raises(RuntimeError, match="second time"):
+        node.saved_tensors
+
+
+def test_the_engine_leaves_the_global_random_stream_alone():
+    """Masks from the global generator must follow the seed alone, on the first pass of a process as on any other
+    (the engine's one-time check of oneDNN draws from a generator of its own)."""
+    import stackrnn.engine as engine
+
+    engine._onednn_works = None  # as in a fresh process
+    stack = StackedRNN(3, layers=[LSTM(4, zoneout=0.5), LSTM(4, zoneout=0.5)]).train()
+    x = torch.randn(5, 2, 3)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        runs.append(stack(x)[0])
+    torch.testing.assert_close(runs[0], runs[1], atol=0, rtol=0)
 
 
 def test_backward_twice_with_retain_graph_gives_the_same_gradients():

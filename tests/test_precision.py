@@ -119,8 +119,8 @@ def test_precision_on_the_command_line(trained_run, text_file, capsys):
     assert "would change it: train.precision" in capsys.readouterr().err
 
 
-def test_step_loop_layers_under_fp16_autocast_on_cpu():
-    """Zoneout, recurrent dropout and layer norm run the per-step Python loop, a plain LSTM the fused kernel
+def test_engine_layers_under_fp16_autocast_on_cpu():
+    """Zoneout, recurrent dropout and layer norm run the engine, a plain LSTM the fused kernel
     (which falls back to float32 on this CPU): under float16 autocast the stack agrees with float32 to float16's
     precision in eval mode, and trains to finite outputs and gradients, padded batches included."""
     torch.manual_seed(0)
