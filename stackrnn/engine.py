@@ -21,8 +21,11 @@ lerp(cell state, previous state, a). Outputs are zero at padded steps.
 
 Each cell type writes its gate math and its derivative once, in a `_Math` class below; the loop, layer norm of
 W_hh h, zoneout, recurrent dropout, padding, direction and an LSTM's projection (h = (o tanh c') W_hr^T, one
-more product per step, its weight gradient again one product over all steps) are shared. Results equal the reference loop's (to
-float rounding); tests/test_engine.py checks that and gradchecks every path in float64.
+more product per step, its weight gradient again one product over all steps) are shared. Results equal the
+reference loop's (to float rounding); tests/test_engine.py checks that and gradchecks every path in float64.
+
+Not supported: torch.func transforms (grad, vmap) of a stack that runs the engine (the Function keeps
+per-step values that setup_context could not see); fused=False runs the loop, which they can trace.
 """
 
 from __future__ import annotations
