@@ -21,7 +21,8 @@ Layer normalisation (Ba et al. 2016), `layer_norm=True`: each gate's block of W_
 normalised on its own (zero mean, unit variance over its H units, times a learned gain) before the bias is
 added, and an LSTM's output reads tanh(LN(c')) instead of tanh(c'). It lives in project_input, project_hidden
 and the LSTM's output, so every path that runs a cell (the step loop, generation, inspection) runs it alike.
-torch's fused kernels have no layer norm: such layers run the step loop.
+torch's fused kernels have no layer norm: such layers run the engine (engine.py), which writes the same math
+with its derivative.
 """
 
 from __future__ import annotations

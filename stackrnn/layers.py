@@ -46,7 +46,7 @@ class LayerSpec:
         layer_norm: layer-normalised cell (Ba et al. 2016; see cells.py).
         proj_size: P, LSTM only: h is projected to P < H features (LSTMP, Sak et al. 2014; torch.nn.LSTM's
             proj_size), so the layer's output has K * P features; c keeps H. 0: no projection.
-    Layers with recurrent dropout, zoneout or layer norm run through the step loop, not the fused kernel.
+    Layers with recurrent dropout, zoneout or layer norm run through the engine (engine.py), not the fused kernel.
     """
 
     cell: str

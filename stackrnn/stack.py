@@ -11,8 +11,9 @@ For layer l = 1..L at step t, with h_t^(0) = x_t:
     dropout between layers (standard, or variational: one mask for all t), never after the top one
 
 Execution is planned once per call: maximal runs of alike layers (same cell, sizes, direction, bias) go through
-torch's fused kernel in one call; `fused=False` runs the readable step loop of `RecurrentLayer` instead. Both
-read the same parameters.
+torch's fused kernel in one call; a layer the kernel cannot run (zoneout, recurrent dropout, layer norm) goes
+through the engine (engine.py, a hand-written backward). `fused=False` runs the readable step loop of
+`RecurrentLayer` instead. All read the same parameters.
 """
 
 from __future__ import annotations

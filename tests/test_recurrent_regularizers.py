@@ -1,5 +1,6 @@
-"""Recurrent dropout and zoneout: inside the recurrence, through the step loop. Gradients by gradcheck in
-float64, masks constant over time where they must be, eval deterministic, rate 1 keeps the initial state."""
+"""Recurrent dropout and zoneout: inside the recurrence, through the engine (fused=True, the default). Gradients
+by gradcheck in float64, masks constant over time where they must be, eval deterministic, rate 1 keeps the
+initial state."""
 
 import pytest
 import torch

@@ -54,10 +54,10 @@ class ClassifierConfig:
     embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix")
     weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights")
     recurrent_dropout: float = option(0.0, "dropout on h inside every layer's recurrence, one mask per sequence "
-                                      "(Gal & Ghahramani); such layers run the step loop, not the fused kernel")
+                                      "(Gal & Ghahramani); such layers run the engine, not the fused kernel")
     zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
-                                   "such layers run the step loop")
-    layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the step loop")
+                                   "such layers run the engine")
+    layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the engine")
     proj_size: int = option(0, "project every LSTM layer's h to this many features, below hidden_size (LSTMP, Sak et "
                             "al.; torch.nn.LSTM's proj_size); 0: none")
     pooling: str = option("last", "how the top layer's outputs become one vector per sequence", choices=POOLINGS)
