@@ -457,17 +457,18 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     gi = cell.project_input(x, cell.bias_ih + cell.bias_hh if math_class.additive and cell.bias else None)
     dtype = gi.dtype  # under autocast the projection's precision; the recurrence follows it
 
+    valid = mask.to(dtype) if mask is not None else None  # (T, B, 1): 1 at valid steps, 0 at padding
+
     def carry(rate: float, keep: Tensor | None, size: int) -> Tensor | None:
         # a = 1 - valid * (1 - keep): 1 keeps the previous value (padding, or zoned out), 0 takes the cell's
-        if rate == 0 and mask is None:
+        if rate == 0 and valid is None:
             return None
         kept = keep.to(dtype) if keep is not None else torch.tensor(rate, dtype=dtype, device=x.device)
-        if mask is None:
+        if valid is None:
             return kept.expand(steps, batch, size) if kept.dim() == 0 else kept
-        return 1 - mask.to(dtype) * (1 - kept)
+        return 1 - valid * (1 - kept)
 
     zh, zc = zoneout_rates
-    valid = mask.to(dtype) if mask is not None else None
     h0, c0 = (state[0], state[1]) if lstm else (state, None)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     w_hh = cell.weight_hh if weight_hh is None else weight_hh
