@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import kernels
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
 from .regularizers import zoneout_keeps
 
@@ -60,7 +61,11 @@ def _pack(weight: Tensor, batch: int):
             x = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0))
             got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
             scale = float(weight.abs().max()) * weight.shape[1]
-            if not torch.allclose(got, x @ weight.t(), rtol=1e-4, atol=1e-4 * scale):
+            got_sum = torch.ops.mkldnn._linear_pointwise.binary(x, x[:, :1].expand(3, weight.shape[0]).contiguous(),
+                                                                packed, None, "add")
+            want = x @ weight.t()
+            if not (torch.allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+                    and torch.allclose(got_sum, want + x[:, :1], rtol=1e-4, atol=1e-4 * scale)):
                 raise RuntimeError("oneDNN's packed matmul disagrees with torch.mm")
             _onednn_works = True
         return packed
@@ -84,8 +89,9 @@ class _Product:
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         if self.packed is None:
             return torch.mm(x, self.weight.t()) if add is None else torch.addmm(add, x, self.weight.t())
-        y = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-        return y if add is None else y.add_(add)
+        if add is None or add.dim() == 1:  # a vector (GRU's b_hh) is the product's bias
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, add, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")  # the sum in oneDNN's pass
 
 
 # A cell's `_Math` runs its gate math forward step by step, and backward from coefficients prepared for all steps
@@ -326,6 +332,11 @@ class _Recurrence(torch.autograd.Function):
         project = _Product(w_hr, B) if w_hr is not None else None  # an LSTM's o * tanh(c') -> h (B, P)
         order = range(T - 1, -1, -1) if reverse else range(T)
         math.begin(T, B, gi)
+        lib = _lstm_kernel(math, gi, g_hh, w_hr)
+        if lib is not None:  # the compiled LSTM step (stackrnn/kernels.py): same math, one pass per step
+            H_all, c_all, norms = _kernel_forward(lib, math, product, gi, h0, c0, g_hh, a_h, a_c, h_mask, order)
+            return _Recurrence._finish(ctx, lib, math, reverse, num_gates, H_all, c_all, valid,
+                                       (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr), norms)
         hs, cs = [h0], [c0]
         z_raw, z_norm, means, rstds = [], [], [], []  # layer norm of h W_hh^T, per step
         for s, t in enumerate(order):
@@ -356,27 +367,36 @@ class _Recurrence(torch.autograd.Function):
             cs.append(new_c)
         H_all = torch.stack(hs)  # (T + 1, B, P) in processing order
         c_all = torch.stack(cs) if c0 is not None else None
+        return _Recurrence._finish(ctx, None, math, reverse, num_gates, H_all, c_all, valid,
+                                   (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr), [*z_raw, *z_norm, *means, *rstds])
+
+    @staticmethod
+    def _finish(ctx, lib, math, reverse, num_gates, H_all, c_all, valid, inputs, norms):
+        """forward's outputs from every step's h (H_all) and c (c_all), both (T + 1, B, .) in processing order;
+        saves what backward reads: inputs, H_all, c_all, the layer norms' values (norms: per step z, LN(z), mean
+        and 1 / std, in four runs of T, for the torch path; for the kernel, LN(z), its 1 / std, LN(c') and its
+        1 / std, each for all steps) and the cell's own."""
         # out, h and c are new tensors, never views of what backward reads
         out = H_all[1:].flip(0) if reverse else H_all[1:].clone()
         if valid is not None:
             out = out * valid
-        c_last = cs[-1].clone() if c0 is not None else h0.new_empty(0)
-
-        ctx.math, ctx.reverse, ctx.num_gates, ctx.ln_steps = math, reverse, num_gates, len(z_raw)
+        c_last = c_all[-1].clone() if c_all is not None else H_all.new_empty(0)
+        ctx.lib, ctx.math, ctx.reverse, ctx.num_gates = lib, math, reverse, num_gates
+        ctx.norms = len(norms)
         # everything backward reads goes through save_for_backward, so autograd frees it once backward has run
-        ctx.save_for_backward(w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, H_all, c_all,
-                              *z_raw, *z_norm, *means, *rstds, *math.stash())
-        return out, hs[-1].clone(), c_last
+        ctx.save_for_backward(*inputs, H_all, c_all, *norms, *math.stash())
+        return out, H_all[-1].clone(), c_last
 
     @staticmethod
     @once_differentiable  # the backward is hand-written: a second derivative through it is an error, not zero
     def backward(ctx, d_out, d_hT, d_cT):
         saved = ctx.saved_tensors
         w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, H_all, c_all = saved[:10]
-        n = ctx.ln_steps
-        z_raw, z_norm, means, rstds = (saved[10 + k * n:10 + (k + 1) * n] for k in range(4))
+        norms = saved[10:10 + ctx.norms]
+        n = ctx.norms // 4 if ctx.lib is None else 0  # steps with layer norm, for the torch path
+        z_raw, z_norm, means, rstds = (norms[k * n:(k + 1) * n] for k in range(4))
         math, reverse = ctx.math, ctx.reverse
-        math.unstash(list(saved[10 + 4 * n:]))
+        math.unstash(list(saved[10 + ctx.norms:]))
         T, B, P = d_out.shape  # P: h's size (an LSTM's projection size, else H)
         G = w_hh.shape[0]
         H = G // ctx.num_gates
@@ -390,14 +410,18 @@ class _Recurrence(torch.autograd.Function):
             cell_out = math.cell_outputs()  # (T, B, H), for W_hr's gradient
             d_proj = d_out.new_empty(T, B, P)  # gradient of every step's projected h
             project_t = _Product(w_hr.t().contiguous(), B)  # dh (B, P) -> dh W_hr (B, H)
-        math.prepare(c_all[:-1] if has_c else H_all[:-1])
         dh = d_hT if d_hT is not None else torch.zeros_like(H_all[0])
         dc = d_cT if has_c and d_cT is not None and d_cT.numel() else (torch.zeros_like(c_all[0]) if has_c else None)
         d_gh = d_out.new_empty(T, B, G)  # gradient of every step's gh (after layer norm), processing order
         d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh  # ... and of h W_hh^T before it
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
         product_t = _Product(w_hh.t().contiguous(), B)  # dz -> dz W_hh
-        for s in range(T - 1, -1, -1):
+        if ctx.lib is not None:
+            dh, dc = _kernel_backward(ctx.lib, math, product_t, d_out, dh, dc, g_hh, norms, a_h, a_c, h_mask, c_all,
+                                      d_gh, d_z, d_g)
+        else:
+            math.prepare(c_all[:-1] if has_c else H_all[:-1])
+        for s in range(T - 1, -1, -1) if ctx.lib is None else ():
             dh = dh + d_out[s]
             if a_h is not None:  # lerp(new, old, a): a share of the gradient goes straight to the old state
                 dh_keep = dh * a_h[s]
@@ -437,6 +461,105 @@ class _Recurrence(torch.autograd.Function):
         d_gain, d_shift = math.extra_grads()
         math.release()
         return (None, None, d_gi, dh, dc, d_w, d_b, d_g, d_gain, d_shift, None, None, None, None, d_w_hr)
+
+
+def _lstm_kernel(math, gi: Tensor, g_hh: Tensor | None, w_hr: Tensor | None):
+    """The compiled LSTM step kernels where they run this direction, else None: an LSTM without projection (with
+    or without layer norm), in float32 or float64 on CPU, and the kernels built (kernels.lstm())."""
+    if not isinstance(math, _LSTMMath) or w_hr is not None or (g_hh is None) != (math.norm_c is None):
+        return None
+    return kernels.lstm(gi.dtype) if gi.device.type == "cpu" else None
+
+
+def _carry_pointer(a: Tensor | None):
+    """A carry factor (T, B, P) or (T, B, 1), maybe broadcast, as (address of step 0 in bytes, bytes per step,
+    row stride, column stride) for the C kernel, which reads any non-negative element strides; (None, 0, 0, 0)
+    for no carry."""
+    if a is None:
+        return None, 0, 0, 0
+    # a size-1 dimension is broadcast: stride 0, whatever torch records for it
+    return (a.data_ptr(), a.stride(0) * a.element_size() if a.shape[0] > 1 else 0,
+            a.stride(1) if a.shape[1] > 1 else 0, a.stride(2) if a.shape[2] > 1 else 0)
+
+
+def _at(tensor: Tensor | None, s: int):
+    """The address of tensor[s] for a contiguous tensor, None for None: a step's view, without making one."""
+    return None if tensor is None else tensor.data_ptr() + s * tensor.stride(0) * tensor.element_size()
+
+
+def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh: Tensor | None,
+                    a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, order):
+    """The LSTM recurrence with the compiled step: per step one product (oneDNN's, gi[t] added in it unless layer
+    norm comes between) and one call that does the layer norms, the gates, c, tanh(c), h, zoneout or padding and
+    the next product's dropped-out input. Writes every step's gates and tanh(c') into math's buffers; returns
+    H_all, c_all (T + 1, B, H) in processing order, and the layer norms' saved values (an empty list without)."""
+    T, B, G = gi.shape
+    H = G // 4
+    gi = gi.contiguous()
+    H_all, c_all = gi.new_empty(T + 1, B, H), gi.new_empty(T + 1, B, H)
+    H_all[0], c_all[0] = h0, c0
+    (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
+    if h_mask is not None:  # recurrent dropout: the kernel writes h * mask for the next product, in turn here
+        h_mask = h_mask.contiguous()
+        h_in, spare = H_all[0] * h_mask, [torch.empty_like(H_all[0]) for _ in range(2)]
+    else:
+        h_in = H_all[0]
+    norms = []
+    if g_hh is not None:  # LN(z) and its 1 / std per gate block, LN(c') and its 1 / std: what backward reads
+        norms = [gi.new_empty(T, B, G), gi.new_empty(T, B, 4), gi.new_empty(T, B, H), gi.new_empty(T, B)]
+        gains = [t.contiguous() for t in (g_hh, *math.norm_c)]
+    for s, t in enumerate(order):
+        h_next = spare[s % 2] if h_mask is not None else None
+        carries = (ah and ah + t * ah_step, ah_sb, ah_sj, ac and ac + t * ac_step, ac_sb, ac_sj)
+        if g_hh is None:
+            pre = product(h_in, add=gi[t])
+            lib.forward(B, H, pre.data_ptr(), _at(c_all, s), _at(H_all, s), *carries, _at(h_mask, 0),
+                        _at(math.act, s), _at(math.tc, s), _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
+        else:
+            z = product(h_in)
+            zn, rz, cn, rc = (_at(x, s) for x in norms)
+            lib.ln_forward(B, H, z.data_ptr(), _at(gi, t), *(x.data_ptr() for x in gains), _EPS, _at(c_all, s),
+                           _at(H_all, s), *carries, _at(h_mask, 0), _at(math.act, s), zn, rz, _at(math.tc, s), cn,
+                           rc, _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
+        h_in = h_next if h_next is not None else H_all[s + 1]
+    return H_all, c_all, norms
+
+
+def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor, g_hh: Tensor | None, norms,
+                     a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, c_all: Tensor, d_gh: Tensor,
+                     d_z: Tensor, d_g: Tensor | None) -> tuple[Tensor, Tensor]:
+    """_kernel_forward's backward over all steps (everything in processing order): writes every step's gradient
+    of pre into d_gh and of h W_hh^T into d_z (the same tensor without layer norm), both (T, B, G); sums the gains'
+    gradients into d_g and math's; returns the gradients of h0 and c0."""
+    T, B, G = d_gh.shape
+    H = G // 4
+    d_out = d_out.contiguous()
+    # the kernel updates dh and dc in place: copies, never autograd's tensors
+    dh, dc = dh.contiguous().clone(), dc.contiguous().clone()
+    keep_h, keep_c, scratch = torch.empty_like(dh), torch.empty_like(dc), torch.empty_like(dc)
+    (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
+    if g_hh is not None:
+        gains = [t.contiguous() for t in (g_hh, math.norm_c[0])]
+        math.d_gain, math.d_shift = torch.zeros_like(math.norm_c[0]), torch.zeros_like(math.norm_c[1])
+        sums = [x.data_ptr() for x in (d_g, math.d_gain, math.d_shift)]
+    for s in range(T - 1, -1, -1):
+        # dh: in, the new h's gradient from later steps; out, its share kept by zoneout (to h_prev directly)
+        carries = (ah and ah + s * ah_step, ah_sb, ah_sj, ac and ac + s * ac_step, ac_sb, ac_sj)
+        if g_hh is None:
+            lib.backward(B, H, _at(math.act, s), _at(math.tc, s), _at(c_all, s), *carries, _at(d_out, s),
+                         dh.data_ptr(), dc.data_ptr(), _at(d_gh, s), keep_h.data_ptr(), keep_c.data_ptr())
+        else:
+            lib.ln_backward(B, H, _at(math.act, s), _at(math.tc, s), *(_at(x, s) for x in norms),
+                            *(x.data_ptr() for x in gains), _at(c_all, s), *carries, _at(d_out, s), dh.data_ptr(),
+                            dc.data_ptr(), _at(d_gh, s), _at(d_z, s), *sums, keep_h.data_ptr(), keep_c.data_ptr(),
+                            scratch.data_ptr())
+        if h_mask is None:
+            dh = product_t(d_z[s], add=dh if a_h is not None else None)
+        elif a_h is not None:
+            dh = torch.addcmul(dh, product_t(d_z[s]), h_mask)
+        else:
+            dh = product_t(d_z[s]).mul_(h_mask)
+    return dh, dc
 
 
 def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,

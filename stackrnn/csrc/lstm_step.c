@@ -1,0 +1,54 @@
+/* One LSTM step's pointwise work, forward and backward, in one pass over memory.
+
+   Compiled on first use by stackrnn/kernels.py and called through ctypes by stackrnn/engine.py, which runs the
+   matrix products around it. PyTorch runs the same math as about ten separate kernels per step, each a pass over
+   the step's gates; on a CPU those passes, not the arithmetic, are most of a small layer's step time.
+
+   The kernels are written once, in lstm_step.h, over a type `real`, and built here twice: for float32 (the
+   engine's fast path, exported as *_f32) and for float64 (*_f64: the same code, so that gradcheck in float64
+   checks the backward formulas that float32 training runs).
+
+   float's exp is our own (Cephes's polynomial on a 2^n range reduction, about 1 ulp) so that compilers vectorise
+   the loops without -ffast-math, which would break NaN and infinity propagation. double uses libm's exp. */
+
+#include <math.h>
+#include <stdint.h>
+
+#if defined(_MSC_VER)
+#define RESTRICT __restrict
+#else
+#define RESTRICT restrict
+#endif
+
+static inline float exp_f32(float x) {
+    /* clamped so that 2^n below stays a float: from 88.38 up, n = 128 and the result is inf (exp overflows at
+       88.72: sigmoid and tanh, all that use it, are then exact); written so that a NaN x stays NaN */
+    x = x > 89.0f ? 89.0f : x;
+    x = x < -87.3365478515625f ? -87.3365478515625f : x;
+    float n = floorf(x * 1.44269504088896341f + 0.5f);    /* x = n ln2 + r, |r| <= ln2 / 2 */
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;  /* ln2 in two parts: r is exact */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } scale;
+    scale.i = ((int32_t)n + 127) << 23;                   /* 2^n */
+    return p * scale.f;
+}
+
+static inline double exp_f64(double x) { return exp(x); }
+
+#define real float
+#define FN(name) name##_f32
+#include "lstm_step.h"
+#undef real
+#undef FN
+
+#define real double
+#define FN(name) name##_f64
+#include "lstm_step.h"
+#undef real
+#undef FN

@@ -1,0 +1,228 @@
+/* The LSTM step kernels over a type `real`, with FN(name) naming them for it: included by lstm_step.c once per
+   type, never compiled alone.
+
+   Shapes: B rows (the batch), H units, gates (B, 4H) in torch's order i f g o.
+   Carry factors a (zoneout and padding: new = cell + a (old - cell)) are read at a[b * sb + j * sj] for strides
+   sb, sj >= 0 (0 where a dimension is broadcast): (B, H), (B, 1) and a scalar all arrive as views. NULL: none. */
+
+static inline real FN(sigmoid)(real x) { return 1 / (1 + FN(exp)(-x)); }
+static inline real FN(tanh)(real x) { return 2 * FN(sigmoid)(2 * x) - 1; }  /* as the engine's torch path */
+
+/* new = cell + a (old - cell), in place on cell (n values); a at a[j * sj] */
+static void FN(carry)(int n, real *RESTRICT cell, const real *RESTRICT old, const real *a, long sj) {
+    if (sj == 1) {
+        for (int j = 0; j < n; j++) cell[j] += a[j] * (old[j] - cell[j]);
+    } else {
+        real k = a[0];
+        for (int j = 0; j < n; j++) cell[j] += k * (old[j] - cell[j]);
+    }
+}
+
+/* keep = grad * a, grad -= keep (n values): the share of a carried value's gradient that goes to the old value */
+static void FN(split_carry)(int n, real *RESTRICT grad, real *RESTRICT keep, const real *a, long sj) {
+    if (sj == 1) {
+        for (int j = 0; j < n; j++) { keep[j] = grad[j] * a[j]; grad[j] -= keep[j]; }
+    } else {
+        real k = a[0];
+        for (int j = 0; j < n; j++) { keep[j] = grad[j] * k; grad[j] -= keep[j]; }
+    }
+}
+
+/* Forward.  pre (B, 4H): gi + h W_hh^T.  Writes act (B, 4H): sigmoid i f o and tanh g; tc (B, H): tanh(c');
+   c_out, h_out (B, H): the new state after the carry; h_in (B, H), unless NULL: h_out * h_mask, the next step's
+   product input (recurrent dropout). */
+void FN(lstm_forward_step)(int B, int H, const real *RESTRICT pre, const real *RESTRICT c_prev,
+                           const real *RESTRICT h_prev, const real *a_h, long ah_sb, long ah_sj, const real *a_c,
+                           long ac_sb, long ac_sj, const real *RESTRICT h_mask, real *RESTRICT act,
+                           real *RESTRICT tc, real *RESTRICT c_out, real *RESTRICT h_out, real *RESTRICT h_in) {
+    for (int b = 0; b < B; b++) {
+        const real *p = pre + (long)b * 4 * H;
+        real *g4 = act + (long)b * 4 * H;
+        const real *cp = c_prev + (long)b * H, *hp = h_prev + (long)b * H;
+        real *t = tc + (long)b * H, *c = c_out + (long)b * H, *h = h_out + (long)b * H;
+        for (int j = 0; j < H; j++) {
+            real i = FN(sigmoid)(p[j]), f = FN(sigmoid)(p[H + j]), g = FN(tanh)(p[2 * H + j]);
+            real o = FN(sigmoid)(p[3 * H + j]);
+            g4[j] = i; g4[H + j] = f; g4[2 * H + j] = g; g4[3 * H + j] = o;
+            real cj = f * cp[j] + i * g, tj = FN(tanh)(cj);
+            c[j] = cj; t[j] = tj; h[j] = o * tj;
+        }
+        if (a_h) FN(carry)(H, h, hp, a_h + b * ah_sb, ah_sj);
+        if (a_c) FN(carry)(H, c, cp, a_c + b * ac_sb, ac_sj);
+        if (h_in) {
+            const real *m = h_mask + (long)b * H;
+            real *x = h_in + (long)b * H;
+            for (int j = 0; j < H; j++) x[j] = h[j] * m[j];
+        }
+    }
+}
+
+/* Backward of one step, from what forward wrote (act, tc) and the cell state before the step (c_prev).
+   d_out (B, H): the gradient of this step's output.  dh (B, H) in: the gradient of the new h from later steps;
+   out: the part that goes straight to the previous h through the carry (meaningful only with a_h).
+   dc (B, H) in: the gradient of the new c; out: the previous c's.  Writes d_pre (B, 4H), the gates' gradient
+   before their activations: what W_hh, the biases and gi receive.  keep_h, keep_c (B, H): scratch. */
+void FN(lstm_backward_step)(int B, int H, const real *RESTRICT act, const real *RESTRICT tc,
+                            const real *RESTRICT c_prev, const real *a_h, long ah_sb, long ah_sj, const real *a_c,
+                            long ac_sb, long ac_sj, const real *RESTRICT d_out, real *RESTRICT dh,
+                            real *RESTRICT dc, real *RESTRICT d_pre, real *RESTRICT keep_h,
+                            real *RESTRICT keep_c) {
+    for (int b = 0; b < B; b++) {
+        const real *g4 = act + (long)b * 4 * H, *t = tc + (long)b * H, *cp = c_prev + (long)b * H;
+        const real *go = d_out + (long)b * H;
+        real *gh = dh + (long)b * H, *gc = dc + (long)b * H, *dp = d_pre + (long)b * 4 * H;
+        real *kh = keep_h + (long)b * H, *kc = keep_c + (long)b * H;
+        for (int j = 0; j < H; j++) gh[j] += go[j];
+        if (a_h) FN(split_carry)(H, gh, kh, a_h + b * ah_sb, ah_sj);
+        if (a_c) FN(split_carry)(H, gc, kc, a_c + b * ac_sb, ac_sj);
+        for (int j = 0; j < H; j++) {
+            real i = g4[j], f = g4[H + j], g = g4[2 * H + j], o = g4[3 * H + j], tj = t[j];
+            real dcj = gc[j] + gh[j] * o * (1 - tj * tj);
+            dp[j] = dcj * g * i * (1 - i);
+            dp[H + j] = dcj * cp[j] * f * (1 - f);
+            dp[2 * H + j] = dcj * i * (1 - g * g);
+            dp[3 * H + j] = gh[j] * tj * o * (1 - o);
+            gc[j] = dcj * f;
+        }
+        if (a_c) for (int j = 0; j < H; j++) gc[j] += kc[j];
+        if (a_h) for (int j = 0; j < H; j++) gh[j] = kh[j];
+    }
+}
+
+/* Sums of n values in 8 interleaved partial sums: without -ffast-math a compiler may not reorder one running
+   sum, so a plain loop would add one value at a time; eight independent sums vectorise. */
+static real FN(sum)(int n, const real *RESTRICT x) {
+    real part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) part[k] += x[j + k];
+    real total = 0;
+    for (; j < n; j++) total += x[j];
+    for (int k = 0; k < 8; k++) total += part[k];
+    return total;
+}
+
+/* sum of (x - shift)^2, and of x y: as FN(sum) */
+static real FN(sum_sq)(int n, const real *RESTRICT x, real shift) {
+    real part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) part[k] += (x[j + k] - shift) * (x[j + k] - shift);
+    real total = 0;
+    for (; j < n; j++) total += (x[j] - shift) * (x[j] - shift);
+    for (int k = 0; k < 8; k++) total += part[k];
+    return total;
+}
+
+static real FN(dot)(int n, const real *RESTRICT x, const real *RESTRICT y) {
+    real part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) part[k] += x[j + k] * y[j + k];
+    real total = 0;
+    for (; j < n; j++) total += x[j] * y[j];
+    for (int k = 0; k < 8; k++) total += part[k];
+    return total;
+}
+
+/* Layer norm of n values x (population variance, as torch's layer_norm): writes xn = (x - mean) rstd, returns
+   rstd = 1 / sqrt(var + eps). The mean first, then the variance about it, so that it does not cancel. */
+static real FN(normalise)(int n, const real *RESTRICT x, real *RESTRICT xn, real eps) {
+    real mean = FN(sum)(n, x) / n;
+    real rstd = 1 / sqrt(FN(sum_sq)(n, x, mean) / n + eps);
+    for (int j = 0; j < n; j++) xn[j] = (x[j] - mean) * rstd;
+    return rstd;
+}
+
+/* The input gradient of layer norm from the normalised values xn and rstd: in place on g (n values),
+   g <- rstd (g - mean(g) - xn mean(g xn)). */
+static void FN(normalise_back)(int n, real *RESTRICT g, const real *RESTRICT xn, real rstd) {
+    real s = FN(sum)(n, g) / n, sx = FN(dot)(n, g, xn) / n;
+    for (int j = 0; j < n; j++) g[j] = rstd * (g[j] - s - xn[j] * sx);
+}
+
+/* Forward of a layer-normalised LSTM step: pre = gi + LN(z) * g_hh per gate block, z = h W_hh^T (B, 4H) as the
+   product left it; h' = o tanh(LN(c') gain_c + shift_c).  As lstm_forward_step, and it also writes what backward
+   reads: zn (B, 4H) and rz (B, 4), each gate block of z normalised and its 1 / std; cn (B, H) and rc (B), the
+   same of c'. */
+void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *RESTRICT gi,
+                              const real *RESTRICT g_hh, const real *RESTRICT gain_c, const real *RESTRICT shift_c,
+                              real eps, const real *RESTRICT c_prev, const real *RESTRICT h_prev, const real *a_h,
+                              long ah_sb, long ah_sj, const real *a_c, long ac_sb, long ac_sj,
+                              const real *RESTRICT h_mask, real *RESTRICT act, real *RESTRICT zn,
+                              real *RESTRICT rz, real *RESTRICT tc, real *RESTRICT cn, real *RESTRICT rc,
+                              real *RESTRICT c_out, real *RESTRICT h_out, real *RESTRICT h_in) {
+    for (int b = 0; b < B; b++) {
+        const real *zb = z + (long)b * 4 * H, *gb = gi + (long)b * 4 * H;
+        real *g4 = act + (long)b * 4 * H, *znb = zn + (long)b * 4 * H;
+        const real *cp = c_prev + (long)b * H, *hp = h_prev + (long)b * H;
+        real *t = tc + (long)b * H, *c = c_out + (long)b * H, *h = h_out + (long)b * H, *cnb = cn + (long)b * H;
+        for (int k = 0; k < 4; k++) rz[b * 4 + k] = FN(normalise)(H, zb + k * H, znb + k * H, eps);
+        for (int j = 0; j < 4 * H; j++) g4[j] = gb[j] + znb[j] * g_hh[j];  /* pre, activated in place below */
+        for (int j = 0; j < H; j++) {
+            real i = FN(sigmoid)(g4[j]), f = FN(sigmoid)(g4[H + j]), g = FN(tanh)(g4[2 * H + j]);
+            real o = FN(sigmoid)(g4[3 * H + j]);
+            g4[j] = i; g4[H + j] = f; g4[2 * H + j] = g; g4[3 * H + j] = o;
+            c[j] = f * cp[j] + i * g;
+        }
+        rc[b] = FN(normalise)(H, c, cnb, eps);
+        for (int j = 0; j < H; j++) {
+            real tj = FN(tanh)(cnb[j] * gain_c[j] + shift_c[j]);
+            t[j] = tj; h[j] = g4[3 * H + j] * tj;
+        }
+        if (a_h) FN(carry)(H, h, hp, a_h + b * ah_sb, ah_sj);
+        if (a_c) FN(carry)(H, c, cp, a_c + b * ac_sb, ac_sj);
+        if (h_in) {
+            const real *m = h_mask + (long)b * H;
+            real *x = h_in + (long)b * H;
+            for (int j = 0; j < H; j++) x[j] = h[j] * m[j];
+        }
+    }
+}
+
+/* Backward of lstm_ln_forward_step, as lstm_backward_step, from what forward saved. Writes d_pre (B, 4H), the
+   gradient of pre (what gi and the biases receive), and d_z (B, 4H), that of z = h W_hh^T (what W_hh and the
+   previous h receive); adds this step's share to the gains' and shift's gradients d_g_hh (4H), d_gain_c and
+   d_shift_c (H). keep_h, keep_c, scratch (B, H). */
+void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const real *RESTRICT tc,
+                               const real *RESTRICT zn, const real *RESTRICT rz, const real *RESTRICT cn,
+                               const real *RESTRICT rc, const real *RESTRICT g_hh, const real *RESTRICT gain_c,
+                               const real *RESTRICT c_prev, const real *a_h, long ah_sb, long ah_sj,
+                               const real *a_c, long ac_sb, long ac_sj, const real *RESTRICT d_out,
+                               real *RESTRICT dh, real *RESTRICT dc, real *RESTRICT d_pre, real *RESTRICT d_z,
+                               real *RESTRICT d_g_hh, real *RESTRICT d_gain_c, real *RESTRICT d_shift_c,
+                               real *RESTRICT keep_h, real *RESTRICT keep_c, real *RESTRICT scratch) {
+    for (int b = 0; b < B; b++) {
+        const real *g4 = act + (long)b * 4 * H, *t = tc + (long)b * H, *cp = c_prev + (long)b * H;
+        const real *znb = zn + (long)b * 4 * H, *cnb = cn + (long)b * H, *go = d_out + (long)b * H;
+        real *gh = dh + (long)b * H, *gc = dc + (long)b * H, *dp = d_pre + (long)b * 4 * H;
+        real *dzb = d_z + (long)b * 4 * H, *kh = keep_h + (long)b * H, *kc = keep_c + (long)b * H;
+        real *dcn = scratch + (long)b * H;
+        for (int j = 0; j < H; j++) gh[j] += go[j];
+        if (a_h) FN(split_carry)(H, gh, kh, a_h + b * ah_sb, ah_sj);
+        if (a_c) FN(split_carry)(H, gc, kc, a_c + b * ac_sb, ac_sj);
+        for (int j = 0; j < H; j++) {  /* through tanh(LN(c') gain + shift) */
+            real tj = t[j], dy = gh[j] * g4[3 * H + j] * (1 - tj * tj);
+            d_gain_c[j] += dy * cnb[j];
+            d_shift_c[j] += dy;
+            dcn[j] = dy * gain_c[j];
+        }
+        FN(normalise_back)(H, dcn, cnb, rc[b]);
+        for (int j = 0; j < H; j++) {
+            real i = g4[j], f = g4[H + j], g = g4[2 * H + j], o = g4[3 * H + j], tj = t[j];
+            real dcj = gc[j] + dcn[j];
+            dp[j] = dcj * g * i * (1 - i);
+            dp[H + j] = dcj * cp[j] * f * (1 - f);
+            dp[2 * H + j] = dcj * i * (1 - g * g);
+            dp[3 * H + j] = gh[j] * tj * o * (1 - o);
+            gc[j] = dcj * f;
+        }
+        for (int j = 0; j < 4 * H; j++) {  /* pre = gi + zn g_hh */
+            d_g_hh[j] += dp[j] * znb[j];
+            dzb[j] = dp[j] * g_hh[j];
+        }
+        for (int k = 0; k < 4; k++) FN(normalise_back)(H, dzb + k * H, znb + k * H, rz[b * 4 + k]);
+        if (a_c) for (int j = 0; j < H; j++) gc[j] += kc[j];
+        if (a_h) for (int j = 0; j < H; j++) gh[j] = kh[j];
+    }
+}

@@ -1,0 +1,164 @@
+"""Compiled pointwise kernels for the engine's per-step work (stackrnn/csrc/*.c), built on first use.
+
+The engine's matrix products already run in oneDNN or BLAS; what is left per step is pointwise gate math, which
+PyTorch runs as about ten separate kernels, each a pass over the step's tensors. `csrc/lstm_step.c` does an LSTM
+step's forward or backward in one pass. It is plain C with no headers beyond the C library's: it compiles in
+well under a second with the system's C compiler, once per machine; the shared library is cached in
+`kernel_dir()` under a name that hashes the sources, the compiler and its flags, and is loaded with ctypes.
+
+Where there is no C compiler (or STACKRNN_KERNELS=0, or the build fails), `lstm()` returns None and the engine
+runs the same math as PyTorch operations: the results agree to float rounding, only slower. The kernels take
+contiguous float32 or float64 CPU tensors; the engine checks the type and device before it uses them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("csrc") / "lstm_step.c"  # it includes lstm_step.h, beside it
+_HEADERS = [_SOURCE.with_suffix(".h")]
+_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+_LOG = logging.getLogger(__name__)
+_lock = threading.Lock()
+_SUFFIX = {torch.float32: "_f32", torch.float64: "_f64"}
+_loaded: dict[str, object] = {}  # "lstm" -> the loaded library, or None once it could not be had
+
+_P, _I, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+_CARRIES = [_P, _L, _L, _P, _L, _L]  # a_h, its row and column strides; a_c, its strides
+
+
+def _signatures(real) -> dict[str, list]:
+    """The argument types of each kernel (csrc/lstm_step.h documents them), for a C type `real` of eps."""
+    return {
+        # B, H, pre, c_prev, h_prev, carries, h_mask, act, tc, c_out, h_out, h_in
+        "lstm_forward_step": [_I, _I, _P, _P, _P, *_CARRIES, _P, _P, _P, _P, _P, _P],
+        # B, H, act, tc, c_prev, carries, d_out, dh, dc, d_pre, keep_h, keep_c
+        "lstm_backward_step": [_I, _I, _P, _P, _P, *_CARRIES, _P, _P, _P, _P, _P, _P],
+        # B, H, z, gi, g_hh, gain_c, shift_c, eps, c_prev, h_prev, carries, h_mask, act, zn, rz, tc, cn, rc, c_out,
+        # h_out, h_in
+        "lstm_ln_forward_step": [_I, _I, _P, _P, _P, _P, _P, real, _P, _P, *_CARRIES, *[_P] * 10],
+        # B, H, act, tc, zn, rz, cn, rc, g_hh, gain_c, c_prev, carries, d_out, dh, dc, d_pre, d_z, d_g_hh,
+        # d_gain_c, d_shift_c, keep_h, keep_c, scratch
+        "lstm_ln_backward_step": [_I, _I, *[_P] * 9, *_CARRIES, *[_P] * 11],
+    }
+
+
+def kernel_dir() -> Path:
+    """Where built kernels are kept: $STACKRNN_KERNEL_CACHE, else the `kernels` folder of stackrnn's cache
+    ($STACKRNN_CACHE, else ~/.cache/stackrnn)."""
+    if os.environ.get("STACKRNN_KERNEL_CACHE"):
+        return Path(os.environ["STACKRNN_KERNEL_CACHE"]).expanduser()
+    return Path(os.environ.get("STACKRNN_CACHE", "~/.cache/stackrnn")).expanduser() / "kernels"
+
+
+def enabled() -> bool:
+    """False when STACKRNN_KERNELS is 0 (or false/no/off): the engine then runs its PyTorch path."""
+    return os.environ.get("STACKRNN_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _compiler() -> str | None:
+    if os.environ.get("CC"):
+        return shutil.which(os.environ["CC"].split()[0]) and os.environ["CC"]
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def _version(cc: str) -> str:
+    try:
+        return subprocess.run([*cc.split(), "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _build(cc: str, source: Path) -> Path | None:
+    """The shared library for `source`, from the cache or compiled now; None where compiling fails."""
+    text = b"".join(path.read_bytes() for path in [source, *_HEADERS])
+    # -march=native: the library is built where it runs. Tried first, then without it (a compiler that lacks it)
+    for flags in ([*_FLAGS, "-march=native"], _FLAGS):
+        key = hashlib.sha256(b"\0".join([text, cc.encode(), _version(cc).encode(), " ".join(flags).encode(),
+                                         platform.machine().encode(), platform.node().encode()])).hexdigest()[:16]
+        target = kernel_dir() / f"{source.stem}-{key}{'.dll' if sys.platform == 'win32' else '.so'}"
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # built under a temporary name and renamed: another process building the same library at the same time
+        # never loads a half-written file
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=target.suffix)
+        os.close(fd)
+        try:
+            done = subprocess.run([*cc.split(), *flags, str(source), "-o", partial, "-lm"], capture_output=True, text=True,
+                                  timeout=120)
+            if done.returncode == 0:
+                os.replace(partial, target)
+                return target
+            _LOG.info("building %s with %s %s failed: %s", source.name, cc, " ".join(flags), done.stderr.strip())
+        except (OSError, subprocess.SubprocessError) as error:
+            _LOG.info("building %s with %s failed: %s", source.name, cc, error)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+    return None
+
+
+def _load_lstm():
+    cc = _compiler()
+    if cc is None:
+        _LOG.info("no C compiler found (set CC): the engine runs its LSTM steps as PyTorch operations")
+        return None
+    try:
+        path = _build(cc, _SOURCE)
+        if path is None:
+            warnings.warn(f"stackrnn could not compile {_SOURCE.name} with {cc}; the engine runs its LSTM steps as "
+                          "PyTorch operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
+                          RuntimeWarning, stacklevel=3)
+            return None
+        lib = ctypes.CDLL(str(path))
+    except OSError as error:  # an unwritable cache folder, a library that will not load
+        warnings.warn(f"stackrnn could not build or load its LSTM step kernel ({error}); the engine runs its LSTM "
+                      "steps as PyTorch operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    for suffix, real in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
+        for name, args in _signatures(real).items():
+            function = getattr(lib, name + suffix)
+            function.argtypes, function.restype = args, None
+    return lib
+
+
+class LSTMSteps:
+    """The LSTM step kernels for one floating type: `forward` and `backward`, and with layer norm `ln_forward` and
+    `ln_backward` (csrc/lstm_step.h documents their arguments)."""
+
+    def __init__(self, lib, suffix: str) -> None:
+        self.forward = getattr(lib, "lstm_forward_step" + suffix)
+        self.backward = getattr(lib, "lstm_backward_step" + suffix)
+        self.ln_forward = getattr(lib, "lstm_ln_forward_step" + suffix)
+        self.ln_backward = getattr(lib, "lstm_ln_backward_step" + suffix)
+
+
+def lstm(dtype: torch.dtype = torch.float32) -> LSTMSteps | None:
+    """The LSTM step kernels for float32 or float64, or None where they cannot be had (another dtype, no compiler,
+    STACKRNN_KERNELS=0). Built at most once per process, loaded from the cache after that."""
+    if not enabled() or dtype not in _SUFFIX:
+        return None
+    if "lstm" not in _loaded:
+        with _lock:
+            if "lstm" not in _loaded:
+                lib = _load_lstm()
+                _loaded["lstm"] = lib and {t: LSTMSteps(lib, suffix) for t, suffix in _SUFFIX.items()}
+    return _loaded["lstm"] and _loaded["lstm"][dtype]
