@@ -46,6 +46,10 @@ _ln_backward = torch.ops.aten.native_layer_norm_backward
 
 
 _onednn_works: bool | None = None  # whether oneDNN's packed matmul works here: tried once, on first use
+# Smaller weights stay with torch.mm: packing costs about 0.6 ms per pass and oneDNN about 25 us per call, which
+# a 256-unit LSTM's W_hh (262k values) does not earn back over 35 steps (a whole training step measured 10-20%
+# slower with it on 2 cores), while from 512 units (1M values) packing is 10-15% faster.
+_PACK_FROM = 2 ** 19
 
 
 def _pack(weight: Tensor, batch: int):
@@ -53,6 +57,8 @@ def _pack(weight: Tensor, batch: int):
     not float32, a build without oneDNN, a torch without these ops): the caller then uses torch.mm."""
     global _onednn_works
     if weight.device.type != "cpu" or weight.dtype != torch.float32 or _onednn_works is False:
+        return None
+    if weight.numel() < _PACK_FROM:
         return None
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch)
@@ -78,8 +84,8 @@ class _Product:
     """x (B, K) -> x weight^T (B, N) for a weight (N, K) used at every step of a pass.
 
     The recurrence's products have only B rows, and MKL's torch.mm does not parallelise such thin products well:
-    on CPU in float32 the weight is packed once per pass for oneDNN's matmul (the library behind torch.nn.LSTM's
-    fused CPU kernel), which runs them 1.3-2x faster at batch 32. Elsewhere torch.mm.
+    on CPU in float32 a large weight (see _PACK_FROM) is packed once per pass for oneDNN's matmul (the library
+    behind torch.nn.LSTM's fused CPU kernel), which runs them 1.3-2x faster at batch 32. Elsewhere torch.mm.
     """
 
     def __init__(self, weight: Tensor, batch: int) -> None:
