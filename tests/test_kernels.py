@@ -207,3 +207,20 @@ def test_other_cells_types_and_options_stay_on_the_torch_path(counted):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         StackedRNN(3, layers=[LSTM(5, zoneout=0.2)]).train()(x)[0].float().sum().backward()
     assert counted == {"forward": 0, "backward": 0}
+
+
+def test_the_cell_state_tanh_is_accurate_to_a_few_ulp_near_zero_too():
+    """tanh(c') in relative terms, small |c'| included (where 2 sigmoid(2x) - 1 would lose digits): with i = 0 and
+    f = 1 exactly (gate inputs -+100), c' is the given c and tc = tanh(c)."""
+    steps = kernels.lstm(torch.float32)
+    B, H = 2, 3000
+    c_prev = torch.cat([torch.linspace(-20, 20, H), torch.logspace(-8, 0, H) * torch.tensor([1.0, -1.0]).repeat(H // 2)])
+    c_prev = c_prev.reshape(B, H)
+    pre = torch.zeros(B, 4 * H)
+    pre[:, :H], pre[:, H:2 * H] = -100, 100
+    act, tc, c, h = torch.empty(B, 4 * H), torch.empty(B, H), torch.empty(B, H), torch.empty(B, H)
+    steps.forward(B, H, pre.data_ptr(), c_prev.data_ptr(), torch.zeros(B, H).data_ptr(), None, 0, 0, None, 0, 0,
+                  None, act.data_ptr(), tc.data_ptr(), c.data_ptr(), h.data_ptr(), None)
+    assert torch.equal(c, c_prev)
+    want = torch.tanh(c_prev.double())
+    assert ((tc.double() - want).abs() / want.abs().clamp(min=1e-30)).max() < 3e-7

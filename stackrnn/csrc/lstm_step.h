@@ -6,7 +6,9 @@
    sb, sj >= 0 (0 where a dimension is broadcast): (B, H), (B, 1) and a scalar all arrive as views. NULL: none. */
 
 static inline real FN(sigmoid)(real x) { return 1 / (1 + FN(exp)(-x)); }
-static inline real FN(tanh)(real x) { return 2 * FN(sigmoid)(2 * x) - 1; }  /* as the engine's torch path */
+/* the g gate's tanh as the engine's torch path computes it (from the sigmoid of all four gates); tanh(c') is
+   FN(tanh_exact), as torch.tanh there */
+static inline real FN(tanh)(real x) { return 2 * FN(sigmoid)(2 * x) - 1; }
 
 /* new = cell + a (old - cell), in place on cell (n values); a at a[j * sj] */
 static void FN(carry)(int n, real *RESTRICT cell, const real *RESTRICT old, const real *a, long sj) {
@@ -44,7 +46,7 @@ void FN(lstm_forward_step)(int B, int H, const real *RESTRICT pre, const real *R
             real i = FN(sigmoid)(p[j]), f = FN(sigmoid)(p[H + j]), g = FN(tanh)(p[2 * H + j]);
             real o = FN(sigmoid)(p[3 * H + j]);
             g4[j] = i; g4[H + j] = f; g4[2 * H + j] = g; g4[3 * H + j] = o;
-            real cj = f * cp[j] + i * g, tj = FN(tanh)(cj);
+            real cj = f * cp[j] + i * g, tj = FN(tanh_exact)(cj);
             c[j] = cj; t[j] = tj; h[j] = o * tj;
         }
         if (a_h) FN(carry)(H, h, hp, a_h + b * ah_sb, ah_sj);
@@ -167,7 +169,7 @@ void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *
         }
         rc[b] = FN(normalise)(H, c, cnb, eps);
         for (int j = 0; j < H; j++) {
-            real tj = FN(tanh)(cnb[j] * gain_c[j] + shift_c[j]);
+            real tj = FN(tanh_exact)(cnb[j] * gain_c[j] + shift_c[j]);
             t[j] = tj; h[j] = g4[3 * H + j] * tj;
         }
         if (a_h) FN(carry)(H, h, hp, a_h + b * ah_sb, ah_sj);
