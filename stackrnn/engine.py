@@ -24,6 +24,12 @@ W_hh h, zoneout, recurrent dropout, padding, direction and an LSTM's projection 
 more product per step, its weight gradient again one product over all steps) are shared. Results equal the
 reference loop's (to float rounding); tests/test_engine.py checks that and gradchecks every path in float64.
 
+An LSTM step's pointwise work (layer norms, gates, c, tanh, zoneout, padding, the next step's dropped-out h) runs
+as one call into a compiled C kernel where one could be built (stackrnn/kernels.py, stackrnn/csrc/lstm_step.h):
+PyTorch would run it as about ten kernels, each a pass over the step's tensors. The same math stays here as
+PyTorch operations (`_LSTMMath`) for GRU and RNN cells, projections, other dtypes and devices, and machines
+without a C compiler; tests check the two against each other and gradcheck both.
+
 Not supported: torch.func transforms (grad, vmap) of a stack that runs the engine (the Function keeps
 per-step values that setup_context could not see); fused=False runs the loop, which they can trace.
 """

@@ -30,6 +30,17 @@ static void FN(split_carry)(int n, real *RESTRICT grad, real *RESTRICT keep, con
     }
 }
 
+/* The end of a row's forward step, shared with and without layer norm: the carries of h and c (a_h, a_c: this
+   row's factors, or NULL), and the next product's input x = h * m (recurrent dropout; m, x NULL without). */
+static void FN(finish_row)(int H, real *RESTRICT h, real *RESTRICT c, const real *RESTRICT hp,
+                           const real *RESTRICT cp, const real *a_h, long ah_sj, const real *a_c, long ac_sj,
+                           const real *RESTRICT m, real *RESTRICT x) {
+    if (a_h) FN(carry)(H, h, hp, a_h, ah_sj);
+    if (a_c) FN(carry)(H, c, cp, a_c, ac_sj);
+    if (x)
+        for (int j = 0; j < H; j++) x[j] = h[j] * m[j];
+}
+
 /* Forward.  pre (B, 4H): gi + h W_hh^T.  Writes act (B, 4H): sigmoid i f o and tanh g; tc (B, H): tanh(c');
    c_out, h_out (B, H): the new state after the carry; h_in (B, H), unless NULL: h_out * h_mask, the next step's
    product input (recurrent dropout). */
@@ -49,14 +60,29 @@ void FN(lstm_forward_step)(int B, int H, const real *RESTRICT pre, const real *R
             real cj = f * cp[j] + i * g, tj = FN(tanh_exact)(cj);
             c[j] = cj; t[j] = tj; h[j] = o * tj;
         }
-        if (a_h) FN(carry)(H, h, hp, a_h + b * ah_sb, ah_sj);
-        if (a_c) FN(carry)(H, c, cp, a_c + b * ac_sb, ac_sj);
-        if (h_in) {
-            const real *m = h_mask + (long)b * H;
-            real *x = h_in + (long)b * H;
-            for (int j = 0; j < H; j++) x[j] = h[j] * m[j];
-        }
+        FN(finish_row)(H, h, c, hp, cp, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj,
+                       h_in ? h_mask + (long)b * H : 0, h_in ? h_in + (long)b * H : 0);
     }
+}
+
+/* The start of a row's backward step: the output's gradient joins h's (gh += go), then the carries keep their
+   shares (kh, kc) for the previous state. */
+static void FN(start_row_back)(int H, real *RESTRICT gh, real *RESTRICT gc, const real *RESTRICT go,
+                               real *RESTRICT kh, real *RESTRICT kc, const real *a_h, long ah_sj, const real *a_c,
+                               long ac_sj) {
+    for (int j = 0; j < H; j++) gh[j] += go[j];
+    if (a_h) FN(split_carry)(H, gh, kh, a_h, ah_sj);
+    if (a_c) FN(split_carry)(H, gc, kc, a_c, ac_sj);
+}
+
+/* Its end: the previous c's gradient gets its carried share; h's buffer returns the carried share of h's (the
+   product's part is added by the caller). */
+static void FN(end_row_back)(int H, real *RESTRICT gh, real *RESTRICT gc, const real *RESTRICT kh,
+                             const real *RESTRICT kc, int carry_h, int carry_c) {
+    if (carry_c)
+        for (int j = 0; j < H; j++) gc[j] += kc[j];
+    if (carry_h)
+        for (int j = 0; j < H; j++) gh[j] = kh[j];
 }
 
 /* Backward of one step, from what forward wrote (act, tc) and the cell state before the step (c_prev).
@@ -74,9 +100,7 @@ void FN(lstm_backward_step)(int B, int H, const real *RESTRICT act, const real *
         const real *go = d_out + (long)b * H;
         real *gh = dh + (long)b * H, *gc = dc + (long)b * H, *dp = d_pre + (long)b * 4 * H;
         real *kh = keep_h + (long)b * H, *kc = keep_c + (long)b * H;
-        for (int j = 0; j < H; j++) gh[j] += go[j];
-        if (a_h) FN(split_carry)(H, gh, kh, a_h + b * ah_sb, ah_sj);
-        if (a_c) FN(split_carry)(H, gc, kc, a_c + b * ac_sb, ac_sj);
+        FN(start_row_back)(H, gh, gc, go, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj);
         for (int j = 0; j < H; j++) {
             real i = g4[j], f = g4[H + j], g = g4[2 * H + j], o = g4[3 * H + j], tj = t[j];
             real dcj = gc[j] + gh[j] * o * (1 - tj * tj);
@@ -86,8 +110,7 @@ void FN(lstm_backward_step)(int B, int H, const real *RESTRICT act, const real *
             dp[3 * H + j] = gh[j] * tj * o * (1 - o);
             gc[j] = dcj * f;
         }
-        if (a_c) for (int j = 0; j < H; j++) gc[j] += kc[j];
-        if (a_h) for (int j = 0; j < H; j++) gh[j] = kh[j];
+        FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
     }
 }
 
@@ -172,13 +195,8 @@ void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *
             real tj = FN(tanh_exact)(cnb[j] * gain_c[j] + shift_c[j]);
             t[j] = tj; h[j] = g4[3 * H + j] * tj;
         }
-        if (a_h) FN(carry)(H, h, hp, a_h + b * ah_sb, ah_sj);
-        if (a_c) FN(carry)(H, c, cp, a_c + b * ac_sb, ac_sj);
-        if (h_in) {
-            const real *m = h_mask + (long)b * H;
-            real *x = h_in + (long)b * H;
-            for (int j = 0; j < H; j++) x[j] = h[j] * m[j];
-        }
+        FN(finish_row)(H, h, c, hp, cp, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj,
+                       h_in ? h_mask + (long)b * H : 0, h_in ? h_in + (long)b * H : 0);
     }
 }
 
@@ -200,9 +218,7 @@ void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const rea
         real *gh = dh + (long)b * H, *gc = dc + (long)b * H, *dp = d_pre + (long)b * 4 * H;
         real *dzb = d_z + (long)b * 4 * H, *kh = keep_h + (long)b * H, *kc = keep_c + (long)b * H;
         real *dcn = scratch + (long)b * H;
-        for (int j = 0; j < H; j++) gh[j] += go[j];
-        if (a_h) FN(split_carry)(H, gh, kh, a_h + b * ah_sb, ah_sj);
-        if (a_c) FN(split_carry)(H, gc, kc, a_c + b * ac_sb, ac_sj);
+        FN(start_row_back)(H, gh, gc, go, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj);
         for (int j = 0; j < H; j++) {  /* through tanh(LN(c') gain + shift) */
             real tj = t[j], dy = gh[j] * g4[3 * H + j] * (1 - tj * tj);
             d_gain_c[j] += dy * cnb[j];
@@ -224,7 +240,6 @@ void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const rea
             dzb[j] = dp[j] * g_hh[j];
         }
         for (int k = 0; k < 4; k++) FN(normalise_back)(H, dzb + k * H, znb + k * H, rz[b * 4 + k]);
-        if (a_c) for (int j = 0; j < H; j++) gc[j] += kc[j];
-        if (a_h) for (int j = 0; j < H; j++) gh[j] = kh[j];
+        FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
     }
 }
