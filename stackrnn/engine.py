@@ -402,7 +402,9 @@ class _Recurrence(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the backward is hand-written: a second derivative through it is an error, not zero
     def backward(ctx, d_out, d_hT, d_cT):
-        saved = ctx.saved_tensors
+        # contiguous as forward saved them (a no-op then): a saved-tensor hook may hand them back in other layouts,
+        # and the steps below and the kernels index them as forward laid them out
+        saved = [t if t is None else t.contiguous() for t in ctx.saved_tensors]
         w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, H_all, c_all = saved[:10]
         norms = saved[10:10 + ctx.norms]
         n = ctx.norms // 4 if ctx.lib is None else 0  # steps with layer norm, for the torch path
@@ -485,13 +487,25 @@ def _lstm_kernel(math, gi: Tensor, g_hh: Tensor | None, w_hr: Tensor | None):
 
 def _carry_pointer(a: Tensor | None):
     """A carry factor (T, B, P) or (T, B, 1), maybe broadcast, as (address of step 0 in bytes, bytes per step,
-    row stride, column stride) for the C kernel, which reads any non-negative element strides; (None, 0, 0, 0)
-    for no carry."""
+    row stride, column stride) for the C kernel, which reads column strides 0 (one value per row) and 1 and any
+    non-negative step and row strides (_kernel_layout makes sure of that). (None, 0, 0, 0) for no carry."""
     if a is None:
         return None, 0, 0, 0
     # a size-1 dimension is broadcast: stride 0, whatever torch records for it
     return (a.data_ptr(), a.stride(0) * a.element_size() if a.shape[0] > 1 else 0,
             a.stride(1) if a.shape[1] > 1 else 0, a.stride(2) if a.shape[2] > 1 else 0)
+
+
+def _kernel_layout(t: Tensor | None, like: Tensor, carry: bool = False) -> Tensor | None:
+    """t as the C kernel reads it: like's dtype, and contiguous (a carry factor: any layout _carry_pointer can
+    describe). A copy only where t is laid out otherwise: saved-tensor hooks, for one, may change strides."""
+    if t is None:
+        return None
+    if t.dtype != like.dtype:
+        raise TypeError(f"the LSTM kernel got a {t.dtype} tensor in a {like.dtype} recurrence")
+    if carry:
+        return t if t.shape[2] == 1 or t.stride(2) in (0, 1) else t.contiguous()
+    return t.contiguous()
 
 
 def _at(tensor: Tensor | None, s: int):
@@ -508,18 +522,19 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
     T, B, G = gi.shape
     H = G // 4
     gi = gi.contiguous()
+    a_h, a_c = _kernel_layout(a_h, gi, carry=True), _kernel_layout(a_c, gi, carry=True)
     H_all, c_all = gi.new_empty(T + 1, B, H), gi.new_empty(T + 1, B, H)
     H_all[0], c_all[0] = h0, c0
     (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
     if h_mask is not None:  # recurrent dropout: the kernel writes h * mask for the next product, in turn here
-        h_mask = h_mask.contiguous()
+        h_mask = _kernel_layout(h_mask.expand(B, H), gi)
         h_in, spare = H_all[0] * h_mask, [torch.empty_like(H_all[0]) for _ in range(2)]
     else:
         h_in = H_all[0]
     norms = []
     if g_hh is not None:  # LN(z) and its 1 / std per gate block, LN(c') and its 1 / std: what backward reads
         norms = [gi.new_empty(T, B, G), gi.new_empty(T, B, 4), gi.new_empty(T, B, H), gi.new_empty(T, B)]
-        gains = [t.contiguous() for t in (g_hh, *math.norm_c)]
+        gains = [_kernel_layout(t, gi) for t in (g_hh, *math.norm_c)]
     for s, t in enumerate(order):
         h_next = spare[s % 2] if h_mask is not None else None
         carries = (ah and ah + t * ah_step, ah_sb, ah_sj, ac and ac + t * ac_step, ac_sb, ac_sj)
@@ -545,13 +560,18 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
     gradients into d_g and math's; returns the gradients of h0 and c0."""
     T, B, G = d_gh.shape
     H = G // 4
-    d_out = d_out.contiguous()
+    d_out, c_all = _kernel_layout(d_out, d_gh), _kernel_layout(c_all, d_gh)
+    a_h, a_c = _kernel_layout(a_h, d_gh, carry=True), _kernel_layout(a_c, d_gh, carry=True)
+    math.act, math.tc = _kernel_layout(math.act, d_gh), _kernel_layout(math.tc, d_gh)
+    norms = [_kernel_layout(x, d_gh) for x in norms]
+    if h_mask is not None:
+        h_mask = h_mask.expand(B, H)
     # the kernel updates dh and dc in place: copies, never autograd's tensors
     dh, dc = dh.contiguous().clone(), dc.contiguous().clone()
     keep_h, keep_c, scratch = torch.empty_like(dh), torch.empty_like(dc), torch.empty_like(dc)
     (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
     if g_hh is not None:
-        gains = [t.contiguous() for t in (g_hh, math.norm_c[0])]
+        gains = [_kernel_layout(t, d_gh) for t in (g_hh, math.norm_c[0])]
         math.d_gain, math.d_shift = torch.zeros_like(math.norm_c[0]), torch.zeros_like(math.norm_c[1])
         sums = [x.data_ptr() for x in (d_g, math.d_gain, math.d_shift)]
     for s in range(T - 1, -1, -1):

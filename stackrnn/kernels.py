@@ -85,13 +85,26 @@ def _version(cc: str) -> str:
         return ""
 
 
+def _cpu() -> str:
+    """What -march=native builds for: the CPU's model and instruction-set flags (Linux's /proc/cpuinfo), so that
+    a cache folder shared by unlike machines (a network home, a copied container) never hands one a library with
+    instructions it lacks. Elsewhere the processor's name and the host's."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return " ".join([platform.machine(), platform.processor(), platform.node()])
+    wanted = ("model name", "flags", "features", "cpu part", "cpu implementer")
+    seen = {line.split(":")[0].strip().lower(): line for line in lines if ":" in line}
+    return " ".join([platform.machine(), *(seen[k] for k in wanted if k in seen)])
+
+
 def _build(cc: str, source: Path) -> Path | None:
     """The shared library for `source`, from the cache or compiled now; None where compiling fails."""
     text = b"".join(path.read_bytes() for path in [source, *_HEADERS])
     # -march=native: the library is built where it runs. Tried first, then without it (a compiler that lacks it)
     for flags in ([*_FLAGS, "-march=native"], _FLAGS):
         key = hashlib.sha256(b"\0".join([text, cc.encode(), _version(cc).encode(), " ".join(flags).encode(),
-                                         platform.machine().encode(), platform.node().encode()])).hexdigest()[:16]
+                                         _cpu().encode()])).hexdigest()[:16]
         target = kernel_dir() / f"{source.stem}-{key}{'.dll' if sys.platform == 'win32' else '.so'}"
         if target.exists():
             return target

@@ -1,5 +1,6 @@
 """Shared fixtures: small real text, and a tiny trained run made once per test session."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,20 @@ from stackrnn.cli import main
 from stackrnn.data.corpora import embedded_text
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory):
+    """The engine's compiled kernels (stackrnn/kernels.py) are built into a folder of this session's, never into
+    the user's cache."""
+    folder = tmp_path_factory.mktemp("kernels")
+    before = os.environ.get("STACKRNN_KERNEL_CACHE")
+    os.environ["STACKRNN_KERNEL_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ["STACKRNN_KERNEL_CACHE"]
+    else:
+        os.environ["STACKRNN_KERNEL_CACHE"] = before
 
 
 @pytest.fixture(scope="session")

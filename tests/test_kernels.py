@@ -2,6 +2,7 @@
 same results as the engine's PyTorch path and the reference loop, gradcheck through them in float64, and a clean
 fallback where they cannot be had. Skipped where this machine has no C compiler."""
 
+import functools
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from stackrnn import GRU, LSTM, RNN, StackedRNN, kernels
+from stackrnn.engine import _LSTMMath, _make_math, _Recurrence
 
 from .conftest import stack_gradcheck
 
@@ -224,3 +226,44 @@ def test_the_cell_state_tanh_is_accurate_to_a_few_ulp_near_zero_too():
     assert torch.equal(c, c_prev)
     want = torch.tanh(c_prev.double())
     assert ((tc.double() - want).abs() / want.abs().clamp(min=1e-30)).max() < 3e-7
+
+
+@pytest.mark.parametrize("option", ["zoneout", "all, bidirectional"])
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "torch path"])
+def test_saved_tensors_handed_back_in_another_layout_give_the_same_gradients(option, kernel, monkeypatch):
+    """A saved-tensor hook may return equal values with other strides (here: column-major); backward must not
+    read them by forward's layout. (Not with layer norm: torch's own LayerNorm backward, which the input side
+    uses, gives wrong gradients under this hook.)"""
+    if not kernel:
+        monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    torch.manual_seed(6)
+    stack = StackedRNN(5, layers=[LSTM(12, **CASES[option]), LSTM(8, **CASES[option])]).train()
+    x = torch.randn(7, 3, 5)
+    plain = _run(stack, x, torch.tensor([7, 5, 2]))
+    relaid = lambda t: t.transpose(0, 1).contiguous().transpose(0, 1) if t.dim() >= 2 else t  # noqa: E731
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, relaid):
+        hooked = _run(stack, x, torch.tensor([7, 5, 2]))
+    for a, b in zip([*plain[0], *plain[1]], [*hooked[0], *hooked[1]]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_a_strided_carry_factor_is_read_as_its_values(counted, monkeypatch):
+    """The kernels read a carry factor's columns at stride 0 or 1; one laid out otherwise is copied first."""
+
+    torch.manual_seed(7)
+    T, B, H = 4, 3, 5
+    gi = torch.randn(T, B, 4 * H, dtype=torch.float64)
+    h0, c0 = torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)
+    w = torch.randn(4 * H, H, dtype=torch.float64)
+    a = torch.rand(T, B, 2 * H, dtype=torch.float64)[..., ::2]  # column stride 2
+    make = functools.partial(_make_math, _LSTMMath, H, {})
+
+    def run():
+        return _Recurrence.apply(make, False, gi, h0, c0, w, None, None, None, None, a, a, None, None, None)
+
+    with_kernel = run()
+    assert counted["forward"] == T
+    monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    without = run()
+    for p, q in zip(with_kernel, without):
+        torch.testing.assert_close(p, q)
