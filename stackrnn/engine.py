@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from . import kernels
@@ -330,13 +330,15 @@ class _Recurrence(torch.autograd.Function):
         valid (T, B, 1)       1 at valid steps, 0 at padding; the output is zero there
         h_mask (B, P)         recurrent dropout on h inside h W_hh^T
         w_hr (P, H)           an LSTM's projection: h = (o * tanh(c')) W_hr^T
+        g_ih, b_in (G,)       with the LSTM kernel and layer norm only: gi is x W_ih^T as it comes from the
+                              product, and the kernel takes LN(gi) g_ih + b_in (b_ih + b_hh, or None) per step
 
     Returns out (T, B, P) in time order, and the final h and c (c: an empty tensor for cells without it).
     """
 
     @staticmethod
     def forward(ctx, make_math, reverse, gi, h0, c0, w_hh, b_hh, g_hh, ln_c_gain, ln_c_shift, a_h, a_c, valid, h_mask,
-                w_hr):
+                w_hr, g_ih=None, b_in=None):
         T, B, G = gi.shape
         math = make_math(None if ln_c_gain is None else (ln_c_gain, ln_c_shift))
         num_gates = math.num_gates
@@ -344,11 +346,16 @@ class _Recurrence(torch.autograd.Function):
         project = _Product(w_hr, B) if w_hr is not None else None  # an LSTM's o * tanh(c') -> h (B, P)
         order = range(T - 1, -1, -1) if reverse else range(T)
         math.begin(T, B, gi)
-        lib = _lstm_kernel(math, gi, g_hh, w_hr)
-        if lib is not None:  # the compiled LSTM step (stackrnn/kernels.py): same math, one pass per step
-            H_all, c_all, norms = _kernel_forward(lib, math, product, gi, h0, c0, g_hh, a_h, a_c, h_mask, order)
-            return _Recurrence._finish(ctx, lib, math, reverse, num_gates, H_all, c_all, valid,
-                                       (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr), norms)
+        # the compiled LSTM step (stackrnn/kernels.py): same math, one pass per step. With layer norm it needs the
+        # input's raw product (g_ih), which run_direction hands over only where this kernel runs
+        lib = _lstm_kernel(math, gi, g_hh, w_hr) if g_hh is None or g_ih is not None else None
+        inputs = (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, g_ih, b_in)
+        if lib is not None:
+            H_all, c_all, norms = _kernel_forward(lib, math, product, gi, h0, c0, g_hh, a_h, a_c, h_mask, order,
+                                                  g_ih, b_in)
+            return _Recurrence._finish(ctx, lib, math, reverse, num_gates, H_all, c_all, valid, inputs, norms)
+        if g_ih is not None:
+            raise RuntimeError("the LSTM kernel was switched off between run_direction and the engine's forward")
         hs, cs = [h0], [c0]
         z_raw, z_norm, means, rstds = [], [], [], []  # layer norm of h W_hh^T, per step
         for s, t in enumerate(order):
@@ -379,14 +386,14 @@ class _Recurrence(torch.autograd.Function):
             cs.append(new_c)
         H_all = torch.stack(hs)  # (T + 1, B, P) in processing order
         c_all = torch.stack(cs) if c0 is not None else None
-        return _Recurrence._finish(ctx, None, math, reverse, num_gates, H_all, c_all, valid,
-                                   (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr), [*z_raw, *z_norm, *means, *rstds])
+        return _Recurrence._finish(ctx, None, math, reverse, num_gates, H_all, c_all, valid, inputs,
+                                   [*z_raw, *z_norm, *means, *rstds])
 
     @staticmethod
     def _finish(ctx, lib, math, reverse, num_gates, H_all, c_all, valid, inputs, norms):
         """forward's outputs from every step's h (H_all) and c (c_all), both (T + 1, B, .) in processing order;
         saves what backward reads: inputs, H_all, c_all, the layer norms' values (norms: per step z, LN(z), mean
-        and 1 / std, in four runs of T, for the torch path; for the kernel, LN(z), its 1 / std, LN(c') and its
+        and 1 / std, in four runs of T, for the torch path; for the kernel, LN(x W_ih^T), LN(z), LN(c') and their
         1 / std, each for all steps) and the cell's own."""
         # out, h and c are new tensors, never views of what backward reads
         out = H_all[1:].flip(0) if reverse else H_all[1:].clone()
@@ -405,12 +412,12 @@ class _Recurrence(torch.autograd.Function):
         # contiguous as forward saved them (a no-op then): a saved-tensor hook may hand them back in other layouts,
         # and the steps below and the kernels index them as forward laid them out
         saved = [t if t is None else t.contiguous() for t in ctx.saved_tensors]
-        w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, H_all, c_all = saved[:10]
-        norms = saved[10:10 + ctx.norms]
+        w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, g_ih, b_in, H_all, c_all = saved[:12]
+        norms = saved[12:12 + ctx.norms]
         n = ctx.norms // 4 if ctx.lib is None else 0  # steps with layer norm, for the torch path
         z_raw, z_norm, means, rstds = (norms[k * n:(k + 1) * n] for k in range(4))
         math, reverse = ctx.math, ctx.reverse
-        math.unstash(list(saved[10 + ctx.norms:]))
+        math.unstash(list(saved[12 + ctx.norms:]))
         T, B, P = d_out.shape  # P: h's size (an LSTM's projection size, else H)
         G = w_hh.shape[0]
         H = G // ctx.num_gates
@@ -431,8 +438,8 @@ class _Recurrence(torch.autograd.Function):
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
         product_t = _Product(w_hh.t().contiguous(), B)  # dz -> dz W_hh
         if ctx.lib is not None:
-            dh, dc = _kernel_backward(ctx.lib, math, product_t, d_out, dh, dc, g_hh, norms, a_h, a_c, h_mask, c_all,
-                                      d_gh, d_z, d_g)
+            dh, dc, d_xw, d_g_ih, d_b_in = _kernel_backward(ctx.lib, math, product_t, d_out, dh, dc, g_hh, norms, a_h,
+                                                            a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in)
         else:
             math.prepare(c_all[:-1] if has_c else H_all[:-1])
         for s in range(T - 1, -1, -1) if ctx.lib is None else ():
@@ -470,11 +477,16 @@ class _Recurrence(torch.autograd.Function):
             d_w_hr = torch.mm(d_proj.reshape(T * B, P).t(), cell_out.reshape(T * B, H))
         d_b = d_gh.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[6] else None
         d_gi = math.input_grad() if not math.additive else d_gh
+        if g_ih is None:
+            d_g_ih = d_b_in = None
+        else:  # gi was x W_ih^T before its layer norm, which the kernel did
+            d_gi = d_xw
         if reverse:
             d_gi = d_gi.flip(0)
         d_gain, d_shift = math.extra_grads()
         math.release()
-        return (None, None, d_gi, dh, dc, d_w, d_b, d_g, d_gain, d_shift, None, None, None, None, d_w_hr)
+        return (None, None, d_gi, dh, dc, d_w, d_b, d_g, d_gain, d_shift, None, None, None, None, d_w_hr, d_g_ih,
+                d_b_in)
 
 
 def _lstm_kernel(math, gi: Tensor, g_hh: Tensor | None, w_hr: Tensor | None):
@@ -514,11 +526,13 @@ def _at(tensor: Tensor | None, s: int):
 
 
 def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh: Tensor | None,
-                    a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, order):
-    """The LSTM recurrence with the compiled step: per step one product (oneDNN's, gi[t] added in it unless layer
-    norm comes between) and one call that does the layer norms, the gates, c, tanh(c), h, zoneout or padding and
-    the next product's dropped-out input. Writes every step's gates and tanh(c') into math's buffers; returns
-    H_all, c_all (T + 1, B, H) in processing order, and the layer norms' saved values (an empty list without)."""
+                    a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, order, g_ih: Tensor | None = None,
+                    b_in: Tensor | None = None):
+    """The LSTM recurrence with the compiled step: per step one product (gi[t] added in it unless layer norm comes
+    between) and one call that does the layer norms (of gi[t] = x W_ih^T with g_ih and b_in, of h W_hh^T and of
+    c'), the gates, c, tanh(c), h, zoneout or padding and the next product's dropped-out input. Writes every step's
+    gates and tanh(c') into math's buffers; returns H_all, c_all (T + 1, B, H) in processing order, and the layer
+    norms' saved values (an empty list without)."""
     T, B, G = gi.shape
     H = G // 4
     gi = gi.contiguous()
@@ -532,9 +546,10 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
     else:
         h_in = H_all[0]
     norms = []
-    if g_hh is not None:  # LN(z) and its 1 / std per gate block, LN(c') and its 1 / std: what backward reads
-        norms = [gi.new_empty(T, B, G), gi.new_empty(T, B, 4), gi.new_empty(T, B, H), gi.new_empty(T, B)]
-        gains = [_kernel_layout(t, gi) for t in (g_hh, *math.norm_c)]
+    if g_hh is not None:  # LN(x W_ih^T), LN(z) and their 1 / std per gate block, LN(c') and its 1 / std
+        norms = [gi.new_empty(T, B, G), gi.new_empty(T, B, 4), gi.new_empty(T, B, G), gi.new_empty(T, B, 4),
+                 gi.new_empty(T, B, H), gi.new_empty(T, B)]
+        gains = [_kernel_layout(t, gi) for t in (g_ih, b_in, g_hh, *math.norm_c)]
     for s, t in enumerate(order):
         h_next = spare[s % 2] if h_mask is not None else None
         carries = (ah and ah + t * ah_step, ah_sb, ah_sj, ac and ac + t * ac_step, ac_sb, ac_sj)
@@ -544,20 +559,21 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
                         _at(math.act, s), _at(math.tc, s), _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
         else:
             z = product(h_in)
-            zn, rz, cn, rc = (_at(x, s) for x in norms)
-            lib.ln_forward(B, H, z.data_ptr(), _at(gi, t), *(x.data_ptr() for x in gains), _EPS, _at(c_all, s),
-                           _at(H_all, s), *carries, _at(h_mask, 0), _at(math.act, s), zn, rz, _at(math.tc, s), cn,
-                           rc, _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
+            xn, rx, zn, rz, cn, rc = (_at(x, s) for x in norms)
+            lib.ln_forward(B, H, z.data_ptr(), _at(gi, t), *(_at(x, 0) for x in gains), _EPS, _at(c_all, s),
+                           _at(H_all, s), *carries, _at(h_mask, 0), _at(math.act, s), xn, rx, zn, rz,
+                           _at(math.tc, s), cn, rc, _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
         h_in = h_next if h_next is not None else H_all[s + 1]
     return H_all, c_all, norms
 
 
 def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor, g_hh: Tensor | None, norms,
                      a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, c_all: Tensor, d_gh: Tensor,
-                     d_z: Tensor, d_g: Tensor | None) -> tuple[Tensor, Tensor]:
+                     d_z: Tensor, d_g: Tensor | None, g_ih: Tensor | None = None, b_in: Tensor | None = None):
     """_kernel_forward's backward over all steps (everything in processing order): writes every step's gradient
     of pre into d_gh and of h W_hh^T into d_z (the same tensor without layer norm), both (T, B, G); sums the gains'
-    gradients into d_g and math's; returns the gradients of h0 and c0."""
+    gradients into d_g and math's. Returns the gradients of h0 and c0 and, with layer norm, those of x W_ih^T
+    (T, B, G), g_ih and b_in (else None)."""
     T, B, G = d_gh.shape
     H = G // 4
     d_out, c_all = _kernel_layout(d_out, d_gh), _kernel_layout(c_all, d_gh)
@@ -570,10 +586,13 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
     dh, dc = dh.contiguous().clone(), dc.contiguous().clone()
     keep_h, keep_c, scratch = torch.empty_like(dh), torch.empty_like(dc), torch.empty_like(dc)
     (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
+    d_xw = d_g_ih = d_b_in = None
     if g_hh is not None:
-        gains = [_kernel_layout(t, d_gh) for t in (g_hh, math.norm_c[0])]
+        gains = [_kernel_layout(t, d_gh) for t in (g_ih, g_hh, math.norm_c[0])]
         math.d_gain, math.d_shift = torch.zeros_like(math.norm_c[0]), torch.zeros_like(math.norm_c[1])
-        sums = [x.data_ptr() for x in (d_g, math.d_gain, math.d_shift)]
+        d_xw, d_g_ih = torch.empty_like(d_gh), torch.zeros_like(g_ih)
+        d_b_in = torch.zeros_like(b_in) if b_in is not None else None
+        sums = [_at(x, 0) for x in (d_g_ih, d_g, d_b_in, math.d_gain, math.d_shift)]
     for s in range(T - 1, -1, -1):
         # dh: in, the new h's gradient from later steps; out, its share kept by zoneout (to h_prev directly)
         carries = (ah and ah + s * ah_step, ah_sb, ah_sj, ac and ac + s * ac_step, ac_sb, ac_sj)
@@ -583,15 +602,15 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         else:
             lib.ln_backward(B, H, _at(math.act, s), _at(math.tc, s), *(_at(x, s) for x in norms),
                             *(x.data_ptr() for x in gains), _at(c_all, s), *carries, _at(d_out, s), dh.data_ptr(),
-                            dc.data_ptr(), _at(d_gh, s), _at(d_z, s), *sums, keep_h.data_ptr(), keep_c.data_ptr(),
-                            scratch.data_ptr())
+                            dc.data_ptr(), _at(d_gh, s), _at(d_xw, s), _at(d_z, s), *sums, keep_h.data_ptr(),
+                            keep_c.data_ptr(), scratch.data_ptr())
         if h_mask is None:
             dh = product_t(d_z[s], add=dh if a_h is not None else None)
         elif a_h is not None:
             dh = torch.addcmul(dh, product_t(d_z[s]), h_mask)
         else:
             dh = product_t(d_z[s]).mul_(h_mask)
-    return dh, dc
+    return dh, dc, d_xw, d_g_ih, d_b_in
 
 
 def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
@@ -609,7 +628,17 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     math_class, extra = _math_for(cell)
     make_math = functools.partial(_make_math, math_class, cell.hidden_size, extra)
     # (T, B, G), its backward autograd's: one product. A cell that reads gi + gh takes b_hh here, inside the product
-    gi = cell.project_input(x, cell.bias_ih + cell.bias_hh if math_class.additive and cell.bias else None)
+    bias = cell.bias_ih + cell.bias_hh if math_class.additive and cell.bias else None
+    g_ih = None
+    if lstm and cell.layer_norm and not cell.proj_size:
+        # the LSTM kernel normalises x W_ih^T itself, step by step, in the pass it makes anyway
+        gi = nn.functional.linear(x, cell.weight_ih)
+        if x.device.type == "cpu" and kernels.lstm(gi.dtype) is not None:
+            g_ih = cell.norm_ih.flatten()
+        else:
+            gi = cell._normalised(gi, cell.norm_ih, bias)
+    else:
+        gi = cell.project_input(x, bias)
     dtype = gi.dtype  # under autocast the projection's precision; the recurrence follows it
 
     valid = mask.to(dtype) if mask is not None else None  # (T, B, 1): 1 at valid steps, 0 at padding
@@ -634,7 +663,8 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
             make_math, reverse, gi, cast(h0), cast(c0), cast(w_hh), None if math_class.additive else cast(cell.bias_hh),
             cast(g_hh), cast(ln_c[0]), cast(ln_c[1]), carry(zh, keep_h, size_h),
             carry(zc, keep_c, size_c) if lstm else None, valid, cast(h_mask),
-            cast(cell.weight_hr) if lstm and cell.proj_size else None)
+            cast(cell.weight_hr) if lstm and cell.proj_size else None, cast(g_ih),
+            cast(bias) if g_ih is not None else None)
     h = h.to(h0.dtype)
     return out, ((h, c.to(c0.dtype)) if lstm else h)
 

@@ -47,12 +47,12 @@ def _signatures(real) -> dict[str, list]:
         "lstm_forward_step": [_I, _I, _P, _P, _P, *_CARRIES, _P, _P, _P, _P, _P, _P],
         # B, H, act, tc, c_prev, carries, d_out, dh, dc, d_pre, keep_h, keep_c
         "lstm_backward_step": [_I, _I, _P, _P, _P, *_CARRIES, _P, _P, _P, _P, _P, _P],
-        # B, H, z, gi, g_hh, gain_c, shift_c, eps, c_prev, h_prev, carries, h_mask, act, zn, rz, tc, cn, rc, c_out,
-        # h_out, h_in
-        "lstm_ln_forward_step": [_I, _I, _P, _P, _P, _P, _P, real, _P, _P, *_CARRIES, *[_P] * 10],
-        # B, H, act, tc, zn, rz, cn, rc, g_hh, gain_c, c_prev, carries, d_out, dh, dc, d_pre, d_z, d_g_hh,
-        # d_gain_c, d_shift_c, keep_h, keep_c, scratch
-        "lstm_ln_backward_step": [_I, _I, *[_P] * 9, *_CARRIES, *[_P] * 11],
+        # B, H, z, xw, g_ih, bias, g_hh, gain_c, shift_c, eps, c_prev, h_prev, carries, h_mask, act, xn, rx, zn, rz,
+        # tc, cn, rc, c_out, h_out, h_in
+        "lstm_ln_forward_step": [_I, _I, *[_P] * 7, real, _P, _P, *_CARRIES, *[_P] * 12],
+        # B, H, act, tc, xn, rx, zn, rz, cn, rc, g_ih, g_hh, gain_c, c_prev, carries, d_out, dh, dc, d_pre, d_xw, d_z,
+        # d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h, keep_c, scratch
+        "lstm_ln_backward_step": [_I, _I, *[_P] * 12, *_CARRIES, *[_P] * 14],
     }
 
 

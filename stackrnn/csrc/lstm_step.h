@@ -166,24 +166,32 @@ static void FN(normalise_back)(int n, real *RESTRICT g, const real *RESTRICT xn,
     for (int j = 0; j < n; j++) g[j] = rstd * (g[j] - s - xn[j] * sx);
 }
 
-/* Forward of a layer-normalised LSTM step: pre = gi + LN(z) * g_hh per gate block, z = h W_hh^T (B, 4H) as the
-   product left it; h' = o tanh(LN(c') gain_c + shift_c).  As lstm_forward_step, and it also writes what backward
-   reads: zn (B, 4H) and rz (B, 4), each gate block of z normalised and its 1 / std; cn (B, H) and rc (B), the
-   same of c'. */
-void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *RESTRICT gi,
-                              const real *RESTRICT g_hh, const real *RESTRICT gain_c, const real *RESTRICT shift_c,
-                              real eps, const real *RESTRICT c_prev, const real *RESTRICT h_prev, const real *a_h,
+/* Forward of a layer-normalised LSTM step: pre = LN(xw) g_ih + bias + LN(z) g_hh, each LN per gate block, from
+   xw = x W_ih^T (B, 4H) of this step and z = h W_hh^T (B, 4H) as the product left it (bias: b_ih + b_hh, or
+   NULL); h' = o tanh(LN(c') gain_c + shift_c).  As lstm_forward_step, and it also writes what backward reads:
+   xn, zn (B, 4H) and rx, rz (B, 4), each gate block of xw and z normalised and its 1 / std; cn (B, H) and rc (B),
+   the same of c'. */
+void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *RESTRICT xw,
+                              const real *RESTRICT g_ih, const real *RESTRICT bias, const real *RESTRICT g_hh,
+                              const real *RESTRICT gain_c, const real *RESTRICT shift_c, real eps,
+                              const real *RESTRICT c_prev, const real *RESTRICT h_prev, const real *a_h,
                               long ah_sb, long ah_sj, const real *a_c, long ac_sb, long ac_sj,
-                              const real *RESTRICT h_mask, real *RESTRICT act, real *RESTRICT zn,
-                              real *RESTRICT rz, real *RESTRICT tc, real *RESTRICT cn, real *RESTRICT rc,
-                              real *RESTRICT c_out, real *RESTRICT h_out, real *RESTRICT h_in) {
+                              const real *RESTRICT h_mask, real *RESTRICT act, real *RESTRICT xn,
+                              real *RESTRICT rx, real *RESTRICT zn, real *RESTRICT rz, real *RESTRICT tc,
+                              real *RESTRICT cn, real *RESTRICT rc, real *RESTRICT c_out, real *RESTRICT h_out,
+                              real *RESTRICT h_in) {
     for (int b = 0; b < B; b++) {
-        const real *zb = z + (long)b * 4 * H, *gb = gi + (long)b * 4 * H;
-        real *g4 = act + (long)b * 4 * H, *znb = zn + (long)b * 4 * H;
+        const real *zb = z + (long)b * 4 * H, *xb = xw + (long)b * 4 * H;
+        real *g4 = act + (long)b * 4 * H, *xnb = xn + (long)b * 4 * H, *znb = zn + (long)b * 4 * H;
         const real *cp = c_prev + (long)b * H, *hp = h_prev + (long)b * H;
         real *t = tc + (long)b * H, *c = c_out + (long)b * H, *h = h_out + (long)b * H, *cnb = cn + (long)b * H;
-        for (int k = 0; k < 4; k++) rz[b * 4 + k] = FN(normalise)(H, zb + k * H, znb + k * H, eps);
-        for (int j = 0; j < 4 * H; j++) g4[j] = gb[j] + znb[j] * g_hh[j];  /* pre, activated in place below */
+        for (int k = 0; k < 4; k++) {
+            rx[b * 4 + k] = FN(normalise)(H, xb + k * H, xnb + k * H, eps);
+            rz[b * 4 + k] = FN(normalise)(H, zb + k * H, znb + k * H, eps);
+        }
+        for (int j = 0; j < 4 * H; j++) g4[j] = xnb[j] * g_ih[j] + znb[j] * g_hh[j];  /* pre, activated below */
+        if (bias)
+            for (int j = 0; j < 4 * H; j++) g4[j] += bias[j];
         for (int j = 0; j < H; j++) {
             real i = FN(sigmoid)(g4[j]), f = FN(sigmoid)(g4[H + j]), g = FN(tanh)(g4[2 * H + j]);
             real o = FN(sigmoid)(g4[3 * H + j]);
@@ -201,23 +209,27 @@ void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *
 }
 
 /* Backward of lstm_ln_forward_step, as lstm_backward_step, from what forward saved. Writes d_pre (B, 4H), the
-   gradient of pre (what gi and the biases receive), and d_z (B, 4H), that of z = h W_hh^T (what W_hh and the
-   previous h receive); adds this step's share to the gains' and shift's gradients d_g_hh (4H), d_gain_c and
-   d_shift_c (H). keep_h, keep_c, scratch (B, H). */
+   gradient of pre; d_xw (B, 4H), that of x W_ih^T (what W_ih and x receive); d_z (B, 4H), that of z = h W_hh^T
+   (what W_hh and the previous h receive); adds this step's share to the gradients of the gains and shifts:
+   d_g_ih, d_g_hh, d_bias (4H; d_bias NULL without a bias), d_gain_c and d_shift_c (H). keep_h, keep_c, scratch
+   (B, H). */
 void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const real *RESTRICT tc,
-                               const real *RESTRICT zn, const real *RESTRICT rz, const real *RESTRICT cn,
-                               const real *RESTRICT rc, const real *RESTRICT g_hh, const real *RESTRICT gain_c,
+                               const real *RESTRICT xn, const real *RESTRICT rx, const real *RESTRICT zn,
+                               const real *RESTRICT rz, const real *RESTRICT cn, const real *RESTRICT rc,
+                               const real *RESTRICT g_ih, const real *RESTRICT g_hh, const real *RESTRICT gain_c,
                                const real *RESTRICT c_prev, const real *a_h, long ah_sb, long ah_sj,
                                const real *a_c, long ac_sb, long ac_sj, const real *RESTRICT d_out,
-                               real *RESTRICT dh, real *RESTRICT dc, real *RESTRICT d_pre, real *RESTRICT d_z,
-                               real *RESTRICT d_g_hh, real *RESTRICT d_gain_c, real *RESTRICT d_shift_c,
+                               real *RESTRICT dh, real *RESTRICT dc, real *RESTRICT d_pre, real *RESTRICT d_xw,
+                               real *RESTRICT d_z, real *RESTRICT d_g_ih, real *RESTRICT d_g_hh,
+                               real *RESTRICT d_bias, real *RESTRICT d_gain_c, real *RESTRICT d_shift_c,
                                real *RESTRICT keep_h, real *RESTRICT keep_c, real *RESTRICT scratch) {
     for (int b = 0; b < B; b++) {
         const real *g4 = act + (long)b * 4 * H, *t = tc + (long)b * H, *cp = c_prev + (long)b * H;
-        const real *znb = zn + (long)b * 4 * H, *cnb = cn + (long)b * H, *go = d_out + (long)b * H;
+        const real *xnb = xn + (long)b * 4 * H, *znb = zn + (long)b * 4 * H, *cnb = cn + (long)b * H;
+        const real *go = d_out + (long)b * H;
         real *gh = dh + (long)b * H, *gc = dc + (long)b * H, *dp = d_pre + (long)b * 4 * H;
-        real *dzb = d_z + (long)b * 4 * H, *kh = keep_h + (long)b * H, *kc = keep_c + (long)b * H;
-        real *dcn = scratch + (long)b * H;
+        real *dxb = d_xw + (long)b * 4 * H, *dzb = d_z + (long)b * 4 * H;
+        real *kh = keep_h + (long)b * H, *kc = keep_c + (long)b * H, *dcn = scratch + (long)b * H;
         FN(start_row_back)(H, gh, gc, go, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj);
         for (int j = 0; j < H; j++) {  /* through tanh(LN(c') gain + shift) */
             real tj = t[j], dy = gh[j] * g4[3 * H + j] * (1 - tj * tj);
@@ -235,11 +247,18 @@ void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const rea
             dp[3 * H + j] = gh[j] * tj * o * (1 - o);
             gc[j] = dcj * f;
         }
-        for (int j = 0; j < 4 * H; j++) {  /* pre = gi + zn g_hh */
+        for (int j = 0; j < 4 * H; j++) {  /* pre = xn g_ih + bias + zn g_hh */
+            d_g_ih[j] += dp[j] * xnb[j];
             d_g_hh[j] += dp[j] * znb[j];
+            dxb[j] = dp[j] * g_ih[j];
             dzb[j] = dp[j] * g_hh[j];
         }
-        for (int k = 0; k < 4; k++) FN(normalise_back)(H, dzb + k * H, znb + k * H, rz[b * 4 + k]);
+        if (d_bias)
+            for (int j = 0; j < 4 * H; j++) d_bias[j] += dp[j];
+        for (int k = 0; k < 4; k++) {
+            FN(normalise_back)(H, dxb + k * H, xnb + k * H, rx[b * 4 + k]);
+            FN(normalise_back)(H, dzb + k * H, znb + k * H, rz[b * 4 + k]);
+        }
         FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
     }
 }
