@@ -24,11 +24,11 @@ W_hh h, zoneout, recurrent dropout, padding, direction and an LSTM's projection 
 more product per step, its weight gradient again one product over all steps) are shared. Results equal the
 reference loop's (to float rounding); tests/test_engine.py checks that and gradchecks every path in float64.
 
-An LSTM step's pointwise work (layer norms, gates, c, tanh, zoneout, padding, the next step's dropped-out h) runs
-as one call into a compiled C kernel where one could be built (stackrnn/kernels.py, stackrnn/csrc/lstm_step.h):
+An LSTM or GRU step's pointwise work (layer norms, gates, c, tanh, zoneout, padding, the next step's dropped-out
+h) runs as one call into a compiled C kernel where one could be built (stackrnn/kernels.py, stackrnn/csrc/):
 PyTorch would run it as about ten kernels, each a pass over the step's tensors. The same math stays here as
-PyTorch operations (`_LSTMMath`) for GRU and RNN cells, projections, other dtypes and devices, and machines
-without a C compiler; tests check the two against each other and gradcheck both.
+PyTorch operations (the `_Math` classes) for RNN cells, layer-normalised GRUs, projections, other dtypes and
+devices, and machines without a C compiler; tests check the two against each other and gradcheck both.
 
 Not supported: torch.func transforms (grad, vmap) of a stack that runs the engine (the Function keeps
 per-step values that setup_context could not see); fused=False runs the loop, which they can trace.
@@ -225,7 +225,8 @@ class _GRUMath:
         return torch.lerp(n, state, rz[:, H:]), None
 
     def stash(self) -> list[Tensor]:
-        kept = [torch.stack(self.rz), torch.stack(self.n), torch.stack(self.ghn)]
+        # lists of steps on the torch path; (T, B, .) tensors where the compiled step wrote them
+        kept = [x if isinstance(x, Tensor) else torch.stack(x) for x in (self.rz, self.n, self.ghn)]
         del self.rz, self.n, self.ghn
         return kept
 
@@ -346,10 +347,13 @@ class _Recurrence(torch.autograd.Function):
         project = _Product(w_hr, B) if w_hr is not None else None  # an LSTM's o * tanh(c') -> h (B, P)
         order = range(T - 1, -1, -1) if reverse else range(T)
         math.begin(T, B, gi)
-        # the compiled LSTM step (stackrnn/kernels.py): same math, one pass per step. With layer norm it needs the
+        # the compiled step (stackrnn/kernels.py): same math, one pass per step. An LSTM with layer norm needs the
         # input's raw product (g_ih), which run_direction hands over only where this kernel runs
-        lib = _lstm_kernel(math, gi, g_hh, w_hr) if g_hh is None or g_ih is not None else None
+        lib = _kernel_for(math, gi, g_hh, w_hr) if g_hh is None or g_ih is not None else None
         inputs = (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, g_ih, b_in)
+        if lib is not None and c0 is None:  # GRU
+            H_all = _gru_kernel_forward(lib, math, product, gi, h0, b_hh, a_h, h_mask, order)
+            return _Recurrence._finish(ctx, lib, math, reverse, num_gates, H_all, None, valid, inputs, [])
         if lib is not None:
             H_all, c_all, norms = _kernel_forward(lib, math, product, gi, h0, c0, g_hh, a_h, a_c, h_mask, order,
                                                   g_ih, b_in)
@@ -437,7 +441,9 @@ class _Recurrence(torch.autograd.Function):
         d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh  # ... and of h W_hh^T before it
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
         product_t = _Product(w_hh.t().contiguous(), B)  # dz -> dz W_hh
-        if ctx.lib is not None:
+        if ctx.lib is not None and not has_c:  # GRU
+            dh, d_gi_kernel = _gru_kernel_backward(ctx.lib, math, product_t, d_out, dh, a_h, h_mask, H_all, d_gh)
+        elif ctx.lib is not None:
             dh, dc, d_xw, d_g_ih, d_b_in = _kernel_backward(ctx.lib, math, product_t, d_out, dh, dc, g_hh, norms, a_h,
                                                             a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in)
         else:
@@ -476,7 +482,10 @@ class _Recurrence(torch.autograd.Function):
         if w_hr is not None and ctx.needs_input_grad[14]:
             d_w_hr = torch.mm(d_proj.reshape(T * B, P).t(), cell_out.reshape(T * B, H))
         d_b = d_gh.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[6] else None
-        d_gi = math.input_grad() if not math.additive else d_gh
+        if ctx.lib is not None and not has_c:
+            d_gi = d_gi_kernel
+        else:
+            d_gi = math.input_grad() if not math.additive else d_gh
         if g_ih is None:
             d_g_ih = d_b_in = None
         else:  # gi was x W_ih^T before its layer norm, which the kernel did
@@ -489,12 +498,14 @@ class _Recurrence(torch.autograd.Function):
                 d_b_in)
 
 
-def _lstm_kernel(math, gi: Tensor, g_hh: Tensor | None, w_hr: Tensor | None):
-    """The compiled LSTM step kernels where they run this direction, else None: an LSTM without projection (with
-    or without layer norm), in float32 or float64 on CPU, and the kernels built (kernels.lstm())."""
-    if not isinstance(math, _LSTMMath) or w_hr is not None or (g_hh is None) != (math.norm_c is None):
+def _kernel_for(math, gi: Tensor, g_hh: Tensor | None, w_hr: Tensor | None):
+    """The compiled step kernels (kernels.steps()) where they run this direction, else None: an LSTM without
+    projection, with or without layer norm, or a GRU without layer norm, in float32 or float64 on CPU."""
+    if gi.device.type != "cpu" or w_hr is not None:
         return None
-    return kernels.lstm(gi.dtype) if gi.device.type == "cpu" else None
+    lstm = isinstance(math, _LSTMMath) and (g_hh is None) == (math.norm_c is None)
+    gru = isinstance(math, _GRUMath) and g_hh is None
+    return kernels.steps(gi.dtype) if lstm or gru else None
 
 
 def _carry_pointer(a: Tensor | None):
@@ -514,7 +525,7 @@ def _kernel_layout(t: Tensor | None, like: Tensor, carry: bool = False) -> Tenso
     if t is None:
         return None
     if t.dtype != like.dtype:
-        raise TypeError(f"the LSTM kernel got a {t.dtype} tensor in a {like.dtype} recurrence")
+        raise TypeError(f"the step kernel got a {t.dtype} tensor in a {like.dtype} recurrence")
     if carry:
         return t if t.shape[2] == 1 or t.stride(2) in (0, 1) else t.contiguous()
     return t.contiguous()
@@ -523,6 +534,25 @@ def _kernel_layout(t: Tensor | None, like: Tensor, carry: bool = False) -> Tenso
 def _at(tensor: Tensor | None, s: int):
     """The address of tensor[s] for a contiguous tensor, None for None: a step's view, without making one."""
     return None if tensor is None else tensor.data_ptr() + s * tensor.stride(0) * tensor.element_size()
+
+
+def _first_input(H_all: Tensor, h_mask: Tensor | None, like: Tensor):
+    """(the first product's input, the mask as the kernels read it, two buffers the kernels write the next steps'
+    inputs into, in turn): h0, or with recurrent dropout h0 * mask."""
+    if h_mask is None:
+        return H_all[0], None, [None, None]
+    h_mask = _kernel_layout(h_mask.expand_as(H_all[0]), like)
+    return H_all[0] * h_mask, h_mask, [torch.empty_like(H_all[0]) for _ in range(2)]
+
+
+def _previous_dh(product_t, d_z: Tensor, direct: Tensor | None, h_mask: Tensor | None) -> Tensor:
+    """The previous h's gradient: through the product (d_z W_hh, times the recurrent dropout mask), plus the part
+    the kernel passed on directly (a carry's share, a GRU's z; None where there is none)."""
+    if h_mask is None:
+        return product_t(d_z, add=direct)
+    if direct is not None:
+        return torch.addcmul(direct, product_t(d_z), h_mask)
+    return product_t(d_z).mul_(h_mask)
 
 
 def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh: Tensor | None,
@@ -540,27 +570,23 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
     H_all, c_all = gi.new_empty(T + 1, B, H), gi.new_empty(T + 1, B, H)
     H_all[0], c_all[0] = h0, c0
     (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
-    if h_mask is not None:  # recurrent dropout: the kernel writes h * mask for the next product, in turn here
-        h_mask = _kernel_layout(h_mask.expand(B, H), gi)
-        h_in, spare = H_all[0] * h_mask, [torch.empty_like(H_all[0]) for _ in range(2)]
-    else:
-        h_in = H_all[0]
+    h_in, h_mask, spare = _first_input(H_all, h_mask, gi)
     norms = []
     if g_hh is not None:  # LN(x W_ih^T), LN(z) and their 1 / std per gate block, LN(c') and its 1 / std
         norms = [gi.new_empty(T, B, G), gi.new_empty(T, B, 4), gi.new_empty(T, B, G), gi.new_empty(T, B, 4),
                  gi.new_empty(T, B, H), gi.new_empty(T, B)]
         gains = [_kernel_layout(t, gi) for t in (g_ih, b_in, g_hh, *math.norm_c)]
     for s, t in enumerate(order):
-        h_next = spare[s % 2] if h_mask is not None else None
+        h_next = spare[s % 2]
         carries = (ah and ah + t * ah_step, ah_sb, ah_sj, ac and ac + t * ac_step, ac_sb, ac_sj)
         if g_hh is None:
             pre = product(h_in, add=gi[t])
-            lib.forward(B, H, pre.data_ptr(), _at(c_all, s), _at(H_all, s), *carries, _at(h_mask, 0),
-                        _at(math.act, s), _at(math.tc, s), _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
+            lib.lstm_forward(B, H, pre.data_ptr(), _at(c_all, s), _at(H_all, s), *carries, _at(h_mask, 0),
+                             _at(math.act, s), _at(math.tc, s), _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
         else:
             z = product(h_in)
             xn, rx, zn, rz, cn, rc = (_at(x, s) for x in norms)
-            lib.ln_forward(B, H, z.data_ptr(), _at(gi, t), *(_at(x, 0) for x in gains), _EPS, _at(c_all, s),
+            lib.lstm_ln_forward(B, H, z.data_ptr(), _at(gi, t), *(_at(x, 0) for x in gains), _EPS, _at(c_all, s),
                            _at(H_all, s), *carries, _at(h_mask, 0), _at(math.act, s), xn, rx, zn, rz,
                            _at(math.tc, s), cn, rc, _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
         h_in = h_next if h_next is not None else H_all[s + 1]
@@ -581,7 +607,7 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
     math.act, math.tc = _kernel_layout(math.act, d_gh), _kernel_layout(math.tc, d_gh)
     norms = [_kernel_layout(x, d_gh) for x in norms]
     if h_mask is not None:
-        h_mask = h_mask.expand(B, H)
+        h_mask = h_mask.expand_as(dh)
     # the kernel updates dh and dc in place: copies, never autograd's tensors
     dh, dc = dh.contiguous().clone(), dc.contiguous().clone()
     keep_h, keep_c, scratch = torch.empty_like(dh), torch.empty_like(dc), torch.empty_like(dc)
@@ -597,20 +623,61 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         # dh: in, the new h's gradient from later steps; out, its share kept by zoneout (to h_prev directly)
         carries = (ah and ah + s * ah_step, ah_sb, ah_sj, ac and ac + s * ac_step, ac_sb, ac_sj)
         if g_hh is None:
-            lib.backward(B, H, _at(math.act, s), _at(math.tc, s), _at(c_all, s), *carries, _at(d_out, s),
-                         dh.data_ptr(), dc.data_ptr(), _at(d_gh, s), keep_h.data_ptr(), keep_c.data_ptr())
+            lib.lstm_backward(B, H, _at(math.act, s), _at(math.tc, s), _at(c_all, s), *carries, _at(d_out, s),
+                              dh.data_ptr(), dc.data_ptr(), _at(d_gh, s), keep_h.data_ptr(), keep_c.data_ptr())
         else:
-            lib.ln_backward(B, H, _at(math.act, s), _at(math.tc, s), *(_at(x, s) for x in norms),
-                            *(x.data_ptr() for x in gains), _at(c_all, s), *carries, _at(d_out, s), dh.data_ptr(),
-                            dc.data_ptr(), _at(d_gh, s), _at(d_xw, s), _at(d_z, s), *sums, keep_h.data_ptr(),
-                            keep_c.data_ptr(), scratch.data_ptr())
-        if h_mask is None:
-            dh = product_t(d_z[s], add=dh if a_h is not None else None)
-        elif a_h is not None:
-            dh = torch.addcmul(dh, product_t(d_z[s]), h_mask)
-        else:
-            dh = product_t(d_z[s]).mul_(h_mask)
+            lib.lstm_ln_backward(B, H, _at(math.act, s), _at(math.tc, s), *(_at(x, s) for x in norms),
+                                 *(x.data_ptr() for x in gains), _at(c_all, s), *carries, _at(d_out, s),
+                                 dh.data_ptr(), dc.data_ptr(), _at(d_gh, s), _at(d_xw, s), _at(d_z, s), *sums,
+                                 keep_h.data_ptr(), keep_c.data_ptr(), scratch.data_ptr())
+        dh = _previous_dh(product_t, d_z[s], dh if a_h is not None else None, h_mask)
     return dh, dc, d_xw, d_g_ih, d_b_in
+
+
+def _gru_kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, b_hh: Tensor | None, a_h: Tensor | None,
+                        h_mask: Tensor | None, order) -> Tensor:
+    """The GRU recurrence with the compiled step: per step one product (h_in W_hh^T + b_hh) and one call for the
+    gates, h, zoneout or padding and the next product's dropped-out input. Keeps r, z, n and gh's n block of every
+    step in math (its torch path's stash); returns H_all (T + 1, B, H) in processing order."""
+    T, B, G = gi.shape
+    H = G // 3
+    gi, a_h = gi.contiguous(), _kernel_layout(a_h, gi, carry=True)
+    H_all = gi.new_empty(T + 1, B, H)
+    H_all[0] = h0
+    math.rz, math.n, math.ghn = gi.new_empty(T, B, 2 * H), gi.new_empty(T, B, H), gi.new_empty(T, B, H)
+    ah, ah_step, ah_sb, ah_sj = _carry_pointer(a_h)
+    h_in, h_mask, spare = _first_input(H_all, h_mask, gi)
+    for s, t in enumerate(order):
+        h_next = spare[s % 2]
+        gh = product(h_in, add=b_hh)
+        lib.gru_forward(B, H, _at(gi, t), gh.data_ptr(), _at(H_all, s), ah and ah + t * ah_step, ah_sb, ah_sj,
+                        _at(h_mask, 0), _at(math.rz, s), _at(math.n, s), _at(math.ghn, s), _at(H_all, s + 1),
+                        _at(h_next, 0))
+        h_in = h_next if h_next is not None else H_all[s + 1]
+    return H_all
+
+
+def _gru_kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, a_h: Tensor | None,
+                         h_mask: Tensor | None, H_all: Tensor, d_gh: Tensor) -> tuple[Tensor, Tensor]:
+    """_gru_kernel_forward's backward over all steps, in processing order: writes every step's gradient of gh into
+    d_gh (T, B, G); returns the gradients of h0 and of gi (T, B, G, processing order)."""
+    d_out, H_all = _kernel_layout(d_out, d_gh), _kernel_layout(H_all, d_gh)
+    a_h = _kernel_layout(a_h, d_gh, carry=True)
+    math.rz, math.n, math.ghn = (_kernel_layout(x, d_gh) for x in (math.rz, math.n, math.ghn))
+    if h_mask is not None:
+        h_mask = h_mask.expand_as(dh)
+    T, B, G = d_gh.shape
+    H = G // 3
+    d_gi = torch.empty_like(d_gh)
+    dh, keep_h = dh.contiguous().clone(), torch.empty_like(dh)  # the kernel updates dh in place
+    ah, ah_step, ah_sb, ah_sj = _carry_pointer(a_h)
+    for s in range(T - 1, -1, -1):
+        # dh: in, the new h's gradient from later steps; out, the part that goes to h_prev directly (z, zoneout)
+        lib.gru_backward(B, H, _at(math.rz, s), _at(math.n, s), _at(math.ghn, s), _at(H_all, s),
+                         ah and ah + s * ah_step, ah_sb, ah_sj, _at(d_out, s), dh.data_ptr(), _at(d_gi, s),
+                         _at(d_gh, s), keep_h.data_ptr())
+        dh = _previous_dh(product_t, d_gh[s], dh, h_mask)
+    return dh, d_gi
 
 
 def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
@@ -633,7 +700,7 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     if lstm and cell.layer_norm and not cell.proj_size:
         # the LSTM kernel normalises x W_ih^T itself, step by step, in the pass it makes anyway
         gi = nn.functional.linear(x, cell.weight_ih)
-        if x.device.type == "cpu" and kernels.lstm(gi.dtype) is not None:
+        if x.device.type == "cpu" and kernels.steps(gi.dtype) is not None:
             g_ih = cell.norm_ih.flatten()
         else:
             gi = cell._normalised(gi, cell.norm_ih, bias)

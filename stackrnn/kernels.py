@@ -1,12 +1,12 @@
-"""Compiled pointwise kernels for the engine's per-step work (stackrnn/csrc/*.c), built on first use.
+"""Compiled pointwise kernels for the engine's per-step work (stackrnn/csrc/), built on first use.
 
 The engine's matrix products already run in oneDNN or BLAS; what is left per step is pointwise gate math, which
-PyTorch runs as about ten separate kernels, each a pass over the step's tensors. `csrc/lstm_step.c` does an LSTM
-step's forward or backward in one pass. It is plain C with no headers beyond the C library's: it compiles in
+PyTorch runs as about ten separate kernels, each a pass over the step's tensors. `csrc/steps.c` does an LSTM or
+GRU step's forward or backward in one pass. It is plain C with no headers beyond the C library's: it compiles in
 well under a second with the system's C compiler, once per machine; the shared library is cached in
 `kernel_dir()` under a name that hashes the sources, the compiler and its flags, and is loaded with ctypes.
 
-Where there is no C compiler (or STACKRNN_KERNELS=0, or the build fails), `lstm()` returns None and the engine
+Where there is no C compiler (or STACKRNN_KERNELS=0, or the build fails), `steps()` returns None and the engine
 runs the same math as PyTorch operations: the results agree to float rounding, only slower. The kernels take
 contiguous float32 or float64 CPU tensors; the engine checks the type and device before it uses them.
 """
@@ -28,20 +28,20 @@ from pathlib import Path
 
 import torch
 
-_SOURCE = Path(__file__).with_name("csrc") / "lstm_step.c"  # it includes lstm_step.h, beside it
-_HEADERS = [_SOURCE.with_suffix(".h")]
+_SOURCE = Path(__file__).with_name("csrc") / "steps.c"
+_HEADERS = [_SOURCE.with_name(name) for name in ("common.h", "lstm.h", "gru.h")]  # steps.c includes them
 _FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
 _SUFFIX = {torch.float32: "_f32", torch.float64: "_f64"}
-_loaded: dict[str, object] = {}  # "lstm" -> the loaded library, or None once it could not be had
+_loaded: dict[str, object] = {}  # "steps" -> {dtype: Steps}, or None once the library could not be had
 
 _P, _I, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
 _CARRIES = [_P, _L, _L, _P, _L, _L]  # a_h, its row and column strides; a_c, its strides
 
 
 def _signatures(real) -> dict[str, list]:
-    """The argument types of each kernel (csrc/lstm_step.h documents them), for a C type `real` of eps."""
+    """The argument types of each kernel (csrc/lstm.h and gru.h document them), for a C type `real` of eps."""
     return {
         # B, H, pre, c_prev, h_prev, carries, h_mask, act, tc, c_out, h_out, h_in
         "lstm_forward_step": [_I, _I, _P, _P, _P, *_CARRIES, _P, _P, _P, _P, _P, _P],
@@ -53,6 +53,10 @@ def _signatures(real) -> dict[str, list]:
         # B, H, act, tc, xn, rx, zn, rz, cn, rc, g_ih, g_hh, gain_c, c_prev, carries, d_out, dh, dc, d_pre, d_xw, d_z,
         # d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h, keep_c, scratch
         "lstm_ln_backward_step": [_I, _I, *[_P] * 12, *_CARRIES, *[_P] * 14],
+        # B, H, gi, gh, h_prev, a_h and its strides, h_mask, rz, n, ghn, h_out, h_in
+        "gru_forward_step": [_I, _I, _P, _P, _P, *_CARRIES[:3], *[_P] * 6],
+        # B, H, rz, n, ghn, h_prev, a_h and its strides, d_out, dh, d_gi, d_gh, keep_h
+        "gru_backward_step": [_I, _I, *[_P] * 4, *_CARRIES[:3], *[_P] * 5],
     }
 
 
@@ -128,22 +132,22 @@ def _build(cc: str, source: Path) -> Path | None:
     return None
 
 
-def _load_lstm():
+def _load():
     cc = _compiler()
     if cc is None:
-        _LOG.info("no C compiler found (set CC): the engine runs its LSTM steps as PyTorch operations")
+        _LOG.info("no C compiler found (set CC): the engine runs its steps as PyTorch operations")
         return None
     try:
         path = _build(cc, _SOURCE)
         if path is None:
-            warnings.warn(f"stackrnn could not compile {_SOURCE.name} with {cc}; the engine runs its LSTM steps as "
-                          "PyTorch operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
+            warnings.warn(f"stackrnn could not compile {_SOURCE.name} with {cc}; the engine runs its steps as PyTorch "
+                          "operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
                           RuntimeWarning, stacklevel=3)
             return None
         lib = ctypes.CDLL(str(path))
     except OSError as error:  # an unwritable cache folder, a library that will not load
-        warnings.warn(f"stackrnn could not build or load its LSTM step kernel ({error}); the engine runs its LSTM "
-                      "steps as PyTorch operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
+        warnings.warn(f"stackrnn could not build or load its step kernels ({error}); the engine runs its steps "
+                      "as PyTorch operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
                       RuntimeWarning, stacklevel=3)
         return None
     for suffix, real in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
@@ -153,25 +157,23 @@ def _load_lstm():
     return lib
 
 
-class LSTMSteps:
-    """The LSTM step kernels for one floating type: `forward` and `backward`, and with layer norm `ln_forward` and
-    `ln_backward` (csrc/lstm_step.h documents their arguments)."""
+class Steps:
+    """The step kernels for one floating type, as functions: lstm_forward, lstm_backward, lstm_ln_forward,
+    lstm_ln_backward, gru_forward, gru_backward (csrc/lstm.h and gru.h document their arguments)."""
 
     def __init__(self, lib, suffix: str) -> None:
-        self.forward = getattr(lib, "lstm_forward_step" + suffix)
-        self.backward = getattr(lib, "lstm_backward_step" + suffix)
-        self.ln_forward = getattr(lib, "lstm_ln_forward_step" + suffix)
-        self.ln_backward = getattr(lib, "lstm_ln_backward_step" + suffix)
+        for name in _signatures(ctypes.c_float):
+            setattr(self, name.removesuffix("_step"), getattr(lib, name + suffix))
 
 
-def lstm(dtype: torch.dtype = torch.float32) -> LSTMSteps | None:
-    """The LSTM step kernels for float32 or float64, or None where they cannot be had (another dtype, no compiler,
+def steps(dtype: torch.dtype = torch.float32) -> Steps | None:
+    """The step kernels for float32 or float64, or None where they cannot be had (another dtype, no compiler,
     STACKRNN_KERNELS=0). Built at most once per process, loaded from the cache after that."""
     if not enabled() or dtype not in _SUFFIX:
         return None
-    if "lstm" not in _loaded:
+    if "steps" not in _loaded:
         with _lock:
-            if "lstm" not in _loaded:
-                lib = _load_lstm()
-                _loaded["lstm"] = lib and {t: LSTMSteps(lib, suffix) for t, suffix in _SUFFIX.items()}
-    return _loaded["lstm"] and _loaded["lstm"][dtype]
+            if "steps" not in _loaded:
+                lib = _load()
+                _loaded["steps"] = lib and {t: Steps(lib, suffix) for t, suffix in _SUFFIX.items()}
+    return _loaded["steps"] and _loaded["steps"][dtype]

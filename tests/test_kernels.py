@@ -1,4 +1,4 @@
-"""The compiled LSTM step kernels (stackrnn/kernels.py, stackrnn/csrc/lstm_step.*): built and cached once, the
+"""The compiled step kernels (stackrnn/kernels.py, stackrnn/csrc/): built and cached once, the
 same results as the engine's PyTorch path and the reference loop, gradcheck through them in float64, and a clean
 fallback where they cannot be had. Skipped where this machine has no C compiler."""
 
@@ -24,7 +24,7 @@ def built():
     then runs its torch path, which test_engine covers."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        if kernels.lstm() is None:
+        if kernels.steps() is None:
             pytest.skip(f"the C kernels could not be built here with {kernels._compiler()}")
 
 
@@ -40,12 +40,12 @@ def fresh(monkeypatch, tmp_path):
 def counted(monkeypatch):
     """Counts the kernel calls the engine makes: proof that a test ran the compiled path."""
     calls = {"forward": 0, "backward": 0}
-    real = kernels.lstm
+    real = kernels.steps
 
-    class Counting:  # forward and backward steps, with or without layer norm
+    class Counting:  # forward and backward steps of every cell, with or without layer norm
         def __init__(self, steps):
             for name in ("forward", "backward"):
-                for prefix in ("", "ln_"):
+                for prefix in ("lstm_", "lstm_ln_", "gru_"):
                     setattr(self, prefix + name, self._counted(name, getattr(steps, prefix + name)))
 
         @staticmethod
@@ -55,7 +55,7 @@ def counted(monkeypatch):
                 function(*args)
             return call
 
-    monkeypatch.setattr(kernels, "lstm", lambda dtype=torch.float32: real(dtype) and Counting(real(dtype)))
+    monkeypatch.setattr(kernels, "steps", lambda dtype=torch.float32: real(dtype) and Counting(real(dtype)))
     return calls
 
 
@@ -64,10 +64,12 @@ def _run(stack, x, lengths, state=None):
     parameter; the loss is out.sum() plus weighted states, so the output's gradient is a broadcast (stride 0)
     tensor, as autograd hands it over in practice."""
     x = x.detach().clone().requires_grad_(True)
-    state = [tuple(t.detach().clone().requires_grad_(True) for t in s) for s in state] if state else None
-    leaves = [x] + [t for s in state or [] for t in s]
+    tensors = lambda s: s if isinstance(s, tuple) else (s,)  # noqa: E731  an LSTM's (h, c), a GRU's h
+    leaf = lambda t: t.detach().clone().requires_grad_(True)  # noqa: E731
+    state = [tuple(map(leaf, s)) if isinstance(s, tuple) else leaf(s) for s in state] if state else None
+    leaves = [x] + [t for s in state or [] for t in tensors(s)]
     out, final = stack(x, state, lengths=lengths, generator=torch.Generator().manual_seed(3))
-    flat = [out] + [t for s in final for t in s]
+    flat = [out] + [t for s in final for t in tensors(s)]
     weights = torch.Generator().manual_seed(4)
     loss = out.sum() + sum((t * torch.randn(t.shape, generator=weights, dtype=t.dtype)).sum() for t in flat[1:])
     return flat, torch.autograd.grad(loss, [*leaves, *stack.parameters()])
@@ -85,23 +87,30 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("option", CASES)
+# LSTM with every option; GRU with every option but layer norm (a layer-normalised GRU runs the torch path)
+KERNEL_CASES = [pytest.param(make, option, id=f"{make.__name__.lower()}-{option}") for make in (LSTM, GRU)
+                for option in CASES if make is LSTM or not CASES[option].get("layer_norm")]
+
+
+@pytest.mark.parametrize("make, option", KERNEL_CASES)
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_the_kernels_equal_the_torch_path_and_the_loop_in_float32(option, padded, training, counted, monkeypatch):
+def test_the_kernels_equal_the_torch_path_and_the_loop_in_float32(make, option, padded, training, counted,
+                                                                  monkeypatch):
     """Eval mode carries by the rate (a broadcast factor), padding by (B, 1) factors, zoneout by (T, B, H) masks:
     every stride the kernels read. Initial states are given and get gradients. A layer-normalised LSTM is too
     badly conditioned for a 1e-5 comparison of two float32 computations (see test_engine): there each path's
     relative error from float64 is compared instead."""
     torch.manual_seed(0)
-    specs = [LSTM(16, **CASES[option]), LSTM(24, **CASES[option])]
+    specs = [make(16, **CASES[option]), make(24, **CASES[option])]
     fast = StackedRNN(5, layers=specs).train(training)
     loop = StackedRNN(5, layers=specs, fused=False).train(training)
     loop.load_state_dict(fast.state_dict())
     x = torch.randn(9, 4, 5)
     lengths = torch.tensor([9, 4, 6, 1]) if padded else None
     dirs = 2 if CASES[option].get("bidirectional") else 1
-    state = [(torch.randn(dirs, 4, n), torch.randn(dirs, 4, n)) for n in (16, 24)]
+    state = [(torch.randn(dirs, 4, n), torch.randn(dirs, 4, n)) if make is LSTM else torch.randn(dirs, 4, n)
+             for n in (16, 24)]
 
     out_k, grads_k = _run(fast, x, lengths, state)
     assert counted["forward"] == 9 * 2 * dirs and counted["backward"] == 9 * 2 * dirs
@@ -116,7 +125,7 @@ def test_the_kernels_equal_the_torch_path_and_the_loop_in_float32(option, padded
         return
     exact = StackedRNN(5, layers=specs, fused=False).double().train(training)
     exact.load_state_dict(fast.state_dict())
-    out_x, grads_x = _run(exact, x.double(), lengths, [tuple(t.double() for t in s) for s in state])
+    out_x, grads_x = _run(exact, x.double(), lengths, [tuple(t.double() for t in s) for s in state])  # LSTMs
 
     def error(tensors):  # the largest relative error, in norm, of any output or gradient
         return max(((a.double() - b).norm() / b.norm().clamp(min=1e-12)).item()
@@ -126,16 +135,20 @@ def test_the_kernels_equal_the_torch_path_and_the_loop_in_float32(option, padded
     assert kernel_error <= max(1e-5, 4 * torch_error), (kernel_error, torch_error)
 
 
-@pytest.mark.parametrize("options", [dict(zoneout=(0.3, 0.2), recurrent_dropout=0.3),
-                                     dict(bidirectional=True, zoneout=0.25),
-                                     dict(layer_norm=True, zoneout=(0.2, 0.1), recurrent_dropout=0.2),
-                                     dict(layer_norm=True, bidirectional=True)],
-                         ids=["zoneout, recurrent dropout", "bidirectional", "layer norm and all", "layer norm, bidi"])
-def test_gradcheck_through_the_kernels_in_float64(options, counted):
+GRADCHECKS = {"zoneout, recurrent dropout": dict(zoneout=(0.3, 0.2), recurrent_dropout=0.3),
+              "bidirectional": dict(bidirectional=True, zoneout=0.25),
+              "layer norm and all": dict(layer_norm=True, zoneout=(0.2, 0.1), recurrent_dropout=0.2),
+              "layer norm, bidirectional": dict(layer_norm=True, bidirectional=True)}
+
+
+@pytest.mark.parametrize("make, options", [
+    pytest.param(make, options, id=f"{make.__name__.lower()}-{name}") for make in (LSTM, GRU)
+    for name, options in GRADCHECKS.items() if make is LSTM or not options.get("layer_norm")])
+def test_gradcheck_through_the_kernels_in_float64(make, options, counted):
     """The float64 build of the same C code: gradcheck checks the hand-written backward formulas that float32
     training runs, with padding and residual connections around them."""
     torch.manual_seed(1)
-    stack = StackedRNN(4, layers=[LSTM(3, **options), LSTM(4, **options)], residual=True).double().train()
+    stack = StackedRNN(4, layers=[make(3, **options), make(4, **options)], residual=True).double().train()
     x = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
     assert stack_gradcheck(stack, x, torch.tensor([5, 2, 4]))
     assert counted["forward"] > 0 and counted["backward"] > 0
@@ -144,13 +157,13 @@ def test_gradcheck_through_the_kernels_in_float64(options, counted):
 def test_activations_match_torch_over_the_whole_float32_range_and_nan_and_inf_pass_through():
     """Our float exp against torch's sigmoid and tanh from -100 to 100 (where they saturate exactly), and the
     values no polynomial should change: NaN stays NaN, +-inf give the limits."""
-    steps = kernels.lstm(torch.float32)
+    steps = kernels.steps(torch.float32)
     B, H = 3, 4000
     pre = torch.linspace(-100, 100, B * 4 * H).reshape(B, 4 * H)
     pre[0, :4] = torch.tensor([float("nan"), float("inf"), float("-inf"), 0.0])
     c_prev, h_prev = torch.zeros(B, H), torch.zeros(B, H)
     act, tc, c, h = torch.empty(B, 4 * H), torch.empty(B, H), torch.empty(B, H), torch.empty(B, H)
-    steps.forward(B, H, pre.data_ptr(), c_prev.data_ptr(), h_prev.data_ptr(), None, 0, 0, None, 0, 0, None,
+    steps.lstm_forward(B, H, pre.data_ptr(), c_prev.data_ptr(), h_prev.data_ptr(), None, 0, 0, None, 0, 0, None,
                   act.data_ptr(), tc.data_ptr(), c.data_ptr(), h.data_ptr(), None)
     i, f, g, o = pre.split(H, dim=1)
     want = torch.cat([i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()], dim=1)
@@ -162,7 +175,7 @@ def test_activations_match_torch_over_the_whole_float32_range_and_nan_and_inf_pa
 
 
 def test_the_library_is_built_once_and_then_loaded_from_the_cache(fresh, monkeypatch):
-    assert kernels.lstm() is not None
+    assert kernels.steps() is not None
     built = list(fresh.iterdir())
     assert len(built) == 1 and built[0].suffix in (".so", ".dll")
     compiles = []
@@ -170,22 +183,22 @@ def test_the_library_is_built_once_and_then_loaded_from_the_cache(fresh, monkeyp
     monkeypatch.setattr(kernels.subprocess, "run",
                         lambda cmd, **kw: compiles.append(cmd) or real_run(cmd, **kw))
     monkeypatch.setattr(kernels, "_loaded", {})
-    assert kernels.lstm() is not None
+    assert kernels.steps() is not None
     assert not [cmd for cmd in compiles if "-o" in cmd]  # only `cc --version`, for the cache key
     assert list(fresh.iterdir()) == built
 
 
 def test_another_process_uses_the_cached_library(fresh):
-    kernels.lstm()
+    kernels.steps()
     before = {p: p.stat().st_mtime_ns for p in fresh.iterdir()}
-    code = "from stackrnn import kernels; import sys; sys.exit(0 if kernels.lstm() is not None else 1)"
+    code = "from stackrnn import kernels; import sys; sys.exit(0 if kernels.steps() is not None else 1)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert {p: p.stat().st_mtime_ns for p in fresh.iterdir()} == before
 
 
 def test_without_a_compiler_the_engine_runs_its_torch_path(fresh, monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/cc")
-    assert kernels.lstm() is None
+    assert kernels.steps() is None
     x = torch.randn(4, 2, 3)
     specs = [LSTM(5, zoneout=0.2)]
     stack = StackedRNN(3, layers=specs).train()
@@ -199,23 +212,23 @@ def test_without_a_compiler_the_engine_runs_its_torch_path(fresh, monkeypatch):
 
 def test_a_compiler_that_fails_gives_one_warning_and_the_torch_path(fresh, monkeypatch):
     monkeypatch.setenv("CC", "false")  # exists, and fails on any source
-    with pytest.warns(RuntimeWarning, match="could not compile lstm_step.c"):
-        assert kernels.lstm() is None
-    assert kernels.lstm() is None  # no second attempt, no second warning in this process
+    with pytest.warns(RuntimeWarning, match="could not compile steps.c"):
+        assert kernels.steps() is None
+    assert kernels.steps() is None  # no second attempt, no second warning in this process
     assert not list(fresh.glob("*")) and not list(fresh.glob(".*"))  # nothing left behind, not even a partial
 
 
 def test_stackrnn_kernels_0_switches_them_off(monkeypatch):
     monkeypatch.setenv("STACKRNN_KERNELS", "0")
-    assert kernels.lstm() is None
+    assert kernels.steps() is None
     monkeypatch.setenv("STACKRNN_KERNELS", "1")
-    assert kernels.lstm() is not None
+    assert kernels.steps() is not None
 
 
-def test_other_cells_types_and_options_stay_on_the_torch_path(counted):
-    """GRU and RNN cells, projections, and bfloat16 have no kernel: they run the engine's torch path."""
+def test_other_cell_types_and_options_stay_on_the_torch_path(counted):
+    """RNN cells, layer-normalised GRUs, projections, and bfloat16 have no kernel: they run the torch path."""
     x = torch.randn(4, 2, 3)
-    for specs in ([GRU(5, zoneout=0.2)], [RNN(5, layer_norm=True)], [LSTM(5, proj_size=3, zoneout=0.1)]):
+    for specs in ([GRU(5, layer_norm=True)], [RNN(5, zoneout=0.2)], [LSTM(5, proj_size=3, zoneout=0.1)]):
         StackedRNN(3, layers=specs).train()(x)[0].sum().backward()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         StackedRNN(3, layers=[LSTM(5, zoneout=0.2)]).train()(x)[0].float().sum().backward()
@@ -225,14 +238,14 @@ def test_other_cells_types_and_options_stay_on_the_torch_path(counted):
 def test_the_cell_state_tanh_is_accurate_to_a_few_ulp_near_zero_too():
     """tanh(c') in relative terms, small |c'| included (where 2 sigmoid(2x) - 1 would lose digits): with i = 0 and
     f = 1 exactly (gate inputs -+100), c' is the given c and tc = tanh(c)."""
-    steps = kernels.lstm(torch.float32)
+    steps = kernels.steps(torch.float32)
     B, H = 2, 3000
     c_prev = torch.cat([torch.linspace(-20, 20, H), torch.logspace(-8, 0, H) * torch.tensor([1.0, -1.0]).repeat(H // 2)])
     c_prev = c_prev.reshape(B, H)
     pre = torch.zeros(B, 4 * H)
     pre[:, :H], pre[:, H:2 * H] = -100, 100
     act, tc, c, h = torch.empty(B, 4 * H), torch.empty(B, H), torch.empty(B, H), torch.empty(B, H)
-    steps.forward(B, H, pre.data_ptr(), c_prev.data_ptr(), torch.zeros(B, H).data_ptr(), None, 0, 0, None, 0, 0,
+    steps.lstm_forward(B, H, pre.data_ptr(), c_prev.data_ptr(), torch.zeros(B, H).data_ptr(), None, 0, 0, None, 0, 0,
                   None, act.data_ptr(), tc.data_ptr(), c.data_ptr(), h.data_ptr(), None)
     assert torch.equal(c, c_prev)
     want = torch.tanh(c_prev.double())

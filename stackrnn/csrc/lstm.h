@@ -1,45 +1,5 @@
-/* The LSTM step kernels over a type `real`, with FN(name) naming them for it: included by lstm_step.c once per
-   type, never compiled alone.
-
-   Shapes: B rows (the batch), H units, gates (B, 4H) in torch's order i f g o.
-   Carry factors a (zoneout and padding: new = cell + a (old - cell)) are read at a[b * sb + j * sj] for strides
-   sb, sj >= 0 (0 where a dimension is broadcast): (B, H), (B, 1) and a scalar all arrive as views. NULL: none. */
-
-static inline real FN(sigmoid)(real x) { return 1 / (1 + FN(exp)(-x)); }
-/* the g gate's tanh as the engine's torch path computes it (from the sigmoid of all four gates); tanh(c') is
-   FN(tanh_exact), as torch.tanh there */
-static inline real FN(tanh)(real x) { return 2 * FN(sigmoid)(2 * x) - 1; }
-
-/* new = cell + a (old - cell), in place on cell (n values); a at a[j * sj] */
-static void FN(carry)(int n, real *RESTRICT cell, const real *RESTRICT old, const real *a, long sj) {
-    if (sj == 1) {
-        for (int j = 0; j < n; j++) cell[j] += a[j] * (old[j] - cell[j]);
-    } else {
-        real k = a[0];
-        for (int j = 0; j < n; j++) cell[j] += k * (old[j] - cell[j]);
-    }
-}
-
-/* keep = grad * a, grad -= keep (n values): the share of a carried value's gradient that goes to the old value */
-static void FN(split_carry)(int n, real *RESTRICT grad, real *RESTRICT keep, const real *a, long sj) {
-    if (sj == 1) {
-        for (int j = 0; j < n; j++) { keep[j] = grad[j] * a[j]; grad[j] -= keep[j]; }
-    } else {
-        real k = a[0];
-        for (int j = 0; j < n; j++) { keep[j] = grad[j] * k; grad[j] -= keep[j]; }
-    }
-}
-
-/* The end of a row's forward step, shared with and without layer norm: the carries of h and c (a_h, a_c: this
-   row's factors, or NULL), and the next product's input x = h * m (recurrent dropout; m, x NULL without). */
-static void FN(finish_row)(int H, real *RESTRICT h, real *RESTRICT c, const real *RESTRICT hp,
-                           const real *RESTRICT cp, const real *a_h, long ah_sj, const real *a_c, long ac_sj,
-                           const real *RESTRICT m, real *RESTRICT x) {
-    if (a_h) FN(carry)(H, h, hp, a_h, ah_sj);
-    if (a_c) FN(carry)(H, c, cp, a_c, ac_sj);
-    if (x)
-        for (int j = 0; j < H; j++) x[j] = h[j] * m[j];
-}
+/* The LSTM step kernels (gates i f g o, (B, 4H)), with and without layer norm; over a type `real`, included by
+   steps.c after common.h. */
 
 /* Forward.  pre (B, 4H): gi + h W_hh^T.  Writes act (B, 4H): sigmoid i f o and tanh g; tc (B, H): tanh(c');
    c_out, h_out (B, H): the new state after the carry; h_in (B, H), unless NULL: h_out * h_mask, the next step's
@@ -63,26 +23,6 @@ void FN(lstm_forward_step)(int B, int H, const real *RESTRICT pre, const real *R
         FN(finish_row)(H, h, c, hp, cp, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj,
                        h_in ? h_mask + (long)b * H : 0, h_in ? h_in + (long)b * H : 0);
     }
-}
-
-/* The start of a row's backward step: the output's gradient joins h's (gh += go), then the carries keep their
-   shares (kh, kc) for the previous state. */
-static void FN(start_row_back)(int H, real *RESTRICT gh, real *RESTRICT gc, const real *RESTRICT go,
-                               real *RESTRICT kh, real *RESTRICT kc, const real *a_h, long ah_sj, const real *a_c,
-                               long ac_sj) {
-    for (int j = 0; j < H; j++) gh[j] += go[j];
-    if (a_h) FN(split_carry)(H, gh, kh, a_h, ah_sj);
-    if (a_c) FN(split_carry)(H, gc, kc, a_c, ac_sj);
-}
-
-/* Its end: the previous c's gradient gets its carried share; h's buffer returns the carried share of h's (the
-   product's part is added by the caller). */
-static void FN(end_row_back)(int H, real *RESTRICT gh, real *RESTRICT gc, const real *RESTRICT kh,
-                             const real *RESTRICT kc, int carry_h, int carry_c) {
-    if (carry_c)
-        for (int j = 0; j < H; j++) gc[j] += kc[j];
-    if (carry_h)
-        for (int j = 0; j < H; j++) gh[j] = kh[j];
 }
 
 /* Backward of one step, from what forward wrote (act, tc) and the cell state before the step (c_prev).
@@ -112,58 +52,6 @@ void FN(lstm_backward_step)(int B, int H, const real *RESTRICT act, const real *
         }
         FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
     }
-}
-
-/* Sums of n values in 8 interleaved partial sums: without -ffast-math a compiler may not reorder one running
-   sum, so a plain loop would add one value at a time; eight independent sums vectorise. */
-static real FN(sum)(int n, const real *RESTRICT x) {
-    real part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) part[k] += x[j + k];
-    real total = 0;
-    for (; j < n; j++) total += x[j];
-    for (int k = 0; k < 8; k++) total += part[k];
-    return total;
-}
-
-/* sum of (x - shift)^2, and of x y: as FN(sum) */
-static real FN(sum_sq)(int n, const real *RESTRICT x, real shift) {
-    real part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) part[k] += (x[j + k] - shift) * (x[j + k] - shift);
-    real total = 0;
-    for (; j < n; j++) total += (x[j] - shift) * (x[j] - shift);
-    for (int k = 0; k < 8; k++) total += part[k];
-    return total;
-}
-
-static real FN(dot)(int n, const real *RESTRICT x, const real *RESTRICT y) {
-    real part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) part[k] += x[j + k] * y[j + k];
-    real total = 0;
-    for (; j < n; j++) total += x[j] * y[j];
-    for (int k = 0; k < 8; k++) total += part[k];
-    return total;
-}
-
-/* Layer norm of n values x (population variance, as torch's layer_norm): writes xn = (x - mean) rstd, returns
-   rstd = 1 / sqrt(var + eps). The mean first, then the variance about it, so that it does not cancel. */
-static real FN(normalise)(int n, const real *RESTRICT x, real *RESTRICT xn, real eps) {
-    real mean = FN(sum)(n, x) / n;
-    real rstd = 1 / sqrt(FN(sum_sq)(n, x, mean) / n + eps);
-    for (int j = 0; j < n; j++) xn[j] = (x[j] - mean) * rstd;
-    return rstd;
-}
-
-/* The input gradient of layer norm from the normalised values xn and rstd: in place on g (n values),
-   g <- rstd (g - mean(g) - xn mean(g xn)). */
-static void FN(normalise_back)(int n, real *RESTRICT g, const real *RESTRICT xn, real rstd) {
-    real s = FN(sum)(n, g) / n, sx = FN(dot)(n, g, xn) / n;
-    for (int j = 0; j < n; j++) g[j] = rstd * (g[j] - s - xn[j] * sx);
 }
 
 /* Forward of a layer-normalised LSTM step: pre = LN(xw) g_ih + bias + LN(z) g_hh, each LN per gate block, from

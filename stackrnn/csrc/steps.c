@@ -1,12 +1,12 @@
-/* One LSTM step's pointwise work, forward and backward, in one pass over memory.
+/* One LSTM or GRU step's pointwise work, forward and backward, in one pass over memory.
 
    Compiled on first use by stackrnn/kernels.py and called through ctypes by stackrnn/engine.py, which runs the
    matrix products around it. PyTorch runs the same math as about ten separate kernels per step, each a pass over
    the step's gates; on a CPU those passes, not the arithmetic, are most of a small layer's step time.
 
-   The kernels are written once, in lstm_step.h, over a type `real`, and built here twice: for float32 (the
-   engine's fast path, exported as *_f32) and for float64 (*_f64: the same code, so that gradcheck in float64
-   checks the backward formulas that float32 training runs).
+   The kernels are written once, in common.h, lstm.h and gru.h, over a type `real`, and built here twice: for
+   float32 (the engine's fast path, exported as *_f32) and for float64 (*_f64: the same code, so that gradcheck
+   in float64 checks the backward formulas that float32 training runs).
 
    float's exp is our own (Cephes's polynomial on a 2^n range reduction, about 1 ulp) so that compilers vectorise
    the loops without -ffast-math, which would break NaN and infinity propagation. double uses libm's exp. */
@@ -61,12 +61,16 @@ static inline double tanh_exact_f64(double x) { return tanh(x); }
 
 #define real float
 #define FN(name) name##_f32
-#include "lstm_step.h"
+#include "common.h"
+#include "lstm.h"
+#include "gru.h"
 #undef real
 #undef FN
 
 #define real double
 #define FN(name) name##_f64
-#include "lstm_step.h"
+#include "common.h"
+#include "lstm.h"
+#include "gru.h"
 #undef real
 #undef FN
