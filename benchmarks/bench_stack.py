@@ -11,6 +11,8 @@ Cases (input (T=35, B=32, D=28), the d2l configuration):
                                                                                                target <= 1.05
   7. zoneout 0.1, recurrent dropout 0.25 and layer-norm stacks, LSTM(H, ...) x 2 in training, vs torch.nn.LSTM,
      H = 256 and 1024 (these run the engine, stackrnn/engine.py)                             target <= 1.25
+  8. for information: GRU(256, zoneout=0.1) x 2 and GRU(256, recurrent_dropout=0.25) x 2 vs torch.nn.GRU
+STACKRNN_KERNELS=0 runs the engine's cases without its C step kernels (stackrnn/kernels.py), for comparison.
 
 One iteration is: forward, loss = sum(output * W) with a fixed random W, backward, zero_grad(set_to_none=True).
 Both candidates of cases 1-4 hold the same weights, and their outputs and gradients are checked to match before
@@ -74,15 +76,16 @@ def lstm_pair(hidden: int, fused: bool = True) -> tuple[nn.Module, nn.Module]:
     return stack, stack.to_torch()  # to_torch copies the weights, whichever path the stack runs
 
 
-def option_pair(hidden: int, **options) -> tuple[nn.Module, nn.Module]:
-    """(StackedRNN with weight drop or residual, the plain torch.nn.LSTM of the same shape)."""
+def option_pair(hidden: int, gru: bool = False, **options) -> tuple[nn.Module, nn.Module]:
+    """(StackedRNN with weight drop, residual connections or an engine option, the plain torch.nn.LSTM of the
+    same shape; with gru=True GRU layers and torch.nn.GRU)."""
     if options.pop("weight_drop", False):
         stack = StackedRNN(FEATURES, layers=[LSTM(hidden, weight_drop=0.5)] * 2, **options)
     elif {"zoneout", "recurrent_dropout", "layer_norm"} & set(options):
-        stack = StackedRNN(FEATURES, layers=[LSTM(hidden, **options)] * 2)
+        stack = StackedRNN(FEATURES, layers=[(GRU if gru else LSTM)(hidden, **options)] * 2)
     else:
         stack = StackedRNN(FEATURES, hidden, num_layers=2, **options)
-    return stack.train(), nn.LSTM(FEATURES, hidden, 2)
+    return stack.train(), (nn.GRU if gru else nn.LSTM)(FEATURES, hidden, 2)
 
 
 def check_same(a: nn.Module, b: nn.Module, x: torch.Tensor, w: torch.Tensor) -> None:
@@ -191,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         ("recurrent dropout h1024", lambda: option_pair(1024, recurrent_dropout=0.25), 1.25, max(2, repeats // 4), max(1, warmup // 2)),
         ("layer norm h256", lambda: option_pair(256, layer_norm=True), 1.25, repeats, warmup),
         ("layer norm h1024", lambda: option_pair(1024, layer_norm=True), 1.25, max(2, repeats // 4), max(1, warmup // 2)),
+        # GRU layers through the engine, against torch.nn.GRU: no target in the issue, for information
+        ("gru zoneout h256", lambda: option_pair(256, gru=True, zoneout=0.1), None, repeats, warmup),
+        ("gru recurrent dropout h256", lambda: option_pair(256, gru=True, recurrent_dropout=0.25), None, repeats,
+         warmup),
     ]
-    head = f"{'case':<24} {'n':>3}  {'stackrnn ms (IQR)':>18}  {'torch.nn ms (IQR)':>18}  {'ratio':>6}  {'rnd':>6}  target"
+    head = f"{'case':<26} {'n':>3}  {'stackrnn ms (IQR)':>18}  {'torch.nn ms (IQR)':>18}  {'ratio':>6}  {'rnd':>6}  target"
     print(head)
     print("-" * len(head))
     results = []
@@ -203,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         cell = lambda s: f"{s['median_ms']:9.1f} ({s['iqr_ms']:5.1f})"  # noqa: E731
         verdict = "(info)" if r["target"] is None else f"<= {r['target']:.2f} " + ("ok" if r["ratio"] <= r["target"] else "MISS")
-        print(f"{r['case']:<24} {r['repeats']:>3}  {cell(r['stackrnn']):>18}  {cell(r['torch']):>18}  "
+        print(f"{r['case']:<26} {r['repeats']:>3}  {cell(r['stackrnn']):>18}  {cell(r['torch']):>18}  "
               f"{r['ratio']:6.3f}  {r['round_ratio']:6.3f}  {verdict}", flush=True)
     print("ratio = median(stackrnn) / median(torch.nn); rnd = median of per-round ratios; outputs and grads checked equal")
 
