@@ -291,3 +291,33 @@ def test_a_strided_carry_factor_is_read_as_its_values(counted, monkeypatch):
     without = run()
     for p, q in zip(with_kernel, without):
         torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("make", [LSTM, GRU], ids=["lstm", "gru"])
+def test_a_padded_sequence_ends_in_exactly_its_last_valid_state(make, counted):
+    """Padding carries the state unchanged (factor 1): the final state of a short sequence is its output at its
+    last valid step, bit for bit, as torch.lerp gives on the torch path."""
+    torch.manual_seed(8)
+    stack = StackedRNN(5, layers=[make(7, zoneout=0.2)]).eval()
+    x, lengths = torch.randn(6, 3, 5), torch.tensor([6, 3, 1])
+    with torch.no_grad():
+        out, state = stack(x, lengths=lengths)
+    h = state[0][0] if make is LSTM else state[0]
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(h[0, b], out[n - 1, b])
+    assert counted["forward"] == 6
+
+
+def test_a_gru_without_biases_and_under_a_layout_changing_hook(counted, monkeypatch):
+    """No b_hh to add in the product; saved tensors handed back column-major; both against the torch path."""
+    torch.manual_seed(9)
+    stack = StackedRNN(5, layers=[GRU(9, bias=False, zoneout=0.2, recurrent_dropout=0.3), GRU(6, zoneout=0.1)])
+    x = torch.randn(7, 3, 5)
+    relaid = lambda t: t.transpose(0, 1).contiguous().transpose(0, 1) if t.dim() >= 2 else t  # noqa: E731
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, relaid):
+        fast = _run(stack.train(), x, torch.tensor([7, 5, 2]))
+    assert counted["forward"] > 0
+    monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    slow = _run(stack.train(), x, torch.tensor([7, 5, 2]))
+    for a, b in zip([*fast[0], *fast[1]], [*slow[0], *slow[1]]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -10,13 +10,20 @@ static inline real FN(sigmoid)(real x) { return 1 / (1 + FN(exp)(-x)); }
    FN(tanh_exact), as torch.tanh there */
 static inline real FN(tanh)(real x) { return 2 * FN(sigmoid)(2 * x) - 1; }
 
-/* new = cell + a (old - cell), in place on cell (n values); a at a[j * sj] */
+/* new = cell + a (old - cell), in place on cell (n values); a at a[j * sj]. In torch.lerp's two forms, so that
+   a = 1 (padding, a zoned-out unit) gives old exactly and a = 0 the cell's value exactly. */
 static void FN(carry)(int n, real *RESTRICT cell, const real *RESTRICT old, const real *a, long sj) {
     if (sj == 1) {
-        for (int j = 0; j < n; j++) cell[j] += a[j] * (old[j] - cell[j]);
+        for (int j = 0; j < n; j++) {
+            real d = old[j] - cell[j];
+            cell[j] = a[j] < (real)0.5 ? cell[j] + a[j] * d : old[j] - d * (1 - a[j]);
+        }
     } else {
         real k = a[0];
-        for (int j = 0; j < n; j++) cell[j] += k * (old[j] - cell[j]);
+        for (int j = 0; j < n; j++) {
+            real d = old[j] - cell[j];
+            cell[j] = k < (real)0.5 ? cell[j] + k * d : old[j] - d * (1 - k);
+        }
     }
 }
 
