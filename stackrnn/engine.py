@@ -27,8 +27,8 @@ reference loop's (to float rounding); tests/test_engine.py checks that and gradc
 An LSTM or GRU step's pointwise work (layer norms, gates, c, tanh, zoneout, padding, the next step's dropped-out
 h) runs as one call into a compiled C kernel where one could be built (stackrnn/kernels.py, stackrnn/csrc/):
 PyTorch would run it as about ten kernels, each a pass over the step's tensors. The same math stays here as
-PyTorch operations (the `_Math` classes) for RNN cells, layer-normalised GRUs, projections, other dtypes and
-devices, and machines without a C compiler; tests check the two against each other and gradcheck both.
+PyTorch operations (the `_Math` classes) for RNN cells, projections, other dtypes and devices, and machines
+without a C compiler; tests check the two against each other and gradcheck both.
 
 Not supported: torch.func transforms (grad, vmap) of a stack that runs the engine (the Function keeps
 per-step values that setup_context could not see); fused=False runs the loop, which they can trace.
@@ -349,11 +349,11 @@ class _Recurrence(torch.autograd.Function):
         math.begin(T, B, gi)
         # the compiled step (stackrnn/kernels.py): same math, one pass per step. An LSTM with layer norm needs the
         # input's raw product (g_ih), which run_direction hands over only where this kernel runs
-        lib = _kernel_for(math, gi, g_hh, w_hr) if g_hh is None or g_ih is not None else None
+        lib = _kernel_for(math, gi, g_hh, w_hr, g_ih)
         inputs = (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, g_ih, b_in)
         if lib is not None and c0 is None:  # GRU
-            H_all = _gru_kernel_forward(lib, math, product, gi, h0, b_hh, a_h, h_mask, order)
-            return _Recurrence._finish(ctx, lib, math, reverse, num_gates, H_all, None, valid, inputs, [])
+            H_all, norms = _gru_kernel_forward(lib, math, product, gi, h0, b_hh, g_hh, a_h, h_mask, order)
+            return _Recurrence._finish(ctx, lib, math, reverse, num_gates, H_all, None, valid, inputs, norms)
         if lib is not None:
             H_all, c_all, norms = _kernel_forward(lib, math, product, gi, h0, c0, g_hh, a_h, a_c, h_mask, order,
                                                   g_ih, b_in)
@@ -442,7 +442,8 @@ class _Recurrence(torch.autograd.Function):
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
         product_t = _Product(w_hh.t().contiguous(), B)  # dz -> dz W_hh
         if ctx.lib is not None and not has_c:  # GRU
-            dh, d_gi_kernel = _gru_kernel_backward(ctx.lib, math, product_t, d_out, dh, a_h, h_mask, H_all, d_gh)
+            dh, d_gi_kernel = _gru_kernel_backward(ctx.lib, math, product_t, d_out, dh, g_hh, norms, a_h, h_mask,
+                                                   H_all, d_gh, d_z, d_g)
         elif ctx.lib is not None:
             dh, dc, d_xw, d_g_ih, d_b_in = _kernel_backward(ctx.lib, math, product_t, d_out, dh, dc, g_hh, norms, a_h,
                                                             a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in)
@@ -498,14 +499,14 @@ class _Recurrence(torch.autograd.Function):
                 d_b_in)
 
 
-def _kernel_for(math, gi: Tensor, g_hh: Tensor | None, w_hr: Tensor | None):
+def _kernel_for(math, gi: Tensor, g_hh: Tensor | None, w_hr: Tensor | None, g_ih: Tensor | None = None):
     """The compiled step kernels (kernels.steps()) where they run this direction, else None: an LSTM without
-    projection, with or without layer norm, or a GRU without layer norm, in float32 or float64 on CPU."""
+    projection or a GRU, with or without layer norm, in float32 or float64 on CPU. A layer-normalised LSTM's
+    kernel normalises the input's product itself: it runs only where run_direction handed that over raw (g_ih)."""
     if gi.device.type != "cpu" or w_hr is not None:
         return None
-    lstm = isinstance(math, _LSTMMath) and (g_hh is None) == (math.norm_c is None)
-    gru = isinstance(math, _GRUMath) and g_hh is None
-    return kernels.steps(gi.dtype) if lstm or gru else None
+    lstm = isinstance(math, _LSTMMath) and (g_hh is None or g_ih is not None)
+    return kernels.steps(gi.dtype) if lstm or isinstance(math, _GRUMath) else None
 
 
 def _carry_pointer(a: Tensor | None):
@@ -634,36 +635,48 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
     return dh, dc, d_xw, d_g_ih, d_b_in
 
 
-def _gru_kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, b_hh: Tensor | None, a_h: Tensor | None,
-                        h_mask: Tensor | None, order) -> Tensor:
-    """The GRU recurrence with the compiled step: per step one product (h_in W_hh^T + b_hh) and one call for the
-    gates, h, zoneout or padding and the next product's dropped-out input. Keeps r, z, n and gh's n block of every
-    step in math (its torch path's stash); returns H_all (T + 1, B, H) in processing order."""
+def _gru_kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, b_hh: Tensor | None, g_hh: Tensor | None,
+                        a_h: Tensor | None, h_mask: Tensor | None, order) -> tuple[Tensor, list[Tensor]]:
+    """The GRU recurrence with the compiled step: per step one product (h_in W_hh^T, + b_hh unless layer norm
+    comes between) and one call for the layer norm, the gates, h, zoneout or padding and the next product's
+    dropped-out input. Keeps r, z, n and gh's n block of every step in math (its torch path's stash); returns
+    H_all (T + 1, B, H) in processing order, and with layer norm LN(z) (T, B, G) and its 1 / std (T, B, 3)."""
     T, B, G = gi.shape
     H = G // 3
     gi, a_h = gi.contiguous(), _kernel_layout(a_h, gi, carry=True)
     H_all = gi.new_empty(T + 1, B, H)
     H_all[0] = h0
     math.rz, math.n, math.ghn = gi.new_empty(T, B, 2 * H), gi.new_empty(T, B, H), gi.new_empty(T, B, H)
+    norms = [gi.new_empty(T, B, G), gi.new_empty(T, B, 3)] if g_hh is not None else []
+    g_hh, b_hh = _kernel_layout(g_hh, gi), _kernel_layout(b_hh, gi)
     ah, ah_step, ah_sb, ah_sj = _carry_pointer(a_h)
     h_in, h_mask, spare = _first_input(H_all, h_mask, gi)
     for s, t in enumerate(order):
         h_next = spare[s % 2]
-        gh = product(h_in, add=b_hh)
-        lib.gru_forward(B, H, _at(gi, t), gh.data_ptr(), _at(H_all, s), ah and ah + t * ah_step, ah_sb, ah_sj,
-                        _at(h_mask, 0), _at(math.rz, s), _at(math.n, s), _at(math.ghn, s), _at(H_all, s + 1),
-                        _at(h_next, 0))
+        carry, outputs = (ah and ah + t * ah_step, ah_sb, ah_sj), (_at(math.rz, s), _at(math.n, s), _at(math.ghn, s))
+        if g_hh is None:
+            gh = product(h_in, add=b_hh)
+            lib.gru_forward(B, H, _at(gi, t), gh.data_ptr(), _at(H_all, s), *carry, _at(h_mask, 0), *outputs,
+                            _at(H_all, s + 1), _at(h_next, 0))
+        else:
+            z = product(h_in)  # overwritten with gh = LN(z) g_hh + b_hh
+            lib.gru_ln_forward(B, H, _at(gi, t), z.data_ptr(), _at(g_hh, 0), _at(b_hh, 0), _EPS, _at(H_all, s),
+                               *carry, _at(h_mask, 0), *outputs, *(_at(x, s) for x in norms), _at(H_all, s + 1),
+                               _at(h_next, 0))
         h_in = h_next if h_next is not None else H_all[s + 1]
-    return H_all
+    return H_all, norms
 
 
-def _gru_kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, a_h: Tensor | None,
-                         h_mask: Tensor | None, H_all: Tensor, d_gh: Tensor) -> tuple[Tensor, Tensor]:
+def _gru_kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, g_hh: Tensor | None, norms,
+                         a_h: Tensor | None, h_mask: Tensor | None, H_all: Tensor, d_gh: Tensor, d_z: Tensor,
+                         d_g: Tensor | None) -> tuple[Tensor, Tensor]:
     """_gru_kernel_forward's backward over all steps, in processing order: writes every step's gradient of gh into
-    d_gh (T, B, G); returns the gradients of h0 and of gi (T, B, G, processing order)."""
+    d_gh and of h W_hh^T into d_z (the same tensor without layer norm), both (T, B, G), and sums g_hh's into d_g;
+    returns the gradients of h0 and of gi (T, B, G, processing order)."""
     d_out, H_all = _kernel_layout(d_out, d_gh), _kernel_layout(H_all, d_gh)
-    a_h = _kernel_layout(a_h, d_gh, carry=True)
+    a_h, g_hh = _kernel_layout(a_h, d_gh, carry=True), _kernel_layout(g_hh, d_gh)
     math.rz, math.n, math.ghn = (_kernel_layout(x, d_gh) for x in (math.rz, math.n, math.ghn))
+    norms = [_kernel_layout(x, d_gh) for x in norms]
     if h_mask is not None:
         h_mask = h_mask.expand_as(dh)
     T, B, G = d_gh.shape
@@ -673,10 +686,16 @@ def _gru_kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, a_h: T
     ah, ah_step, ah_sb, ah_sj = _carry_pointer(a_h)
     for s in range(T - 1, -1, -1):
         # dh: in, the new h's gradient from later steps; out, the part that goes to h_prev directly (z, zoneout)
-        lib.gru_backward(B, H, _at(math.rz, s), _at(math.n, s), _at(math.ghn, s), _at(H_all, s),
-                         ah and ah + s * ah_step, ah_sb, ah_sj, _at(d_out, s), dh.data_ptr(), _at(d_gi, s),
-                         _at(d_gh, s), keep_h.data_ptr())
-        dh = _previous_dh(product_t, d_gh[s], dh, h_mask)
+        saved = (_at(math.rz, s), _at(math.n, s), _at(math.ghn, s))
+        carry = (ah and ah + s * ah_step, ah_sb, ah_sj)
+        if g_hh is None:
+            lib.gru_backward(B, H, *saved, _at(H_all, s), *carry, _at(d_out, s), dh.data_ptr(), _at(d_gi, s),
+                             _at(d_gh, s), keep_h.data_ptr())
+        else:
+            lib.gru_ln_backward(B, H, *saved, *(_at(x, s) for x in norms), _at(g_hh, 0), _at(H_all, s), *carry,
+                                _at(d_out, s), dh.data_ptr(), _at(d_gi, s), _at(d_gh, s), _at(d_z, s),
+                                _at(d_g, 0), keep_h.data_ptr())
+        dh = _previous_dh(product_t, d_z[s], dh, h_mask)
     return dh, d_gi
 
 

@@ -57,6 +57,10 @@ def _signatures(real) -> dict[str, list]:
         "gru_forward_step": [_I, _I, _P, _P, _P, *_CARRIES[:3], *[_P] * 6],
         # B, H, rz, n, ghn, h_prev, a_h and its strides, d_out, dh, d_gi, d_gh, keep_h
         "gru_backward_step": [_I, _I, *[_P] * 4, *_CARRIES[:3], *[_P] * 5],
+        # B, H, gi, z, g_hh, b_hh, eps, h_prev, a_h and its strides, h_mask, rz, n, ghn, zn, rzs, h_out, h_in
+        "gru_ln_forward_step": [_I, _I, _P, _P, _P, _P, real, _P, *_CARRIES[:3], *[_P] * 8],
+        # B, H, rz, n, ghn, zn, rzs, g_hh, h_prev, a_h and its strides, d_out, dh, d_gi, d_gh, d_z, d_g_hh, keep_h
+        "gru_ln_backward_step": [_I, _I, *[_P] * 7, *_CARRIES[:3], *[_P] * 7],
     }
 
 
@@ -159,7 +163,8 @@ def _load():
 
 class Steps:
     """The step kernels for one floating type, as functions: lstm_forward, lstm_backward, lstm_ln_forward,
-    lstm_ln_backward, gru_forward, gru_backward (csrc/lstm.h and gru.h document their arguments)."""
+    lstm_ln_backward, gru_forward, gru_backward, gru_ln_forward, gru_ln_backward (csrc/lstm.h and gru.h document
+    their arguments)."""
 
     def __init__(self, lib, suffix: str) -> None:
         for name in _signatures(ctypes.c_float):

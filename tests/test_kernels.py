@@ -45,7 +45,7 @@ def counted(monkeypatch):
     class Counting:  # forward and backward steps of every cell, with or without layer norm
         def __init__(self, steps):
             for name in ("forward", "backward"):
-                for prefix in ("lstm_", "lstm_ln_", "gru_"):
+                for prefix in ("lstm_", "lstm_ln_", "gru_", "gru_ln_"):
                     setattr(self, prefix + name, self._counted(name, getattr(steps, prefix + name)))
 
         @staticmethod
@@ -87,9 +87,9 @@ CASES = {
 }
 
 
-# LSTM with every option; GRU with every option but layer norm (a layer-normalised GRU runs the torch path)
+# LSTM and GRU with every option
 KERNEL_CASES = [pytest.param(make, option, id=f"{make.__name__.lower()}-{option}") for make in (LSTM, GRU)
-                for option in CASES if make is LSTM or not CASES[option].get("layer_norm")]
+                for option in CASES]
 
 
 @pytest.mark.parametrize("make, option", KERNEL_CASES)
@@ -125,7 +125,8 @@ def test_the_kernels_equal_the_torch_path_and_the_loop_in_float32(make, option, 
         return
     exact = StackedRNN(5, layers=specs, fused=False).double().train(training)
     exact.load_state_dict(fast.state_dict())
-    out_x, grads_x = _run(exact, x.double(), lengths, [tuple(t.double() for t in s) for s in state])  # LSTMs
+    double = lambda s: tuple(t.double() for t in s) if isinstance(s, tuple) else s.double()  # noqa: E731
+    out_x, grads_x = _run(exact, x.double(), lengths, [double(s) for s in state])
 
     def error(tensors):  # the largest relative error, in norm, of any output or gradient
         return max(((a.double() - b).norm() / b.norm().clamp(min=1e-12)).item()
@@ -143,7 +144,7 @@ GRADCHECKS = {"zoneout, recurrent dropout": dict(zoneout=(0.3, 0.2), recurrent_d
 
 @pytest.mark.parametrize("make, options", [
     pytest.param(make, options, id=f"{make.__name__.lower()}-{name}") for make in (LSTM, GRU)
-    for name, options in GRADCHECKS.items() if make is LSTM or not options.get("layer_norm")])
+    for name, options in GRADCHECKS.items()])
 def test_gradcheck_through_the_kernels_in_float64(make, options, counted):
     """The float64 build of the same C code: gradcheck checks the hand-written backward formulas that float32
     training runs, with padding and residual connections around them."""
@@ -226,9 +227,9 @@ def test_stackrnn_kernels_0_switches_them_off(monkeypatch):
 
 
 def test_other_cell_types_and_options_stay_on_the_torch_path(counted):
-    """RNN cells, layer-normalised GRUs, projections, and bfloat16 have no kernel: they run the torch path."""
+    """RNN cells, projections, and bfloat16 have no kernel: they run the torch path."""
     x = torch.randn(4, 2, 3)
-    for specs in ([GRU(5, layer_norm=True)], [RNN(5, zoneout=0.2)], [LSTM(5, proj_size=3, zoneout=0.1)]):
+    for specs in ([RNN(5, layer_norm=True)], [RNN(5, zoneout=0.2)], [LSTM(5, proj_size=3, zoneout=0.1)]):
         StackedRNN(3, layers=specs).train()(x)[0].sum().backward()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         StackedRNN(3, layers=[LSTM(5, zoneout=0.2)]).train()(x)[0].float().sum().backward()
