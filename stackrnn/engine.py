@@ -441,41 +441,42 @@ class _Recurrence(torch.autograd.Function):
         d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh  # ... and of h W_hh^T before it
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
         product_t = _Product(w_hh.t().contiguous(), B)  # dz -> dz W_hh
+        d_gi = d_g_ih = d_b_in = None  # d_gi: set here where a kernel computes it, else from math below
         if ctx.lib is not None and not has_c:  # GRU
-            dh, d_gi_kernel = _gru_kernel_backward(ctx.lib, math, product_t, d_out, dh, g_hh, norms, a_h, h_mask,
-                                                   H_all, d_gh, d_z, d_g)
-        elif ctx.lib is not None:
-            dh, dc, d_xw, d_g_ih, d_b_in = _kernel_backward(ctx.lib, math, product_t, d_out, dh, dc, g_hh, norms, a_h,
+            dh, d_gi = _gru_kernel_backward(ctx.lib, math, product_t, d_out, dh, g_hh, norms, a_h, h_mask, H_all,
+                                            d_gh, d_z, d_g)
+        elif ctx.lib is not None:  # with layer norm, d_gi is that of x W_ih^T, which the kernel normalised
+            dh, dc, d_gi, d_g_ih, d_b_in = _kernel_backward(ctx.lib, math, product_t, d_out, dh, dc, g_hh, norms, a_h,
                                                             a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in)
         else:
             math.prepare(c_all[:-1] if has_c else H_all[:-1])
-        for s in range(T - 1, -1, -1) if ctx.lib is None else ():
-            dh = dh + d_out[s]
-            if a_h is not None:  # lerp(new, old, a): a share of the gradient goes straight to the old state
-                dh_keep = dh * a_h[s]
-                dh = dh - dh_keep
-            if has_c and a_c is not None:
-                dc_keep = dc * a_c[s]
-                dc = dc - dc_keep
-            if w_hr is not None:
-                d_proj[s] = dh
-                dh = project_t(dh)
-            dh_direct, dc_prev = math.step_back(s, dh, dc, d_gh[s])
-            if g_hh is not None:
-                d_g.add_((d_gh[s] * z_norm[s]).sum(0))
-                dzn = (d_gh[s] * g_hh).view(B, ctx.num_gates, H)
-                d_z[s] = _ln_backward(dzn, z_raw[s], (H,), means[s], rstds[s], None, None,
-                                      (True, False, False))[0].view(B, G)
-            dh_prev = product_t(d_z[s])
-            if h_mask is not None:
-                dh_prev = dh_prev * h_mask
-            if dh_direct is not None:
-                dh_prev = dh_prev + dh_direct
-            if a_h is not None:
-                dh_prev = dh_prev + dh_keep
-            dh = dh_prev
-            if has_c:
-                dc = dc_prev + dc_keep if a_c is not None else dc_prev
+            for s in range(T - 1, -1, -1):
+                dh = dh + d_out[s]
+                if a_h is not None:  # lerp(new, old, a): a share of the gradient goes straight to the old state
+                    dh_keep = dh * a_h[s]
+                    dh = dh - dh_keep
+                if has_c and a_c is not None:
+                    dc_keep = dc * a_c[s]
+                    dc = dc - dc_keep
+                if w_hr is not None:
+                    d_proj[s] = dh
+                    dh = project_t(dh)
+                dh_direct, dc_prev = math.step_back(s, dh, dc, d_gh[s])
+                if g_hh is not None:
+                    d_g.add_((d_gh[s] * z_norm[s]).sum(0))
+                    dzn = (d_gh[s] * g_hh).view(B, ctx.num_gates, H)
+                    d_z[s] = _ln_backward(dzn, z_raw[s], (H,), means[s], rstds[s], None, None,
+                                          (True, False, False))[0].view(B, G)
+                dh_prev = product_t(d_z[s])
+                if h_mask is not None:
+                    dh_prev = dh_prev * h_mask
+                if dh_direct is not None:
+                    dh_prev = dh_prev + dh_direct
+                if a_h is not None:
+                    dh_prev = dh_prev + dh_keep
+                dh = dh_prev
+                if has_c:
+                    dc = dc_prev + dc_keep if a_c is not None else dc_prev
         # the weight gradients of all steps: one product over T * B rows
         h_in = H_all[:-1] * h_mask if h_mask is not None else H_all[:-1]
         d_w = torch.mm(d_z.reshape(T * B, G).t(), h_in.reshape(T * B, P)) if ctx.needs_input_grad[5] else None
@@ -483,14 +484,8 @@ class _Recurrence(torch.autograd.Function):
         if w_hr is not None and ctx.needs_input_grad[14]:
             d_w_hr = torch.mm(d_proj.reshape(T * B, P).t(), cell_out.reshape(T * B, H))
         d_b = d_gh.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[6] else None
-        if ctx.lib is not None and not has_c:
-            d_gi = d_gi_kernel
-        else:
+        if d_gi is None:
             d_gi = math.input_grad() if not math.additive else d_gh
-        if g_ih is None:
-            d_g_ih = d_b_in = None
-        else:  # gi was x W_ih^T before its layer norm, which the kernel did
-            d_gi = d_xw
         if reverse:
             d_gi = d_gi.flip(0)
         d_gain, d_shift = math.extra_grads()
@@ -603,19 +598,17 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
     (T, B, G), g_ih and b_in (else None)."""
     T, B, G = d_gh.shape
     H = G // 4
-    d_out, c_all = _kernel_layout(d_out, d_gh), _kernel_layout(c_all, d_gh)
-    a_h, a_c = _kernel_layout(a_h, d_gh, carry=True), _kernel_layout(a_c, d_gh, carry=True)
-    math.act, math.tc = _kernel_layout(math.act, d_gh), _kernel_layout(math.tc, d_gh)
-    norms = [_kernel_layout(x, d_gh) for x in norms]
+    # what forward saved arrives contiguous (backward made sure); autograd's gradients may not be
+    d_out = _kernel_layout(d_out, d_gh)
     if h_mask is not None:
         h_mask = h_mask.expand_as(dh)
     # the kernel updates dh and dc in place: copies, never autograd's tensors
-    dh, dc = dh.contiguous().clone(), dc.contiguous().clone()
+    dh, dc = dh.clone(memory_format=torch.contiguous_format), dc.clone(memory_format=torch.contiguous_format)
     keep_h, keep_c, scratch = torch.empty_like(dh), torch.empty_like(dc), torch.empty_like(dc)
     (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
     d_xw = d_g_ih = d_b_in = None
     if g_hh is not None:
-        gains = [_kernel_layout(t, d_gh) for t in (g_ih, g_hh, math.norm_c[0])]
+        gains = [g_ih, g_hh, _kernel_layout(math.norm_c[0], d_gh)]  # the last one is forward's, not saved
         math.d_gain, math.d_shift = torch.zeros_like(math.norm_c[0]), torch.zeros_like(math.norm_c[1])
         d_xw, d_g_ih = torch.empty_like(d_gh), torch.zeros_like(g_ih)
         d_b_in = torch.zeros_like(b_in) if b_in is not None else None
@@ -673,16 +666,14 @@ def _gru_kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, g_hh: 
     """_gru_kernel_forward's backward over all steps, in processing order: writes every step's gradient of gh into
     d_gh and of h W_hh^T into d_z (the same tensor without layer norm), both (T, B, G), and sums g_hh's into d_g;
     returns the gradients of h0 and of gi (T, B, G, processing order)."""
-    d_out, H_all = _kernel_layout(d_out, d_gh), _kernel_layout(H_all, d_gh)
-    a_h, g_hh = _kernel_layout(a_h, d_gh, carry=True), _kernel_layout(g_hh, d_gh)
-    math.rz, math.n, math.ghn = (_kernel_layout(x, d_gh) for x in (math.rz, math.n, math.ghn))
-    norms = [_kernel_layout(x, d_gh) for x in norms]
+    d_out = _kernel_layout(d_out, d_gh)  # the rest was saved, and arrives contiguous (backward made sure)
     if h_mask is not None:
         h_mask = h_mask.expand_as(dh)
     T, B, G = d_gh.shape
     H = G // 3
     d_gi = torch.empty_like(d_gh)
-    dh, keep_h = dh.contiguous().clone(), torch.empty_like(dh)  # the kernel updates dh in place
+    dh = dh.clone(memory_format=torch.contiguous_format)  # the kernel updates dh in place
+    keep_h = torch.empty_like(dh)
     ah, ah_step, ah_sb, ah_sj = _carry_pointer(a_h)
     for s in range(T - 1, -1, -1):
         # dh: in, the new h's gradient from later steps; out, the part that goes to h_prev directly (z, zoneout)

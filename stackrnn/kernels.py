@@ -108,11 +108,11 @@ def _cpu() -> str:
 
 def _build(cc: str, source: Path) -> Path | None:
     """The shared library for `source`, from the cache or compiled now; None where compiling fails."""
-    text = b"".join(path.read_bytes() for path in [source, *_HEADERS])
+    # the key: the sources, the compiler and the CPU (the same for every set of flags below), and the flags
+    fixed = [*(path.read_bytes() for path in [source, *_HEADERS]), cc.encode(), _version(cc).encode(), _cpu().encode()]
     # -march=native: the library is built where it runs. Tried first, then without it (a compiler that lacks it)
     for flags in ([*_FLAGS, "-march=native"], _FLAGS):
-        key = hashlib.sha256(b"\0".join([text, cc.encode(), _version(cc).encode(), " ".join(flags).encode(),
-                                         _cpu().encode()])).hexdigest()[:16]
+        key = hashlib.sha256(b"\0".join([*fixed, " ".join(flags).encode()])).hexdigest()[:16]
         target = kernel_dir() / f"{source.stem}-{key}{'.dll' if sys.platform == 'win32' else '.so'}"
         if target.exists():
             return target
@@ -122,8 +122,8 @@ def _build(cc: str, source: Path) -> Path | None:
         fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=target.suffix)
         os.close(fd)
         try:
-            done = subprocess.run([*cc.split(), *flags, str(source), "-o", partial, "-lm"], capture_output=True, text=True,
-                                  timeout=120)
+            done = subprocess.run([*cc.split(), *flags, str(source), "-o", partial, "-lm"], capture_output=True,
+                                  text=True, timeout=120)
             if done.returncode == 0:
                 os.replace(partial, target)
                 return target
