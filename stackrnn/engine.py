@@ -442,6 +442,8 @@ class _Recurrence(torch.autograd.Function):
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
         product_t = _Product(w_hh.t().contiguous(), B)  # dz -> dz W_hh
         d_gi = d_g_ih = d_b_in = None  # d_gi: set here where a kernel computes it, else from math below
+        if ctx.lib is not None:
+            ctx.lib.set_threads(torch.get_num_threads())
         if ctx.lib is not None and not has_c:  # GRU
             dh, d_gi = _gru_kernel_backward(ctx.lib, math, product_t, d_out, dh, g_hh, norms, a_h, h_mask, H_all,
                                             d_gh, d_z, d_g)
@@ -501,7 +503,10 @@ def _kernel_for(math, gi: Tensor, g_hh: Tensor | None, w_hr: Tensor | None, g_ih
     if gi.device.type != "cpu" or w_hr is not None:
         return None
     lstm = isinstance(math, _LSTMMath) and (g_hh is None or g_ih is not None)
-    return kernels.steps(gi.dtype) if lstm or isinstance(math, _GRUMath) else None
+    lib = kernels.steps(gi.dtype) if lstm or isinstance(math, _GRUMath) else None
+    if lib is not None:
+        lib.set_threads(torch.get_num_threads())  # a step's rows are shared between torch's threads
+    return lib
 
 
 def _carry_pointer(a: Tensor | None):

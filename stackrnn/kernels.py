@@ -2,9 +2,10 @@
 
 The engine's matrix products already run in oneDNN or BLAS; what is left per step is pointwise gate math, which
 PyTorch runs as about ten separate kernels, each a pass over the step's tensors. `csrc/steps.c` does an LSTM or
-GRU step's forward or backward in one pass. It is plain C with no headers beyond the C library's: it compiles in
-well under a second with the system's C compiler, once per machine; the shared library is cached in
-`kernel_dir()` under a name that hashes the sources, the compiler and its flags, and is loaded with ctypes.
+GRU step's forward or backward in one pass, its rows shared between torch's threads with OpenMP. It is plain C
+with no headers beyond the C library's (and omp.h): it compiles in well under a second with the system's C
+compiler, once per machine; the shared library is cached in `kernel_dir()` under a name that hashes the sources,
+the compiler and its flags, and is loaded with ctypes. A compiler without OpenMP builds it single-threaded.
 
 Where there is no C compiler (or STACKRNN_KERNELS=0, or the build fails), `steps()` returns None and the engine
 runs the same math as PyTorch operations: the results agree to float rounding, only slower. The kernels take
@@ -106,34 +107,39 @@ def _cpu() -> str:
     return " ".join([platform.machine(), *(seen[k] for k in wanted if k in seen)])
 
 
-def _build(cc: str, source: Path) -> Path | None:
-    """The shared library for `source`, from the cache or compiled now; None where compiling fails."""
+def _candidates(cc: str, source: Path):
+    """The shared libraries for `source`, best first, each from the cache or compiled now (a flag set the compiler
+    rejects is skipped): with OpenMP and -march=native, then without each in turn."""
     # the key: the sources, the compiler and the CPU (the same for every set of flags below), and the flags
     fixed = [*(path.read_bytes() for path in [source, *_HEADERS]), cc.encode(), _version(cc).encode(), _cpu().encode()]
-    # -march=native: the library is built where it runs. Tried first, then without it (a compiler that lacks it)
-    for flags in ([*_FLAGS, "-march=native"], _FLAGS):
+    # -march=native: the library is built where it runs. -fopenmp: a step's rows shared between threads (steps.c)
+    for extra in (["-fopenmp", "-march=native"], ["-fopenmp"], ["-march=native"], []):
+        flags = [*_FLAGS, *extra]
         key = hashlib.sha256(b"\0".join([*fixed, " ".join(flags).encode()])).hexdigest()[:16]
         target = kernel_dir() / f"{source.stem}-{key}{'.dll' if sys.platform == 'win32' else '.so'}"
-        if target.exists():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # built under a temporary name and renamed: another process building the same library at the same time
-        # never loads a half-written file
-        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=target.suffix)
-        os.close(fd)
-        try:
-            done = subprocess.run([*cc.split(), *flags, str(source), "-o", partial, "-lm"], capture_output=True,
-                                  text=True, timeout=120)
-            if done.returncode == 0:
-                os.replace(partial, target)
-                return target
-            _LOG.info("building %s with %s %s failed: %s", source.name, cc, " ".join(flags), done.stderr.strip())
-        except (OSError, subprocess.SubprocessError) as error:
-            _LOG.info("building %s with %s failed: %s", source.name, cc, error)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
-    return None
+        if target.exists() or _compile(cc, flags, source, target):
+            yield target
+
+
+def _compile(cc: str, flags: list[str], source: Path, target: Path) -> bool:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # built under a temporary name and renamed: another process building the same library at the same time never
+    # loads a half-written file
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=target.suffix)
+    os.close(fd)
+    try:
+        done = subprocess.run([*cc.split(), *flags, str(source), "-o", partial, "-lm"], capture_output=True,
+                              text=True, timeout=120)
+        if done.returncode == 0:
+            os.replace(partial, target)
+            return True
+        _LOG.info("building %s with %s %s failed: %s", source.name, cc, " ".join(flags), done.stderr.strip())
+    except (OSError, subprocess.SubprocessError) as error:
+        _LOG.info("building %s with %s failed: %s", source.name, cc, error)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return False
 
 
 def _load():
@@ -141,34 +147,43 @@ def _load():
     if cc is None:
         _LOG.info("no C compiler found (set CC): the engine runs its steps as PyTorch operations")
         return None
+    built, lib = False, None
     try:
-        path = _build(cc, _SOURCE)
-        if path is None:
-            warnings.warn(f"stackrnn could not compile {_SOURCE.name} with {cc}; the engine runs its steps as PyTorch "
-                          "operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
-                          RuntimeWarning, stacklevel=3)
-            return None
-        lib = ctypes.CDLL(str(path))
-    except OSError as error:  # an unwritable cache folder, a library that will not load
-        warnings.warn(f"stackrnn could not build or load its step kernels ({error}); the engine runs its steps "
-                      "as PyTorch operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
+        for path in _candidates(cc, _SOURCE):
+            built = True
+            try:
+                lib = ctypes.CDLL(str(path))
+                break
+            except OSError as error:  # say, an OpenMP build whose runtime library is missing: try the next
+                _LOG.info("loading %s failed: %s", path, error)
+    except OSError as error:  # an unwritable cache folder
+        warnings.warn(f"stackrnn could not build its step kernels ({error}); the engine runs its steps as PyTorch "
+                      "operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    if lib is None:
+        what = "load the step kernels it compiled from" if built else "compile"
+        warnings.warn(f"stackrnn could not {what} {_SOURCE.name} with {cc}; the engine runs its steps as PyTorch "
+                      "operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
                       RuntimeWarning, stacklevel=3)
         return None
     for suffix, real in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
         for name, args in _signatures(real).items():
             function = getattr(lib, name + suffix)
             function.argtypes, function.restype = args, None
+    lib.set_threads.argtypes, lib.set_threads.restype = [ctypes.c_int], ctypes.c_int
     return lib
-
 
 class Steps:
     """The step kernels for one floating type, as functions: lstm_forward, lstm_backward, lstm_ln_forward,
     lstm_ln_backward, gru_forward, gru_backward, gru_ln_forward, gru_ln_backward (csrc/lstm.h and gru.h document
-    their arguments)."""
+    their arguments); and set_threads(n), the most threads a step may share its rows between from now on
+    (n >= 1; it returns the count, 0 in a build without OpenMP, where one thread runs them)."""
 
     def __init__(self, lib, suffix: str) -> None:
         for name in _signatures(ctypes.c_float):
             setattr(self, name.removesuffix("_step"), getattr(lib, name + suffix))
+        self.set_threads = lib.set_threads
 
 
 def steps(dtype: torch.dtype = torch.float32) -> Steps | None:

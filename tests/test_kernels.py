@@ -47,6 +47,7 @@ def counted(monkeypatch):
             for name in ("forward", "backward"):
                 for prefix in ("lstm_", "lstm_ln_", "gru_", "gru_ln_"):
                     setattr(self, prefix + name, self._counted(name, getattr(steps, prefix + name)))
+            self.set_threads = steps.set_threads
 
         @staticmethod
         def _counted(name, function):
@@ -136,6 +137,39 @@ def test_the_kernels_equal_the_torch_path_and_the_loop_in_float32(make, option, 
     assert kernel_error <= max(1e-5, 4 * torch_error), (kernel_error, torch_error)
 
 
+@pytest.fixture
+def two_threads():
+    """torch.set_num_threads(2) for the test (the kernels take their count from it), restored after; skips where
+    the kernels were built without OpenMP."""
+    if kernels.steps(torch.float32).set_threads(1) == 0:
+        pytest.skip("the kernels were built without OpenMP here: one thread runs every row")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("make, option", [
+    pytest.param(make, option, id=f"{make.__name__.lower()}-{option}") for make in (LSTM, GRU)
+    for option in ("zoneout pair", "layer norm, all, bidirectional")])
+def test_rows_shared_between_threads_give_one_threads_results_and_the_same_every_run(make, option, two_threads,
+                                                                                   counted):
+    """9 rows of 512 units: enough work for two threads (steps.c's MIN_UNITS_PER_THREAD), split unevenly. Only
+    the order in which the gains' gradients are summed differs from one thread's; two runs on two threads agree
+    to the bit."""
+    torch.manual_seed(2)
+    stack = StackedRNN(6, layers=[make(512, **CASES[option])]).train()
+    x, lengths = torch.randn(4, 9, 6), torch.tensor([4, 1, 3, 4, 2, 4, 4, 3, 1])
+    assert kernels.steps(torch.float32).set_threads(2) == 2
+    shared, again = _run(stack, x, lengths), _run(stack, x, lengths)
+    torch.set_num_threads(1)
+    alone = _run(stack, x, lengths)
+    assert counted["forward"] > 0 and counted["backward"] > 0
+    for a, b, c in zip([*shared[0], *shared[1]], [*again[0], *again[1]], [*alone[0], *alone[1]]):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+
+
 GRADCHECKS = {"zoneout, recurrent dropout": dict(zoneout=(0.3, 0.2), recurrent_dropout=0.3),
               "bidirectional": dict(bidirectional=True, zoneout=0.25),
               "layer norm and all": dict(layer_norm=True, zoneout=(0.2, 0.1), recurrent_dropout=0.2),
@@ -217,6 +251,28 @@ def test_a_compiler_that_fails_gives_one_warning_and_the_torch_path(fresh, monke
         assert kernels.steps() is None
     assert kernels.steps() is None  # no second attempt, no second warning in this process
     assert not list(fresh.glob("*")) and not list(fresh.glob(".*"))  # nothing left behind, not even a partial
+
+
+def test_a_build_that_will_not_load_gives_way_to_the_next(fresh, monkeypatch):
+    """An OpenMP build whose runtime cannot be found, say: the next build in line (without OpenMP) is loaded, with
+    no warning; a warning only where none loads."""
+    real_candidates = kernels._candidates
+    broken = fresh / "broken.so"
+
+    def candidates(cc, source):
+        fresh.mkdir(parents=True, exist_ok=True)
+        broken.write_bytes(b"not a shared library")
+        yield broken
+        yield from real_candidates(cc, source)
+
+    monkeypatch.setattr(kernels, "_candidates", candidates)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kernels.steps() is not None
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setattr(kernels, "_candidates", lambda cc, source: iter([broken]))
+    with pytest.warns(RuntimeWarning, match="could not load the step kernels it compiled"):
+        assert kernels.steps() is None
 
 
 def test_stackrnn_kernels_0_switches_them_off(monkeypatch):

@@ -119,3 +119,41 @@ static void FN(normalise_back)(int n, real *RESTRICT g, const real *RESTRICT xn,
     real s = FN(sum)(n, g) / n, sx = FN(dot)(n, g, xn) / n;
     for (int j = 0; j < n; j++) g[j] = rstd * (g[j] - s - xn[j] * sx);
 }
+
+/* Gradient sums that every row adds to (a gain's gradient, say), shared between threads: thread 0 adds into the
+   sums themselves, each other thread into zeroed sums of its own, which are added to them in thread order after
+   the parallel region, so that a given thread count gives the same result every run. `count` sums of sizes[i]
+   values (0: the sum is absent).
+
+   partial_sums: the other threads' sums, zeroed, for *n threads; where they cannot be had, *n becomes 1. */
+static real *FN(partial_sums)(int *n, int count, const long *sizes) {
+    long total = 0;
+    for (int i = 0; i < count; i++) total += sizes[i];
+    real *part = *n > 1 && total ? (real *)calloc((size_t)(*n - 1) * total, sizeof(real)) : 0;
+    if (!part) *n = 1;
+    return part;
+}
+
+/* Where thread k adds: s[i] = sums[i] for thread 0, else its own part of `part`. */
+static void FN(sums_of)(int k, real *part, int count, const long *sizes, real *const *sums, real **s) {
+    long total = 0, at = 0;
+    for (int i = 0; i < count; i++) total += sizes[i];
+    for (int i = 0; i < count; i++) {
+        s[i] = k == 0 ? sums[i] : (sizes[i] ? part + (long)(k - 1) * total + at : 0);
+        at += sizes[i];
+    }
+}
+
+/* After the region: the other threads' sums into sums[i], in thread order; frees part. */
+static void FN(add_partial_sums)(int n, real *part, int count, const long *sizes, real *const *sums) {
+    long total = 0;
+    for (int i = 0; i < count; i++) total += sizes[i];
+    for (int k = 1; k < n; k++) {
+        const real *p = part + (long)(k - 1) * total;
+        for (int i = 0; i < count; i++) {
+            for (long j = 0; j < sizes[i]; j++) sums[i][j] += p[j];
+            p += sizes[i];
+        }
+    }
+    free(part);
+}

@@ -38,6 +38,7 @@ void FN(gru_forward_step)(int B, int H, const real *RESTRICT gi, const real *RES
                           const real *RESTRICT h_prev, const real *a_h, long ah_sb, long ah_sj,
                           const real *RESTRICT h_mask, real *RESTRICT rz, real *RESTRICT n_out,
                           real *RESTRICT ghn, real *RESTRICT h_out, real *RESTRICT h_in) {
+    #pragma omp parallel for schedule(static) num_threads(threads_for(B, H))
     for (int b = 0; b < B; b++) {
         const real *hp = h_prev + (long)b * H;
         real *h = h_out + (long)b * H;
@@ -48,6 +49,13 @@ void FN(gru_forward_step)(int B, int H, const real *RESTRICT gi, const real *RES
     }
 }
 
+/* One row's layer norm of z (3H): writes zn (3H) and rzs (3), and overwrites z with LN(z) g_hh + b_hh. */
+static void FN(gru_ln_row)(int H, real *RESTRICT zb, real *RESTRICT znb, real *RESTRICT rzs,
+                           const real *RESTRICT g_hh, const real *RESTRICT b_hh, real eps) {
+    for (int k = 0; k < 3; k++) rzs[k] = FN(normalise)(H, zb + k * H, znb + k * H, eps);
+    for (int j = 0; j < 3 * H; j++) zb[j] = znb[j] * g_hh[j] + (b_hh ? b_hh[j] : 0);
+}
+
 /* Forward with layer norm: z (B, 3H) is h W_hh^T as the product left it, and is overwritten with gh =
    LN(z) g_hh + b_hh (b_hh NULL without a bias). Also writes what backward reads: zn (B, 3H) and rzs (B, 3), each
    gate block of z normalised and its 1 / std. */
@@ -56,11 +64,11 @@ void FN(gru_ln_forward_step)(int B, int H, const real *RESTRICT gi, real *RESTRI
                              long ah_sb, long ah_sj, const real *RESTRICT h_mask, real *RESTRICT rz,
                              real *RESTRICT n_out, real *RESTRICT ghn, real *RESTRICT zn, real *RESTRICT rzs,
                              real *RESTRICT h_out, real *RESTRICT h_in) {
+    #pragma omp parallel for schedule(static) num_threads(threads_for(B, H))
     for (int b = 0; b < B; b++) {
-        real *zb = z + (long)b * 3 * H, *znb = zn + (long)b * 3 * H, *h = h_out + (long)b * H;
+        real *zb = z + (long)b * 3 * H, *h = h_out + (long)b * H;
         const real *hp = h_prev + (long)b * H;
-        for (int k = 0; k < 3; k++) rzs[b * 3 + k] = FN(normalise)(H, zb + k * H, znb + k * H, eps);
-        for (int j = 0; j < 3 * H; j++) zb[j] = znb[j] * g_hh[j] + (b_hh ? b_hh[j] : 0);
+        FN(gru_ln_row)(H, zb, zn + (long)b * 3 * H, rzs + b * 3, g_hh, b_hh, eps);
         FN(gru_row)(H, gi + (long)b * 3 * H, zb, hp, rz + (long)b * 2 * H, n_out + (long)b * H, ghn + (long)b * H,
                     h);
         FN(finish_row)(H, h, 0, hp, 0, a_h ? a_h + b * ah_sb : 0, ah_sj, 0, 0, h_in ? h_mask + (long)b * H : 0,
@@ -77,12 +85,23 @@ void FN(gru_backward_step)(int B, int H, const real *RESTRICT rz, const real *RE
                            const real *RESTRICT ghn, const real *RESTRICT h_prev, const real *a_h, long ah_sb,
                            long ah_sj, const real *RESTRICT d_out, real *RESTRICT dh, real *RESTRICT d_gi,
                            real *RESTRICT d_gh, real *RESTRICT keep_h) {
+    #pragma omp parallel for schedule(static) num_threads(threads_for(B, H))
     for (int b = 0; b < B; b++) {
         real *gh = dh + (long)b * H, *kh = keep_h + (long)b * H;
         FN(start_row_back)(H, gh, 0, d_out + (long)b * H, kh, 0, a_h ? a_h + b * ah_sb : 0, ah_sj, 0, 0);
         FN(gru_row_back)(H, rz + (long)b * 2 * H, n_in + (long)b * H, ghn + (long)b * H, h_prev + (long)b * H, gh,
                          kh, a_h != 0, d_gi + (long)b * 3 * H, d_gh + (long)b * 3 * H);
     }
+}
+
+/* One row's gradient through gh = LN(z) g_hh + b_hh: from dg (3H), writes dzb (3H) and adds to d_g_hh (3H). */
+static void FN(gru_ln_row_back)(int H, const real *RESTRICT dg, const real *RESTRICT znb, const real *RESTRICT rzs,
+                                const real *RESTRICT g_hh, real *RESTRICT dzb, real *RESTRICT d_g_hh) {
+    for (int j = 0; j < 3 * H; j++) {
+        d_g_hh[j] += dg[j] * znb[j];
+        dzb[j] = dg[j] * g_hh[j];
+    }
+    for (int k = 0; k < 3; k++) FN(normalise_back)(H, dzb + k * H, znb + k * H, rzs[k]);
 }
 
 /* Backward with layer norm: as gru_backward_step, and also writes d_z (B, 3H), the gradient of h W_hh^T (what
@@ -93,17 +112,22 @@ void FN(gru_ln_backward_step)(int B, int H, const real *RESTRICT rz, const real 
                               long ah_sj, const real *RESTRICT d_out, real *RESTRICT dh, real *RESTRICT d_gi,
                               real *RESTRICT d_gh, real *RESTRICT d_z, real *RESTRICT d_g_hh,
                               real *RESTRICT keep_h) {
-    for (int b = 0; b < B; b++) {
-        real *gh = dh + (long)b * H, *kh = keep_h + (long)b * H, *dg = d_gh + (long)b * 3 * H;
-        real *dzb = d_z + (long)b * 3 * H;
-        const real *znb = zn + (long)b * 3 * H;
-        FN(start_row_back)(H, gh, 0, d_out + (long)b * H, kh, 0, a_h ? a_h + b * ah_sb : 0, ah_sj, 0, 0);
-        FN(gru_row_back)(H, rz + (long)b * 2 * H, n_in + (long)b * H, ghn + (long)b * H, h_prev + (long)b * H, gh,
-                         kh, a_h != 0, d_gi + (long)b * 3 * H, dg);
-        for (int j = 0; j < 3 * H; j++) {  /* gh = zn g_hh + b_hh */
-            d_g_hh[j] += dg[j] * znb[j];
-            dzb[j] = dg[j] * g_hh[j];
+    long size = 3L * H;  /* d_g_hh: summed per thread, then in thread order, as lstm_ln_backward_step's sums */
+    int n = threads_for(B, H);
+    real *sums[1] = {d_g_hh};
+    real *part = FN(partial_sums)(&n, 1, &size);
+    #pragma omp parallel num_threads(n)
+    {
+        int lo, hi, k = share(B, &lo, &hi);
+        real *s;
+        FN(sums_of)(k, part, 1, &size, sums, &s);
+        for (int b = lo; b < hi; b++) {
+            real *gh = dh + (long)b * H, *kh = keep_h + (long)b * H, *dg = d_gh + (long)b * 3 * H;
+            FN(start_row_back)(H, gh, 0, d_out + (long)b * H, kh, 0, a_h ? a_h + b * ah_sb : 0, ah_sj, 0, 0);
+            FN(gru_row_back)(H, rz + (long)b * 2 * H, n_in + (long)b * H, ghn + (long)b * H, h_prev + (long)b * H,
+                             gh, kh, a_h != 0, d_gi + (long)b * 3 * H, dg);
+            FN(gru_ln_row_back)(H, dg, zn + (long)b * 3 * H, rzs + b * 3, g_hh, d_z + (long)b * 3 * H, s);
         }
-        for (int k = 0; k < 3; k++) FN(normalise_back)(H, dzb + k * H, znb + k * H, rzs[b * 3 + k]);
     }
+    FN(add_partial_sums)(n, part, 1, &size, sums);
 }

@@ -1,6 +1,18 @@
 /* The LSTM step kernels (gates i f g o, (B, 4H)), with and without layer norm; over a type `real`, included by
    steps.c after common.h. */
 
+/* One row's gates, c and h (before the carry) from its pre (4H): writes g4 (4H), t (tanh(c')), c, h (H each). */
+static void FN(lstm_row)(int H, const real *RESTRICT p, const real *RESTRICT cp, real *RESTRICT g4,
+                         real *RESTRICT t, real *RESTRICT c, real *RESTRICT h) {
+    for (int j = 0; j < H; j++) {
+        real i = FN(sigmoid)(p[j]), f = FN(sigmoid)(p[H + j]), g = FN(tanh)(p[2 * H + j]);
+        real o = FN(sigmoid)(p[3 * H + j]);
+        g4[j] = i; g4[H + j] = f; g4[2 * H + j] = g; g4[3 * H + j] = o;
+        real cj = f * cp[j] + i * g, tj = FN(tanh_exact)(cj);
+        c[j] = cj; t[j] = tj; h[j] = o * tj;
+    }
+}
+
 /* Forward.  pre (B, 4H): gi + h W_hh^T.  Writes act (B, 4H): sigmoid i f o and tanh g; tc (B, H): tanh(c');
    c_out, h_out (B, H): the new state after the carry; h_in (B, H), unless NULL: h_out * h_mask, the next step's
    product input (recurrent dropout). */
@@ -8,20 +20,30 @@ void FN(lstm_forward_step)(int B, int H, const real *RESTRICT pre, const real *R
                            const real *RESTRICT h_prev, const real *a_h, long ah_sb, long ah_sj, const real *a_c,
                            long ac_sb, long ac_sj, const real *RESTRICT h_mask, real *RESTRICT act,
                            real *RESTRICT tc, real *RESTRICT c_out, real *RESTRICT h_out, real *RESTRICT h_in) {
+    #pragma omp parallel for schedule(static) num_threads(threads_for(B, H))
     for (int b = 0; b < B; b++) {
-        const real *p = pre + (long)b * 4 * H;
-        real *g4 = act + (long)b * 4 * H;
         const real *cp = c_prev + (long)b * H, *hp = h_prev + (long)b * H;
-        real *t = tc + (long)b * H, *c = c_out + (long)b * H, *h = h_out + (long)b * H;
-        for (int j = 0; j < H; j++) {
-            real i = FN(sigmoid)(p[j]), f = FN(sigmoid)(p[H + j]), g = FN(tanh)(p[2 * H + j]);
-            real o = FN(sigmoid)(p[3 * H + j]);
-            g4[j] = i; g4[H + j] = f; g4[2 * H + j] = g; g4[3 * H + j] = o;
-            real cj = f * cp[j] + i * g, tj = FN(tanh_exact)(cj);
-            c[j] = cj; t[j] = tj; h[j] = o * tj;
-        }
+        real *c = c_out + (long)b * H, *h = h_out + (long)b * H;
+        FN(lstm_row)(H, pre + (long)b * 4 * H, cp, act + (long)b * 4 * H, tc + (long)b * H, c, h);
         FN(finish_row)(H, h, c, hp, cp, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj,
                        h_in ? h_mask + (long)b * H : 0, h_in ? h_in + (long)b * H : 0);
+    }
+}
+
+/* One row's gates' gradient d_pre (4H) from what forward wrote (g4, t), the previous c (cp), h's gradient gh and
+   the gradient dcn reaching c' other than through tanh(c') (c's own gc, plus layer norm's share, or NULL); dcn
+   NULL: h's part through tanh(c') directly. Leaves the previous c's gradient in gc. */
+static void FN(lstm_row_back)(int H, const real *RESTRICT g4, const real *RESTRICT t, const real *RESTRICT cp,
+                              const real *RESTRICT gh, real *RESTRICT gc, const real *RESTRICT dcn,
+                              real *RESTRICT dp) {
+    for (int j = 0; j < H; j++) {
+        real i = g4[j], f = g4[H + j], g = g4[2 * H + j], o = g4[3 * H + j], tj = t[j];
+        real dcj = gc[j] + (dcn ? dcn[j] : gh[j] * o * (1 - tj * tj));
+        dp[j] = dcj * g * i * (1 - i);
+        dp[H + j] = dcj * cp[j] * f * (1 - f);
+        dp[2 * H + j] = dcj * i * (1 - g * g);
+        dp[3 * H + j] = gh[j] * tj * o * (1 - o);
+        gc[j] = dcj * f;
     }
 }
 
@@ -35,22 +57,42 @@ void FN(lstm_backward_step)(int B, int H, const real *RESTRICT act, const real *
                             long ac_sb, long ac_sj, const real *RESTRICT d_out, real *RESTRICT dh,
                             real *RESTRICT dc, real *RESTRICT d_pre, real *RESTRICT keep_h,
                             real *RESTRICT keep_c) {
+    #pragma omp parallel for schedule(static) num_threads(threads_for(B, H))
     for (int b = 0; b < B; b++) {
-        const real *g4 = act + (long)b * 4 * H, *t = tc + (long)b * H, *cp = c_prev + (long)b * H;
-        const real *go = d_out + (long)b * H;
-        real *gh = dh + (long)b * H, *gc = dc + (long)b * H, *dp = d_pre + (long)b * 4 * H;
+        real *gh = dh + (long)b * H, *gc = dc + (long)b * H;
         real *kh = keep_h + (long)b * H, *kc = keep_c + (long)b * H;
-        FN(start_row_back)(H, gh, gc, go, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj);
-        for (int j = 0; j < H; j++) {
-            real i = g4[j], f = g4[H + j], g = g4[2 * H + j], o = g4[3 * H + j], tj = t[j];
-            real dcj = gc[j] + gh[j] * o * (1 - tj * tj);
-            dp[j] = dcj * g * i * (1 - i);
-            dp[H + j] = dcj * cp[j] * f * (1 - f);
-            dp[2 * H + j] = dcj * i * (1 - g * g);
-            dp[3 * H + j] = gh[j] * tj * o * (1 - o);
-            gc[j] = dcj * f;
-        }
+        FN(start_row_back)(H, gh, gc, d_out + (long)b * H, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj,
+                           a_c ? a_c + b * ac_sb : 0, ac_sj);
+        FN(lstm_row_back)(H, act + (long)b * 4 * H, tc + (long)b * H, c_prev + (long)b * H, gh, gc, 0,
+                          d_pre + (long)b * 4 * H);
         FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
+    }
+}
+
+/* One row of lstm_ln_forward_step (its arguments, offset to the row; rx, rz: the row's 4, rc: its 1). */
+static void FN(lstm_ln_row)(int H, const real *RESTRICT zb, const real *RESTRICT xb, const real *RESTRICT g_ih,
+                            const real *RESTRICT bias, const real *RESTRICT g_hh, const real *RESTRICT gain_c,
+                            const real *RESTRICT shift_c, real eps, const real *RESTRICT cp, real *RESTRICT g4,
+                            real *RESTRICT xnb, real *RESTRICT rx, real *RESTRICT znb, real *RESTRICT rz,
+                            real *RESTRICT t, real *RESTRICT cnb, real *RESTRICT rc, real *RESTRICT c,
+                            real *RESTRICT h) {
+    for (int k = 0; k < 4; k++) {
+        rx[k] = FN(normalise)(H, xb + k * H, xnb + k * H, eps);
+        rz[k] = FN(normalise)(H, zb + k * H, znb + k * H, eps);
+    }
+    for (int j = 0; j < 4 * H; j++) g4[j] = xnb[j] * g_ih[j] + znb[j] * g_hh[j];  /* pre, activated below */
+    if (bias)
+        for (int j = 0; j < 4 * H; j++) g4[j] += bias[j];
+    for (int j = 0; j < H; j++) {
+        real i = FN(sigmoid)(g4[j]), f = FN(sigmoid)(g4[H + j]), g = FN(tanh)(g4[2 * H + j]);
+        real o = FN(sigmoid)(g4[3 * H + j]);
+        g4[j] = i; g4[H + j] = f; g4[2 * H + j] = g; g4[3 * H + j] = o;
+        c[j] = f * cp[j] + i * g;
+    }
+    *rc = FN(normalise)(H, c, cnb, eps);
+    for (int j = 0; j < H; j++) {
+        real tj = FN(tanh_exact)(cnb[j] * gain_c[j] + shift_c[j]);
+        t[j] = tj; h[j] = g4[3 * H + j] * tj;
     }
 }
 
@@ -68,31 +110,46 @@ void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *
                               real *RESTRICT rx, real *RESTRICT zn, real *RESTRICT rz, real *RESTRICT tc,
                               real *RESTRICT cn, real *RESTRICT rc, real *RESTRICT c_out, real *RESTRICT h_out,
                               real *RESTRICT h_in) {
+    #pragma omp parallel for schedule(static) num_threads(threads_for(B, H))
     for (int b = 0; b < B; b++) {
-        const real *zb = z + (long)b * 4 * H, *xb = xw + (long)b * 4 * H;
-        real *g4 = act + (long)b * 4 * H, *xnb = xn + (long)b * 4 * H, *znb = zn + (long)b * 4 * H;
-        const real *cp = c_prev + (long)b * H, *hp = h_prev + (long)b * H;
-        real *t = tc + (long)b * H, *c = c_out + (long)b * H, *h = h_out + (long)b * H, *cnb = cn + (long)b * H;
-        for (int k = 0; k < 4; k++) {
-            rx[b * 4 + k] = FN(normalise)(H, xb + k * H, xnb + k * H, eps);
-            rz[b * 4 + k] = FN(normalise)(H, zb + k * H, znb + k * H, eps);
-        }
-        for (int j = 0; j < 4 * H; j++) g4[j] = xnb[j] * g_ih[j] + znb[j] * g_hh[j];  /* pre, activated below */
-        if (bias)
-            for (int j = 0; j < 4 * H; j++) g4[j] += bias[j];
-        for (int j = 0; j < H; j++) {
-            real i = FN(sigmoid)(g4[j]), f = FN(sigmoid)(g4[H + j]), g = FN(tanh)(g4[2 * H + j]);
-            real o = FN(sigmoid)(g4[3 * H + j]);
-            g4[j] = i; g4[H + j] = f; g4[2 * H + j] = g; g4[3 * H + j] = o;
-            c[j] = f * cp[j] + i * g;
-        }
-        rc[b] = FN(normalise)(H, c, cnb, eps);
-        for (int j = 0; j < H; j++) {
-            real tj = FN(tanh_exact)(cnb[j] * gain_c[j] + shift_c[j]);
-            t[j] = tj; h[j] = g4[3 * H + j] * tj;
-        }
-        FN(finish_row)(H, h, c, hp, cp, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj,
-                       h_in ? h_mask + (long)b * H : 0, h_in ? h_in + (long)b * H : 0);
+        long r4 = (long)b * 4 * H, r1 = (long)b * H;
+        real *c = c_out + r1, *h = h_out + r1;
+        FN(lstm_ln_row)(H, z + r4, xw + r4, g_ih, bias, g_hh, gain_c, shift_c, eps, c_prev + r1, act + r4, xn + r4,
+                        rx + b * 4, zn + r4, rz + b * 4, tc + r1, cn + r1, rc + b, c, h);
+        FN(finish_row)(H, h, c, h_prev + r1, c_prev + r1, a_h ? a_h + b * ah_sb : 0, ah_sj,
+                       a_c ? a_c + b * ac_sb : 0, ac_sj, h_in ? h_mask + r1 : 0, h_in ? h_in + r1 : 0);
+    }
+}
+
+/* One row of lstm_ln_backward_step after start_row_back (its arguments, offset to the row); adds the row's share to
+   the gradient sums d_g_ih, d_g_hh, d_bias (4H each; d_bias NULL without a bias), d_gain_c and d_shift_c (H). */
+static void FN(lstm_ln_row_back)(int H, const real *RESTRICT g4, const real *RESTRICT t, const real *RESTRICT xnb,
+                                 const real *RESTRICT rx, const real *RESTRICT znb, const real *RESTRICT rz,
+                                 const real *RESTRICT cnb,
+                                 real rc, const real *RESTRICT g_ih, const real *RESTRICT g_hh,
+                                 const real *RESTRICT gain_c, const real *RESTRICT cp, real *RESTRICT gh,
+                                 real *RESTRICT gc, real *RESTRICT dp, real *RESTRICT dxb, real *RESTRICT dzb,
+                                 real *RESTRICT d_g_ih, real *RESTRICT d_g_hh, real *RESTRICT d_bias,
+                                 real *RESTRICT d_gain_c, real *RESTRICT d_shift_c, real *RESTRICT dcn) {
+    for (int j = 0; j < H; j++) {  /* through tanh(LN(c') gain + shift) */
+        real tj = t[j], dy = gh[j] * g4[3 * H + j] * (1 - tj * tj);
+        d_gain_c[j] += dy * cnb[j];
+        d_shift_c[j] += dy;
+        dcn[j] = dy * gain_c[j];
+    }
+    FN(normalise_back)(H, dcn, cnb, rc);
+    FN(lstm_row_back)(H, g4, t, cp, gh, gc, dcn, dp);
+    for (int j = 0; j < 4 * H; j++) {  /* pre = xn g_ih + bias + zn g_hh */
+        d_g_ih[j] += dp[j] * xnb[j];
+        d_g_hh[j] += dp[j] * znb[j];
+        dxb[j] = dp[j] * g_ih[j];
+        dzb[j] = dp[j] * g_hh[j];
+    }
+    if (d_bias)
+        for (int j = 0; j < 4 * H; j++) d_bias[j] += dp[j];
+    for (int k = 0; k < 4; k++) {
+        FN(normalise_back)(H, dxb + k * H, xnb + k * H, rx[k]);
+        FN(normalise_back)(H, dzb + k * H, znb + k * H, rz[k]);
     }
 }
 
@@ -111,42 +168,27 @@ void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const rea
                                real *RESTRICT d_z, real *RESTRICT d_g_ih, real *RESTRICT d_g_hh,
                                real *RESTRICT d_bias, real *RESTRICT d_gain_c, real *RESTRICT d_shift_c,
                                real *RESTRICT keep_h, real *RESTRICT keep_c, real *RESTRICT scratch) {
-    for (int b = 0; b < B; b++) {
-        const real *g4 = act + (long)b * 4 * H, *t = tc + (long)b * H, *cp = c_prev + (long)b * H;
-        const real *xnb = xn + (long)b * 4 * H, *znb = zn + (long)b * 4 * H, *cnb = cn + (long)b * H;
-        const real *go = d_out + (long)b * H;
-        real *gh = dh + (long)b * H, *gc = dc + (long)b * H, *dp = d_pre + (long)b * 4 * H;
-        real *dxb = d_xw + (long)b * 4 * H, *dzb = d_z + (long)b * 4 * H;
-        real *kh = keep_h + (long)b * H, *kc = keep_c + (long)b * H, *dcn = scratch + (long)b * H;
-        FN(start_row_back)(H, gh, gc, go, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj);
-        for (int j = 0; j < H; j++) {  /* through tanh(LN(c') gain + shift) */
-            real tj = t[j], dy = gh[j] * g4[3 * H + j] * (1 - tj * tj);
-            d_gain_c[j] += dy * cnb[j];
-            d_shift_c[j] += dy;
-            dcn[j] = dy * gain_c[j];
+    /* the sums, in the order d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c: each thread but the first adds its rows'
+       shares into sums of its own, added to these in thread order afterwards (the same result every run) */
+    long sizes[5] = {4L * H, 4L * H, d_bias ? 4L * H : 0, H, H};
+    real *sums[5] = {d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c};
+    int n = threads_for(B, H);
+    real *part = FN(partial_sums)(&n, 5, sizes);
+    #pragma omp parallel num_threads(n)
+    {
+        int lo, hi, k = share(B, &lo, &hi);
+        real *s[5];
+        FN(sums_of)(k, part, 5, sizes, sums, s);
+        for (int b = lo; b < hi; b++) {
+            long r4 = (long)b * 4 * H, r1 = (long)b * H;
+            real *gh = dh + r1, *gc = dc + r1, *kh = keep_h + r1, *kc = keep_c + r1;
+            FN(start_row_back)(H, gh, gc, d_out + r1, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj,
+                               a_c ? a_c + b * ac_sb : 0, ac_sj);
+            FN(lstm_ln_row_back)(H, act + r4, tc + r1, xn + r4, rx + b * 4, zn + r4, rz + b * 4,
+                                 cn + r1, rc[b], g_ih, g_hh, gain_c, c_prev + r1, gh, gc, d_pre + r4, d_xw + r4,
+                                 d_z + r4, s[0], s[1], s[2], s[3], s[4], scratch + r1);
+            FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
         }
-        FN(normalise_back)(H, dcn, cnb, rc[b]);
-        for (int j = 0; j < H; j++) {
-            real i = g4[j], f = g4[H + j], g = g4[2 * H + j], o = g4[3 * H + j], tj = t[j];
-            real dcj = gc[j] + dcn[j];
-            dp[j] = dcj * g * i * (1 - i);
-            dp[H + j] = dcj * cp[j] * f * (1 - f);
-            dp[2 * H + j] = dcj * i * (1 - g * g);
-            dp[3 * H + j] = gh[j] * tj * o * (1 - o);
-            gc[j] = dcj * f;
-        }
-        for (int j = 0; j < 4 * H; j++) {  /* pre = xn g_ih + bias + zn g_hh */
-            d_g_ih[j] += dp[j] * xnb[j];
-            d_g_hh[j] += dp[j] * znb[j];
-            dxb[j] = dp[j] * g_ih[j];
-            dzb[j] = dp[j] * g_hh[j];
-        }
-        if (d_bias)
-            for (int j = 0; j < 4 * H; j++) d_bias[j] += dp[j];
-        for (int k = 0; k < 4; k++) {
-            FN(normalise_back)(H, dxb + k * H, xnb + k * H, rx[b * 4 + k]);
-            FN(normalise_back)(H, dzb + k * H, znb + k * H, rz[b * 4 + k]);
-        }
-        FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
     }
+    FN(add_partial_sums)(n, part, 5, sizes, sums);
 }

@@ -8,11 +8,21 @@
    float32 (the engine's fast path, exported as *_f32) and for float64 (*_f64: the same code, so that gradcheck
    in float64 checks the backward formulas that float32 training runs).
 
+   A step's rows (the batch) are shared between OpenMP threads, as many as torch.get_num_threads() (which the
+   engine passes in), fewer where a step is too small to pay for waking them. The library links libgomp.so.1,
+   which is the runtime torch loaded where torch brought its own: the threads that ran the step's product then
+   run its rows, already awake. Built without OpenMP (a compiler without it), the pragmas are ignored and one
+   thread runs every row.
+
    float's exp is our own (Cephes's polynomial on a 2^n range reduction, about 1 ulp) so that compilers vectorise
    the loops without -ffast-math, which would break NaN and infinity propagation. double uses libm's exp. */
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if defined(_MSC_VER)
 #define RESTRICT __restrict
@@ -58,6 +68,46 @@ static inline float tanh_exact_f32(float x) {
 }
 
 static inline double tanh_exact_f64(double x) { return tanh(x); }
+
+/* Rows per step below which one thread runs them all: waking a second one costs a few microseconds, about what a
+   thread takes for this many rows of units (B * H) in the cheapest kernel (a plain LSTM's backward). */
+#define MIN_UNITS_PER_THREAD 2048
+
+/* The most threads a step may use: torch.get_num_threads(), which the engine passes before each pass
+   (set_threads), so that the count follows torch.set_num_threads whichever OpenMP runtime this library got. */
+static int max_threads = 1;
+
+/* Sets the most threads a step may use (n >= 1) and returns it; 0 built without OpenMP. */
+int set_threads(int n) {
+#ifdef _OPENMP
+    if (n >= 1) max_threads = n;
+    return max_threads;
+#else
+    (void)n;
+    return 0;
+#endif
+}
+
+/* How many threads share a step of B rows of H units. */
+static int threads_for(int B, int H) {
+    long most = (long)B * H / MIN_UNITS_PER_THREAD;
+    int n = max_threads;
+    if (n > B) n = B;
+    if (n > most) n = (int)most;
+    return n < 1 ? 1 : n;
+}
+
+/* Inside a parallel region: this thread's rows [lo, hi) of B, contiguous and in thread order; returns its number. */
+static int share(int B, int *lo, int *hi) {
+#ifdef _OPENMP
+    int k = omp_get_thread_num(), n = omp_get_num_threads();
+#else
+    int k = 0, n = 1;
+#endif
+    *lo = (int)((long)B * k / n);
+    *hi = (int)((long)B * (k + 1) / n);
+    return k;
+}
 
 #define real float
 #define FN(name) name##_f32
