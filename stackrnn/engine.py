@@ -397,8 +397,8 @@ class _Recurrence(torch.autograd.Function):
     def _finish(ctx, lib, math, reverse, num_gates, H_all, c_all, valid, inputs, norms):
         """forward's outputs from every step's h (H_all) and c (c_all), both (T + 1, B, .) in processing order;
         saves what backward reads: inputs, H_all, c_all, the layer norms' values (norms: per step z, LN(z), mean
-        and 1 / std, in four runs of T, for the torch path; for the kernel, LN(x W_ih^T), LN(z), LN(c') and their
-        1 / std, each for all steps) and the cell's own."""
+        and 1 / std, in four runs of T, for the torch path; for a kernel, what its forward returned) and the
+        cell's own."""
         # out, h and c are new tensors, never views of what backward reads
         out = H_all[1:].flip(0) if reverse else H_all[1:].clone()
         if valid is not None:
@@ -437,7 +437,10 @@ class _Recurrence(torch.autograd.Function):
             project_t = _Product(w_hr.t().contiguous(), B)  # dh (B, P) -> dh W_hr (B, H)
         dh = d_hT if d_hT is not None else torch.zeros_like(H_all[0])
         dc = d_cT if has_c and d_cT is not None and d_cT.numel() else (torch.zeros_like(c_all[0]) if has_c else None)
-        d_gh = d_out.new_empty(T, B, G)  # gradient of every step's gh (after layer norm), processing order
+        # the gradient of every step's gh (after layer norm), in processing order; the LSTM kernel with layer norm
+        # needs it only within a step (it sums the bias's gradient itself, and returns x W_ih^T's)
+        lstm_ln_kernel = ctx.lib is not None and has_c and g_hh is not None
+        d_gh = d_out.new_empty(T, B, G) if not lstm_ln_kernel else None
         d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh  # ... and of h W_hh^T before it
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
         product_t = _Product(w_hh.t().contiguous(), B)  # dz -> dz W_hh
@@ -449,7 +452,7 @@ class _Recurrence(torch.autograd.Function):
                                             d_gh, d_z, d_g)
         elif ctx.lib is not None:  # with layer norm, d_gi is that of x W_ih^T, which the kernel normalised
             dh, dc, d_gi, d_g_ih, d_b_in = _kernel_backward(ctx.lib, math, product_t, d_out, dh, dc, g_hh, norms, a_h,
-                                                            a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in)
+                                                            a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in, reverse)
         else:
             math.prepare(c_all[:-1] if has_c else H_all[:-1])
             for s in range(T - 1, -1, -1):
@@ -562,8 +565,9 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
     """The LSTM recurrence with the compiled step: per step one product (gi[t] added in it unless layer norm comes
     between) and one call that does the layer norms (of gi[t] = x W_ih^T with g_ih and b_in, of h W_hh^T and of
     c'), the gates, c, tanh(c), h, zoneout or padding and the next product's dropped-out input. Writes every step's
-    gates and tanh(c') into math's buffers; returns H_all, c_all (T + 1, B, H) in processing order, and the layer
-    norms' saved values (an empty list without)."""
+    gates and tanh(c') into math's buffers; returns H_all, c_all (T + 1, B, H) in processing order, and what the
+    layer norms' backward reads (an empty list without): gi itself (in time order: backward normalises it again),
+    then, in processing order, its blocks' means and 1 / std, LN(z) and its 1 / std, LN(c') and its 1 / std."""
     T, B, G = gi.shape
     H = G // 4
     gi = gi.contiguous()
@@ -573,8 +577,8 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
     (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
     h_in, h_mask, spare = _first_input(H_all, h_mask, gi)
     norms = []
-    if g_hh is not None:  # LN(x W_ih^T), LN(z) and their 1 / std per gate block, LN(c') and its 1 / std
-        norms = [gi.new_empty(T, B, G), gi.new_empty(T, B, 4), gi.new_empty(T, B, G), gi.new_empty(T, B, 4),
+    if g_hh is not None:  # x W_ih^T itself, its blocks' mean and 1 / std; LN(z) and its; LN(c') and its 1 / std
+        norms = [gi, gi.new_empty(T, B, 4), gi.new_empty(T, B, 4), gi.new_empty(T, B, G), gi.new_empty(T, B, 4),
                  gi.new_empty(T, B, H), gi.new_empty(T, B)]
         gains = [_kernel_layout(t, gi) for t in (g_ih, b_in, g_hh, *math.norm_c)]
     for s, t in enumerate(order):
@@ -586,25 +590,27 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
                              _at(math.act, s), _at(math.tc, s), _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
         else:
             z = product(h_in)
-            xn, rx, zn, rz, cn, rc = (_at(x, s) for x in norms)
+            mx, rx, zn, rz, cn, rc = (_at(x, s) for x in norms[1:])
             lib.lstm_ln_forward(B, H, z.data_ptr(), _at(gi, t), *(_at(x, 0) for x in gains), _EPS, _at(c_all, s),
-                           _at(H_all, s), *carries, _at(h_mask, 0), _at(math.act, s), xn, rx, zn, rz,
+                           _at(H_all, s), *carries, _at(h_mask, 0), _at(math.act, s), mx, rx, zn, rz,
                            _at(math.tc, s), cn, rc, _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
         h_in = h_next if h_next is not None else H_all[s + 1]
     return H_all, c_all, norms
 
 
 def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor, g_hh: Tensor | None, norms,
-                     a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, c_all: Tensor, d_gh: Tensor,
-                     d_z: Tensor, d_g: Tensor | None, g_ih: Tensor | None = None, b_in: Tensor | None = None):
-    """_kernel_forward's backward over all steps (everything in processing order): writes every step's gradient
-    of pre into d_gh and of h W_hh^T into d_z (the same tensor without layer norm), both (T, B, G); sums the gains'
-    gradients into d_g and math's. Returns the gradients of h0 and c0 and, with layer norm, those of x W_ih^T
-    (T, B, G), g_ih and b_in (else None)."""
-    T, B, G = d_gh.shape
+                     a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, c_all: Tensor,
+                     d_gh: Tensor | None, d_z: Tensor, d_g: Tensor | None, g_ih: Tensor | None = None,
+                     b_in: Tensor | None = None, reverse: bool = False):
+    """_kernel_forward's backward over all steps (everything in processing order but the x W_ih^T that layer norm
+    saved, which is in time order: reverse says how to read it): writes every step's gradient of h W_hh^T into d_z
+    (T, B, G) and, without layer norm, that of pre into d_gh, the same tensor (with it, d_gh is None: that gradient
+    lives a step); sums the gains' gradients into d_g and math's. Returns the gradients of h0 and c0 and, with
+    layer norm, those of x W_ih^T (T, B, G, processing order), g_ih and b_in (else None)."""
+    T, B, G = d_z.shape
     H = G // 4
     # what forward saved arrives contiguous (backward made sure); autograd's gradients may not be
-    d_out = _kernel_layout(d_out, d_gh)
+    d_out = _kernel_layout(d_out, d_z)
     if h_mask is not None:
         h_mask = h_mask.expand_as(dh)
     # the kernel updates dh and dc in place: copies, never autograd's tensors
@@ -613,11 +619,12 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
     (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
     d_xw = d_g_ih = d_b_in = None
     if g_hh is not None:
-        gains = [g_ih, g_hh, _kernel_layout(math.norm_c[0], d_gh)]  # the last one is forward's, not saved
+        gains = [g_ih, g_hh, _kernel_layout(math.norm_c[0], d_z)]  # the last one is forward's, not saved
         math.d_gain, math.d_shift = torch.zeros_like(math.norm_c[0]), torch.zeros_like(math.norm_c[1])
-        d_xw, d_g_ih = torch.empty_like(d_gh), torch.zeros_like(g_ih)
+        d_xw, d_g_ih = torch.empty_like(d_z), torch.zeros_like(g_ih)
         d_b_in = torch.zeros_like(b_in) if b_in is not None else None
         sums = [_at(x, 0) for x in (d_g_ih, d_g, d_b_in, math.d_gain, math.d_shift)]
+        d_pre, xn = d_z.new_empty(B, G), d_z.new_empty(B, G)  # scratch: a step's gradient of pre, and LN(xw)
     for s in range(T - 1, -1, -1):
         # dh: in, the new h's gradient from later steps; out, its share kept by zoneout (to h_prev directly)
         carries = (ah and ah + s * ah_step, ah_sb, ah_sj, ac and ac + s * ac_step, ac_sb, ac_sj)
@@ -625,10 +632,11 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
             lib.lstm_backward(B, H, _at(math.act, s), _at(math.tc, s), _at(c_all, s), *carries, _at(d_out, s),
                               dh.data_ptr(), dc.data_ptr(), _at(d_gh, s), keep_h.data_ptr(), keep_c.data_ptr())
         else:
-            lib.lstm_ln_backward(B, H, _at(math.act, s), _at(math.tc, s), *(_at(x, s) for x in norms),
+            xw = _at(norms[0], T - 1 - s if reverse else s)
+            lib.lstm_ln_backward(B, H, _at(math.act, s), _at(math.tc, s), xw, *(_at(x, s) for x in norms[1:]),
                                  *(x.data_ptr() for x in gains), _at(c_all, s), *carries, _at(d_out, s),
-                                 dh.data_ptr(), dc.data_ptr(), _at(d_gh, s), _at(d_xw, s), _at(d_z, s), *sums,
-                                 keep_h.data_ptr(), keep_c.data_ptr(), scratch.data_ptr())
+                                 dh.data_ptr(), dc.data_ptr(), d_pre.data_ptr(), _at(d_xw, s), _at(d_z, s), *sums,
+                                 keep_h.data_ptr(), keep_c.data_ptr(), scratch.data_ptr(), xn.data_ptr())
         dh = _previous_dh(product_t, d_z[s], dh if a_h is not None else None, h_mask)
     return dh, dc, d_xw, d_g_ih, d_b_in
 

@@ -48,12 +48,12 @@ def _signatures(real) -> dict[str, list]:
         "lstm_forward_step": [_I, _I, _P, _P, _P, *_CARRIES, _P, _P, _P, _P, _P, _P],
         # B, H, act, tc, c_prev, carries, d_out, dh, dc, d_pre, keep_h, keep_c
         "lstm_backward_step": [_I, _I, _P, _P, _P, *_CARRIES, _P, _P, _P, _P, _P, _P],
-        # B, H, z, xw, g_ih, bias, g_hh, gain_c, shift_c, eps, c_prev, h_prev, carries, h_mask, act, xn, rx, zn, rz,
+        # B, H, z, xw, g_ih, bias, g_hh, gain_c, shift_c, eps, c_prev, h_prev, carries, h_mask, act, mx, rx, zn, rz,
         # tc, cn, rc, c_out, h_out, h_in
         "lstm_ln_forward_step": [_I, _I, *[_P] * 7, real, _P, _P, *_CARRIES, *[_P] * 12],
-        # B, H, act, tc, xn, rx, zn, rz, cn, rc, g_ih, g_hh, gain_c, c_prev, carries, d_out, dh, dc, d_pre, d_xw, d_z,
-        # d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h, keep_c, scratch
-        "lstm_ln_backward_step": [_I, _I, *[_P] * 12, *_CARRIES, *[_P] * 14],
+        # B, H, act, tc, xw, mx, rx, zn, rz, cn, rc, g_ih, g_hh, gain_c, c_prev, carries, d_out, dh, dc, d_pre, d_xw,
+        # d_z, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h, keep_c, scratch, xn
+        "lstm_ln_backward_step": [_I, _I, *[_P] * 13, *_CARRIES, *[_P] * 15],
         # B, H, gi, gh, h_prev, a_h and its strides, h_mask, rz, n, ghn, h_out, h_in
         "gru_forward_step": [_I, _I, _P, _P, _P, *_CARRIES[:3], *[_P] * 6],
         # B, H, rz, n, ghn, h_prev, a_h and its strides, d_out, dh, d_gi, d_gh, keep_h

@@ -104,12 +104,24 @@ static real FN(dot)(int n, const real *RESTRICT x, const real *RESTRICT y) {
     return total;
 }
 
-/* Layer norm of n values x (population variance, as torch's layer_norm): writes xn = (x - mean) rstd, returns
-   rstd = 1 / sqrt(var + eps). The mean first, then the variance about it, so that it does not cancel. */
-static real FN(normalise)(int n, const real *RESTRICT x, real *RESTRICT xn, real eps) {
-    real mean = FN(sum)(n, x) / n;
-    real rstd = 1 / sqrt(FN(sum_sq)(n, x, mean) / n + eps);
+/* Layer norm's statistics of n values x (population variance, as torch's layer_norm): returns rstd =
+   1 / sqrt(var + eps) and writes the mean. The mean first, then the variance about it, so that it does not
+   cancel. */
+static real FN(moments)(int n, const real *RESTRICT x, real eps, real *mean) {
+    real m = FN(sum)(n, x) / n;
+    *mean = m;
+    return 1 / sqrt(FN(sum_sq)(n, x, m) / n + eps);
+}
+
+/* xn = (x - mean) rstd (n values) */
+static void FN(standardise)(int n, const real *RESTRICT x, real *RESTRICT xn, real mean, real rstd) {
     for (int j = 0; j < n; j++) xn[j] = (x[j] - mean) * rstd;
+}
+
+/* Layer norm of n values x: writes xn = (x - mean) rstd, returns rstd. */
+static real FN(normalise)(int n, const real *RESTRICT x, real *RESTRICT xn, real eps) {
+    real mean, rstd = FN(moments)(n, x, eps, &mean);
+    FN(standardise)(n, x, xn, mean, rstd);
     return rstd;
 }
 

@@ -73,14 +73,15 @@ void FN(lstm_backward_step)(int B, int H, const real *RESTRICT act, const real *
 static void FN(lstm_ln_row)(int H, const real *RESTRICT zb, const real *RESTRICT xb, const real *RESTRICT g_ih,
                             const real *RESTRICT bias, const real *RESTRICT g_hh, const real *RESTRICT gain_c,
                             const real *RESTRICT shift_c, real eps, const real *RESTRICT cp, real *RESTRICT g4,
-                            real *RESTRICT xnb, real *RESTRICT rx, real *RESTRICT znb, real *RESTRICT rz,
+                            real *RESTRICT mx, real *RESTRICT rx, real *RESTRICT znb, real *RESTRICT rz,
                             real *RESTRICT t, real *RESTRICT cnb, real *RESTRICT rc, real *RESTRICT c,
                             real *RESTRICT h) {
-    for (int k = 0; k < 4; k++) {
-        rx[k] = FN(normalise)(H, xb + k * H, xnb + k * H, eps);
+    for (int k = 0; k < 4; k++) {  /* LN(xw) into g4: backward recomputes it from xw and its statistics */
+        rx[k] = FN(moments)(H, xb + k * H, eps, mx + k);
+        FN(standardise)(H, xb + k * H, g4 + k * H, mx[k], rx[k]);
         rz[k] = FN(normalise)(H, zb + k * H, znb + k * H, eps);
     }
-    for (int j = 0; j < 4 * H; j++) g4[j] = xnb[j] * g_ih[j] + znb[j] * g_hh[j];  /* pre, activated below */
+    for (int j = 0; j < 4 * H; j++) g4[j] = g4[j] * g_ih[j] + znb[j] * g_hh[j];  /* pre, activated below */
     if (bias)
         for (int j = 0; j < 4 * H; j++) g4[j] += bias[j];
     for (int j = 0; j < H; j++) {
@@ -99,14 +100,15 @@ static void FN(lstm_ln_row)(int H, const real *RESTRICT zb, const real *RESTRICT
 /* Forward of a layer-normalised LSTM step: pre = LN(xw) g_ih + bias + LN(z) g_hh, each LN per gate block, from
    xw = x W_ih^T (B, 4H) of this step and z = h W_hh^T (B, 4H) as the product left it (bias: b_ih + b_hh, or
    NULL); h' = o tanh(LN(c') gain_c + shift_c).  As lstm_forward_step, and it also writes what backward reads:
-   xn, zn (B, 4H) and rx, rz (B, 4), each gate block of xw and z normalised and its 1 / std; cn (B, H) and rc (B),
-   the same of c'. */
+   mx, rx (B, 4), the mean and 1 / std of each gate block of xw (backward normalises xw again from them, rather
+   than forward keeping LN(xw), as large as xw, which backward has anyway); zn (B, 4H) and rz (B, 4), each gate
+   block of z normalised and its 1 / std; cn (B, H) and rc (B), the same of c'. */
 void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *RESTRICT xw,
                               const real *RESTRICT g_ih, const real *RESTRICT bias, const real *RESTRICT g_hh,
                               const real *RESTRICT gain_c, const real *RESTRICT shift_c, real eps,
                               const real *RESTRICT c_prev, const real *RESTRICT h_prev, const real *a_h,
                               long ah_sb, long ah_sj, const real *a_c, long ac_sb, long ac_sj,
-                              const real *RESTRICT h_mask, real *RESTRICT act, real *RESTRICT xn,
+                              const real *RESTRICT h_mask, real *RESTRICT act, real *RESTRICT mx,
                               real *RESTRICT rx, real *RESTRICT zn, real *RESTRICT rz, real *RESTRICT tc,
                               real *RESTRICT cn, real *RESTRICT rc, real *RESTRICT c_out, real *RESTRICT h_out,
                               real *RESTRICT h_in) {
@@ -114,17 +116,19 @@ void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *
     for (int b = 0; b < B; b++) {
         long r4 = (long)b * 4 * H, r1 = (long)b * H;
         real *c = c_out + r1, *h = h_out + r1;
-        FN(lstm_ln_row)(H, z + r4, xw + r4, g_ih, bias, g_hh, gain_c, shift_c, eps, c_prev + r1, act + r4, xn + r4,
+        FN(lstm_ln_row)(H, z + r4, xw + r4, g_ih, bias, g_hh, gain_c, shift_c, eps, c_prev + r1, act + r4, mx + b * 4,
                         rx + b * 4, zn + r4, rz + b * 4, tc + r1, cn + r1, rc + b, c, h);
         FN(finish_row)(H, h, c, h_prev + r1, c_prev + r1, a_h ? a_h + b * ah_sb : 0, ah_sj,
                        a_c ? a_c + b * ac_sb : 0, ac_sj, h_in ? h_mask + r1 : 0, h_in ? h_in + r1 : 0);
     }
 }
 
-/* One row of lstm_ln_backward_step after start_row_back (its arguments, offset to the row); adds the row's share to
-   the gradient sums d_g_ih, d_g_hh, d_bias (4H each; d_bias NULL without a bias), d_gain_c and d_shift_c (H). */
-static void FN(lstm_ln_row_back)(int H, const real *RESTRICT g4, const real *RESTRICT t, const real *RESTRICT xnb,
-                                 const real *RESTRICT rx, const real *RESTRICT znb, const real *RESTRICT rz,
+/* One row of lstm_ln_backward_step after start_row_back (its arguments, offset to the row; xnb (4H): scratch, for
+   LN(xw)); adds the row's share to the gradient sums d_g_ih, d_g_hh, d_bias (4H each; d_bias NULL without a bias),
+   d_gain_c and d_shift_c (H). */
+static void FN(lstm_ln_row_back)(int H, const real *RESTRICT g4, const real *RESTRICT t, const real *RESTRICT xb,
+                                 const real *RESTRICT mx, const real *RESTRICT rx, real *RESTRICT xnb,
+                                 const real *RESTRICT znb, const real *RESTRICT rz,
                                  const real *RESTRICT cnb,
                                  real rc, const real *RESTRICT g_ih, const real *RESTRICT g_hh,
                                  const real *RESTRICT gain_c, const real *RESTRICT cp, real *RESTRICT gh,
@@ -139,6 +143,7 @@ static void FN(lstm_ln_row_back)(int H, const real *RESTRICT g4, const real *RES
     }
     FN(normalise_back)(H, dcn, cnb, rc);
     FN(lstm_row_back)(H, g4, t, cp, gh, gc, dcn, dp);
+    for (int k = 0; k < 4; k++) FN(standardise)(H, xb + k * H, xnb + k * H, mx[k], rx[k]);
     for (int j = 0; j < 4 * H; j++) {  /* pre = xn g_ih + bias + zn g_hh */
         d_g_ih[j] += dp[j] * xnb[j];
         d_g_hh[j] += dp[j] * znb[j];
@@ -153,13 +158,15 @@ static void FN(lstm_ln_row_back)(int H, const real *RESTRICT g4, const real *RES
     }
 }
 
-/* Backward of lstm_ln_forward_step, as lstm_backward_step, from what forward saved. Writes d_pre (B, 4H), the
+/* Backward of lstm_ln_forward_step, as lstm_backward_step, from what forward saved and xw (B, 4H), the step's
+   x W_ih^T as forward received it. Writes d_pre (B, 4H), the
    gradient of pre; d_xw (B, 4H), that of x W_ih^T (what W_ih and x receive); d_z (B, 4H), that of z = h W_hh^T
    (what W_hh and the previous h receive); adds this step's share to the gradients of the gains and shifts:
    d_g_ih, d_g_hh, d_bias (4H; d_bias NULL without a bias), d_gain_c and d_shift_c (H). keep_h, keep_c, scratch
-   (B, H). */
+   (B, H) and xn (B, 4H): scratch. */
 void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const real *RESTRICT tc,
-                               const real *RESTRICT xn, const real *RESTRICT rx, const real *RESTRICT zn,
+                               const real *RESTRICT xw, const real *RESTRICT mx, const real *RESTRICT rx,
+                               const real *RESTRICT zn,
                                const real *RESTRICT rz, const real *RESTRICT cn, const real *RESTRICT rc,
                                const real *RESTRICT g_ih, const real *RESTRICT g_hh, const real *RESTRICT gain_c,
                                const real *RESTRICT c_prev, const real *a_h, long ah_sb, long ah_sj,
@@ -167,7 +174,8 @@ void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const rea
                                real *RESTRICT dh, real *RESTRICT dc, real *RESTRICT d_pre, real *RESTRICT d_xw,
                                real *RESTRICT d_z, real *RESTRICT d_g_ih, real *RESTRICT d_g_hh,
                                real *RESTRICT d_bias, real *RESTRICT d_gain_c, real *RESTRICT d_shift_c,
-                               real *RESTRICT keep_h, real *RESTRICT keep_c, real *RESTRICT scratch) {
+                               real *RESTRICT keep_h, real *RESTRICT keep_c, real *RESTRICT scratch,
+                               real *RESTRICT xn) {
     /* the sums, in the order d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c: each thread but the first adds its rows'
        shares into sums of its own, added to these in thread order afterwards (the same result every run) */
     long sizes[5] = {4L * H, 4L * H, d_bias ? 4L * H : 0, H, H};
@@ -184,9 +192,9 @@ void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const rea
             real *gh = dh + r1, *gc = dc + r1, *kh = keep_h + r1, *kc = keep_c + r1;
             FN(start_row_back)(H, gh, gc, d_out + r1, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj,
                                a_c ? a_c + b * ac_sb : 0, ac_sj);
-            FN(lstm_ln_row_back)(H, act + r4, tc + r1, xn + r4, rx + b * 4, zn + r4, rz + b * 4,
-                                 cn + r1, rc[b], g_ih, g_hh, gain_c, c_prev + r1, gh, gc, d_pre + r4, d_xw + r4,
-                                 d_z + r4, s[0], s[1], s[2], s[3], s[4], scratch + r1);
+            FN(lstm_ln_row_back)(H, act + r4, tc + r1, xw + r4, mx + b * 4, rx + b * 4, xn + r4, zn + r4,
+                                 rz + b * 4, cn + r1, rc[b], g_ih, g_hh, gain_c, c_prev + r1, gh, gc, d_pre + r4,
+                                 d_xw + r4, d_z + r4, s[0], s[1], s[2], s[3], s[4], scratch + r1);
             FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
         }
     }
