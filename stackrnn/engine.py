@@ -540,6 +540,18 @@ def _at(tensor: Tensor | None, s: int):
     return None if tensor is None else tensor.data_ptr() + s * tensor.stride(0) * tensor.element_size()
 
 
+class _Steps:
+    """Step addresses of contiguous (T, ...) tensors, for the kernel loops: _Steps(a, b)(s) is [_at(a, s),
+    _at(b, s)], 0 (NULL to C) for None, with no call on the tensors per step (_at's three calls per tensor cost
+    as much as a small step's gate math)."""
+
+    def __init__(self, *tensors: Tensor | None) -> None:
+        self.bases = [(0, 0) if t is None else (t.data_ptr(), t.stride(0) * t.element_size()) for t in tensors]
+
+    def __call__(self, s: int) -> list[int]:
+        return [base + s * step for base, step in self.bases]
+
+
 def _first_input(H_all: Tensor, h_mask: Tensor | None, like: Tensor):
     """(the first product's input, the mask as the kernels read it, two buffers the kernels write the next steps'
     inputs into, in turn): h0, or with recurrent dropout h0 * mask."""
@@ -581,19 +593,23 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
         norms = [gi, gi.new_empty(T, B, 4), gi.new_empty(T, B, 4), gi.new_empty(T, B, G), gi.new_empty(T, B, 4),
                  gi.new_empty(T, B, H), gi.new_empty(T, B)]
         gains = [_kernel_layout(t, gi) for t in (g_ih, b_in, g_hh, *math.norm_c)]
+    states, saved = _Steps(c_all, H_all), _Steps(math.act, math.tc)  # step s reads states(s), writes states(s + 1)
+    mask = _at(h_mask, 0)
+    if g_hh is not None:
+        gains, xw, kept = [_at(x, 0) for x in gains], _Steps(gi), _Steps(*norms[1:])
     for s, t in enumerate(order):
         h_next = spare[s % 2]
         carries = (ah and ah + t * ah_step, ah_sb, ah_sj, ac and ac + t * ac_step, ac_sb, ac_sj)
+        act, tc = saved(s)
         if g_hh is None:
             pre = product(h_in, add=gi[t])
-            lib.lstm_forward(B, H, pre.data_ptr(), _at(c_all, s), _at(H_all, s), *carries, _at(h_mask, 0),
-                             _at(math.act, s), _at(math.tc, s), _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
+            lib.lstm_forward(B, H, pre.data_ptr(), *states(s), *carries, mask, act, tc, *states(s + 1),
+                             _at(h_next, 0))
         else:
             z = product(h_in)
-            mx, rx, zn, rz, cn, rc = (_at(x, s) for x in norms[1:])
-            lib.lstm_ln_forward(B, H, z.data_ptr(), _at(gi, t), *(_at(x, 0) for x in gains), _EPS, _at(c_all, s),
-                           _at(H_all, s), *carries, _at(h_mask, 0), _at(math.act, s), mx, rx, zn, rz,
-                           _at(math.tc, s), cn, rc, _at(c_all, s + 1), _at(H_all, s + 1), _at(h_next, 0))
+            mx, rx, zn, rz, cn, rc = kept(s)
+            lib.lstm_ln_forward(B, H, z.data_ptr(), *xw(t), *gains, _EPS, *states(s), *carries, mask, act, mx, rx,
+                                zn, rz, tc, cn, rc, *states(s + 1), _at(h_next, 0))
         h_in = h_next if h_next is not None else H_all[s + 1]
     return H_all, c_all, norms
 
@@ -625,18 +641,21 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         d_b_in = torch.zeros_like(b_in) if b_in is not None else None
         sums = [_at(x, 0) for x in (d_g_ih, d_g, d_b_in, math.d_gain, math.d_shift)]
         d_pre, xn = d_z.new_empty(B, G), d_z.new_empty(B, G)  # scratch: a step's gradient of pre, and LN(xw)
+        gains, xw, kept = [x.data_ptr() for x in gains], _Steps(norms[0]), _Steps(*norms[1:])
+        ln_scratch = scratch.data_ptr(), xn.data_ptr()
+    saved, grads, dc_at = _Steps(math.act, math.tc, c_all), _Steps(d_out, d_gh, d_xw, d_z), dc.data_ptr()
+    keeps = keep_h.data_ptr(), keep_c.data_ptr()
     for s in range(T - 1, -1, -1):
         # dh: in, the new h's gradient from later steps; out, its share kept by zoneout (to h_prev directly)
         carries = (ah and ah + s * ah_step, ah_sb, ah_sj, ac and ac + s * ac_step, ac_sb, ac_sj)
+        act, tc, c_prev = saved(s)
+        go, d_pre_s, d_xw_s, d_z_s = grads(s)
         if g_hh is None:
-            lib.lstm_backward(B, H, _at(math.act, s), _at(math.tc, s), _at(c_all, s), *carries, _at(d_out, s),
-                              dh.data_ptr(), dc.data_ptr(), _at(d_gh, s), keep_h.data_ptr(), keep_c.data_ptr())
+            lib.lstm_backward(B, H, act, tc, c_prev, *carries, go, dh.data_ptr(), dc_at, d_pre_s, *keeps)
         else:
-            xw = _at(norms[0], T - 1 - s if reverse else s)
-            lib.lstm_ln_backward(B, H, _at(math.act, s), _at(math.tc, s), xw, *(_at(x, s) for x in norms[1:]),
-                                 *(x.data_ptr() for x in gains), _at(c_all, s), *carries, _at(d_out, s),
-                                 dh.data_ptr(), dc.data_ptr(), d_pre.data_ptr(), _at(d_xw, s), _at(d_z, s), *sums,
-                                 keep_h.data_ptr(), keep_c.data_ptr(), scratch.data_ptr(), xn.data_ptr())
+            lib.lstm_ln_backward(B, H, act, tc, *xw(T - 1 - s if reverse else s), *kept(s), *gains, c_prev,
+                                 *carries, go, dh.data_ptr(), dc_at, d_pre.data_ptr(), d_xw_s, d_z_s, *sums,
+                                 *keeps, *ln_scratch)
         dh = _previous_dh(product_t, d_z[s], dh if a_h is not None else None, h_mask)
     return dh, dc, d_xw, d_g_ih, d_b_in
 
@@ -657,18 +676,19 @@ def _gru_kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, b_hh: Tensor
     g_hh, b_hh = _kernel_layout(g_hh, gi), _kernel_layout(b_hh, gi)
     ah, ah_step, ah_sb, ah_sj = _carry_pointer(a_h)
     h_in, h_mask, spare = _first_input(H_all, h_mask, gi)
+    inputs, hs, saved, kept = _Steps(gi), _Steps(H_all), _Steps(math.rz, math.n, math.ghn), _Steps(*norms)
+    mask = _at(h_mask, 0)
     for s, t in enumerate(order):
         h_next = spare[s % 2]
-        carry, outputs = (ah and ah + t * ah_step, ah_sb, ah_sj), (_at(math.rz, s), _at(math.n, s), _at(math.ghn, s))
+        carry = (ah and ah + t * ah_step, ah_sb, ah_sj)
         if g_hh is None:
             gh = product(h_in, add=b_hh)
-            lib.gru_forward(B, H, _at(gi, t), gh.data_ptr(), _at(H_all, s), *carry, _at(h_mask, 0), *outputs,
-                            _at(H_all, s + 1), _at(h_next, 0))
+            lib.gru_forward(B, H, *inputs(t), gh.data_ptr(), *hs(s), *carry, mask, *saved(s), *hs(s + 1),
+                            _at(h_next, 0))
         else:
             z = product(h_in)  # overwritten with gh = LN(z) g_hh + b_hh
-            lib.gru_ln_forward(B, H, _at(gi, t), z.data_ptr(), _at(g_hh, 0), _at(b_hh, 0), _EPS, _at(H_all, s),
-                               *carry, _at(h_mask, 0), *outputs, *(_at(x, s) for x in norms), _at(H_all, s + 1),
-                               _at(h_next, 0))
+            lib.gru_ln_forward(B, H, *inputs(t), z.data_ptr(), _at(g_hh, 0), _at(b_hh, 0), _EPS, *hs(s), *carry,
+                               mask, *saved(s), *kept(s), *hs(s + 1), _at(h_next, 0))
         h_in = h_next if h_next is not None else H_all[s + 1]
     return H_all, norms
 
@@ -688,17 +708,16 @@ def _gru_kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, g_hh: 
     dh = dh.clone(memory_format=torch.contiguous_format)  # the kernel updates dh in place
     keep_h = torch.empty_like(dh)
     ah, ah_step, ah_sb, ah_sj = _carry_pointer(a_h)
+    saved, kept, hs = _Steps(math.rz, math.n, math.ghn), _Steps(*norms), _Steps(H_all)
+    go, grads, keep = _Steps(d_out), _Steps(d_gi, d_gh), keep_h.data_ptr()
     for s in range(T - 1, -1, -1):
         # dh: in, the new h's gradient from later steps; out, the part that goes to h_prev directly (z, zoneout)
-        saved = (_at(math.rz, s), _at(math.n, s), _at(math.ghn, s))
         carry = (ah and ah + s * ah_step, ah_sb, ah_sj)
         if g_hh is None:
-            lib.gru_backward(B, H, *saved, _at(H_all, s), *carry, _at(d_out, s), dh.data_ptr(), _at(d_gi, s),
-                             _at(d_gh, s), keep_h.data_ptr())
+            lib.gru_backward(B, H, *saved(s), *hs(s), *carry, *go(s), dh.data_ptr(), *grads(s), keep)
         else:
-            lib.gru_ln_backward(B, H, *saved, *(_at(x, s) for x in norms), _at(g_hh, 0), _at(H_all, s), *carry,
-                                _at(d_out, s), dh.data_ptr(), _at(d_gi, s), _at(d_gh, s), _at(d_z, s),
-                                _at(d_g, 0), keep_h.data_ptr())
+            lib.gru_ln_backward(B, H, *saved(s), *kept(s), _at(g_hh, 0), *hs(s), *carry, *go(s), dh.data_ptr(),
+                                *grads(s), _at(d_z, s), _at(d_g, 0), keep)
         dh = _previous_dh(product_t, d_z[s], dh, h_mask)
     return dh, d_gi
 
