@@ -4,8 +4,10 @@ The engine's matrix products already run in oneDNN or BLAS; what is left per ste
 PyTorch runs as about ten separate kernels, each a pass over the step's tensors. `csrc/steps.c` does an LSTM or
 GRU step's forward or backward in one pass, its rows shared between torch's threads with OpenMP. It is plain C
 with no headers beyond the C library's (and omp.h): it compiles in well under a second with the system's C
-compiler, once per machine; the shared library is cached in `kernel_dir()` under a name that hashes the sources,
-the compiler and its flags, and is loaded with ctypes. A compiler without OpenMP builds it single-threaded.
+compiler, once per machine (an OpenMP build is also tried once in a separate process, a few seconds); the shared
+library is cached in `kernel_dir()` under a name that hashes the sources, the compiler, the CPU and the flags,
+and is loaded with ctypes. Where OpenMP is not to be had, it is built single-threaded, and a failed build leaves
+a marker so that later processes do not try it again.
 
 Where there is no C compiler (or STACKRNN_KERNELS=0, or the build fails), `steps()` returns None and the engine
 runs the same math as PyTorch operations: the results agree to float rounding, only slower. The kernels take
@@ -108,8 +110,9 @@ def _cpu() -> str:
 
 
 def _candidates(cc: str, source: Path):
-    """The shared libraries for `source`, best first, each from the cache or compiled now (a flag set the compiler
-    rejects is skipped): with OpenMP and -march=native, then without each in turn."""
+    """The shared libraries for `source`, best first, each from the cache or compiled now: with OpenMP and
+    -march=native, then without each in turn. A flag set that failed here before (its `.failed` marker beside
+    where the library would be, with the reason) is not tried again: delete the cache folder to retry."""
     # the key: the sources, the compiler and the CPU (the same for every set of flags below), and the flags
     fixed = [*(path.read_bytes() for path in [source, *_HEADERS]), cc.encode(), _version(cc).encode(), _cpu().encode()]
     # -march=native: the library is built where it runs. -fopenmp: a step's rows shared between threads (steps.c)
@@ -117,8 +120,49 @@ def _candidates(cc: str, source: Path):
         flags = [*_FLAGS, *extra]
         key = hashlib.sha256(b"\0".join([*fixed, " ".join(flags).encode()])).hexdigest()[:16]
         target = kernel_dir() / f"{source.stem}-{key}{'.dll' if sys.platform == 'win32' else '.so'}"
-        if target.exists() or _compile(cc, flags, source, target):
+        if target.exists() or (not _failed(target).exists() and _compile(cc, flags, source, target)):
             yield target
+
+
+def _failed(target: Path) -> Path:
+    return target.with_name(target.name + ".failed")
+
+
+def _mark_failed(target: Path, reason: str) -> None:
+    """Records that this build failed, and why, so that later processes skip it (a marker, not the library)."""
+    _LOG.info("%s: %s", target.name, reason)
+    try:
+        _failed(target).write_text(reason + "\n")
+    except OSError:
+        pass
+
+
+# Run in a fresh interpreter on an OpenMP build before it is kept (argv[1]: the library): torch's threads and the
+# library's in one process, as the engine runs them, on a step big enough for two threads, checked against torch.
+# Two LLVM OpenMP runtimes in one process (clang's libomp beside the one torch brought, say) abort it at the first
+# parallel region, where no exception in this process could catch it.
+_TRIAL = """
+import ctypes, sys
+import torch
+torch.set_num_threads(2)
+lib = ctypes.CDLL(sys.argv[1])
+P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+step = lib.lstm_forward_step_f32
+step.argtypes = [I, I, P, P, P, P, L, L, P, L, L, P, P, P, P, P, P]
+lib.set_threads.argtypes = [I]
+lib.set_threads(2)
+B, H = 8, 512
+pre, c, h = torch.randn(B, 4 * H), torch.randn(B, H), torch.randn(B, H)
+out = [torch.empty(B, 4 * H), torch.empty(B, H), torch.empty(B, H), torch.empty(B, H)]
+a = torch.randn(256, 256)
+for _ in range(3):  # torch's parallel regions before and after the library's
+    a = torch.tanh(a @ a)
+    step(B, H, pre.data_ptr(), c.data_ptr(), h.data_ptr(), None, 0, 0, None, 0, 0, None,
+         *(t.data_ptr() for t in out), None)
+i, f, g, o = pre.view(B, 4, H).unbind(1)
+want = torch.sigmoid(o) * torch.tanh(torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g))
+sys.exit(0 if torch.allclose(out[3], want, atol=1e-5) else 1)
+"""
 
 
 def _compile(cc: str, flags: list[str], source: Path, target: Path) -> bool:
@@ -130,11 +174,19 @@ def _compile(cc: str, flags: list[str], source: Path, target: Path) -> bool:
     try:
         done = subprocess.run([*cc.split(), *flags, str(source), "-o", partial, "-lm"], capture_output=True,
                               text=True, timeout=120)
-        if done.returncode == 0:
-            os.replace(partial, target)
-            return True
-        _LOG.info("building %s with %s %s failed: %s", source.name, cc, " ".join(flags), done.stderr.strip())
-    except (OSError, subprocess.SubprocessError) as error:
+        if done.returncode != 0:
+            _mark_failed(target, f"{cc} {' '.join(flags)} failed: {done.stderr.strip()}")
+            return False
+        if "-fopenmp" in flags:
+            trial = subprocess.run([sys.executable, "-c", _TRIAL, partial], capture_output=True, text=True,
+                                   timeout=300)
+            if trial.returncode != 0:
+                _mark_failed(target, f"the OpenMP build failed its trial run (exit status {trial.returncode}): "
+                                     f"{trial.stderr.strip()[-2000:]}")
+                return False
+        os.replace(partial, target)
+        return True
+    except (OSError, subprocess.SubprocessError) as error:  # not marked: a timeout or a full disk may pass
         _LOG.info("building %s with %s failed: %s", source.name, cc, error)
     finally:
         if os.path.exists(partial):
@@ -147,43 +199,42 @@ def _load():
     if cc is None:
         _LOG.info("no C compiler found (set CC): the engine runs its steps as PyTorch operations")
         return None
-    built, lib = False, None
+    lib, error = None, None
     try:
         for path in _candidates(cc, _SOURCE):
-            built = True
             try:
                 lib = ctypes.CDLL(str(path))
                 break
-            except OSError as error:  # say, an OpenMP build whose runtime library is missing: try the next
-                _LOG.info("loading %s failed: %s", path, error)
-    except OSError as error:  # an unwritable cache folder
-        warnings.warn(f"stackrnn could not build its step kernels ({error}); the engine runs its steps as PyTorch "
-                      "operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
-                      RuntimeWarning, stacklevel=3)
-        return None
+            except OSError as failure:  # say, an OpenMP build whose runtime library has gone: try the next
+                error = failure
+                _mark_failed(path, f"loading it failed: {failure}")
+    except OSError as failure:  # an unwritable cache folder
+        error = failure
     if lib is None:
-        what = "load the step kernels it compiled from" if built else "compile"
-        warnings.warn(f"stackrnn could not {what} {_SOURCE.name} with {cc}; the engine runs its steps as PyTorch "
-                      "operations, which is slower. Set STACKRNN_KERNELS=0 to skip the attempt.",
-                      RuntimeWarning, stacklevel=3)
+        what = f"build or load its step kernels ({error})" if error else f"compile {_SOURCE.name} with {cc}"
+        warnings.warn(f"stackrnn could not {what}; the engine runs its steps as PyTorch operations, which is "
+                      "slower. Set STACKRNN_KERNELS=0 to skip the attempt.", RuntimeWarning, stacklevel=3)
         return None
     for suffix, real in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
         for name, args in _signatures(real).items():
             function = getattr(lib, name + suffix)
             function.argtypes, function.restype = args, None
     lib.set_threads.argtypes, lib.set_threads.restype = [ctypes.c_int], ctypes.c_int
+    lib.kernel_team.argtypes, lib.kernel_team.restype = [], ctypes.c_int
     return lib
+
 
 class Steps:
     """The step kernels for one floating type, as functions: lstm_forward, lstm_backward, lstm_ln_forward,
     lstm_ln_backward, gru_forward, gru_backward, gru_ln_forward, gru_ln_backward (csrc/lstm.h and gru.h document
-    their arguments); and set_threads(n), the most threads a step may share its rows between from now on
-    (n >= 1; it returns the count, 0 in a build without OpenMP, where one thread runs them)."""
+    their arguments); set_threads(n), the most threads a step may share its rows between from now on (n >= 1;
+    it returns the count, 0 in a build without OpenMP, where one thread runs them); and kernel_team(), the
+    number of threads the last layer norm's backward step ran on."""
 
     def __init__(self, lib, suffix: str) -> None:
         for name in _signatures(ctypes.c_float):
             setattr(self, name.removesuffix("_step"), getattr(lib, name + suffix))
-        self.set_threads = lib.set_threads
+        self.set_threads, self.kernel_team = lib.set_threads, lib.kernel_team
 
 
 def steps(dtype: torch.dtype = torch.float32) -> Steps | None:

@@ -132,40 +132,47 @@ static void FN(normalise_back)(int n, real *RESTRICT g, const real *RESTRICT xn,
     for (int j = 0; j < n; j++) g[j] = rstd * (g[j] - s - xn[j] * sx);
 }
 
-/* Gradient sums that every row adds to (a gain's gradient, say), shared between threads: thread 0 adds into the
-   sums themselves, each other thread into zeroed sums of its own, which are added to them in thread order after
-   the parallel region, so that a given thread count gives the same result every run. `count` sums of sizes[i]
-   values (0: the sum is absent).
+/* Gradient sums that every row adds to (a gain's gradient, say), shared between threads. A step's rows are cut
+   into n chunks, one per thread asked for, whatever team the runtime gives: chunk 0 adds into the sums
+   themselves, every other chunk into zeroed sums of its own, which are then added to them in chunk order, each
+   value by one thread. So a given n gives the same result every run. `count` sums of sizes[i] values (0: the
+   sum is absent).
 
-   partial_sums: the other threads' sums, zeroed, for *n threads; where they cannot be had, *n becomes 1. */
+   partial_sums: room for chunks 1 .. n - 1's sums (the caller frees it); where there is none, *n becomes 1. */
 static real *FN(partial_sums)(int *n, int count, const long *sizes) {
     long total = 0;
     for (int i = 0; i < count; i++) total += sizes[i];
-    real *part = *n > 1 && total ? (real *)calloc((size_t)(*n - 1) * total, sizeof(real)) : 0;
+    real *part = *n > 1 && total ? (real *)malloc((size_t)(*n - 1) * total * sizeof(real)) : 0;
     if (!part) *n = 1;
     return part;
 }
 
-/* Where thread k adds: s[i] = sums[i] for thread 0, else its own part of `part`. */
-static void FN(sums_of)(int k, real *part, int count, const long *sizes, real *const *sums, real **s) {
+/* Where chunk c adds: s[i] = sums[i] for chunk 0, else its own part of `part`, zeroed here (by the thread that
+   will add into it). */
+static void FN(sums_of)(int c, real *part, int count, const long *sizes, real *const *sums, real **s) {
     long total = 0, at = 0;
     for (int i = 0; i < count; i++) total += sizes[i];
     for (int i = 0; i < count; i++) {
-        s[i] = k == 0 ? sums[i] : (sizes[i] ? part + (long)(k - 1) * total + at : 0);
+        s[i] = c == 0 ? sums[i] : (sizes[i] ? part + (long)(c - 1) * total + at : 0);
+        if (c > 0)
+            for (long j = 0; j < sizes[i]; j++) s[i][j] = 0;
         at += sizes[i];
     }
 }
 
-/* After the region: the other threads' sums into sums[i], in thread order; frees part. */
-static void FN(add_partial_sums)(int n, real *part, int count, const long *sizes, real *const *sums) {
-    long total = 0;
+/* Inside the parallel region, after every chunk is done: chunks 1 .. n - 1's sums into sums[i], in chunk order,
+   the values shared between the team. */
+static void FN(add_partial_sums)(int n, const real *part, int count, const long *sizes, real *const *sums) {
+    long total = 0, at = 0;
     for (int i = 0; i < count; i++) total += sizes[i];
-    for (int k = 1; k < n; k++) {
-        const real *p = part + (long)(k - 1) * total;
-        for (int i = 0; i < count; i++) {
-            for (long j = 0; j < sizes[i]; j++) sums[i][j] += p[j];
-            p += sizes[i];
+    for (int i = 0; i < count; i++) {
+        real *sum = sums[i];
+        #pragma omp for schedule(static)
+        for (long j = 0; j < sizes[i]; j++) {
+            real v = sum[j];
+            for (int c = 1; c < n; c++) v += part[(long)(c - 1) * total + at + j];
+            sum[j] = v;
         }
+        at += sizes[i];
     }
-    free(part);
 }

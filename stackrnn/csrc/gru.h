@@ -112,22 +112,26 @@ void FN(gru_ln_backward_step)(int B, int H, const real *RESTRICT rz, const real 
                               long ah_sj, const real *RESTRICT d_out, real *RESTRICT dh, real *RESTRICT d_gi,
                               real *RESTRICT d_gh, real *RESTRICT d_z, real *RESTRICT d_g_hh,
                               real *RESTRICT keep_h) {
-    long size = 3L * H;  /* d_g_hh: summed per thread, then in thread order, as lstm_ln_backward_step's sums */
-    int n = threads_for(B, H);
+    long size = 3L * H;  /* d_g_hh: each chunk of rows adds into its own, as lstm_ln_backward_step's sums */
     real *sums[1] = {d_g_hh};
+    int n = threads_for(B, H);
     real *part = FN(partial_sums)(&n, 1, &size);
     #pragma omp parallel num_threads(n)
     {
-        int lo, hi, k = share(B, &lo, &hi);
-        real *s;
-        FN(sums_of)(k, part, 1, &size, sums, &s);
-        for (int b = lo; b < hi; b++) {
-            real *gh = dh + (long)b * H, *kh = keep_h + (long)b * H, *dg = d_gh + (long)b * 3 * H;
-            FN(start_row_back)(H, gh, 0, d_out + (long)b * H, kh, 0, a_h ? a_h + b * ah_sb : 0, ah_sj, 0, 0);
-            FN(gru_row_back)(H, rz + (long)b * 2 * H, n_in + (long)b * H, ghn + (long)b * H, h_prev + (long)b * H,
-                             gh, kh, a_h != 0, d_gi + (long)b * 3 * H, dg);
-            FN(gru_ln_row_back)(H, dg, zn + (long)b * 3 * H, rzs + b * 3, g_hh, d_z + (long)b * 3 * H, s);
+        note_team();
+        #pragma omp for schedule(static)
+        for (int chunk = 0; chunk < n; chunk++) {
+            real *s;
+            FN(sums_of)(chunk, part, 1, &size, sums, &s);
+            for (int b = (int)((long)B * chunk / n); b < (int)((long)B * (chunk + 1) / n); b++) {
+                real *gh = dh + (long)b * H, *kh = keep_h + (long)b * H, *dg = d_gh + (long)b * 3 * H;
+                FN(start_row_back)(H, gh, 0, d_out + (long)b * H, kh, 0, a_h ? a_h + b * ah_sb : 0, ah_sj, 0, 0);
+                FN(gru_row_back)(H, rz + (long)b * 2 * H, n_in + (long)b * H, ghn + (long)b * H,
+                                 h_prev + (long)b * H, gh, kh, a_h != 0, d_gi + (long)b * 3 * H, dg);
+                FN(gru_ln_row_back)(H, dg, zn + (long)b * 3 * H, rzs + b * 3, g_hh, d_z + (long)b * 3 * H, s);
+            }
         }
+        FN(add_partial_sums)(n, part, 1, &size, sums);
     }
-    FN(add_partial_sums)(n, part, 1, &size, sums);
+    free(part);
 }

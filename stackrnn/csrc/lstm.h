@@ -69,7 +69,7 @@ void FN(lstm_backward_step)(int B, int H, const real *RESTRICT act, const real *
     }
 }
 
-/* One row of lstm_ln_forward_step (its arguments, offset to the row; rx, rz: the row's 4, rc: its 1). */
+/* One row of lstm_ln_forward_step (its arguments, offset to the row; mx, rx, rz: the row's 4, rc: its 1). */
 static void FN(lstm_ln_row)(int H, const real *RESTRICT zb, const real *RESTRICT xb, const real *RESTRICT g_ih,
                             const real *RESTRICT bias, const real *RESTRICT g_hh, const real *RESTRICT gain_c,
                             const real *RESTRICT shift_c, real eps, const real *RESTRICT cp, real *RESTRICT g4,
@@ -176,27 +176,31 @@ void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const rea
                                real *RESTRICT d_bias, real *RESTRICT d_gain_c, real *RESTRICT d_shift_c,
                                real *RESTRICT keep_h, real *RESTRICT keep_c, real *RESTRICT scratch,
                                real *RESTRICT xn) {
-    /* the sums, in the order d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c: each thread but the first adds its rows'
-       shares into sums of its own, added to these in thread order afterwards (the same result every run) */
+    /* the sums, in the order d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, each chunk of rows adding into its own
+       (partial_sums in common.h) */
     long sizes[5] = {4L * H, 4L * H, d_bias ? 4L * H : 0, H, H};
     real *sums[5] = {d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c};
     int n = threads_for(B, H);
     real *part = FN(partial_sums)(&n, 5, sizes);
     #pragma omp parallel num_threads(n)
     {
-        int lo, hi, k = share(B, &lo, &hi);
-        real *s[5];
-        FN(sums_of)(k, part, 5, sizes, sums, s);
-        for (int b = lo; b < hi; b++) {
-            long r4 = (long)b * 4 * H, r1 = (long)b * H;
-            real *gh = dh + r1, *gc = dc + r1, *kh = keep_h + r1, *kc = keep_c + r1;
-            FN(start_row_back)(H, gh, gc, d_out + r1, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj,
-                               a_c ? a_c + b * ac_sb : 0, ac_sj);
-            FN(lstm_ln_row_back)(H, act + r4, tc + r1, xw + r4, mx + b * 4, rx + b * 4, xn + r4, zn + r4,
-                                 rz + b * 4, cn + r1, rc[b], g_ih, g_hh, gain_c, c_prev + r1, gh, gc, d_pre + r4,
-                                 d_xw + r4, d_z + r4, s[0], s[1], s[2], s[3], s[4], scratch + r1);
-            FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
+        note_team();
+        #pragma omp for schedule(static)
+        for (int chunk = 0; chunk < n; chunk++) {
+            real *s[5];
+            FN(sums_of)(chunk, part, 5, sizes, sums, s);
+            for (int b = (int)((long)B * chunk / n); b < (int)((long)B * (chunk + 1) / n); b++) {
+                long r4 = (long)b * 4 * H, r1 = (long)b * H;
+                real *gh = dh + r1, *gc = dc + r1, *kh = keep_h + r1, *kc = keep_c + r1;
+                FN(start_row_back)(H, gh, gc, d_out + r1, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj,
+                                   a_c ? a_c + b * ac_sb : 0, ac_sj);
+                FN(lstm_ln_row_back)(H, act + r4, tc + r1, xw + r4, mx + b * 4, rx + b * 4, xn + r4, zn + r4,
+                                     rz + b * 4, cn + r1, rc[b], g_ih, g_hh, gain_c, c_prev + r1, gh, gc,
+                                     d_pre + r4, d_xw + r4, d_z + r4, s[0], s[1], s[2], s[3], s[4], scratch + r1);
+                FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
+            }
         }
+        FN(add_partial_sums)(n, part, 5, sizes, sums);
     }
-    FN(add_partial_sums)(n, part, 5, sizes, sums);
+    free(part);
 }

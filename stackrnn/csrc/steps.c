@@ -9,10 +9,11 @@
    in float64 checks the backward formulas that float32 training runs).
 
    A step's rows (the batch) are shared between OpenMP threads, as many as torch.get_num_threads() (which the
-   engine passes in), fewer where a step is too small to pay for waking them. The library links libgomp.so.1,
-   which is the runtime torch loaded where torch brought its own: the threads that ran the step's product then
-   run its rows, already awake. Built without OpenMP (a compiler without it), the pragmas are ignored and one
-   thread runs every row.
+   engine passes in), fewer where a step is too small to pay for waking them. Built with gcc where torch brought
+   its own libgomp.so.1 (Linux wheels), the library uses that runtime: the threads that ran the step's product
+   then run its rows, already awake. Elsewhere it may get a runtime of its own, which kernels.py tries in a
+   separate process before it keeps the build (two LLVM runtimes in one process abort it). Built without OpenMP
+   (a compiler without it), the pragmas are ignored and one thread runs every row.
 
    float's exp is our own (Cephes's polynomial on a 2^n range reduction, about 1 ulp) so that compilers vectorise
    the loops without -ffast-math, which would break NaN and infinity propagation. double uses libm's exp. */
@@ -69,44 +70,54 @@ static inline float tanh_exact_f32(float x) {
 
 static inline double tanh_exact_f64(double x) { return tanh(x); }
 
-/* Rows per step below which one thread runs them all: waking a second one costs a few microseconds, about what a
-   thread takes for this many rows of units (B * H) in the cheapest kernel (a plain LSTM's backward). */
+/* Units (B * H) per thread below which fewer threads share a step: waking one costs a few microseconds, about
+   what a thread takes for this many units in the cheapest kernel (a plain LSTM's backward). */
 #define MIN_UNITS_PER_THREAD 2048
 
 /* The most threads a step may use: torch.get_num_threads(), which the engine passes before each pass
-   (set_threads), so that the count follows torch.set_num_threads whichever OpenMP runtime this library got. */
+   (set_threads), so that the count follows torch.set_num_threads whichever OpenMP runtime this library got.
+   Read and written atomically: Python threads may set it while another runs a step. */
 static int max_threads = 1;
+static int last_team = 0;  /* the team the last kernel with gradient sums ran on (kernel_team) */
+
+#if defined(__GNUC__)
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#else
+#define LOAD(x) (x)
+#define STORE(x, v) ((x) = (v))
+#endif
 
 /* Sets the most threads a step may use (n >= 1) and returns it; 0 built without OpenMP. */
 int set_threads(int n) {
 #ifdef _OPENMP
-    if (n >= 1) max_threads = n;
-    return max_threads;
+    if (n >= 1) STORE(max_threads, n);
+    return LOAD(max_threads);
 #else
     (void)n;
     return 0;
 #endif
 }
 
+/* How many threads the last kernel with gradient sums (a layer norm's backward) ran on: for tests. */
+int kernel_team(void) { return LOAD(last_team); }
+
+/* Inside a parallel region: records the team's size (kernel_team). */
+static void note_team(void) {
+#ifdef _OPENMP
+    if (omp_get_thread_num() == 0) STORE(last_team, omp_get_num_threads());
+#else
+    STORE(last_team, 1);
+#endif
+}
+
 /* How many threads share a step of B rows of H units. */
 static int threads_for(int B, int H) {
     long most = (long)B * H / MIN_UNITS_PER_THREAD;
-    int n = max_threads;
+    int n = LOAD(max_threads);
     if (n > B) n = B;
     if (n > most) n = (int)most;
     return n < 1 ? 1 : n;
-}
-
-/* Inside a parallel region: this thread's rows [lo, hi) of B, contiguous and in thread order; returns its number. */
-static int share(int B, int *lo, int *hi) {
-#ifdef _OPENMP
-    int k = omp_get_thread_num(), n = omp_get_num_threads();
-#else
-    int k = 0, n = 1;
-#endif
-    *lo = (int)((long)B * k / n);
-    *hi = (int)((long)B * (k + 1) / n);
-    return k;
 }
 
 #define real float
