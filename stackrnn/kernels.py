@@ -4,10 +4,12 @@ The engine's matrix products already run in oneDNN or BLAS; what is left per ste
 PyTorch runs as about ten separate kernels, each a pass over the step's tensors. `csrc/steps.c` does an LSTM or
 GRU step's forward or backward in one pass, its rows shared between torch's threads with OpenMP. It is plain C
 with no headers beyond the C library's (and omp.h): it compiles in well under a second with the system's C
-compiler, once per machine (an OpenMP build is also tried once in a separate process, a few seconds); the shared
-library is cached in `kernel_dir()` under a name that hashes the sources, the compiler, the CPU and the flags,
-and is loaded with ctypes. Where OpenMP is not to be had, it is built single-threaded, and a failed build leaves
-a marker so that later processes do not try it again.
+compiler, once per machine (an OpenMP build is first tried in a separate interpreter beside torch, a few
+seconds); the shared library is cached in `kernel_dir()` under a name that hashes the sources, the compiler, the
+CPU, torch and the flags, and is loaded with ctypes. Where OpenMP is not to be had, it is built single-threaded.
+A build that fails for good (the compiler rejects its flags, the OpenMP trial fails, it will not load) leaves a
+`.failed` marker with the reason, and later processes skip it until the marker is deleted; a killed compiler, a
+trial that could not run and the last, plainest build are never marked.
 
 Where there is no C compiler (or STACKRNN_KERNELS=0, or the build fails), `steps()` returns None and the engine
 runs the same math as PyTorch operations: the results agree to float rounding, only slower. The kernels take
@@ -22,6 +24,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -109,18 +112,30 @@ def _cpu() -> str:
     return " ".join([platform.machine(), *(seen[k] for k in wanted if k in seen)])
 
 
-def _candidates(cc: str, source: Path):
+# -march=native: the library is built where it runs. -fopenmp: a step's rows shared between threads (steps.c)
+_FLAG_SETS = (["-fopenmp", "-march=native"], ["-fopenmp"], ["-march=native"], [])
+
+
+def _candidates(cc: str, source: Path, state: dict):
     """The shared libraries for `source`, best first, each from the cache or compiled now: with OpenMP and
-    -march=native, then without each in turn. A flag set that failed here before (its `.failed` marker beside
-    where the library would be, with the reason) is not tried again: delete the cache folder to retry."""
-    # the key: the sources, the compiler and the CPU (the same for every set of flags below), and the flags
-    fixed = [*(path.read_bytes() for path in [source, *_HEADERS]), cc.encode(), _version(cc).encode(), _cpu().encode()]
-    # -march=native: the library is built where it runs. -fopenmp: a step's rows shared between threads (steps.c)
-    for extra in (["-fopenmp", "-march=native"], ["-fopenmp"], ["-march=native"], []):
+    -march=native, then without each in turn. A flag set that failed here for good before (its `.failed` marker
+    beside where the library would be, with the reason) is skipped, and its marker listed in state["failed"]:
+    deleting the marker tries it again."""
+    # the key: the sources, the compiler, the CPU and the torch beside which an OpenMP build was tried (the same
+    # for every set of flags below), and the flags
+    fixed = [*(path.read_bytes() for path in [source, *_HEADERS]), cc.encode(), _version(cc).encode(), _cpu().encode(),
+             torch.__version__.encode(), str(Path(torch.__file__).parent).encode()]
+    for extra in _FLAG_SETS:
         flags = [*_FLAGS, *extra]
         key = hashlib.sha256(b"\0".join([*fixed, " ".join(flags).encode()])).hexdigest()[:16]
         target = kernel_dir() / f"{source.stem}-{key}{'.dll' if sys.platform == 'win32' else '.so'}"
-        if target.exists() or (not _failed(target).exists() and _compile(cc, flags, source, target)):
+        if _failed(target).exists():
+            _LOG.info("skipping %s: it failed before (see %s; delete it to try again)", target.name, _failed(target))
+            state["failed"].append(_failed(target))
+            continue
+        if "-fopenmp" in extra and not target.exists() and not state["trial"]:
+            continue  # an OpenMP build is kept only after a trial run, which cannot run here
+        if target.exists() or _compile(cc, flags, source, target, state, last=not extra):
             yield target
 
 
@@ -128,9 +143,11 @@ def _failed(target: Path) -> Path:
     return target.with_name(target.name + ".failed")
 
 
-def _mark_failed(target: Path, reason: str) -> None:
-    """Records that this build failed, and why, so that later processes skip it (a marker, not the library)."""
+def _mark_failed(target: Path, reason: str, state: dict) -> None:
+    """Records that this build failed for good, and why, so that later processes skip it (a marker beside the
+    library's place; deleting it tries again)."""
     _LOG.info("%s: %s", target.name, reason)
+    state["failed"].append(_failed(target))
     try:
         _failed(target).write_text(reason + "\n")
     except OSError:
@@ -140,10 +157,12 @@ def _mark_failed(target: Path, reason: str) -> None:
 # Run in a fresh interpreter on an OpenMP build before it is kept (argv[1]: the library): torch's threads and the
 # library's in one process, as the engine runs them, on a step big enough for two threads, checked against torch.
 # Two LLVM OpenMP runtimes in one process (clang's libomp beside the one torch brought, say) abort it at the first
-# parallel region, where no exception in this process could catch it.
+# parallel region, where no exception in this process could catch it. The line after torch's import tells a
+# failing library from an interpreter that could not run the trial at all.
 _TRIAL = """
 import ctypes, sys
 import torch
+print("torch imported", flush=True)
 torch.set_num_threads(2)
 lib = ctypes.CDLL(sys.argv[1])
 P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
@@ -165,7 +184,32 @@ sys.exit(0 if torch.allclose(out[3], want, atol=1e-5) else 1)
 """
 
 
-def _compile(cc: str, flags: list[str], source: Path, target: Path) -> bool:
+# the signals of a library that crashed its trial, not of one stopped from outside
+_CRASHES = {getattr(signal, name) for name in ("SIGABRT", "SIGSEGV", "SIGBUS", "SIGILL") if hasattr(signal, name)}
+
+
+def _trial(library: str) -> str | None:
+    """'' where the OpenMP build ran beside torch's threads in a fresh interpreter; the reason where the library
+    failed there (an error, an abort, a wrong result); None where the trial itself could not run (no interpreter,
+    no torch in it, a timeout, a signal from outside)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
+    try:
+        run = subprocess.run([sys.executable, "-W", "ignore", "-c", _TRIAL, library], capture_output=True,
+                             text=True, timeout=120, env=env)
+    except (OSError, subprocess.SubprocessError) as error:
+        _LOG.info("the OpenMP build's trial run could not run: %s", error)
+        return None
+    crashed = run.returncode < 0 and -run.returncode in _CRASHES
+    if "torch imported" not in run.stdout or (run.returncode < 0 and not crashed):
+        _LOG.info("the OpenMP build's trial run could not run (exit status %s): %s", run.returncode,
+                  run.stderr.strip()[-2000:])
+        return None
+    if run.returncode == 0:
+        return ""
+    return f"it failed its trial run beside torch (exit status {run.returncode}): {run.stderr.strip()[-2000:]}"
+
+
+def _compile(cc: str, flags: list[str], source: Path, target: Path, state: dict, last: bool) -> bool:
     target.parent.mkdir(parents=True, exist_ok=True)
     # built under a temporary name and renamed: another process building the same library at the same time never
     # loads a half-written file
@@ -175,18 +219,24 @@ def _compile(cc: str, flags: list[str], source: Path, target: Path) -> bool:
         done = subprocess.run([*cc.split(), *flags, str(source), "-o", partial, "-lm"], capture_output=True,
                               text=True, timeout=120)
         if done.returncode != 0:
-            _mark_failed(target, f"{cc} {' '.join(flags)} failed: {done.stderr.strip()}")
+            reason = f"{cc} {' '.join(flags)} exited with status {done.returncode}: {done.stderr.strip()}"
+            if done.returncode > 0 and not last:  # not for a killed compiler, nor for the last resort
+                _mark_failed(target, reason, state)
+            else:
+                _LOG.info("%s: %s", target.name, reason)
             return False
         if "-fopenmp" in flags:
-            trial = subprocess.run([sys.executable, "-c", _TRIAL, partial], capture_output=True, text=True,
-                                   timeout=300)
-            if trial.returncode != 0:
-                _mark_failed(target, f"the OpenMP build failed its trial run (exit status {trial.returncode}): "
-                                     f"{trial.stderr.strip()[-2000:]}")
+            verdict = _trial(partial)
+            if verdict is None:  # neither kept nor marked, and no second OpenMP build in this process
+                state["trial"] = False
                 return False
+            if verdict:
+                _mark_failed(target, verdict, state)
+                return False
+        os.chmod(partial, 0o755)  # mkstemp's 0600 would keep a shared cache's other users from loading it
         os.replace(partial, target)
         return True
-    except (OSError, subprocess.SubprocessError) as error:  # not marked: a timeout or a full disk may pass
+    except (OSError, subprocess.SubprocessError) as error:  # not marked: a timeout, say, may pass
         _LOG.info("building %s with %s failed: %s", source.name, cc, error)
     finally:
         if os.path.exists(partial):
@@ -200,20 +250,24 @@ def _load():
         _LOG.info("no C compiler found (set CC): the engine runs its steps as PyTorch operations")
         return None
     lib, error = None, None
+    state = {"trial": bool(sys.executable), "failed": []}
     try:
-        for path in _candidates(cc, _SOURCE):
+        for path in _candidates(cc, _SOURCE, state):
             try:
                 lib = ctypes.CDLL(str(path))
                 break
             except OSError as failure:  # say, an OpenMP build whose runtime library has gone: try the next
                 error = failure
-                _mark_failed(path, f"loading it failed: {failure}")
-    except OSError as failure:  # an unwritable cache folder
+                _mark_failed(path, f"loading it failed: {failure}", state)
+    except Exception as failure:  # an unwritable cache folder, say: never worse than the torch path
         error = failure
     if lib is None:
         what = f"build or load its step kernels ({error})" if error else f"compile {_SOURCE.name} with {cc}"
+        markers = state["failed"]
+        why = (f" Why is written in {markers[0].parent}/*.failed; delete those files to try again." if markers
+               else "")
         warnings.warn(f"stackrnn could not {what}; the engine runs its steps as PyTorch operations, which is "
-                      "slower. Set STACKRNN_KERNELS=0 to skip the attempt.", RuntimeWarning, stacklevel=3)
+                      f"slower.{why} Set STACKRNN_KERNELS=0 to skip the attempt.", RuntimeWarning, stacklevel=3)
         return None
     for suffix, real in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
         for name, args in _signatures(real).items():

@@ -3,6 +3,7 @@ same results as the engine's PyTorch path and the reference loop, gradcheck thro
 fallback where they cannot be had. Skipped where this machine has no C compiler."""
 
 import functools
+import os
 import subprocess
 import sys
 import warnings
@@ -161,6 +162,9 @@ def two_threads():
     the kernels were built without OpenMP."""
     if kernels.steps(torch.float32).set_threads(1) == 0:
         pytest.skip("the kernels were built without OpenMP here: one thread runs every row")
+    limit = os.environ.get("OMP_THREAD_LIMIT", "")
+    if os.environ.get("OMP_DYNAMIC", "").lower() in ("true", "1") or (limit.isdigit() and int(limit) < 2):
+        pytest.skip("OMP_DYNAMIC or OMP_THREAD_LIMIT may give the kernels a team of one")
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
@@ -189,6 +193,41 @@ def test_rows_shared_between_threads_give_one_threads_results_and_the_same_every
     for a, b, c in zip([*shared[0], *shared[1]], [*again[0], *again[1]], [*alone[0], *alone[1]]):
         assert torch.equal(a, b)
         torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+
+
+# One layer-norm LSTM backward step on fixed inputs through ctypes, asking for two threads; prints the team it got
+# and a hash of every output. torch's own products play no part, so only the kernel's summation order could differ.
+_ONE_STEP = """
+import ctypes, hashlib, torch
+from stackrnn import kernels
+steps = kernels.steps(torch.float32)
+steps.set_threads(2)
+B, H = 9, 512
+g = torch.Generator().manual_seed(7)
+inputs = [torch.rand(s, generator=g) for s in [(B, 4 * H), (B, H), (B, 4 * H), (B, 4), (B, 4), (B, 4 * H), (B, 4),
+                                             (B, H), (B,), (4 * H,), (4 * H,), (H,), (B, H), (B, H)]]
+outputs = [torch.rand(s, generator=g) for s in [(B, H), (B, H), (B, 4 * H), (B, 4 * H), (B, 4 * H), (4 * H,),
+                                              (4 * H,), (4 * H,), (H,), (H,), (B, H), (B, H), (B, H), (B, 4 * H)]]
+ptr = lambda ts: [t.data_ptr() for t in ts]
+steps.lstm_ln_backward(B, H, *ptr(inputs[:13]), None, 0, 0, None, 0, 0, inputs[13].data_ptr(), *ptr(outputs))
+print(steps.kernel_team(), hashlib.sha256(b"".join(t.numpy().tobytes() for t in outputs)).hexdigest())
+"""
+
+
+def test_the_gradient_sums_do_not_depend_on_the_team_the_runtime_gives(two_threads, tmp_path):
+    """Two threads asked for, a team of two or (OMP_THREAD_LIMIT=1) of one: the same bits, because the rows are
+    summed in chunks of the count asked for, not of the team."""
+    def run(**env):
+        done = subprocess.run([sys.executable, "-c", _ONE_STEP], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "STACKRNN_KERNEL_CACHE": kernels.kernel_dir().as_posix(), **env})
+        assert done.returncode == 0, done.stderr
+        team, digest = done.stdout.split()
+        return int(team), digest
+
+    kernels.steps(torch.float32)  # built once here, so that both runs load it
+    (team_two, shared), (team_one, alone) = run(), run(OMP_THREAD_LIMIT="1")
+    assert (team_two, team_one) == (2, 1)
+    assert shared == alone
 
 
 GRADCHECKS = {"zoneout, recurrent dropout": dict(zoneout=(0.3, 0.2), recurrent_dropout=0.3),
@@ -271,17 +310,18 @@ def test_a_compiler_that_fails_gives_one_warning_and_the_torch_path(fresh, monke
     with pytest.warns(RuntimeWarning, match="could not compile steps.c"):
         assert kernels.steps() is None
     assert kernels.steps() is None  # no second attempt, no second warning in this process
-    # no library and no partial one left behind: only a marker per flag set, so that no later process tries again
+    # no library and no partial one left behind: a marker for each flag set but the last, plainest one (never
+    # given up for good), so that later processes try only that, and the warning says where the reasons are
     markers = list(fresh.iterdir())
-    assert len(markers) == 4 and all(p.name.endswith(".so.failed") for p in markers)
+    assert len(markers) == 3 and all(p.name.endswith(".so.failed") for p in markers)
     assert not list(fresh.glob(".*"))
     monkeypatch.setattr(kernels, "_loaded", {})
     compiles = []
     real_run = subprocess.run
     monkeypatch.setattr(kernels.subprocess, "run", lambda cmd, **kw: compiles.append(cmd) or real_run(cmd, **kw))
-    with pytest.warns(RuntimeWarning, match="could not compile steps.c"):
+    with pytest.warns(RuntimeWarning, match=r"could not compile steps.c.*\.failed; delete those files"):
         assert kernels.steps() is None
-    assert not [cmd for cmd in compiles if "-o" in cmd]
+    assert len([cmd for cmd in compiles if "-o" in cmd]) == 1
 
 
 def test_a_compiler_without_openmp_builds_the_kernels_single_threaded_once(fresh, tmp_path, monkeypatch):
@@ -300,11 +340,34 @@ exec {real_cc} "$@"
         warnings.simplefilter("error")
         steps = kernels.steps(torch.float32)
     assert steps is not None and steps.set_threads(2) == 0
-    compiles = [line for line in log.read_text().splitlines() if "-o" in line.split()]
-    assert len(compiles) == 3  # both OpenMP flag sets fail, the first without builds
+    compiles = [line.split() for line in log.read_text().splitlines() if "-o" in line.split()]
+    assert len(compiles) >= 3 and all("-fopenmp" in c for c in compiles[:2])  # both OpenMP flag sets fail
+    assert "-fopenmp" not in compiles[-1]
     code = "from stackrnn import kernels; import sys; sys.exit(0 if kernels.steps() is not None else 1)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-    assert [line for line in log.read_text().splitlines() if "-o" in line.split()] == compiles
+    assert [line.split() for line in log.read_text().splitlines() if "-o" in line.split()] == compiles
+
+
+@pytest.mark.parametrize("verdict", ["fails", "cannot run"])
+def test_an_openmp_build_is_kept_only_after_its_trial_run(verdict, fresh, monkeypatch):
+    """A trial that fails beside torch (a runtime clash would abort it) marks both OpenMP builds for good; one that
+    cannot run at all (no torch in the interpreter, say) marks nothing and is not tried a second time in this
+    process. Either way the kernels load single-threaded, with no warning."""
+    trial = "print('torch imported'); raise SystemExit(1)" if verdict == "fails" else "raise SystemExit(1)"
+    monkeypatch.setattr(kernels, "_TRIAL", trial)
+    runs = []
+    real_run = subprocess.run
+    monkeypatch.setattr(kernels.subprocess, "run", lambda cmd, **kw: runs.append(cmd) or real_run(cmd, **kw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        steps = kernels.steps(torch.float32)
+    assert steps is not None and steps.set_threads(2) == 0
+    trials = [cmd for cmd in runs if trial in cmd]
+    markers = sorted(p.name for p in fresh.glob("*.failed"))
+    if verdict == "fails":
+        assert len(trials) == 2 and len(markers) == 2
+    else:
+        assert len(trials) == 1 and not markers
 
 
 def test_a_build_that_will_not_load_gives_way_to_the_next(fresh, monkeypatch):
@@ -313,11 +376,11 @@ def test_a_build_that_will_not_load_gives_way_to_the_next(fresh, monkeypatch):
     real_candidates = kernels._candidates
     broken = fresh / "broken.so"
 
-    def candidates(cc, source):
+    def candidates(cc, source, state):
         fresh.mkdir(parents=True, exist_ok=True)
         broken.write_bytes(b"not a shared library")
         yield broken
-        yield from real_candidates(cc, source)
+        yield from real_candidates(cc, source, state)
 
     monkeypatch.setattr(kernels, "_candidates", candidates)
     with warnings.catch_warnings():
@@ -326,7 +389,7 @@ def test_a_build_that_will_not_load_gives_way_to_the_next(fresh, monkeypatch):
     monkeypatch.setattr(kernels, "_loaded", {})
     assert (fresh / "broken.so.failed").exists()  # with the reason, for the user; the library is not deleted
     monkeypatch.setattr(kernels, "_loaded", {})
-    monkeypatch.setattr(kernels, "_candidates", lambda cc, source: iter([broken]))
+    monkeypatch.setattr(kernels, "_candidates", lambda cc, source, state: iter([broken]))
     with pytest.warns(RuntimeWarning, match="could not build or load its step kernels .*broken.so"):
         assert kernels.steps() is None
 

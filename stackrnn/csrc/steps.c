@@ -11,9 +11,9 @@
    A step's rows (the batch) are shared between OpenMP threads, as many as torch.get_num_threads() (which the
    engine passes in), fewer where a step is too small to pay for waking them. Built with gcc where torch brought
    its own libgomp.so.1 (Linux wheels), the library uses that runtime: the threads that ran the step's product
-   then run its rows, already awake. Elsewhere it may get a runtime of its own, which kernels.py tries in a
-   separate process before it keeps the build (two LLVM runtimes in one process abort it). Built without OpenMP
-   (a compiler without it), the pragmas are ignored and one thread runs every row.
+   then run its rows, already awake. Elsewhere it may get a runtime of its own (two LLVM runtimes in one process
+   abort it), so kernels.py keeps an OpenMP build only after a trial run beside torch in a separate process.
+   Built without OpenMP (a compiler without it), the pragmas are ignored and one thread runs every row.
 
    float's exp is our own (Cephes's polynomial on a 2^n range reduction, about 1 ulp) so that compilers vectorise
    the loops without -ffast-math, which would break NaN and infinity propagation. double uses libm's exp. */
