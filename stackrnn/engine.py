@@ -677,7 +677,7 @@ def _gru_kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, b_hh: Tensor
     ah, ah_step, ah_sb, ah_sj = _carry_pointer(a_h)
     h_in, h_mask, spare = _first_input(H_all, h_mask, gi)
     inputs, hs, saved, kept = _Steps(gi), _Steps(H_all), _Steps(math.rz, math.n, math.ghn), _Steps(*norms)
-    mask = _at(h_mask, 0)
+    mask, gains = _at(h_mask, 0), (_at(g_hh, 0), _at(b_hh, 0))
     for s, t in enumerate(order):
         h_next = spare[s % 2]
         carry = (ah and ah + t * ah_step, ah_sb, ah_sj)
@@ -687,8 +687,8 @@ def _gru_kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, b_hh: Tensor
                             _at(h_next, 0))
         else:
             z = product(h_in)  # overwritten with gh = LN(z) g_hh + b_hh
-            lib.gru_ln_forward(B, H, *inputs(t), z.data_ptr(), _at(g_hh, 0), _at(b_hh, 0), _EPS, *hs(s), *carry,
-                               mask, *saved(s), *kept(s), *hs(s + 1), _at(h_next, 0))
+            lib.gru_ln_forward(B, H, *inputs(t), z.data_ptr(), *gains, _EPS, *hs(s), *carry, mask, *saved(s),
+                               *kept(s), *hs(s + 1), _at(h_next, 0))
         h_in = h_next if h_next is not None else H_all[s + 1]
     return H_all, norms
 
@@ -709,15 +709,16 @@ def _gru_kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, g_hh: 
     keep_h = torch.empty_like(dh)
     ah, ah_step, ah_sb, ah_sj = _carry_pointer(a_h)
     saved, kept, hs = _Steps(math.rz, math.n, math.ghn), _Steps(*norms), _Steps(H_all)
-    go, grads, keep = _Steps(d_out), _Steps(d_gi, d_gh), keep_h.data_ptr()
+    go, grads, d_zs, keep = _Steps(d_out), _Steps(d_gi, d_gh), _Steps(d_z), keep_h.data_ptr()
+    gain, d_gain = _at(g_hh, 0), _at(d_g, 0)
     for s in range(T - 1, -1, -1):
         # dh: in, the new h's gradient from later steps; out, the part that goes to h_prev directly (z, zoneout)
         carry = (ah and ah + s * ah_step, ah_sb, ah_sj)
         if g_hh is None:
             lib.gru_backward(B, H, *saved(s), *hs(s), *carry, *go(s), dh.data_ptr(), *grads(s), keep)
         else:
-            lib.gru_ln_backward(B, H, *saved(s), *kept(s), _at(g_hh, 0), *hs(s), *carry, *go(s), dh.data_ptr(),
-                                *grads(s), _at(d_z, s), _at(d_g, 0), keep)
+            lib.gru_ln_backward(B, H, *saved(s), *kept(s), gain, *hs(s), *carry, *go(s), dh.data_ptr(), *grads(s),
+                                *d_zs(s), d_gain, keep)
         dh = _previous_dh(product_t, d_z[s], dh, h_mask)
     return dh, d_gi
 

@@ -38,6 +38,15 @@ def fresh(monkeypatch, tmp_path):
 
 
 @pytest.fixture
+def runs(monkeypatch):
+    """Every command kernels.py runs from now on (compiles, `cc --version`, trial runs), in order."""
+    commands = []
+    real_run = subprocess.run
+    monkeypatch.setattr(kernels.subprocess, "run", lambda cmd, **kw: commands.append(cmd) or real_run(cmd, **kw))
+    return commands
+
+
+@pytest.fixture
 def counted(monkeypatch):
     """Counts the kernel calls the engine makes: proof that a test ran the compiled path."""
     calls = {"forward": 0, "backward": 0}
@@ -269,17 +278,14 @@ def test_activations_match_torch_over_the_whole_float32_range_and_nan_and_inf_pa
     assert torch.isnan(h[0, 0])  # NaN is not clamped away
 
 
-def test_the_library_is_built_once_and_then_loaded_from_the_cache(fresh, monkeypatch):
+def test_the_library_is_built_once_and_then_loaded_from_the_cache(fresh, runs, monkeypatch):
     assert kernels.steps() is not None
     built = list(fresh.iterdir())
     assert len(built) == 1 and built[0].suffix in (".so", ".dll")
-    compiles = []
-    real_run = subprocess.run
-    monkeypatch.setattr(kernels.subprocess, "run",
-                        lambda cmd, **kw: compiles.append(cmd) or real_run(cmd, **kw))
+    runs.clear()
     monkeypatch.setattr(kernels, "_loaded", {})
     assert kernels.steps() is not None
-    assert not [cmd for cmd in compiles if "-o" in cmd]  # only `cc --version`, for the cache key
+    assert not [cmd for cmd in runs if "-o" in cmd]  # only `cc --version`, for the cache key
     assert list(fresh.iterdir()) == built
 
 
@@ -305,7 +311,7 @@ def test_without_a_compiler_the_engine_runs_its_torch_path(fresh, monkeypatch):
     assert not fresh.exists() or not list(fresh.iterdir())
 
 
-def test_a_compiler_that_fails_gives_one_warning_and_the_torch_path(fresh, monkeypatch):
+def test_a_compiler_that_fails_gives_one_warning_and_the_torch_path(fresh, runs, monkeypatch):
     monkeypatch.setenv("CC", "false")  # exists, and fails on any source
     with pytest.warns(RuntimeWarning, match="could not compile steps.c"):
         assert kernels.steps() is None
@@ -316,12 +322,10 @@ def test_a_compiler_that_fails_gives_one_warning_and_the_torch_path(fresh, monke
     assert len(markers) == 3 and all(p.name.endswith(".so.failed") for p in markers)
     assert not list(fresh.glob(".*"))
     monkeypatch.setattr(kernels, "_loaded", {})
-    compiles = []
-    real_run = subprocess.run
-    monkeypatch.setattr(kernels.subprocess, "run", lambda cmd, **kw: compiles.append(cmd) or real_run(cmd, **kw))
+    runs.clear()
     with pytest.warns(RuntimeWarning, match=r"could not compile steps.c.*\.failed; delete those files"):
         assert kernels.steps() is None
-    assert len([cmd for cmd in compiles if "-o" in cmd]) == 1
+    assert len([cmd for cmd in runs if "-o" in cmd]) == 1
 
 
 def test_a_compiler_without_openmp_builds_the_kernels_single_threaded_once(fresh, tmp_path, monkeypatch):
@@ -349,15 +353,12 @@ exec {real_cc} "$@"
 
 
 @pytest.mark.parametrize("verdict", ["fails", "cannot run"])
-def test_an_openmp_build_is_kept_only_after_its_trial_run(verdict, fresh, monkeypatch):
+def test_an_openmp_build_is_kept_only_after_its_trial_run(verdict, fresh, runs, monkeypatch):
     """A trial that fails beside torch (a runtime clash would abort it) marks both OpenMP builds for good; one that
     cannot run at all (no torch in the interpreter, say) marks nothing and is not tried a second time in this
     process. Either way the kernels load single-threaded, with no warning."""
     trial = "print('torch imported'); raise SystemExit(1)" if verdict == "fails" else "raise SystemExit(1)"
     monkeypatch.setattr(kernels, "_TRIAL", trial)
-    runs = []
-    real_run = subprocess.run
-    monkeypatch.setattr(kernels.subprocess, "run", lambda cmd, **kw: runs.append(cmd) or real_run(cmd, **kw))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         steps = kernels.steps(torch.float32)
@@ -386,7 +387,6 @@ def test_a_build_that_will_not_load_gives_way_to_the_next(fresh, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert kernels.steps() is not None
-    monkeypatch.setattr(kernels, "_loaded", {})
     assert (fresh / "broken.so.failed").exists()  # with the reason, for the user; the library is not deleted
     monkeypatch.setattr(kernels, "_loaded", {})
     monkeypatch.setattr(kernels, "_candidates", lambda cc, source, state: iter([broken]))

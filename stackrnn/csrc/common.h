@@ -140,8 +140,7 @@ static void FN(normalise_back)(int n, real *RESTRICT g, const real *RESTRICT xn,
 
    partial_sums: room for chunks 1 .. n - 1's sums (the caller frees it); where there is none, *n becomes 1. */
 static real *FN(partial_sums)(int *n, int count, const long *sizes) {
-    long total = 0;
-    for (int i = 0; i < count; i++) total += sizes[i];
+    long total = sum_of_sizes(count, sizes);
     real *part = *n > 1 && total ? (real *)malloc((size_t)(*n - 1) * total * sizeof(real)) : 0;
     if (!part) *n = 1;
     return part;
@@ -150,8 +149,7 @@ static real *FN(partial_sums)(int *n, int count, const long *sizes) {
 /* Where chunk c adds: s[i] = sums[i] for chunk 0, else its own part of `part`, zeroed here (by the thread that
    will add into it). */
 static void FN(sums_of)(int c, real *part, int count, const long *sizes, real *const *sums, real **s) {
-    long total = 0, at = 0;
-    for (int i = 0; i < count; i++) total += sizes[i];
+    long total = sum_of_sizes(count, sizes), at = 0;
     for (int i = 0; i < count; i++) {
         s[i] = c == 0 ? sums[i] : (sizes[i] ? part + (long)(c - 1) * total + at : 0);
         if (c > 0)
@@ -164,8 +162,7 @@ static void FN(sums_of)(int c, real *part, int count, const long *sizes, real *c
    it relies on: that loop must never take `nowait`): chunks 1 .. n - 1's sums into sums[i], in chunk order, the
    values shared between the team by worksharing loops that every thread meets in the same order. */
 static void FN(add_partial_sums)(int n, const real *part, int count, const long *sizes, real *const *sums) {
-    long total = 0, at = 0;
-    for (int i = 0; i < count; i++) total += sizes[i];
+    long total = sum_of_sizes(count, sizes), at = 0;
     for (int i = 0; i < count; i++) {
         real *sum = sums[i];
         #pragma omp for schedule(static)

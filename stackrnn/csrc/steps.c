@@ -111,6 +111,13 @@ static void note_team(void) {
 #endif
 }
 
+/* The values in `count` gradient sums of sizes[i] values each (common.h's partial sums). */
+static long sum_of_sizes(int count, const long *sizes) {
+    long total = 0;
+    for (int i = 0; i < count; i++) total += sizes[i];
+    return total;
+}
+
 /* How many threads share a step of B rows of H units. */
 static int threads_for(int B, int H) {
     long most = (long)B * H / MIN_UNITS_PER_THREAD;
