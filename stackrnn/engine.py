@@ -350,13 +350,16 @@ class _Recurrence(torch.autograd.Function):
         # the compiled step (stackrnn/kernels.py): same math, one pass per step. An LSTM with layer norm needs the
         # input's raw product (g_ih), which run_direction hands over only where this kernel runs
         lib = _kernel_for(math, gi, g_hh, w_hr, g_ih)
+        # an LSTM's whole loop runs in C (csrc/loops.h) where torch's BLAS gemm was found and the product is not
+        # packed for oneDNN; backward follows forward's choice
+        ctx.gemm = lib.gemm if lib is not None and c0 is not None and product.packed is None else None
         inputs = (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, g_ih, b_in)
         if lib is not None and c0 is None:  # GRU
             H_all, norms = _gru_kernel_forward(lib, math, product, gi, h0, b_hh, g_hh, a_h, h_mask, order)
             return _Recurrence._finish(ctx, lib, math, reverse, num_gates, H_all, None, valid, inputs, norms)
         if lib is not None:
-            H_all, c_all, norms = _kernel_forward(lib, math, product, gi, h0, c0, g_hh, a_h, a_c, h_mask, order,
-                                                  g_ih, b_in)
+            H_all, c_all, norms = _kernel_forward(lib, math, product, gi, h0, c0, g_hh, a_h, a_c, h_mask, reverse,
+                                                  g_ih, b_in, ctx.gemm)
             return _Recurrence._finish(ctx, lib, math, reverse, num_gates, H_all, c_all, valid, inputs, norms)
         if g_ih is not None:
             raise RuntimeError("the LSTM kernel was switched off between run_direction and the engine's forward")
@@ -443,7 +446,7 @@ class _Recurrence(torch.autograd.Function):
         d_gh = d_out.new_empty(T, B, G) if not lstm_ln_kernel else None
         d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh  # ... and of h W_hh^T before it
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
-        product_t = _Product(w_hh.t().contiguous(), B)  # dz -> dz W_hh
+        product_t = _Product(w_hh.t().contiguous(), B) if ctx.gemm is None else None  # dz -> dz W_hh
         d_gi = d_g_ih = d_b_in = None  # d_gi: set here where a kernel computes it, else from math below
         if ctx.lib is not None:
             ctx.lib.set_threads(torch.get_num_threads())
@@ -452,7 +455,8 @@ class _Recurrence(torch.autograd.Function):
                                             d_gh, d_z, d_g)
         elif ctx.lib is not None:  # with layer norm, d_gi is that of x W_ih^T, which the kernel normalised
             dh, dc, d_gi, d_g_ih, d_b_in = _kernel_backward(ctx.lib, math, product_t, d_out, dh, dc, g_hh, norms, a_h,
-                                                            a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in, reverse)
+                                                            a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in, reverse,
+                                                            ctx.gemm, w_hh)
         else:
             math.prepare(c_all[:-1] if has_c else H_all[:-1])
             for s in range(T - 1, -1, -1):
@@ -572,14 +576,16 @@ def _previous_dh(product_t, d_z: Tensor, direct: Tensor | None, h_mask: Tensor |
 
 
 def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh: Tensor | None,
-                    a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, order, g_ih: Tensor | None = None,
-                    b_in: Tensor | None = None):
+                    a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, reverse: bool,
+                    g_ih: Tensor | None = None, b_in: Tensor | None = None, gemm: int | None = None):
     """The LSTM recurrence with the compiled step: per step one product (gi[t] added in it unless layer norm comes
     between) and one call that does the layer norms (of gi[t] = x W_ih^T with g_ih and b_in, of h W_hh^T and of
-    c'), the gates, c, tanh(c), h, zoneout or padding and the next product's dropped-out input. Writes every step's
-    gates and tanh(c') into math's buffers; returns H_all, c_all (T + 1, B, H) in processing order, and what the
-    layer norms' backward reads (an empty list without): gi itself (in time order: backward normalises it again),
-    then, in processing order, its blocks' means and 1 / std, LN(z) and its 1 / std, LN(c') and its 1 / std."""
+    c'), the gates, c, tanh(c), h, zoneout or padding and the next product's dropped-out input. With `gemm`
+    (torch's BLAS gemm, kernels.Steps.gemm) the whole loop is one call (csrc/loops.h), else a Python loop over
+    `product` and the step. Writes every step's gates and tanh(c') into math's buffers; returns H_all, c_all
+    (T + 1, B, H) in processing order, and what the layer norms' backward reads (an empty list without): gi itself
+    (in time order: backward normalises it again), then, in processing order, its blocks' means and 1 / std, LN(z)
+    and its 1 / std, LN(c') and its 1 / std."""
     T, B, G = gi.shape
     H = G // 4
     gi = gi.contiguous()
@@ -587,12 +593,29 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
     H_all, c_all = gi.new_empty(T + 1, B, H), gi.new_empty(T + 1, B, H)
     H_all[0], c_all[0] = h0, c0
     (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
-    h_in, h_mask, spare = _first_input(H_all, h_mask, gi)
     norms = []
     if g_hh is not None:  # x W_ih^T itself, its blocks' mean and 1 / std; LN(z) and its; LN(c') and its 1 / std
         norms = [gi, gi.new_empty(T, B, 4), gi.new_empty(T, B, 4), gi.new_empty(T, B, G), gi.new_empty(T, B, 4),
                  gi.new_empty(T, B, H), gi.new_empty(T, B)]
         gains = [_kernel_layout(t, gi) for t in (g_ih, b_in, g_hh, *math.norm_c)]
+    if gemm is not None:
+        size = gi.element_size()  # the loops take step strides in values
+        carries = (ah, ah_step // size, ah_sb, ah_sj, ac, ac_step // size, ac_sb, ac_sj)
+        mask = _kernel_layout(h_mask.expand_as(H_all[0]), gi) if h_mask is not None else None
+        spare = gi.new_empty(2, B, H) if mask is not None else None  # the products' dropped-out inputs, in turn
+        scratch = gi.new_empty(B, G)  # a step's pre, or z = h W_hh^T with layer norm
+        pointers = [_at(x, 0) for x in (mask, scratch, spare, math.act)]
+        w = product.weight.contiguous()
+        if g_hh is None:
+            lib.lstm_forward_loop(gemm, T, B, H, reverse, gi.data_ptr(), w.data_ptr(), *carries, *pointers,
+                                  math.tc.data_ptr(), c_all.data_ptr(), H_all.data_ptr())
+        else:
+            lib.lstm_ln_forward_loop(gemm, T, B, H, reverse, gi.data_ptr(), w.data_ptr(), *[_at(x, 0) for x in gains],
+                                     _EPS, *carries, *pointers, *[_at(x, 0) for x in norms[1:5]], math.tc.data_ptr(),
+                                     *[_at(x, 0) for x in norms[5:]], c_all.data_ptr(), H_all.data_ptr())
+        return H_all, c_all, norms
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    h_in, h_mask, spare = _first_input(H_all, h_mask, gi)
     states, saved = _Steps(c_all, H_all), _Steps(math.act, math.tc)  # step s reads states(s), writes states(s + 1)
     mask = _at(h_mask, 0)
     if g_hh is not None:
@@ -617,12 +640,14 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
 def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor, g_hh: Tensor | None, norms,
                      a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, c_all: Tensor,
                      d_gh: Tensor | None, d_z: Tensor, d_g: Tensor | None, g_ih: Tensor | None = None,
-                     b_in: Tensor | None = None, reverse: bool = False):
+                     b_in: Tensor | None = None, reverse: bool = False, gemm: int | None = None,
+                     w_hh: Tensor | None = None):
     """_kernel_forward's backward over all steps (everything in processing order but the x W_ih^T that layer norm
     saved, which is in time order: reverse says how to read it): writes every step's gradient of h W_hh^T into d_z
     (T, B, G) and, without layer norm, that of pre into d_gh, the same tensor (with it, d_gh is None: that gradient
     lives a step); sums the gains' gradients into d_g and math's. Returns the gradients of h0 and c0 and, with
-    layer norm, those of x W_ih^T (T, B, G, processing order), g_ih and b_in (else None)."""
+    layer norm, those of x W_ih^T (T, B, G, processing order), g_ih and b_in (else None). With `gemm` (as forward
+    had it) the loop is one call into C, its products by w_hh (G, H); else a Python loop, by product_t."""
     T, B, G = d_z.shape
     H = G // 4
     # what forward saved arrives contiguous (backward made sure); autograd's gradients may not be
@@ -643,6 +668,23 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         d_pre, xn = d_z.new_empty(B, G), d_z.new_empty(B, G)  # scratch: a step's gradient of pre, and LN(xw)
         gains, xw, kept = [x.data_ptr() for x in gains], _Steps(norms[0]), _Steps(*norms[1:])
         ln_scratch = scratch.data_ptr(), xn.data_ptr()
+    if gemm is not None:
+        size = d_z.element_size()
+        carries = (ah, ah_step // size, ah_sb, ah_sj, ac, ac_step // size, ac_sb, ac_sj)
+        mask = _kernel_layout(h_mask, d_z)
+        tmp = torch.empty_like(dh) if mask is not None else None  # the product's part before the mask
+        states = [x.data_ptr() for x in (d_out, dh, dc)]
+        keeps = [_at(x, 0) for x in (keep_h, keep_c)]
+        if g_hh is None:
+            lib.lstm_backward_loop(gemm, T, B, H, w_hh.data_ptr(), math.act.data_ptr(), math.tc.data_ptr(),
+                                   c_all.data_ptr(), *carries, _at(mask, 0), *states, d_z.data_ptr(), *keeps,
+                                   _at(tmp, 0))
+        else:
+            lib.lstm_ln_backward_loop(gemm, T, B, H, reverse, w_hh.data_ptr(), math.act.data_ptr(),
+                                      math.tc.data_ptr(), *[x.data_ptr() for x in norms], *gains, c_all.data_ptr(), *carries,
+                                      _at(mask, 0), *states, d_pre.data_ptr(), d_xw.data_ptr(), d_z.data_ptr(), *sums,
+                                      *keeps, *ln_scratch, _at(tmp, 0))
+        return dh, dc, d_xw, d_g_ih, d_b_in
     saved, grads, dc_at = _Steps(math.act, math.tc, c_all), _Steps(d_out, d_gh, d_xw, d_z), dc.data_ptr()
     keeps = keep_h.data_ptr(), keep_c.data_ptr()
     for s in range(T - 1, -1, -1):

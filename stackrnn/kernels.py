@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("csrc") / "steps.c"
-_HEADERS = [_SOURCE.with_name(name) for name in ("common.h", "lstm.h", "gru.h")]  # steps.c includes them
+_HEADERS = [_SOURCE.with_name(name) for name in ("common.h", "lstm.h", "gru.h", "loops.h")]  # steps.c includes them
 _FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -44,6 +44,7 @@ _loaded: dict[str, object] = {}  # "steps" -> {dtype: Steps}, or None once the l
 
 _P, _I, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
 _CARRIES = [_P, _L, _L, _P, _L, _L]  # a_h, its row and column strides; a_c, its strides
+_STEP_CARRIES = [_P, _L, _L, _L, _P, _L, _L, _L]  # the same with a step stride after each pointer (loops.h)
 
 
 def _signatures(real) -> dict[str, list]:
@@ -67,6 +68,20 @@ def _signatures(real) -> dict[str, list]:
         "gru_ln_forward_step": [_I, _I, _P, _P, _P, _P, real, _P, *_CARRIES[:3], *[_P] * 8],
         # B, H, rz, n, ghn, zn, rzs, g_hh, h_prev, a_h and its strides, d_out, dh, d_gi, d_gh, d_z, d_g_hh, keep_h
         "gru_ln_backward_step": [_I, _I, *[_P] * 7, *_CARRIES[:3], *[_P] * 7],
+        # gemm, rows, n, k, x, w, accumulate, y
+        "blas_times_wt": [_P, _I, _I, _I, _P, _P, _I, _P],
+        "blas_times_w": [_P, _I, _I, _I, _P, _P, _I, _P],
+        # gemm, T, B, H, reverse, gi, w_hh, carries, h_mask, pre, spare, act, tc, c_all, h_all
+        "lstm_forward_loop": [_P, _I, _I, _I, _I, _P, _P, *_STEP_CARRIES, *[_P] * 7],
+        # gemm, T, B, H, w_hh, act, tc, c_all, carries, h_mask, d_out, dh, dc, d_z, keep_h, keep_c, tmp
+        "lstm_backward_loop": [_P, _I, _I, _I, _P, _P, _P, _P, *_STEP_CARRIES, *[_P] * 8],
+        # gemm, T, B, H, reverse, xw, w_hh, g_ih, bias, g_hh, gain_c, shift_c, eps, carries, h_mask, z, spare, act,
+        # mx, rx, zn, rz, tc, cn, rc, c_all, h_all
+        "lstm_ln_forward_loop": [_P, _I, _I, _I, _I, *[_P] * 7, real, *_STEP_CARRIES, *[_P] * 13],
+        # gemm, T, B, H, reverse, w_hh, act, tc, xw, mx, rx, zn, rz, cn, rc, g_ih, g_hh, gain_c, c_all, carries,
+        # h_mask, d_out, dh, dc, d_pre, d_xw, d_z, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h, keep_c,
+        # scratch, xn, tmp
+        "lstm_ln_backward_loop": [_P, _I, _I, _I, _I, *[_P] * 14, *_STEP_CARRIES, *[_P] * 17],
     }
 
 
@@ -278,27 +293,73 @@ def _load():
     return lib
 
 
+# BLAS's gemm in the library torch calls it in (MKL or OpenBLAS, linked into libtorch_cpu in Linux and Windows
+# wheels on x86), by its Fortran name per type
+_GEMM = {torch.float32: "sgemm_", torch.float64: "dgemm_"}
+
+
+def _torch_libraries() -> list[Path]:
+    folder = Path(torch.__file__).parent / "lib"
+    return sorted([*folder.glob("libtorch_cpu.*"), *folder.glob("torch_cpu.dll")])
+
+
+def _gemm(lib, dtype: torch.dtype) -> int | None:
+    """The address of torch's own BLAS gemm for dtype, for the time loops (csrc/loops.h), where it is exported
+    and computes what torch.mm does in both layouts the loops use; else None, and the engine loops in Python.
+    loops.h passes its integers as 64-bit values, which an LP64 BLAS reads right only on a little-endian machine."""
+    if sys.byteorder != "little" or os.environ.get("STACKRNN_KERNELS", "").strip().lower() == "steps":
+        return None
+    suffix = _SUFFIX[dtype]
+    for path in _torch_libraries():
+        try:
+            address = ctypes.cast(getattr(ctypes.CDLL(str(path)), _GEMM[dtype]), ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+        # the check: small odd sizes, both products the loops run, with and without accumulating, against torch
+        make = torch.Generator().manual_seed(0)  # its own generator: never shift a seeded run's masks
+        x, w, y0 = (torch.randn(*shape, generator=make, dtype=dtype) for shape in ((5, 7), (3, 7), (5, 3)))
+        d, y1 = torch.randn(5, 3, generator=make, dtype=dtype), torch.randn(5, 7, generator=make, dtype=dtype)
+        got = []
+        for accumulate in (0, 1):
+            y_wt, y_w = y0.clone(), y1.clone()
+            getattr(lib, "blas_times_wt" + suffix)(address, 5, 3, 7, x.data_ptr(), w.data_ptr(), accumulate,
+                                                   y_wt.data_ptr())
+            getattr(lib, "blas_times_w" + suffix)(address, 5, 3, 7, d.data_ptr(), w.data_ptr(), accumulate,
+                                                  y_w.data_ptr())
+            got += [y_wt, y_w]
+        want = [x @ w.t(), d @ w, y0 + x @ w.t(), y1 + d @ w]
+        if all(torch.allclose(g, t, rtol=1e-5, atol=1e-5) for g, t in zip(got, want)):
+            return address
+        _LOG.info("%s in %s disagrees with torch.mm: the engine loops over steps in Python", _GEMM[dtype], path)
+    return None
+
+
 class Steps:
     """The step kernels for one floating type, as functions: lstm_forward, lstm_backward, lstm_ln_forward,
     lstm_ln_backward, gru_forward, gru_backward, gru_ln_forward, gru_ln_backward (csrc/lstm.h and gru.h document
-    their arguments); set_threads(n), the most threads a step may share its rows between from now on (n >= 1;
-    it returns the count, 0 in a build without OpenMP, where one thread runs them); and kernel_team(), the
-    number of threads the last layer norm's backward step ran on."""
+    their arguments); the LSTM's time loops lstm_forward_loop, lstm_backward_loop, lstm_ln_forward_loop and
+    lstm_ln_backward_loop (csrc/loops.h), which take `gemm`: torch's BLAS gemm for this type, or None where it
+    could not be had (the engine then loops in Python); set_threads(n), the most threads a step may share its
+    rows between from now on (n >= 1; it returns the count, 0 in a build without OpenMP, where one thread runs
+    them); and kernel_team(), the number of threads the last layer norm's backward step ran on."""
 
-    def __init__(self, lib, suffix: str) -> None:
+    def __init__(self, lib, dtype: torch.dtype) -> None:
+        suffix = _SUFFIX[dtype]
         for name in _signatures(ctypes.c_float):
             setattr(self, name.removesuffix("_step"), getattr(lib, name + suffix))
         self.set_threads, self.kernel_team = lib.set_threads, lib.kernel_team
+        self.gemm = _gemm(lib, dtype)
 
 
 def steps(dtype: torch.dtype = torch.float32) -> Steps | None:
     """The step kernels for float32 or float64, or None where they cannot be had (another dtype, no compiler,
-    STACKRNN_KERNELS=0). Built at most once per process, loaded from the cache after that."""
+    STACKRNN_KERNELS=0). Built at most once per process, loaded from the cache after that. STACKRNN_KERNELS=steps
+    keeps the step kernels but not their time loops (for comparison: the engine then loops in Python)."""
     if not enabled() or dtype not in _SUFFIX:
         return None
     if "steps" not in _loaded:
         with _lock:
             if "steps" not in _loaded:
                 lib = _load()
-                _loaded["steps"] = lib and {t: Steps(lib, suffix) for t, suffix in _SUFFIX.items()}
+                _loaded["steps"] = lib and {t: Steps(lib, t) for t in _SUFFIX}
     return _loaded["steps"] and _loaded["steps"][dtype]

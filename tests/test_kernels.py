@@ -48,21 +48,26 @@ def runs(monkeypatch):
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Counts the kernel calls the engine makes: proof that a test ran the compiled path."""
-    calls = {"forward": 0, "backward": 0}
+    """Counts the steps the compiled kernels run, forward and backward (a time loop in C counts its T steps), and
+    the loops' calls: proof that a test ran the compiled path, and which."""
+    calls = {"forward": 0, "backward": 0, "loops": 0}
     real = kernels.steps
 
-    class Counting:  # forward and backward steps of every cell, with or without layer norm
+    class Counting:  # forward and backward steps of every cell, with or without layer norm, and the LSTM's loops
         def __init__(self, steps):
             for name in ("forward", "backward"):
                 for prefix in ("lstm_", "lstm_ln_", "gru_", "gru_ln_"):
                     setattr(self, prefix + name, self._counted(name, getattr(steps, prefix + name)))
-            self.set_threads, self.kernel_team = steps.set_threads, steps.kernel_team
+                for prefix in ("lstm_", "lstm_ln_"):
+                    loop = prefix + name + "_loop"
+                    setattr(self, loop, self._counted(name, getattr(steps, loop), loop=True))
+            self.set_threads, self.kernel_team, self.gemm = steps.set_threads, steps.kernel_team, steps.gemm
 
         @staticmethod
-        def _counted(name, function):
+        def _counted(name, function, loop=False):
             def call(*args):
-                calls[name] += 1
+                calls[name] += args[1] if loop else 1  # a loop's second argument: its steps
+                calls["loops"] += loop
                 function(*args)
             return call
 
@@ -408,7 +413,7 @@ def test_other_cell_types_and_options_stay_on_the_torch_path(counted):
         StackedRNN(3, layers=specs).train()(x)[0].sum().backward()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         StackedRNN(3, layers=[LSTM(5, zoneout=0.2)]).train()(x)[0].float().sum().backward()
-    assert counted == {"forward": 0, "backward": 0}
+    assert counted == {"forward": 0, "backward": 0, "loops": 0}
 
 
 def test_the_cell_state_tanh_is_accurate_to_a_few_ulp_near_zero_too():

@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -132,6 +133,7 @@ static int threads_for(int B, int H) {
 #include "common.h"
 #include "lstm.h"
 #include "gru.h"
+#include "loops.h"
 #undef real
 #undef FN
 
@@ -140,5 +142,6 @@ static int threads_for(int B, int H) {
 #include "common.h"
 #include "lstm.h"
 #include "gru.h"
+#include "loops.h"
 #undef real
 #undef FN
