@@ -68,40 +68,52 @@ static void FN(end_row_back)(int H, real *RESTRICT gh, real *RESTRICT gc, const 
         for (int j = 0; j < H; j++) gh[j] = kh[j];
 }
 
-/* Sums of n values in 8 interleaved partial sums: without -ffast-math a compiler may not reorder one running
-   sum, so a plain loop would add one value at a time; eight independent sums vectorise. */
+/* Sums of n values in PARTS interleaved partial sums: without -ffast-math a compiler may not reorder one running
+   sum, so a plain loop would add one value at a time. Independent partial sums vectorise, and 32 of them (four
+   AVX2 registers of floats) keep four additions in flight, where eight waited on one another's latency. */
+#define PARTS 32
+
+/* The partial sums' total: pairwise, the same order every time. */
+static real FN(total)(real *part) {
+    for (int width = PARTS / 2; width > 0; width /= 2)
+        for (int k = 0; k < width; k++) part[k] += part[k + width];
+    return part[0];
+}
+
 static real FN(sum)(int n, const real *RESTRICT x) {
-    real part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    real part[PARTS] = {0};
     int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) part[k] += x[j + k];
-    real total = 0;
-    for (; j < n; j++) total += x[j];
-    for (int k = 0; k < 8; k++) total += part[k];
-    return total;
+    for (; j + PARTS <= n; j += PARTS)
+        for (int k = 0; k < PARTS; k++) part[k] += x[j + k];
+    for (int k = 0; j < n; j++, k++) part[k] += x[j];
+    return FN(total)(part);
 }
 
-/* sum of (x - shift)^2, and of x y: as FN(sum) */
+/* sum of (x - shift)^2: as FN(sum) */
 static real FN(sum_sq)(int n, const real *RESTRICT x, real shift) {
-    real part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    real part[PARTS] = {0};
     int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) part[k] += (x[j + k] - shift) * (x[j + k] - shift);
-    real total = 0;
-    for (; j < n; j++) total += (x[j] - shift) * (x[j] - shift);
-    for (int k = 0; k < 8; k++) total += part[k];
-    return total;
+    for (; j + PARTS <= n; j += PARTS)
+        for (int k = 0; k < PARTS; k++) part[k] += (x[j + k] - shift) * (x[j + k] - shift);
+    for (int k = 0; j < n; j++, k++) part[k] += (x[j] - shift) * (x[j] - shift);
+    return FN(total)(part);
 }
 
-static real FN(dot)(int n, const real *RESTRICT x, const real *RESTRICT y) {
-    real part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+/* sum of x, and of x y, in one pass: as FN(sum) */
+static void FN(sum_and_dot)(int n, const real *RESTRICT x, const real *RESTRICT y, real *sum, real *dot) {
+    real part[PARTS] = {0}, part_xy[PARTS] = {0};
     int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) part[k] += x[j + k] * y[j + k];
-    real total = 0;
-    for (; j < n; j++) total += x[j] * y[j];
-    for (int k = 0; k < 8; k++) total += part[k];
-    return total;
+    for (; j + PARTS <= n; j += PARTS)
+        for (int k = 0; k < PARTS; k++) {
+            part[k] += x[j + k];
+            part_xy[k] += x[j + k] * y[j + k];
+        }
+    for (int k = 0; j < n; j++, k++) {
+        part[k] += x[j];
+        part_xy[k] += x[j] * y[j];
+    }
+    *sum = FN(total)(part);
+    *dot = FN(total)(part_xy);
 }
 
 /* Layer norm's statistics of n values x (population variance, as torch's layer_norm): returns rstd =
@@ -128,7 +140,9 @@ static real FN(normalise)(int n, const real *RESTRICT x, real *RESTRICT xn, real
 /* The input gradient of layer norm from the normalised values xn and rstd: in place on g (n values),
    g <- rstd (g - mean(g) - xn mean(g xn)). */
 static void FN(normalise_back)(int n, real *RESTRICT g, const real *RESTRICT xn, real rstd) {
-    real s = FN(sum)(n, g) / n, sx = FN(dot)(n, g, xn) / n;
+    real s, sx;
+    FN(sum_and_dot)(n, g, xn, &s, &sx);
+    s /= n, sx /= n;
     for (int j = 0; j < n; j++) g[j] = rstd * (g[j] - s - xn[j] * sx);
 }
 
@@ -146,20 +160,20 @@ static real *FN(partial_sums)(int *n, int count, const long *sizes) {
     return part;
 }
 
-/* Where chunk c adds: s[i] = sums[i] for chunk 0, else its own part of `part`, zeroed here (by the thread that
-   will add into it). */
-static void FN(sums_of)(int c, real *part, int count, const long *sizes, real *const *sums, real **s) {
+/* Where chunk c adds: s[i] = sums[i] for chunk 0, else its own part of `part`, zeroed here where `zero` (by the
+   thread that will add into it). */
+static void FN(sums_of)(int c, real *part, int count, const long *sizes, real *const *sums, real **s, int zero) {
     long total = sum_of_sizes(count, sizes), at = 0;
     for (int i = 0; i < count; i++) {
         s[i] = c == 0 ? sums[i] : (sizes[i] ? part + (long)(c - 1) * total + at : 0);
-        if (c > 0)
+        if (c > 0 && zero)
             for (long j = 0; j < sizes[i]; j++) s[i][j] = 0;
         at += sizes[i];
     }
 }
 
 /* Inside the parallel region, called by every thread of the team after the chunks' loop (whose implicit barrier
-   it relies on: that loop must never take `nowait`): chunks 1 .. n - 1's sums into sums[i], in chunk order, the
+   it relies on: that loop must never take `nowait`), or outside any, by one thread: chunks 1 .. n - 1's sums into sums[i], in chunk order, the
    values shared between the team by worksharing loops that every thread meets in the same order. */
 static void FN(add_partial_sums)(int n, const real *part, int count, const long *sizes, real *const *sums) {
     long total = sum_of_sizes(count, sizes), at = 0;

@@ -122,7 +122,7 @@ void FN(gru_ln_backward_step)(int B, int H, const real *RESTRICT rz, const real 
         #pragma omp for schedule(static)
         for (int chunk = 0; chunk < n; chunk++) {
             real *s;
-            FN(sums_of)(chunk, part, 1, &size, sums, &s);
+            FN(sums_of)(chunk, part, 1, &size, sums, &s, 1);
             for (int b = (int)((long)B * chunk / n); b < (int)((long)B * (chunk + 1) / n); b++) {
                 real *gh = dh + (long)b * H, *kh = keep_h + (long)b * H, *dg = d_gh + (long)b * 3 * H;
                 FN(start_row_back)(H, gh, 0, d_out + (long)b * H, kh, 0, a_h ? a_h + b * ah_sb : 0, ah_sj, 0, 0);

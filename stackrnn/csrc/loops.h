@@ -178,7 +178,9 @@ void FN(lstm_ln_forward_loop)(void *gemm, int T, int B, int H, int reverse, cons
 
 /* Its backward, in reverse: per step lstm_ln_backward_step (its arguments, per step where forward wrote them
    per step; xw in time order, carries in processing order), then the previous h's gradient from d_z[s].
-   Writes d_xw and d_z (T, B, 4H, processing order) and sums the gains' gradients as lstm_ln_backward_step.
+   Writes d_xw and d_z (T, B, 4H, processing order) and sums the gains' gradients as lstm_ln_backward_step, but
+   each chunk of rows into its own sums over all steps, added together once at the end: passing them between
+   cores at every step took longer than a step's own work.
    d_pre, xn (B, 4H), keep_h, keep_c, scratch, tmp (B, H): scratch. */
 void FN(lstm_ln_backward_loop)(void *gemm, int T, int B, int H, int reverse, const real *w_hh, const real *act,
                                const real *tc, const real *xw, const real *mx, const real *rx, const real *zn,
@@ -189,15 +191,22 @@ void FN(lstm_ln_backward_loop)(void *gemm, int T, int B, int H, int reverse, con
                                real *d_pre, real *d_xw, real *d_z, real *d_g_ih, real *d_g_hh, real *d_bias,
                                real *d_gain_c, real *d_shift_c, real *keep_h, real *keep_c, real *scratch,
                                real *xn, real *tmp) {
-    long bh = (long)B * H, g = 4 * bh;
+    long bh = (long)B * H, g = 4 * bh, sizes[5];
+    real *sums[5], *s_c[5];
+    FN(lstm_ln_sums)(H, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, sizes, sums);
+    int n = threads_for(B, H);
+    real *part = FN(partial_sums)(&n, 5, sizes);
+    for (int c = 1; c < n; c++) FN(sums_of)(c, part, 5, sizes, sums, s_c, 1);  /* zeroed once for all steps */
     for (int s = T - 1; s >= 0; s--) {
         int t = reverse ? T - 1 - s : s;
-        FN(lstm_ln_backward_step)(B, H, act + s * g, tc + s * bh, xw + t * g, mx + s * 4L * B, rx + s * 4L * B,
-                                  zn + s * g, rz + s * 4L * B, cn + s * bh, rc + (long)s * B, g_ih, g_hh, gain_c,
-                                  c_all + s * bh, FN(carry_at)(a_h, ah_st, s), ah_sb, ah_sj,
-                                  FN(carry_at)(a_c, ac_st, s), ac_sb, ac_sj, d_out + s * bh, dh, dc, d_pre,
-                                  d_xw + s * g, d_z + s * g, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h,
-                                  keep_c, scratch, xn);
+        FN(lstm_ln_backward_chunks)(n, part, 0, B, H, act + s * g, tc + s * bh, xw + t * g, mx + s * 4L * B,
+                                    rx + s * 4L * B, zn + s * g, rz + s * 4L * B, cn + s * bh, rc + (long)s * B,
+                                    g_ih, g_hh, gain_c, c_all + s * bh, FN(carry_at)(a_h, ah_st, s), ah_sb, ah_sj,
+                                    FN(carry_at)(a_c, ac_st, s), ac_sb, ac_sj, d_out + s * bh, dh, dc, d_pre,
+                                    d_xw + s * g, d_z + s * g, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h,
+                                    keep_c, scratch, xn);
         FN(previous_dh)(gemm, B, 4 * H, H, d_z + s * g, w_hh, a_h != 0, h_mask, tmp, dh);
     }
+    FN(add_partial_sums)(n, part, 5, sizes, sums);  /* by this thread alone: outside a parallel region */
+    free(part);
 }

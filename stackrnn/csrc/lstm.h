@@ -31,18 +31,22 @@ void FN(lstm_forward_step)(int B, int H, const real *RESTRICT pre, const real *R
 }
 
 /* One row's gates' gradient d_pre (4H) from what forward wrote (g4, t), the previous c (cp), h's gradient gh and
-   the gradient dcn reaching c' other than through tanh(c') (c's own gc, plus layer norm's share, or NULL); dcn
-   NULL: h's part through tanh(c') directly. Leaves the previous c's gradient in gc. */
+   the gradient dcn reaching c' other than through tanh(c') (layer norm's share), or NULL: h's part through
+   tanh(c') directly. gc: in, c's own gradient; out, the previous c's. The sum goes into gc first, in a loop of
+   its own: GCC left a single loop that tested dcn, or read it beside gc, scalar. */
 static void FN(lstm_row_back)(int H, const real *RESTRICT g4, const real *RESTRICT t, const real *RESTRICT cp,
                               const real *RESTRICT gh, real *RESTRICT gc, const real *RESTRICT dcn,
                               real *RESTRICT dp) {
+    if (dcn)
+        for (int j = 0; j < H; j++) gc[j] += dcn[j];
+    else
+        for (int j = 0; j < H; j++) gc[j] += gh[j] * g4[3 * H + j] * (1 - t[j] * t[j]);
     for (int j = 0; j < H; j++) {
-        real i = g4[j], f = g4[H + j], g = g4[2 * H + j], o = g4[3 * H + j], tj = t[j];
-        real dcj = gc[j] + (dcn ? dcn[j] : gh[j] * o * (1 - tj * tj));
+        real i = g4[j], f = g4[H + j], g = g4[2 * H + j], o = g4[3 * H + j], dcj = gc[j];
         dp[j] = dcj * g * i * (1 - i);
         dp[H + j] = dcj * cp[j] * f * (1 - f);
         dp[2 * H + j] = dcj * i * (1 - g * g);
-        dp[3 * H + j] = gh[j] * tj * o * (1 - o);
+        dp[3 * H + j] = gh[j] * t[j] * o * (1 - o);
         gc[j] = dcj * f;
     }
 }
@@ -158,12 +162,60 @@ static void FN(lstm_ln_row_back)(int H, const real *RESTRICT g4, const real *RES
     }
 }
 
+/* The gradient sums of lstm_ln_backward_step, in their order: d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c. */
+static void FN(lstm_ln_sums)(int H, real *d_g_ih, real *d_g_hh, real *d_bias, real *d_gain_c, real *d_shift_c,
+                             long *sizes, real **sums) {
+    long n[5] = {4L * H, 4L * H, d_bias ? 4L * H : 0, H, H};
+    real *at[5] = {d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c};
+    for (int i = 0; i < 5; i++) sizes[i] = n[i], sums[i] = at[i];
+}
+
+/* lstm_ln_backward_step's rows in n chunks, each adding into its own gradient sums (common.h's partial sums:
+   chunk 0 into the sums themselves, chunk c into part's c-th block). With `whole` (one step on its own) the
+   chunks' sums are zeroed first and added into the sums after; without, they carry over from call to call:
+   lstm_ln_backward_loop zeroes them once and adds them once, so that no step passes them between cores. */
+static void FN(lstm_ln_backward_chunks)(int n, real *part, int whole, int B, int H, const real *RESTRICT act,
+                                        const real *RESTRICT tc, const real *RESTRICT xw, const real *RESTRICT mx,
+                                        const real *RESTRICT rx, const real *RESTRICT zn, const real *RESTRICT rz,
+                                        const real *RESTRICT cn, const real *RESTRICT rc,
+                                        const real *RESTRICT g_ih, const real *RESTRICT g_hh,
+                                        const real *RESTRICT gain_c, const real *RESTRICT c_prev, const real *a_h,
+                                        long ah_sb, long ah_sj, const real *a_c, long ac_sb, long ac_sj,
+                                        const real *RESTRICT d_out, real *RESTRICT dh, real *RESTRICT dc,
+                                        real *RESTRICT d_pre, real *RESTRICT d_xw, real *RESTRICT d_z,
+                                        real *RESTRICT d_g_ih, real *RESTRICT d_g_hh, real *RESTRICT d_bias,
+                                        real *RESTRICT d_gain_c, real *RESTRICT d_shift_c, real *RESTRICT keep_h,
+                                        real *RESTRICT keep_c, real *RESTRICT scratch, real *RESTRICT xn) {
+    long sizes[5];
+    real *sums[5];
+    FN(lstm_ln_sums)(H, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, sizes, sums);
+    #pragma omp parallel num_threads(n)
+    {
+        note_team();
+        #pragma omp for schedule(static)
+        for (int chunk = 0; chunk < n; chunk++) {
+            real *s[5];
+            FN(sums_of)(chunk, part, 5, sizes, sums, s, whole);
+            for (int b = (int)((long)B * chunk / n); b < (int)((long)B * (chunk + 1) / n); b++) {
+                long r4 = (long)b * 4 * H, r1 = (long)b * H;
+                real *gh = dh + r1, *gc = dc + r1, *kh = keep_h + r1, *kc = keep_c + r1;
+                FN(start_row_back)(H, gh, gc, d_out + r1, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj,
+                                   a_c ? a_c + b * ac_sb : 0, ac_sj);
+                FN(lstm_ln_row_back)(H, act + r4, tc + r1, xw + r4, mx + b * 4, rx + b * 4, xn + r4, zn + r4,
+                                     rz + b * 4, cn + r1, rc[b], g_ih, g_hh, gain_c, c_prev + r1, gh, gc,
+                                     d_pre + r4, d_xw + r4, d_z + r4, s[0], s[1], s[2], s[3], s[4], scratch + r1);
+                FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
+            }
+        }
+        if (whole) FN(add_partial_sums)(n, part, 5, sizes, sums);
+    }
+}
+
 /* Backward of lstm_ln_forward_step, as lstm_backward_step, from what forward saved and xw (B, 4H), the step's
-   x W_ih^T as forward received it. Writes d_pre (B, 4H), the
-   gradient of pre; d_xw (B, 4H), that of x W_ih^T (what W_ih and x receive); d_z (B, 4H), that of z = h W_hh^T
-   (what W_hh and the previous h receive); adds this step's share to the gradients of the gains and shifts:
-   d_g_ih, d_g_hh, d_bias (4H; d_bias NULL without a bias), d_gain_c and d_shift_c (H). keep_h, keep_c, scratch
-   (B, H) and xn (B, 4H): scratch. */
+   x W_ih^T as forward received it. Writes d_pre (B, 4H), the gradient of pre; d_xw (B, 4H), that of x W_ih^T
+   (what W_ih and x receive); d_z (B, 4H), that of z = h W_hh^T (what W_hh and the previous h receive); adds this
+   step's share to the gradients of the gains and shifts: d_g_ih, d_g_hh, d_bias (4H; d_bias NULL without a
+   bias), d_gain_c and d_shift_c (H). keep_h, keep_c, scratch (B, H) and xn (B, 4H): scratch. */
 void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const real *RESTRICT tc,
                                const real *RESTRICT xw, const real *RESTRICT mx, const real *RESTRICT rx,
                                const real *RESTRICT zn,
@@ -176,31 +228,13 @@ void FN(lstm_ln_backward_step)(int B, int H, const real *RESTRICT act, const rea
                                real *RESTRICT d_bias, real *RESTRICT d_gain_c, real *RESTRICT d_shift_c,
                                real *RESTRICT keep_h, real *RESTRICT keep_c, real *RESTRICT scratch,
                                real *RESTRICT xn) {
-    /* the sums, in the order d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, each chunk of rows adding into its own
-       (partial_sums in common.h) */
-    long sizes[5] = {4L * H, 4L * H, d_bias ? 4L * H : 0, H, H};
-    real *sums[5] = {d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c};
+    long sizes[5];
+    real *sums[5];
+    FN(lstm_ln_sums)(H, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, sizes, sums);
     int n = threads_for(B, H);
     real *part = FN(partial_sums)(&n, 5, sizes);
-    #pragma omp parallel num_threads(n)
-    {
-        note_team();
-        #pragma omp for schedule(static)
-        for (int chunk = 0; chunk < n; chunk++) {
-            real *s[5];
-            FN(sums_of)(chunk, part, 5, sizes, sums, s);
-            for (int b = (int)((long)B * chunk / n); b < (int)((long)B * (chunk + 1) / n); b++) {
-                long r4 = (long)b * 4 * H, r1 = (long)b * H;
-                real *gh = dh + r1, *gc = dc + r1, *kh = keep_h + r1, *kc = keep_c + r1;
-                FN(start_row_back)(H, gh, gc, d_out + r1, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj,
-                                   a_c ? a_c + b * ac_sb : 0, ac_sj);
-                FN(lstm_ln_row_back)(H, act + r4, tc + r1, xw + r4, mx + b * 4, rx + b * 4, xn + r4, zn + r4,
-                                     rz + b * 4, cn + r1, rc[b], g_ih, g_hh, gain_c, c_prev + r1, gh, gc,
-                                     d_pre + r4, d_xw + r4, d_z + r4, s[0], s[1], s[2], s[3], s[4], scratch + r1);
-                FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
-            }
-        }
-        FN(add_partial_sums)(n, part, 5, sizes, sums);
-    }
+    FN(lstm_ln_backward_chunks)(n, part, 1, B, H, act, tc, xw, mx, rx, zn, rz, cn, rc, g_ih, g_hh, gain_c, c_prev,
+                                a_h, ah_sb, ah_sj, a_c, ac_sb, ac_sj, d_out, dh, dc, d_pre, d_xw, d_z, d_g_ih, d_g_hh,
+                                d_bias, d_gain_c, d_shift_c, keep_h, keep_c, scratch, xn);
     free(part);
 }
