@@ -209,6 +209,68 @@ def test_rows_shared_between_threads_give_one_threads_results_and_the_same_every
         torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
 
 
+LOOP_CASES = ["zoneout pair", "recurrent dropout", "all, bidirectional", "layer norm",
+              "layer norm, all, bidirectional"]
+
+
+@pytest.mark.parametrize("option", LOOP_CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_the_time_loops_in_c_equal_the_python_loop_over_the_same_steps(option, dtype, counted, monkeypatch):
+    """The LSTM's whole direction in one call into C (csrc/loops.h, products by torch's BLAS gemm) against the
+    engine's Python loop over the same step kernels (products by torch.mm): padded, both directions, with the
+    first product's dropped-out input, the carries read at each step's time, and the saved x W_ih^T read back to
+    front in the reverse direction."""
+    if kernels.steps(dtype).gemm is None:
+        pytest.skip("no BLAS gemm found in torch's library here: the engine loops in Python")
+    torch.manual_seed(10)
+    stack = StackedRNN(5, layers=[LSTM(12, **CASES[option]), LSTM(7, **CASES[option])]).to(dtype).train()
+    x, lengths = torch.randn(8, 3, 5, dtype=dtype), torch.tensor([8, 5, 2])
+    dirs = 2 if CASES[option].get("bidirectional") else 1
+    in_c = _run(stack, x, lengths)
+    assert counted["loops"] == 2 * 2 * dirs and counted["forward"] == counted["backward"] == 8 * 2 * dirs
+    monkeypatch.setenv("STACKRNN_KERNELS", "steps")
+    monkeypatch.setattr(kernels, "_loaded", {})  # loaded again (from the cache) without the gemm
+    in_python = _run(stack, x, lengths)
+    assert counted["loops"] == 2 * 2 * dirs and counted["forward"] == 8 * 2 * dirs * 2  # steps from Python now
+    # float32 layer norm is badly conditioned (see the first test): the products' rounding differs by more there
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-4 if CASES[option].get("layer_norm") else 1e-5
+    for a, b in zip([*in_c[0], *in_c[1]], [*in_python[0], *in_python[1]]):
+        torch.testing.assert_close(a, b, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("option", ["zoneout pair", "layer norm, all, bidirectional"])
+def test_the_time_loops_share_products_and_rows_between_threads(option, two_threads, counted):
+    """17 rows of 256 units: each product's columns and each step's rows shared between two threads (loops.h's
+    product_threads, steps.c's threads_for), with a W_hh small enough to stay off oneDNN's packed path. The
+    results equal one thread's; two runs on two threads agree to the bit (the gains' sums are kept per chunk of
+    rows over all steps, and added in chunk order)."""
+    if kernels.steps(torch.float32).gemm is None:
+        pytest.skip("no BLAS gemm found in torch's library here: the engine loops in Python")
+    torch.manual_seed(11)
+    stack = StackedRNN(6, layers=[LSTM(256, **CASES[option])]).train()
+    x, lengths = torch.randn(3, 17, 6), torch.tensor([3, 1, 2] * 5 + [3, 3])
+    shared, again = _run(stack, x, lengths), _run(stack, x, lengths)
+    if CASES[option].get("layer_norm"):
+        assert kernels.steps(torch.float32).kernel_team() == 2
+    torch.set_num_threads(1)
+    alone = _run(stack, x, lengths)
+    assert counted["loops"] > 0
+    for a, b, c in zip([*shared[0], *shared[1]], [*again[0], *again[1]], [*alone[0], *alone[1]]):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+
+
+def test_a_gemm_that_disagrees_with_torch_is_not_used(fresh, monkeypatch):
+    """The gemm found in torch's library is checked against torch.mm before the loops get it: here float64 is
+    offered sgemm_, which reads its doubles as floats."""
+    monkeypatch.setitem(kernels._GEMM, torch.float64, "sgemm_")
+    if kernels.steps(torch.float32).gemm is None:
+        pytest.skip("no BLAS gemm found in torch's library here")
+    assert kernels.steps(torch.float64).gemm is None
+    stack = StackedRNN(3, layers=[LSTM(4, zoneout=0.2)]).double().train()
+    stack(torch.randn(2, 1, 3, dtype=torch.float64))[0].sum().backward()  # the Python loop over the steps
+
+
 # One layer-norm LSTM backward step on fixed inputs through ctypes, asking for two threads; prints the team it got
 # and a hash of every output. torch's own products play no part, so only the kernel's summation order could differ.
 _ONE_STEP = """
