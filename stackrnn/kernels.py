@@ -2,7 +2,9 @@
 
 The engine's matrix products already run in oneDNN or BLAS; what is left per step is pointwise gate math, which
 PyTorch runs as about ten separate kernels, each a pass over the step's tensors. `csrc/steps.c` does an LSTM or
-GRU step's forward or backward in one pass, its rows shared between torch's threads with OpenMP. It is plain C
+GRU step's forward or backward in one pass, its rows shared between torch's threads with OpenMP, and
+`csrc/loops.h` an LSTM's whole time loop around those steps, with each step's product by the BLAS gemm that
+torch's own library exports (found here, and checked against torch.mm, by `_gemm`). It is plain C
 with no headers beyond the C library's (and omp.h): it compiles in well under a second with the system's C
 compiler, once per machine (an OpenMP build is first tried in a separate interpreter beside torch, a few
 seconds); the shared library is cached in `kernel_dir()` under a name that hashes the sources, the compiler, the
@@ -315,23 +317,35 @@ def _gemm(lib, dtype: torch.dtype) -> int | None:
             address = ctypes.cast(getattr(ctypes.CDLL(str(path)), _GEMM[dtype]), ctypes.c_void_p).value
         except (OSError, AttributeError):
             continue
-        # the check: small odd sizes, both products the loops run, with and without accumulating, against torch
-        make = torch.Generator().manual_seed(0)  # its own generator: never shift a seeded run's masks
-        x, w, y0 = (torch.randn(*shape, generator=make, dtype=dtype) for shape in ((5, 7), (3, 7), (5, 3)))
-        d, y1 = torch.randn(5, 3, generator=make, dtype=dtype), torch.randn(5, 7, generator=make, dtype=dtype)
+        try:
+            if _gemm_agrees(lib, suffix, address, dtype):
+                return address
+        except Exception as error:  # never worse than the Python loop
+            _LOG.info("checking %s in %s failed: %s", _GEMM[dtype], path, error)
+        _LOG.info("%s in %s disagrees with torch.mm: the engine loops over steps in Python", _GEMM[dtype], path)
+    return None
+
+
+def _gemm_agrees(lib, suffix: str, address: int, dtype: torch.dtype) -> bool:
+    """Whether the gemm at address computes torch.mm's results through both products the loops run, with and
+    without accumulating, on small odd sizes: its interface (integer width, transposes, leading dimensions) is what
+    this checks; the bands loops.h cuts a product into are the tests' to check."""
+    make = torch.Generator().manual_seed(0)  # its own generator: never shift a seeded run's masks
+    for rows, n, k in ((5, 3, 7), (2, 9, 4)):
+        x, w, y0 = (torch.randn(*shape, generator=make, dtype=dtype) for shape in ((rows, k), (n, k), (rows, n)))
+        d, y1 = torch.randn(rows, n, generator=make, dtype=dtype), torch.randn(rows, k, generator=make, dtype=dtype)
         got = []
         for accumulate in (0, 1):
             y_wt, y_w = y0.clone(), y1.clone()
-            getattr(lib, "blas_times_wt" + suffix)(address, 5, 3, 7, x.data_ptr(), w.data_ptr(), accumulate,
+            getattr(lib, "blas_times_wt" + suffix)(address, rows, n, k, x.data_ptr(), w.data_ptr(), accumulate,
                                                    y_wt.data_ptr())
-            getattr(lib, "blas_times_w" + suffix)(address, 5, 3, 7, d.data_ptr(), w.data_ptr(), accumulate,
+            getattr(lib, "blas_times_w" + suffix)(address, rows, n, k, d.data_ptr(), w.data_ptr(), accumulate,
                                                   y_w.data_ptr())
             got += [y_wt, y_w]
         want = [x @ w.t(), d @ w, y0 + x @ w.t(), y1 + d @ w]
-        if all(torch.allclose(g, t, rtol=1e-5, atol=1e-5) for g, t in zip(got, want)):
-            return address
-        _LOG.info("%s in %s disagrees with torch.mm: the engine loops over steps in Python", _GEMM[dtype], path)
-    return None
+        if not all(torch.allclose(g, t, rtol=1e-5, atol=1e-5) for g, t in zip(got, want)):
+            return False
+    return True
 
 
 class Steps:
@@ -339,7 +353,8 @@ class Steps:
     lstm_ln_backward, gru_forward, gru_backward, gru_ln_forward, gru_ln_backward (csrc/lstm.h and gru.h document
     their arguments); the LSTM's time loops lstm_forward_loop, lstm_backward_loop, lstm_ln_forward_loop and
     lstm_ln_backward_loop (csrc/loops.h), which take `gemm`: torch's BLAS gemm for this type, or None where it
-    could not be had (the engine then loops in Python); set_threads(n), the most threads a step may share its
+    could not be had (the engine then loops in Python); blas_times_wt and blas_times_w, the loops' two products
+    on their own (for the check of that gemm); set_threads(n), the most threads a step may share its
     rows between from now on (n >= 1; it returns the count, 0 in a build without OpenMP, where one thread runs
     them); and kernel_team(), the number of threads the last layer norm's backward step ran on."""
 

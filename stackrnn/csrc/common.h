@@ -173,8 +173,9 @@ static void FN(sums_of)(int c, real *part, int count, const long *sizes, real *c
 }
 
 /* Inside the parallel region, called by every thread of the team after the chunks' loop (whose implicit barrier
-   it relies on: that loop must never take `nowait`), or outside any, by one thread: chunks 1 .. n - 1's sums into sums[i], in chunk order, the
-   values shared between the team by worksharing loops that every thread meets in the same order. */
+   it relies on: that loop must never take `nowait`), or outside any, by one thread: chunks 1 .. n - 1's sums
+   into sums[i], in chunk order, the values shared between the team by worksharing loops that every thread meets
+   in the same order. */
 static void FN(add_partial_sums)(int n, const real *part, int count, const long *sizes, real *const *sums) {
     long total = sum_of_sizes(count, sizes), at = 0;
     for (int i = 0; i < count; i++) {

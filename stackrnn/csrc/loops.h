@@ -9,8 +9,9 @@
    same step kernels.
 
    Shapes: T steps, B rows, H units, gates (B, 4H); every (T, ...) tensor in processing order (step s), but
-   the input's product gi / xw (T, B, 4H), in time order (t = s, or T - 1 - s with `reverse`), and carry
-   factors, read at step t with a step stride (in values) and the row and column strides of common.h.
+   the input's product gi / xw (T, B, 4H), in time order (t = s, or T - 1 - s with `reverse`). Carry factors
+   come with a step stride (in values) and the row and column strides of common.h: forward reads them in time
+   order (at t), backward in processing order (at s; the engine hands them over flipped).
    All row-major and contiguous. */
 
 /* The gemm of BLAS's Fortran interface, column-major: c = alpha op(a) op(b) + beta c. Its integers are passed
@@ -21,57 +22,64 @@ typedef void (*FN(gemm_fn))(const char *, const char *, const int64_t *, const i
                             const real *, const real *, const int64_t *, const real *, const int64_t *,
                             const real *, real *, const int64_t *, size_t, size_t);
 
-/* Threads a product's output columns are shared between: torch's count (max_threads), fewer where a thread would
-   get under MIN_COLUMNS_PER_THREAD columns or MIN_PRODUCT_PER_THREAD multiply-adds. MKL runs a thin product (a
-   batch of rows times a weight) on one of torch's threads, or splits it poorly: at hidden 256, batch 32 on 2
-   cores, 35 products took 235 us each from torch.mm and 180 us with their columns shared here. Each thread's
-   gemm runs inside this library's parallel region, where MKL and OpenBLAS run single-threaded. */
+/* Bands a product's output columns are cut into, one thread each: torch's count (max_threads), fewer where a band
+   would get under MIN_COLUMNS_PER_THREAD columns or MIN_PRODUCT_PER_THREAD multiply-adds. MKL runs a thin product
+   (a batch of rows times a weight) on one of torch's threads, or splits it poorly: at hidden 256, batch 32 on 2
+   cores, 35 products took 235 us each from torch.mm and 180 us with their columns shared here. Each band's gemm
+   runs inside this library's parallel region, where an OpenMP BLAS (MKL, OpenBLAS built with OpenMP) runs
+   single-threaded as long as nested regions are off; where they are on (OMP_NESTED, OMP_MAX_ACTIVE_LEVELS above
+   1), one call does the whole product, so that each band does not start a team of its own. */
 #define MIN_COLUMNS_PER_THREAD 32
 #define MIN_PRODUCT_PER_THREAD (1L << 18)
 
-static int FN(product_threads)(int rows, int cols, int k) {
-    long by_columns = cols / MIN_COLUMNS_PER_THREAD, by_work = (long)rows * cols * k / MIN_PRODUCT_PER_THREAD;
-    int n = LOAD(max_threads);
-    if (n > by_columns) n = (int)by_columns;
+static int FN(product_bands)(int rows, int cols, int k) {
+    double by_work = (double)rows * cols * k / MIN_PRODUCT_PER_THREAD;
+    int n = LOAD(max_threads), by_columns = cols / MIN_COLUMNS_PER_THREAD;
+#ifdef _OPENMP
+    /* nested regions on: libgomp reports 2^31 - 1 active levels by default, yet runs no nested team unless
+       OMP_NESTED or OMP_MAX_ACTIVE_LEVELS asks, and omp_get_nested() says which */
+    if (omp_get_nested() && omp_get_max_active_levels() > 1) return 1;
+#endif
+    if (n > by_columns) n = by_columns;
     if (n > by_work) n = (int)by_work;
     return n < 1 ? 1 : n;
 }
 
-/* y (rows, n) = x (rows, k) w^T, plus y where `accumulate`; w (n, k). In column-major terms y^T = w x^T; each
-   thread computes a band of y's columns from the same band of w's rows. */
+/* y (rows, n) = x (rows, k) w^T, plus y where `accumulate`; w (n, k). In column-major terms y^T = w x^T: band i
+   of `bands` computes y's columns [n i / bands, n (i + 1) / bands) from the same rows of w. The bands are fixed by
+   the count asked for, whatever team the runtime gives, so the result is too. */
 static void FN(times_wt)(void *gemm, int rows, int n, int k, const real *x, const real *w, int accumulate,
                          real *y) {
-    int threads = FN(product_threads)(rows, n, k);
-    #pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        int id = 0, team = 1;
-#ifdef _OPENMP
-        id = omp_get_thread_num(), team = omp_get_num_threads();
-#endif
-        int64_t j0 = (int64_t)n * id / team, j1 = (int64_t)n * (id + 1) / team;
-        int64_t m_ = j1 - j0, n_ = rows, k_ = k, ld = n;
-        real one = 1, beta = accumulate ? 1 : 0;
-        if (m_ > 0)
-            ((FN(gemm_fn))gemm)("T", "N", &m_, &n_, &k_, &one, w + j0 * k, &k_, x, &k_, &beta, y + j0, &ld, 1, 1);
+    int bands = FN(product_bands)(rows, n, k);
+    int64_t rows_ = rows, k_ = k, ld = n;
+    real one = 1, beta = accumulate ? 1 : 0;
+    if (bands == 1) {
+        int64_t m_ = n;
+        ((FN(gemm_fn))gemm)("T", "N", &m_, &rows_, &k_, &one, w, &k_, x, &k_, &beta, y, &ld, 1, 1);
+        return;
+    }
+    #pragma omp parallel for schedule(static) num_threads(bands)
+    for (int band = 0; band < bands; band++) {
+        int64_t j0 = (int64_t)n * band / bands, m_ = (int64_t)n * (band + 1) / bands - j0;
+        ((FN(gemm_fn))gemm)("T", "N", &m_, &rows_, &k_, &one, w + j0 * k, &k_, x, &k_, &beta, y + j0, &ld, 1, 1);
     }
 }
 
-/* y (rows, k) = d (rows, n) w, plus y where `accumulate`; w (n, k). In column-major terms y^T = w^T d^T; each
-   thread computes a band of y's columns from the same band of w's columns. */
+/* y (rows, k) = d (rows, n) w, plus y where `accumulate`; w (n, k). In column-major terms y^T = w^T d^T: band i
+   computes y's columns [k i / bands, k (i + 1) / bands) from the same columns of w. */
 static void FN(times_w)(void *gemm, int rows, int n, int k, const real *d, const real *w, int accumulate,
                         real *y) {
-    int threads = FN(product_threads)(rows, k, n);
-    #pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        int id = 0, team = 1;
-#ifdef _OPENMP
-        id = omp_get_thread_num(), team = omp_get_num_threads();
-#endif
-        int64_t j0 = (int64_t)k * id / team, j1 = (int64_t)k * (id + 1) / team;
-        int64_t m_ = j1 - j0, n_ = rows, k_ = n, ld = k;
-        real one = 1, beta = accumulate ? 1 : 0;
-        if (m_ > 0)
-            ((FN(gemm_fn))gemm)("N", "N", &m_, &n_, &k_, &one, w + j0, &ld, d, &k_, &beta, y + j0, &ld, 1, 1);
+    int bands = FN(product_bands)(rows, k, n);
+    int64_t rows_ = rows, n_ = n, ld = k;
+    real one = 1, beta = accumulate ? 1 : 0;
+    if (bands == 1) {
+        ((FN(gemm_fn))gemm)("N", "N", &ld, &rows_, &n_, &one, w, &ld, d, &n_, &beta, y, &ld, 1, 1);
+        return;
+    }
+    #pragma omp parallel for schedule(static) num_threads(bands)
+    for (int band = 0; band < bands; band++) {
+        int64_t j0 = (int64_t)k * band / bands, m_ = (int64_t)k * (band + 1) / bands - j0;
+        ((FN(gemm_fn))gemm)("N", "N", &m_, &rows_, &n_, &one, w + j0, &ld, d, &n_, &beta, y + j0, &ld, 1, 1);
     }
 }
 

@@ -171,8 +171,8 @@ static void FN(lstm_ln_sums)(int H, real *d_g_ih, real *d_g_hh, real *d_bias, re
 }
 
 /* lstm_ln_backward_step's rows in n chunks, each adding into its own gradient sums (common.h's partial sums:
-   chunk 0 into the sums themselves, chunk c into part's c-th block). With `whole` (one step on its own) the
-   chunks' sums are zeroed first and added into the sums after; without, they carry over from call to call:
+   chunk 0 into the sums themselves, every other chunk into its own block of part). With `whole` (one step on its
+   own) the chunks' sums are zeroed first and added into the sums after; without, they carry over from call to call:
    lstm_ln_backward_loop zeroes them once and adds them once, so that no step passes them between cores. */
 static void FN(lstm_ln_backward_chunks)(int n, real *part, int whole, int B, int H, const real *RESTRICT act,
                                         const real *RESTRICT tc, const real *RESTRICT xw, const real *RESTRICT mx,
