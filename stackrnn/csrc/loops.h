@@ -45,42 +45,31 @@ static int FN(product_bands)(int rows, int cols, int k) {
     return n < 1 ? 1 : n;
 }
 
-/* y (rows, n) = x (rows, k) w^T, plus y where `accumulate`; w (n, k). In column-major terms y^T = w x^T: band i
-   of `bands` computes y's columns [n i / bands, n (i + 1) / bands) from the same rows of w. The bands are fixed by
-   the count asked for, whatever team the runtime gives, so the result is too. */
-static void FN(times_wt)(void *gemm, int rows, int n, int k, const real *x, const real *w, int accumulate,
-                         real *y) {
-    int bands = FN(product_bands)(rows, n, k);
-    int64_t rows_ = rows, k_ = k, ld = n;
-    real one = 1, beta = accumulate ? 1 : 0;
-    if (bands == 1) {
-        int64_t m_ = n;
-        ((FN(gemm_fn))gemm)("T", "N", &m_, &rows_, &k_, &one, w, &k_, x, &k_, &beta, y, &ld, 1, 1);
-        return;
-    }
-    #pragma omp parallel for schedule(static) num_threads(bands)
+/* y (rows, M) = rows of b (K each) times op(a), plus y where `beta` is 1, all row-major; in column-major terms
+   y^T = op(a) b^T, op(a) (M, K) stored as lda-spaced columns, op(a)'s row j at a + j a_step. Band i of the
+   product's bands computes y's columns [M i / bands, M (i + 1) / bands). The bands are fixed by the count asked
+   for, whatever team the runtime gives, so the result is too. */
+static void FN(banded_gemm)(void *gemm, const char *op, int64_t M, int64_t rows, int64_t K, const real *a,
+                            int64_t a_step, int64_t lda, const real *b, real beta, real *y) {
+    int bands = FN(product_bands)((int)rows, (int)M, (int)K);
+    real one = 1;
+    #pragma omp parallel for schedule(static) num_threads(bands) if (bands > 1)
     for (int band = 0; band < bands; band++) {
-        int64_t j0 = (int64_t)n * band / bands, m_ = (int64_t)n * (band + 1) / bands - j0;
-        ((FN(gemm_fn))gemm)("T", "N", &m_, &rows_, &k_, &one, w + j0 * k, &k_, x, &k_, &beta, y + j0, &ld, 1, 1);
+        int64_t j0 = M * band / bands, m = M * (band + 1) / bands - j0;
+        ((FN(gemm_fn))gemm)(op, "N", &m, &rows, &K, &one, a + j0 * a_step, &lda, b, &K, &beta, y + j0, &M, 1, 1);
     }
 }
 
-/* y (rows, k) = d (rows, n) w, plus y where `accumulate`; w (n, k). In column-major terms y^T = w^T d^T: band i
-   computes y's columns [k i / bands, k (i + 1) / bands) from the same columns of w. */
+/* y (rows, n) = x (rows, k) w^T, plus y where `accumulate`; w (n, k): y^T = w x^T, a band from rows of w. */
+static void FN(times_wt)(void *gemm, int rows, int n, int k, const real *x, const real *w, int accumulate,
+                         real *y) {
+    FN(banded_gemm)(gemm, "T", n, rows, k, w, k, k, x, accumulate ? 1 : 0, y);
+}
+
+/* y (rows, k) = d (rows, n) w, plus y where `accumulate`; w (n, k): y^T = w^T d^T, a band from columns of w. */
 static void FN(times_w)(void *gemm, int rows, int n, int k, const real *d, const real *w, int accumulate,
                         real *y) {
-    int bands = FN(product_bands)(rows, k, n);
-    int64_t rows_ = rows, n_ = n, ld = k;
-    real one = 1, beta = accumulate ? 1 : 0;
-    if (bands == 1) {
-        ((FN(gemm_fn))gemm)("N", "N", &ld, &rows_, &n_, &one, w, &ld, d, &n_, &beta, y, &ld, 1, 1);
-        return;
-    }
-    #pragma omp parallel for schedule(static) num_threads(bands)
-    for (int band = 0; band < bands; band++) {
-        int64_t j0 = (int64_t)k * band / bands, m_ = (int64_t)k * (band + 1) / bands - j0;
-        ((FN(gemm_fn))gemm)("N", "N", &m_, &rows_, &n_, &one, w + j0, &ld, d, &n_, &beta, y + j0, &ld, 1, 1);
-    }
+    FN(banded_gemm)(gemm, "N", k, rows, n, w, 1, k, d, accumulate ? 1 : 0, y);
 }
 
 /* times_wt and times_w on their own, for kernels.py's check of the gemm it found, and for tests. */
