@@ -4,7 +4,8 @@ The engine's matrix products already run in oneDNN or BLAS; what is left per ste
 PyTorch runs as about ten separate kernels, each a pass over the step's tensors. `csrc/steps.c` does an LSTM or
 GRU step's forward or backward in one pass, its rows shared between torch's threads with OpenMP, and
 `csrc/loops.h` an LSTM's whole time loop around those steps, with each step's product by the BLAS gemm that
-torch's own library exports (found here, and checked against torch.mm, by `_gemm`). It is plain C
+torch's own library exports (found here, and checked against torch.mm, by `_gemm`); `csrc/drop.h` is weight drop's
+pass over W_hh (regularizers.drop_weight). It is plain C
 with no headers beyond the C library's (and omp.h): it compiles in well under a second with the system's C
 compiler, once per machine (an OpenMP build is first tried in a separate interpreter beside torch, a few
 seconds); the shared library is cached in `kernel_dir()` under a name that hashes the sources, the compiler, the
@@ -37,7 +38,7 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("csrc") / "steps.c"
-_HEADERS = [_SOURCE.with_name(name) for name in ("common.h", "lstm.h", "gru.h", "loops.h")]  # steps.c includes them
+_HEADERS = [_SOURCE.with_name(name) for name in ("common.h", "lstm.h", "gru.h", "loops.h", "drop.h")]  # steps.c includes them
 _FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -84,6 +85,8 @@ def _signatures(real) -> dict[str, list]:
         # h_mask, d_out, dh, dc, d_pre, d_xw, d_z, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h, keep_c,
         # scratch, xn, tmp
         "lstm_ln_backward_loop": [_P, _I, _I, _I, _I, *[_P] * 14, *_STEP_CARRIES, *[_P] * 17],
+        # n, bits, threshold, words, scale, in, out (csrc/drop.h)
+        "drop_connect": [_L, _I, _I, _P, real, _P, _P],
     }
 
 
@@ -283,8 +286,9 @@ def _load():
         markers = state["failed"]
         why = (f" Why is written in {markers[0].parent}/*.failed; delete those files to try again." if markers
                else "")
-        warnings.warn(f"stackrnn could not {what}; the engine runs its steps as PyTorch operations, which is "
-                      f"slower.{why} Set STACKRNN_KERNELS=0 to skip the attempt.", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"stackrnn could not {what}; the engine's steps and weight drop run as PyTorch operations, "
+                      f"which is slower.{why} Set STACKRNN_KERNELS=0 to skip the attempt.", RuntimeWarning,
+                      stacklevel=3)
         return None
     for suffix, real in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
         for name, args in _signatures(real).items():
@@ -356,7 +360,8 @@ class Steps:
     could not be had (the engine then loops in Python); blas_times_wt and blas_times_w, the loops' two products
     on their own (for the check of that gemm); set_threads(n), the most threads a step may share its
     rows between from now on (n >= 1; it returns the count, 0 in a build without OpenMP, where one thread runs
-    them); and kernel_team(), the number of threads the last layer norm's backward step ran on."""
+    them); kernel_team(), the number of threads the last layer norm's backward step ran on; and drop_connect,
+    weight drop's pass (csrc/drop.h)."""
 
     def __init__(self, lib, dtype: torch.dtype) -> None:
         suffix = _SUFFIX[dtype]

@@ -6,9 +6,13 @@ Dimension key: T time, B batch, D features, V vocabulary, G = gates * H.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from . import kernels
 
 
 def check_probability(name: str, p: float) -> float:
@@ -27,26 +31,37 @@ def _bits(device: torch.device) -> Tensor:
     return _BITS[device]
 
 
-def _below(shape, q: float, like: Tensor, generator: torch.Generator | None) -> tuple[Tensor, float]:
-    """A bool mask of `shape`, True with probability q; returns (mask, q as drawn, in (0, 1)).
+def _draw(n: int, q: float, like: Tensor, generator: torch.Generator | None) -> tuple[Tensor, int, int, float]:
+    """Random words for n draws that come out True with probability q: (words (int64), bits per draw, threshold,
+    q as drawn, in (0, 1)). Draw i is bit i mod 16 of the words' uint16 number i // 16 (bits 1, for q = 0.5), or
+    True where the words' uint8 (bits 8) or int16 (bits 16) number i is below the threshold.
 
     Random bits come packed in 64-bit numbers: torch's bernoulli_ draws one number per element and costs about 7x
     more than 16 bits (torch.rand about 4x). q = 0.5 takes one bit per element, a multiple of 1/256 one byte, and
     any other q 16 bits, rounded to a multiple of 2**-16. On a 1024-unit layer W_hh has 4M elements: with
     bernoulli_ the draw was a fifth of a training step, and 16 bits still cost 5 ms where one bit costs 0.6."""
-    n = math.prod(shape)
-    device = like.device
     if q == 0.5:
-        words = torch.randint(-2**63, 2**63 - 1, ((n + 63) // 64,), dtype=torch.int64, generator=generator, device=device)
-        bits = (words.view(torch.int16).unsqueeze(-1) & _bits(device)) != 0  # (n / 16, 16)
-        return bits.flatten()[:n].view(shape), 0.5
-    levels, dtype, offset = (256, torch.uint8, 0) if (q * 256).is_integer() else (65536, torch.int16, 32768)
-    threshold = min(max(round(q * levels), 1), levels - 1)  # True when a uniform u in [0, levels) is below it
-    per_word = 64 // (levels.bit_length() - 1)
-    words = torch.randint(-2**63, 2**63 - 1, ((n + per_word - 1) // per_word,), dtype=torch.int64, generator=generator,
-                          device=device)
-    u = words.view(dtype)[:n]  # uniform over [-offset, levels - offset)
-    return (u < threshold - offset).view(shape), threshold / levels
+        bits, threshold, drawn = 1, 0, 0.5
+    else:
+        levels, bits = (256, 8) if (q * 256).is_integer() else (65536, 16)
+        threshold = min(max(round(q * levels), 1), levels - 1)  # True when a uniform u in [0, levels) is below it
+        drawn = threshold / levels
+        threshold -= 32768 if bits == 16 else 0  # int16 numbers are uniform over [-32768, 32768)
+    per_word = 64 // bits
+    words = torch.randint(-2**63, 2**63 - 1, ((n + per_word - 1) // per_word,), dtype=torch.int64,
+                          generator=generator, device=like.device)
+    return words, bits, threshold, drawn
+
+
+def _below(shape, q: float, like: Tensor, generator: torch.Generator | None) -> tuple[Tensor, float]:
+    """A bool mask of `shape`, True with probability q (see _draw); returns (mask, q as drawn, in (0, 1))."""
+    n = math.prod(shape)
+    words, bits, threshold, drawn = _draw(n, q, like, generator)
+    if bits == 1:
+        mask = ((words.view(torch.int16).unsqueeze(-1) & _bits(like.device)) != 0).flatten()  # (n / 16, 16) flat
+    else:
+        mask = words.view(torch.uint8 if bits == 8 else torch.int16) < threshold
+    return mask[:n].view(shape), drawn
 
 
 def _keep_mask(shape, p: float, like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -66,10 +81,52 @@ def locked_dropout(x: Tensor, p: float, training: bool, generator: torch.Generat
 
 def drop_weight(weight: Tensor, p: float, training: bool, generator: torch.Generator | None = None) -> Tensor:
     """DropConnect on a weight matrix (Wan et al. 2013; AWD-LSTM's weight drop on W_hh): a fresh mask per call,
-    i.e. once per forward pass, shared by every step of it. The dropped tensor goes to the kernel as it is."""
+    i.e. once per forward pass, shared by every step of it. The dropped tensor goes to the kernel as it is.
+
+    A contiguous float32 or float64 CPU weight goes through the compiled kernel (csrc/drop.h), which reads each
+    element's draw from the random words and never builds the mask: one pass forward and one backward, where
+    PyTorch operations take six. Elsewhere (GPU, no C compiler) the same mask from the same words, as a tensor."""
     if not training or p == 0:
         return weight
-    return weight * _keep_mask(weight.shape, p, weight, generator)
+    lib = _drop_kernel(weight)
+    if lib is None:
+        return weight * _keep_mask(weight.shape, p, weight, generator)
+    words, bits, threshold, drawn = _draw(weight.numel(), 1 - p, weight, generator)
+    return _DropConnect.apply(weight, words, (lib, bits, threshold, 1 / drawn))
+
+
+def _drop_kernel(weight: Tensor):
+    """The compiled kernels for weight's type (kernels.Steps) where drop_connect can read it, else None."""
+    if weight.device.type != "cpu" or not weight.is_contiguous() or sys.byteorder != "little":  # see drop.h
+        return None
+    return kernels.steps(weight.dtype)
+
+
+class _DropConnect(torch.autograd.Function):
+    """weight (any shape, contiguous) -> weight * mask, the mask given as drop_connect's random words; the
+    backward is the gradient times the same mask. (lib, bits, threshold, scale) travel as one argument."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, words: Tensor, how: tuple) -> Tensor:
+        ctx.save_for_backward(words)
+        ctx.how = how
+        return _apply_drop(weight, words, how)
+
+    @staticmethod
+    @once_differentiable  # a second derivative through the compiled pass is an error, not zero
+    def backward(ctx, grad: Tensor):
+        (words,) = ctx.saved_tensors
+        # a new tensor, not grad scaled in place: autograd may have handed the same grad to another input too
+        return _apply_drop(grad.contiguous(), words, ctx.how), None, None
+
+
+def _apply_drop(x: Tensor, words: Tensor, how: tuple) -> Tensor:
+    """x (contiguous) * the mask that `words` draw, as a new contiguous tensor."""
+    lib, bits, threshold, scale = how
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    lib.set_threads(torch.get_num_threads())
+    lib.drop_connect(x.numel(), bits, threshold, words.data_ptr(), scale, x.data_ptr(), out.data_ptr())
+    return out
 
 
 def embedding_dropout(weight: Tensor, p: float, training: bool, generator: torch.Generator | None = None) -> Tensor:

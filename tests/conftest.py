@@ -1,4 +1,5 @@
-"""Shared fixtures: small real text, and a tiny trained run made once per test session."""
+"""Shared fixtures: small real text, a tiny trained run made once per test session, and two threads for the
+compiled kernels."""
 
 import os
 from pathlib import Path
@@ -59,3 +60,22 @@ def stack_gradcheck(stack, x, lengths) -> bool:
 
     params = tuple(p.detach().clone().requires_grad_(True) for p in stack.parameters())
     return torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-5)
+
+
+@pytest.fixture
+def two_threads():
+    """torch.set_num_threads(2) for the test (the compiled kernels take their count from it), restored after; skips
+    where the kernels were built without OpenMP (tests that ask for it check first that they were built)."""
+    import torch
+
+    from stackrnn import kernels
+
+    if kernels.steps(torch.float32).set_threads(1) == 0:
+        pytest.skip("the kernels were built without OpenMP here: one thread runs every row")
+    limit = os.environ.get("OMP_THREAD_LIMIT", "")
+    if os.environ.get("OMP_DYNAMIC", "").lower() in ("true", "1") or (limit.isdigit() and int(limit) < 2):
+        pytest.skip("OMP_DYNAMIC or OMP_THREAD_LIMIT may give the kernels a team of one")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

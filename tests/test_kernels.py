@@ -62,6 +62,7 @@ def counted(monkeypatch):
                     loop = prefix + name + "_loop"
                     setattr(self, loop, self._counted(name, getattr(steps, loop), loop=True))
             self.set_threads, self.kernel_team, self.gemm = steps.set_threads, steps.kernel_team, steps.gemm
+            self.drop_connect = steps.drop_connect  # weight drop's pass (regularizers.py): not a step
 
         @staticmethod
         def _counted(name, function, loop=False):
@@ -168,21 +169,6 @@ def test_layer_norm_kernels_equal_the_torch_path_in_float64_both_directions_and_
     out_t, grads_t = _run(stack, x, lengths)
     for a, b in zip([*out_k, *grads_k], [*out_t, *grads_t]):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
-
-
-@pytest.fixture
-def two_threads():
-    """torch.set_num_threads(2) for the test (the kernels take their count from it), restored after; skips where
-    the kernels were built without OpenMP."""
-    if kernels.steps(torch.float32).set_threads(1) == 0:
-        pytest.skip("the kernels were built without OpenMP here: one thread runs every row")
-    limit = os.environ.get("OMP_THREAD_LIMIT", "")
-    if os.environ.get("OMP_DYNAMIC", "").lower() in ("true", "1") or (limit.isdigit() and int(limit) < 2):
-        pytest.skip("OMP_DYNAMIC or OMP_THREAD_LIMIT may give the kernels a team of one")
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("make, option", [

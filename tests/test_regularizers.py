@@ -1,6 +1,10 @@
+import sys
+import warnings
+
 import pytest
 import torch
 
+from stackrnn import regularizers
 from stackrnn.regularizers import check_probability, drop_weight, embedding_dropout, locked_dropout, _below
 
 
@@ -78,3 +82,77 @@ def test_zoneout_rate_one_keeps_everything_without_drawing():
     before = g.get_state()
     assert zoneout_masks(4, 3, 5, 1.0, torch.zeros(1), g).all()
     assert torch.equal(g.get_state(), before)
+
+
+@pytest.fixture
+def compiled_drop():
+    """Skips where the compiled kernels (stackrnn/kernels.py) cannot be had here: drop_weight then runs its torch
+    path, which the tests above cover."""
+    from stackrnn import kernels
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if kernels.steps() is None or sys.byteorder != "little":
+            pytest.skip("no compiled kernels here (no C compiler, or a big-endian machine)")
+
+
+def _drop_both_ways(w: torch.Tensor, p: float, monkeypatch) -> list[torch.Tensor]:
+    """[dropped, grad] through the compiled kernel, then [dropped, grad] as PyTorch operations, from the same seed;
+    the upstream gradient is a transposed (non-contiguous) tensor, as a product's backward may hand back."""
+    results = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(regularizers, "_drop_kernel", lambda weight: None)
+        leaf = w.detach().clone().requires_grad_(True)
+        out = drop_weight(leaf, p, True, torch.Generator().manual_seed(1))
+        assert (type(out.grad_fn).__name__ == "_DropConnectBackward") == compiled
+        upstream = torch.randn(out.shape[::-1], dtype=w.dtype, generator=torch.Generator().manual_seed(2)).t()
+        out.backward(upstream)
+        results += [out.detach(), leaf.grad]
+    return results
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal as values, NaN where the other is NaN, and zeros of the same sign (a mask times a negative weight is
+    -0.0 in PyTorch)."""
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()) and \
+        torch.equal(a.signbit() | a.isnan(), b.signbit() | b.isnan())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [0.5, 0.75, 0.3], ids=["one bit", "one byte", "16 bits"])  # keep 1/2, 64/256, 0.7
+@pytest.mark.parametrize("shape", [(4, 8), (37, 5), (3 * 65536 + 45,)], ids=["words", "a tail", "blocks"])
+def test_the_compiled_weight_drop_equals_the_torch_path_bit_for_bit(dtype, p, shape, compiled_drop, two_threads,
+                                                                    monkeypatch):
+    """csrc/drop.h reads each element's draw from the random words the torch path unpacks into a mask: the same
+    dropped weight and gradient, inf, NaN and signed zeros alike, over a tail that fills no whole word and over
+    several blocks shared between two threads."""
+    w = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(0)).flatten()
+    w[:6] = torch.tensor([float("inf"), -float("inf"), float("nan"), -0.0, 0.0, -1.0], dtype=dtype)
+    w = w.view(shape)
+    out_c, grad_c, out_t, grad_t = _drop_both_ways(w, p, monkeypatch)
+    assert _same_bits(out_c, out_t) and _same_bits(grad_c, grad_t)
+    assert 0 < (out_c == 0).double().mean().item() < 1  # something was dropped, something kept
+
+
+def test_gradcheck_through_the_compiled_weight_drop_in_float64(compiled_drop):
+    w = torch.randn(9, 70, dtype=torch.float64, requires_grad=True)
+    for p in (0.5, 0.75, 0.3):
+        assert torch.autograd.gradcheck(lambda w: drop_weight(w, p, True, torch.Generator().manual_seed(3)), (w,))
+
+
+def test_a_second_derivative_through_the_compiled_weight_drop_is_an_error(compiled_drop):
+    w = torch.randn(8, 8, requires_grad=True)
+    out = drop_weight(w, 0.5, True, torch.Generator().manual_seed(4))
+    (grad,) = torch.autograd.grad((out ** 2).sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+
+
+def test_weights_the_kernel_cannot_read_take_the_torch_path(compiled_drop):
+    """A transposed (non-contiguous) or half-precision weight is dropped by PyTorch operations, with a mask of the
+    same rate."""
+    for w in (torch.ones(64, 300).t(), torch.ones(300, 64, dtype=torch.bfloat16)):
+        out = drop_weight(w, 0.5, True, torch.Generator().manual_seed(5))
+        assert type(out.grad_fn).__name__ != "_DropConnectBackward" and out.shape == w.shape
+        assert abs((out != 0).float().mean().item() - 0.5) < 0.02

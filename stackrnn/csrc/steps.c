@@ -128,12 +128,24 @@ static int threads_for(int B, int H) {
     return n < 1 ? 1 : n;
 }
 
+/* Elementwise kernels over n values (drop.h) go in blocks of this many, a multiple of 32, at least one block per
+   thread: below that, waking a thread costs more than its share of the pass. */
+#define DROP_BLOCK 65536L
+
+static int threads_for_values(long n) {
+    long most = n / DROP_BLOCK;
+    int t = LOAD(max_threads);
+    if (t > most) t = (int)most;
+    return t < 1 ? 1 : t;
+}
+
 #define real float
 #define FN(name) name##_f32
 #include "common.h"
 #include "lstm.h"
 #include "gru.h"
 #include "loops.h"
+#include "drop.h"
 #undef real
 #undef FN
 
@@ -143,5 +155,6 @@ static int threads_for(int B, int H) {
 #include "lstm.h"
 #include "gru.h"
 #include "loops.h"
+#include "drop.h"
 #undef real
 #undef FN
