@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("csrc") / "steps.c"
-_HEADERS = [_SOURCE.with_name(name) for name in ("common.h", "lstm.h", "gru.h", "loops.h", "drop.h")]  # steps.c includes them
+_HEADERS = [_SOURCE.with_name(name) for name in ("common.h", "lstm.h", "gru.h", "loops.h", "drop.h", "transpose.h")]  # steps.c includes them
 _FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -87,6 +87,8 @@ def _signatures(real) -> dict[str, list]:
         "lstm_ln_backward_loop": [_P, _I, _I, _I, _I, *[_P] * 14, *_STEP_CARRIES, *[_P] * 17],
         # n, bits, threshold, words, scale, in, out (csrc/drop.h)
         "drop_connect": [_L, _I, _I, _P, real, _P, _P],
+        # rows, cols, in, out (csrc/transpose.h)
+        "transpose": [_L, _L, _P, _P],
     }
 
 

@@ -62,7 +62,7 @@ def counted(monkeypatch):
                     loop = prefix + name + "_loop"
                     setattr(self, loop, self._counted(name, getattr(steps, loop), loop=True))
             self.set_threads, self.kernel_team, self.gemm = steps.set_threads, steps.kernel_team, steps.gemm
-            self.drop_connect = steps.drop_connect  # weight drop's pass (regularizers.py): not a step
+            self.drop_connect, self.transpose = steps.drop_connect, steps.transpose  # whole-weight passes, not steps
 
         @staticmethod
         def _counted(name, function, loop=False):
@@ -550,3 +550,16 @@ def test_a_gru_without_biases_and_under_a_layout_changing_hook(counted, monkeypa
     slow = _run(stack.train(), x, torch.tensor([7, 5, 2]))
     for a, b in zip([*fast[0], *fast[1]], [*slow[0], *slow[1]]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_compiled_transpose_equals_torchs_over_whole_and_partial_tiles(dtype, two_threads):
+    """engine._transposed (csrc/transpose.h), which the backward packs W_hh^T from: tiles of 16 with edges in both
+    directions, a single row or column, a strided input, and a weight large enough to be shared between threads."""
+    from stackrnn.engine import _transposed
+
+    for rows, cols in ((1, 1), (5, 7), (16, 16), (17, 33), (300, 1), (1, 300), (640, 205)):
+        a = torch.randn(rows, cols, dtype=dtype)
+        for weight in (a, a.t()):
+            out = _transposed(weight)
+            assert out.is_contiguous() and torch.equal(out, weight.t()), (rows, cols, weight.stride())

@@ -15,14 +15,14 @@
    per forward pass on two cores. This reads W_hh (or its gradient) once and writes the result once.
 
    out = in * (keep ? scale : 0), for n values; in and out may be the same array (no restrict on them). Shared
-   between up to set_threads() threads in blocks of DROP_BLOCK values (steps.c), a multiple of 32 so that bits 1
-   never splits a word. */
+   between up to set_threads() threads in blocks of WEIGHT_BLOCK values (steps.c), a multiple of 32 so that
+   bits 1 never splits a word. */
 
 void FN(drop_connect)(long n, int bits, int threshold, const void *words, real scale, const real *in, real *out) {
-    long blocks = (n + DROP_BLOCK - 1) / DROP_BLOCK;
+    long blocks = (n + WEIGHT_BLOCK - 1) / WEIGHT_BLOCK;
     #pragma omp parallel for schedule(static) num_threads(threads_for_values(n))
     for (long b = 0; b < blocks; b++) {
-        long start = b * DROP_BLOCK, end = start + DROP_BLOCK < n ? start + DROP_BLOCK : n;
+        long start = b * WEIGHT_BLOCK, end = start + WEIGHT_BLOCK < n ? start + WEIGHT_BLOCK : n;
         /* out = in * m with m = scale or 0, as PyTorch's weight * mask computes it (so -0.0 and NaN alike), and
            as a product rather than a choice: GCC vectorises the product, and left the choice 6x slower */
         if (bits == 1) {

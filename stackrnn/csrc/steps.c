@@ -4,8 +4,8 @@
    matrix products around it. PyTorch runs the same math as about ten separate kernels per step, each a pass over
    the step's gates; on a CPU those passes, not the arithmetic, are most of a small layer's step time.
 
-   The kernels are written once, in common.h, lstm.h and gru.h, over a type `real`, and built here twice: for
-   float32 (the engine's fast path, exported as *_f32) and for float64 (*_f64: the same code, so that gradcheck
+   The kernels are written once, in common.h, lstm.h, gru.h and loops.h (and, for whole weights, drop.h and
+   transpose.h), over a type `real`, and built here twice: for float32 (the engine's fast path, exported as *_f32) and for float64 (*_f64: the same code, so that gradcheck
    in float64 checks the backward formulas that float32 training runs).
 
    A step's rows (the batch) are shared between OpenMP threads, as many as torch.get_num_threads() (which the
@@ -128,12 +128,12 @@ static int threads_for(int B, int H) {
     return n < 1 ? 1 : n;
 }
 
-/* Elementwise kernels over n values (drop.h) go in blocks of this many, a multiple of 32, at least one block per
-   thread: below that, waking a thread costs more than its share of the pass. */
-#define DROP_BLOCK 65536L
+/* Kernels over a whole weight (drop.h, transpose.h) share it between threads in blocks of this many values (a
+   multiple of 32), at least one block per thread: below that, waking a thread costs more than its share. */
+#define WEIGHT_BLOCK 65536L
 
 static int threads_for_values(long n) {
-    long most = n / DROP_BLOCK;
+    long most = n / WEIGHT_BLOCK;
     int t = LOAD(max_threads);
     if (t > most) t = (int)most;
     return t < 1 ? 1 : t;
@@ -146,6 +146,7 @@ static int threads_for_values(long n) {
 #include "gru.h"
 #include "loops.h"
 #include "drop.h"
+#include "transpose.h"
 #undef real
 #undef FN
 
@@ -156,5 +157,6 @@ static int threads_for_values(long n) {
 #include "gru.h"
 #include "loops.h"
 #include "drop.h"
+#include "transpose.h"
 #undef real
 #undef FN
