@@ -5,8 +5,9 @@
    the step's gates; on a CPU those passes, not the arithmetic, are most of a small layer's step time.
 
    The kernels are written once, in common.h, lstm.h, gru.h and loops.h (and, for whole weights, drop.h and
-   transpose.h), over a type `real`, and built here twice: for float32 (the engine's fast path, exported as *_f32) and for float64 (*_f64: the same code, so that gradcheck
-   in float64 checks the backward formulas that float32 training runs).
+   transpose.h), over a type `real`, and built here twice: for float32 (the engine's fast path, exported as
+   *_f32) and for float64 (*_f64: the same code, so that gradcheck in float64 checks the backward formulas that
+   float32 training runs).
 
    A step's rows (the batch) are shared between OpenMP threads, as many as torch.get_num_threads() (which the
    engine passes in), fewer where a step is too small to pay for waking them. Built with gcc where torch brought
