@@ -5,7 +5,8 @@ PyTorch runs as about ten separate kernels, each a pass over the step's tensors.
 GRU step's forward or backward in one pass, its rows shared between torch's threads with OpenMP, and
 `csrc/loops.h` an LSTM's whole time loop around those steps, with each step's product by the BLAS gemm that
 torch's own library exports (found here, and checked against torch.mm, by `_gemm`); `csrc/drop.h` is weight drop's
-pass over W_hh (regularizers.drop_weight). It is plain C
+pass over W_hh (regularizers.drop_weight), and `csrc/transpose.h` the copy of W_hh^T the engine's backward packs.
+It is plain C
 with no headers beyond the C library's (and omp.h): it compiles in well under a second with the system's C
 compiler, once per machine (an OpenMP build is first tried in a separate interpreter beside torch, a few
 seconds); the shared library is cached in `kernel_dir()` under a name that hashes the sources, the compiler, the
@@ -38,14 +39,15 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("csrc") / "steps.c"
-_HEADERS = [_SOURCE.with_name(name) for name in ("common.h", "lstm.h", "gru.h", "loops.h", "drop.h", "transpose.h")]  # steps.c includes them
+_HEADERS = [_SOURCE.with_name(name)  # the headers steps.c includes
+            for name in ("common.h", "lstm.h", "gru.h", "loops.h", "drop.h", "transpose.h")]
 _FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
 _SUFFIX = {torch.float32: "_f32", torch.float64: "_f64"}
 _loaded: dict[str, object] = {}  # "steps" -> {dtype: Steps}, or None once the library could not be had
 
-_P, _I, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+_P, _I, _L, _N = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_int64  # _N: a whole weight's sizes
 _CARRIES = [_P, _L, _L, _P, _L, _L]  # a_h, its row and column strides; a_c, its strides
 _STEP_CARRIES = [_P, _L, _L, _L, _P, _L, _L, _L]  # the same with a step stride after each pointer (loops.h)
 
@@ -86,9 +88,9 @@ def _signatures(real) -> dict[str, list]:
         # scratch, xn, tmp
         "lstm_ln_backward_loop": [_P, _I, _I, _I, _I, *[_P] * 14, *_STEP_CARRIES, *[_P] * 17],
         # n, bits, threshold, words, scale, in, out (csrc/drop.h)
-        "drop_connect": [_L, _I, _I, _P, real, _P, _P],
+        "drop_connect": [_N, _I, _I, _P, real, _P, _P],
         # rows, cols, in, out (csrc/transpose.h)
-        "transpose": [_L, _L, _P, _P],
+        "transpose": [_N, _N, _P, _P],
     }
 
 
@@ -362,8 +364,9 @@ class Steps:
     could not be had (the engine then loops in Python); blas_times_wt and blas_times_w, the loops' two products
     on their own (for the check of that gemm); set_threads(n), the most threads a step may share its
     rows between from now on (n >= 1; it returns the count, 0 in a build without OpenMP, where one thread runs
-    them); kernel_team(), the number of threads the last layer norm's backward step ran on; and drop_connect,
-    weight drop's pass (csrc/drop.h)."""
+    them); kernel_team(), the number of threads the last layer norm's backward step ran on; and two passes over
+    a whole weight: drop_connect, weight drop's (csrc/drop.h), and transpose, the engine's copy of W_hh^T
+    (csrc/transpose.h)."""
 
     def __init__(self, lib, dtype: torch.dtype) -> None:
         suffix = _SUFFIX[dtype]

@@ -10,7 +10,6 @@ import sys
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from . import kernels
 
@@ -89,7 +88,7 @@ def drop_weight(weight: Tensor, p: float, training: bool, generator: torch.Gener
     if not training or p == 0:
         return weight
     lib = _drop_kernel(weight)
-    if lib is None:
+    if lib is None or _transformed():
         return weight * _keep_mask(weight.shape, p, weight, generator)
     words, bits, threshold, drawn = _draw(weight.numel(), 1 - p, weight, generator)
     return _DropConnect.apply(weight, words, (lib, bits, threshold, 1 / drawn))
@@ -102,9 +101,18 @@ def _drop_kernel(weight: Tensor):
     return kernels.steps(weight.dtype)
 
 
+def _transformed() -> bool:
+    """Whether torch.func transforms or forward-mode AD are active: _DropConnect has no jvp or vmap rule, and the
+    PyTorch path (the same mask from the same words) supports both."""
+    from torch.autograd import forward_ad
+
+    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
+
+
 class _DropConnect(torch.autograd.Function):
     """weight (any shape, contiguous) -> weight * mask, the mask given as drop_connect's random words; the
-    backward is the gradient times the same mask. (lib, bits, threshold, scale) travel as one argument."""
+    backward is the gradient times the same mask, itself a _DropConnect, so that a second derivative (a gradient
+    penalty, say) goes through it as through weight * mask. (lib, bits, threshold, scale) travel as one argument."""
 
     @staticmethod
     def forward(ctx, weight: Tensor, words: Tensor, how: tuple) -> Tensor:
@@ -113,11 +121,10 @@ class _DropConnect(torch.autograd.Function):
         return _apply_drop(weight, words, how)
 
     @staticmethod
-    @once_differentiable  # a second derivative through the compiled pass is an error, not zero
     def backward(ctx, grad: Tensor):
         (words,) = ctx.saved_tensors
         # a new tensor, not grad scaled in place: autograd may have handed the same grad to another input too
-        return _apply_drop(grad.contiguous(), words, ctx.how), None, None
+        return _DropConnect.apply(grad.contiguous(), words, ctx.how), None, None
 
 
 def _apply_drop(x: Tensor, words: Tensor, how: tuple) -> Tensor:

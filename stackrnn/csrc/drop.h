@@ -18,16 +18,16 @@
    between up to set_threads() threads in blocks of WEIGHT_BLOCK values (steps.c), a multiple of 32 so that
    bits 1 never splits a word. */
 
-void FN(drop_connect)(long n, int bits, int threshold, const void *words, real scale, const real *in, real *out) {
-    long blocks = (n + WEIGHT_BLOCK - 1) / WEIGHT_BLOCK;
+void FN(drop_connect)(int64_t n, int bits, int threshold, const void *words, real scale, const real *in, real *out) {
+    int64_t blocks = (n + WEIGHT_BLOCK - 1) / WEIGHT_BLOCK;
     #pragma omp parallel for schedule(static) num_threads(threads_for_values(n))
-    for (long b = 0; b < blocks; b++) {
-        long start = b * WEIGHT_BLOCK, end = start + WEIGHT_BLOCK < n ? start + WEIGHT_BLOCK : n;
+    for (int64_t b = 0; b < blocks; b++) {
+        int64_t start = b * WEIGHT_BLOCK, end = start + WEIGHT_BLOCK < n ? start + WEIGHT_BLOCK : n;
         /* out = in * m with m = scale or 0, as PyTorch's weight * mask computes it (so -0.0 and NaN alike), and
            as a product rather than a choice: GCC vectorises the product, and left the choice 6x slower */
         if (bits == 1) {
             const uint32_t *w = (const uint32_t *)words;  /* uint16 number k is bits 16k.. on little-endian */
-            long i = start;
+            int64_t i = start;
             for (; i + 32 <= end; i += 32) {
                 uint32_t word = w[i >> 5];
                 for (int j = 0; j < 32; j++) out[i + j] = in[i + j] * ((real)((word >> j) & 1u) * scale);
@@ -35,10 +35,10 @@ void FN(drop_connect)(long n, int bits, int threshold, const void *words, real s
             for (; i < end; i++) out[i] = in[i] * ((real)((w[i >> 5] >> (i & 31)) & 1u) * scale);
         } else if (bits == 8) {
             const uint8_t *u = (const uint8_t *)words;
-            for (long i = start; i < end; i++) out[i] = in[i] * ((real)(u[i] < threshold) * scale);
+            for (int64_t i = start; i < end; i++) out[i] = in[i] * ((real)(u[i] < threshold) * scale);
         } else {
             const int16_t *u = (const int16_t *)words;
-            for (long i = start; i < end; i++) out[i] = in[i] * ((real)(u[i] < threshold) * scale);
+            for (int64_t i = start; i < end; i++) out[i] = in[i] * ((real)(u[i] < threshold) * scale);
         }
     }
 }

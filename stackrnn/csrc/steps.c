@@ -131,10 +131,10 @@ static int threads_for(int B, int H) {
 
 /* Kernels over a whole weight (drop.h, transpose.h) share it between threads in blocks of this many values (a
    multiple of 32), at least one block per thread: below that, waking a thread costs more than its share. */
-#define WEIGHT_BLOCK 65536L
+#define WEIGHT_BLOCK ((int64_t)65536)
 
-static int threads_for_values(long n) {
-    long most = n / WEIGHT_BLOCK;
+static int threads_for_values(int64_t n) {
+    int64_t most = n / WEIGHT_BLOCK;
     int t = LOAD(max_threads);
     if (t > most) t = (int)most;
     return t < 1 ? 1 : t;
