@@ -553,13 +553,20 @@ def test_a_gru_without_biases_and_under_a_layout_changing_hook(counted, monkeypa
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_compiled_transpose_equals_torchs_over_whole_and_partial_tiles(dtype, two_threads):
+def test_the_compiled_transpose_equals_torchs_over_whole_and_partial_tiles(dtype):
     """engine._transposed (csrc/transpose.h), which the backward packs W_hh^T from: tiles of 16 with edges in both
-    directions, a single row or column, a strided input, and a weight large enough to be shared between threads."""
+    directions, a single row or column, a strided input, and a weight large enough to be shared between threads,
+    on one thread and on two (where the kernels were built with OpenMP)."""
     from stackrnn.engine import _transposed
 
-    for rows, cols in ((1, 1), (5, 7), (16, 16), (17, 33), (300, 1), (1, 300), (640, 205)):
-        a = torch.randn(rows, cols, dtype=dtype)
-        for weight in (a, a.t()):
-            out = _transposed(weight)
-            assert out.is_contiguous() and torch.equal(out, weight.t()), (rows, cols, weight.stride())
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for rows, cols in ((1, 1), (5, 7), (16, 16), (17, 33), (300, 1), (1, 300), (640, 205), (0, 3)):
+                a = torch.randn(rows, cols, dtype=dtype)
+                for weight in (a, a.t()):
+                    out = _transposed(weight)
+                    assert out.is_contiguous() and torch.equal(out, weight.t()), (threads, rows, cols, weight.stride())
+    finally:
+        torch.set_num_threads(before)
