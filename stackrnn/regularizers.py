@@ -10,6 +10,7 @@ import sys
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from . import kernels
 
@@ -84,7 +85,8 @@ def drop_weight(weight: Tensor, p: float, training: bool, generator: torch.Gener
 
     A contiguous float32 or float64 CPU weight goes through the compiled kernel (csrc/drop.h), which reads each
     element's draw from the random words and never builds the mask: one pass forward and one backward, where
-    PyTorch operations take six. Elsewhere (GPU, no C compiler) the same mask from the same words, as a tensor."""
+    PyTorch operations take six. Elsewhere (GPU, no C compiler, torch.func transforms, forward-mode AD) the same
+    mask from the same words, as a tensor."""
     if not training or p == 0:
         return weight
     lib = _drop_kernel(weight)
@@ -104,8 +106,6 @@ def _drop_kernel(weight: Tensor):
 def _transformed() -> bool:
     """Whether torch.func transforms or forward-mode AD are active: _DropConnect has no jvp or vmap rule, and the
     PyTorch path (the same mask from the same words) supports both."""
-    from torch.autograd import forward_ad
-
     return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
 
 
@@ -118,22 +118,17 @@ class _DropConnect(torch.autograd.Function):
     def forward(ctx, weight: Tensor, words: Tensor, how: tuple) -> Tensor:
         ctx.save_for_backward(words)
         ctx.how = how
-        return _apply_drop(weight, words, how)
+        lib, bits, threshold, scale = how
+        out = torch.empty_like(weight, memory_format=torch.contiguous_format)
+        lib.set_threads(torch.get_num_threads())
+        lib.drop_connect(weight.numel(), bits, threshold, words.data_ptr(), scale, weight.data_ptr(), out.data_ptr())
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (words,) = ctx.saved_tensors
         # a new tensor, not grad scaled in place: autograd may have handed the same grad to another input too
         return _DropConnect.apply(grad.contiguous(), words, ctx.how), None, None
-
-
-def _apply_drop(x: Tensor, words: Tensor, how: tuple) -> Tensor:
-    """x (contiguous) * the mask that `words` draw, as a new contiguous tensor."""
-    lib, bits, threshold, scale = how
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    lib.set_threads(torch.get_num_threads())
-    lib.drop_connect(x.numel(), bits, threshold, words.data_ptr(), scale, x.data_ptr(), out.data_ptr())
-    return out
 
 
 def embedding_dropout(weight: Tensor, p: float, training: bool, generator: torch.Generator | None = None) -> Tensor:
