@@ -97,13 +97,14 @@ class RecurrentCell(nn.Module):
         return [self.weight_ih, whh]
 
     # -- the step ---------------------------------------------------------------------------------------------
-    def project_input(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+    def project_input(self, x: Tensor, bias: Tensor | None = None, linear=nn.functional.linear) -> Tensor:
         """x (..., D) -> gi (..., G) = x W_ih^T + b_ih (LN(x W_ih^T) + b_ih with layer norm), for any number of
-        leading (time, batch) dims. `bias` replaces b_ih (the engine passes b_ih + b_hh, added inside the product)."""
+        leading (time, batch) dims. `bias` replaces b_ih (the engine passes b_ih + b_hh, added inside the product),
+        and `linear` torch's linear (the engine passes its own, which computes the same)."""
         bias = self.bias_ih if bias is None else bias
         if not self.layer_norm:
-            return nn.functional.linear(x, self.weight_ih, bias)
-        return self._normalised(nn.functional.linear(x, self.weight_ih), self.norm_ih, bias)
+            return linear(x, self.weight_ih, bias)
+        return self._normalised(linear(x, self.weight_ih), self.norm_ih, bias)
 
     def _normalised(self, z: Tensor, gain: Tensor, bias: Tensor | None) -> Tensor:
         """Layer norm of each gate's block of z (..., G) over its H units, times the gain (gates, H), plus bias."""

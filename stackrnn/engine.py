@@ -26,12 +26,13 @@ reference loop's (to float rounding); tests/test_engine.py checks that and gradc
 
 An LSTM or GRU step's pointwise work (layer norms, gates, c, tanh, zoneout, padding, the next step's dropped-out
 h) runs as one call into a compiled C kernel where one could be built (stackrnn/kernels.py, stackrnn/csrc/):
-PyTorch would run it as about ten kernels, each a pass over the step's tensors. Where torch's library exports
-its BLAS gemm (kernels.Steps.gemm) and W_hh is not packed for oneDNN, an LSTM's whole loop over the steps is one
-call into C (csrc/loops.h), its products by that gemm: the Python loop below costs about 25 us a step, a sixth of
-a step at 256 units. The same math stays here as
-PyTorch operations (the `_Math` classes) for RNN cells, projections, other dtypes and devices, and machines
-without a C compiler; tests check the two against each other and gradcheck both.
+PyTorch would run it as about ten kernels, each a pass over the step's tensors. An LSTM's whole loop over the
+steps is one call into C (csrc/loops.h): the Python loop below costs about 25 us a step, a sixth of a step at
+256 units. The products, per step and over all steps (the input projection, the weight gradients), go through
+the compiled gemm of the same library (matmul.py), which runs them two to four times as fast as torch.mm on
+this project's (AMD) build machine. The same math stays here as PyTorch operations (the `_Math` classes) for
+RNN cells, projections, other dtypes and devices, and machines without a C compiler; tests check the two
+against each other and gradcheck both.
 
 Not supported: torch.func transforms (grad, vmap) of a stack that runs the engine (the Function keeps
 per-step values that setup_context could not see); fused=False runs the loop, which they can trace.
@@ -45,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from . import kernels
+from . import kernels, matmul
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
 from .regularizers import zoneout_keeps
 
@@ -69,6 +70,7 @@ def _pack(weight: Tensor, batch: int):
         return None
     if weight.numel() < _PACK_FROM:
         return None
+    weight = weight.contiguous()  # the backward's weight arrives transposed
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch)
         if _onednn_works is None:  # first use: check it against torch.mm on a small product
@@ -89,38 +91,31 @@ def _pack(weight: Tensor, batch: int):
         return None
 
 
-def _transposed(weight: Tensor) -> Tensor:
-    """weight (N, K) -> weight^T (K, N), contiguous: by the compiled kernel (csrc/transpose.h) for a float32 or
-    float64 CPU weight, which at hidden 1024 takes about 60% of the time of PyTorch's strided copy (7 ms against
-    12 for W_hh, two cores), else by PyTorch."""
-    lib = kernels.steps(weight.dtype) if weight.device.type == "cpu" else None
-    if lib is None:
-        return weight.t().contiguous()
-    weight = weight.contiguous()
-    out = weight.new_empty(weight.shape[1], weight.shape[0])
-    lib.set_threads(torch.get_num_threads())
-    lib.transpose(weight.shape[0], weight.shape[1], weight.data_ptr(), out.data_ptr())
-    return out
-
-
 class _Product:
-    """x (B, K) -> x weight^T (B, N) for a weight (N, K) used at every step of a pass.
+    """x (B, K) -> x weight^T (B, N) for a weight (N, K) used at every step of a pass; with transposed=True,
+    x (B, N) -> x weight (B, K) (the backward's products).
 
-    The recurrence's products have only B rows, and MKL's torch.mm does not parallelise such thin products well:
-    on CPU in float32 a large weight (see _PACK_FROM) is packed once per pass for oneDNN's matmul (the library
-    behind torch.nn.LSTM's fused CPU kernel), which runs them 1.3-2x faster at batch 32. Elsewhere torch.mm.
+    The recurrence's products have only B rows, which torch.mm (MKL) runs slowly on CPU: where the compiled gemm
+    runs (matmul.py: CPU, float32 or float64) the weight is packed for it once per pass (`compiled`, which the
+    LSTM's time loops in C also read). Without it, in float32 on CPU a large weight (see _PACK_FROM) is packed
+    once per pass for oneDNN's matmul (the library behind torch.nn.LSTM's fused CPU kernel), which runs them
+    1.3-2x faster than torch.mm at batch 32. Elsewhere torch.mm.
     """
 
-    def __init__(self, weight: Tensor, batch: int) -> None:
-        self.weight = weight
-        self.packed = _pack(weight, batch)
+    def __init__(self, weight: Tensor, batch: int, transposed: bool = False) -> None:
+        lib = matmul.library(weight)
+        self.compiled = matmul.Packed(lib, weight if transposed else weight.t()) if lib is not None else None
+        self.weight = weight.t() if transposed else weight  # (N, K): x -> x self.weight^T
+        self.onednn = None if lib is not None else _pack(self.weight, batch)
 
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
-        if self.packed is None:
+        if self.compiled is not None:
+            return self.compiled(x, add)
+        if self.onednn is None:
             return torch.mm(x, self.weight.t()) if add is None else torch.addmm(add, x, self.weight.t())
         if add is None or add.dim() == 1:  # a vector (GRU's b_hh) is the product's bias
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, add, "none", [], "")
-        return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")  # the sum in oneDNN's pass
+            return torch.ops.mkldnn._linear_pointwise(x, self.onednn, add, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.onednn, None, "add")  # the sum in oneDNN's pass
 
 
 # A cell's `_Math` runs its gate math forward step by step, and backward from coefficients prepared for all steps
@@ -367,16 +362,16 @@ class _Recurrence(torch.autograd.Function):
         # the compiled step (stackrnn/kernels.py): same math, one pass per step. An LSTM with layer norm needs the
         # input's raw product (g_ih), which run_direction hands over only where this kernel runs
         lib = _kernel_for(math, gi, g_hh, w_hr, g_ih)
-        # an LSTM's whole loop runs in C (csrc/loops.h) where torch's BLAS gemm was found and the product is not
-        # packed for oneDNN; backward follows forward's choice
-        ctx.gemm = lib.gemm if lib is not None and c0 is not None and product.packed is None else None
+        # an LSTM's whole loop runs in C (csrc/loops.h), its products by the compiled gemm, unless
+        # STACKRNN_KERNELS=steps asks for the Python loop over the same kernels; backward follows forward's choice
+        ctx.loop = lib is not None and c0 is not None and lib.loops and product.compiled is not None
         inputs = (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, g_ih, b_in)
         if lib is not None and c0 is None:  # GRU
             H_all, norms = _gru_kernel_forward(lib, math, product, gi, h0, b_hh, g_hh, a_h, h_mask, order)
             return _Recurrence._finish(ctx, lib, math, reverse, num_gates, H_all, None, valid, inputs, norms)
         if lib is not None:
             H_all, c_all, norms = _kernel_forward(lib, math, product, gi, h0, c0, g_hh, a_h, a_c, h_mask, reverse,
-                                                  g_ih, b_in, ctx.gemm)
+                                                  g_ih, b_in, ctx.loop)
             return _Recurrence._finish(ctx, lib, math, reverse, num_gates, H_all, c_all, valid, inputs, norms)
         if g_ih is not None:
             raise RuntimeError("the LSTM kernel was switched off between run_direction and the engine's forward")
@@ -454,7 +449,7 @@ class _Recurrence(torch.autograd.Function):
         if w_hr is not None:
             cell_out = math.cell_outputs()  # (T, B, H), for W_hr's gradient
             d_proj = d_out.new_empty(T, B, P)  # gradient of every step's projected h
-            project_t = _Product(_transposed(w_hr), B)  # dh (B, P) -> dh W_hr (B, H)
+            project_t = _Product(w_hr, B, transposed=True)  # dh (B, P) -> dh W_hr (B, H)
         dh = d_hT if d_hT is not None else torch.zeros_like(H_all[0])
         dc = d_cT if has_c and d_cT is not None and d_cT.numel() else (torch.zeros_like(c_all[0]) if has_c else None)
         # the gradient of every step's gh (after layer norm), in processing order; the LSTM kernel with layer norm
@@ -463,7 +458,7 @@ class _Recurrence(torch.autograd.Function):
         d_gh = d_out.new_empty(T, B, G) if not lstm_ln_kernel else None
         d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh  # ... and of h W_hh^T before it
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
-        product_t = _Product(_transposed(w_hh), B) if ctx.gemm is None else None  # dz -> dz W_hh
+        product_t = _Product(w_hh, B, transposed=True)  # dz -> dz W_hh
         d_gi = d_g_ih = d_b_in = None  # d_gi: set here where a kernel computes it, else from math below
         if ctx.lib is not None:
             ctx.lib.set_threads(torch.get_num_threads())
@@ -473,7 +468,7 @@ class _Recurrence(torch.autograd.Function):
         elif ctx.lib is not None:  # with layer norm, d_gi is that of x W_ih^T, which the kernel normalised
             dh, dc, d_gi, d_g_ih, d_b_in = _kernel_backward(ctx.lib, math, product_t, d_out, dh, dc, g_hh, norms, a_h,
                                                             a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in, reverse,
-                                                            ctx.gemm, w_hh)
+                                                            ctx.loop)
         else:
             math.prepare(c_all[:-1] if has_c else H_all[:-1])
             for s in range(T - 1, -1, -1):
@@ -505,10 +500,10 @@ class _Recurrence(torch.autograd.Function):
                     dc = dc_prev + dc_keep if a_c is not None else dc_prev
         # the weight gradients of all steps: one product over T * B rows
         h_in = H_all[:-1] * h_mask if h_mask is not None else H_all[:-1]
-        d_w = torch.mm(d_z.reshape(T * B, G).t(), h_in.reshape(T * B, P)) if ctx.needs_input_grad[5] else None
+        d_w = matmul.mm(d_z.reshape(T * B, G).t(), h_in.reshape(T * B, P)) if ctx.needs_input_grad[5] else None
         d_w_hr = None
         if w_hr is not None and ctx.needs_input_grad[14]:
-            d_w_hr = torch.mm(d_proj.reshape(T * B, P).t(), cell_out.reshape(T * B, H))
+            d_w_hr = matmul.mm(d_proj.reshape(T * B, P).t(), cell_out.reshape(T * B, H))
         d_b = d_gh.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[6] else None
         if d_gi is None:
             d_gi = math.input_grad() if not math.additive else d_gh
@@ -594,12 +589,12 @@ def _previous_dh(product_t, d_z: Tensor, direct: Tensor | None, h_mask: Tensor |
 
 def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh: Tensor | None,
                     a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, reverse: bool,
-                    g_ih: Tensor | None = None, b_in: Tensor | None = None, gemm: int | None = None):
+                    g_ih: Tensor | None = None, b_in: Tensor | None = None, loop: bool = False):
     """The LSTM recurrence with the compiled step: per step one product (gi[t] added in it unless layer norm comes
     between) and one call that does the layer norms (of gi[t] = x W_ih^T with g_ih and b_in, of h W_hh^T and of
-    c'), the gates, c, tanh(c), h, zoneout or padding and the next product's dropped-out input. With `gemm`
-    (torch's BLAS gemm, kernels.Steps.gemm) the whole loop is one call (csrc/loops.h), else a Python loop over
-    `product` and the step. Writes every step's gates and tanh(c') into math's buffers; returns H_all, c_all
+    c'), the gates, c, tanh(c), h, zoneout or padding and the next product's dropped-out input. With `loop` the
+    whole direction is one call (csrc/loops.h), its products by the compiled gemm (`product.compiled`), else a
+    Python loop over `product` and the step. Writes every step's gates and tanh(c') into math's buffers; returns H_all, c_all
     (T + 1, B, H) in processing order, and what the layer norms' backward reads (an empty list without): gi itself
     (in time order: backward normalises it again), then, in processing order, its blocks' means and 1 / std, LN(z)
     and its 1 / std, LN(c') and its 1 / std."""
@@ -616,19 +611,19 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
                  gi.new_empty(T, B, H), gi.new_empty(T, B)]
         gain_tensors = [_kernel_layout(t, gi) for t in (g_ih, b_in, g_hh, *math.norm_c)]  # held while C reads
         gains = [_at(x, 0) for x in gain_tensors]
-    if gemm is not None:
+    if loop:
         size = gi.element_size()  # the loops take step strides in values
         carries = (ah, ah_step // size, ah_sb, ah_sj, ac, ac_step // size, ac_sb, ac_sj)
         mask = _kernel_layout(h_mask.expand_as(H_all[0]), gi) if h_mask is not None else None
         spare = gi.new_empty(2, B, H) if mask is not None else None  # the products' dropped-out inputs, in turn
         scratch = gi.new_empty(B, G)  # a step's pre, or z = h W_hh^T with layer norm
         pointers = [_at(x, 0) for x in (mask, scratch, spare, math.act)]
-        w = _kernel_layout(product.weight, gi)
+        w = product.compiled.buffer.data_ptr(), product.compiled.tiles(B).data_ptr()  # W_hh^T packed, and its room
         if g_hh is None:
-            lib.lstm_forward_loop(gemm, T, B, H, reverse, gi.data_ptr(), w.data_ptr(), *carries, *pointers,
-                                  math.tc.data_ptr(), c_all.data_ptr(), H_all.data_ptr())
+            lib.lstm_forward_loop(T, B, H, reverse, gi.data_ptr(), *w, *carries, *pointers, math.tc.data_ptr(),
+                                  c_all.data_ptr(), H_all.data_ptr())
         else:
-            lib.lstm_ln_forward_loop(gemm, T, B, H, reverse, gi.data_ptr(), w.data_ptr(), *gains,
+            lib.lstm_ln_forward_loop(T, B, H, reverse, gi.data_ptr(), *w, *gains,
                                      _EPS, *carries, *pointers, *[_at(x, 0) for x in norms[1:5]], math.tc.data_ptr(),
                                      *[_at(x, 0) for x in norms[5:]], c_all.data_ptr(), H_all.data_ptr())
         return H_all, c_all, norms
@@ -658,14 +653,13 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
 def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor, g_hh: Tensor | None, norms,
                      a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, c_all: Tensor,
                      d_gh: Tensor | None, d_z: Tensor, d_g: Tensor | None, g_ih: Tensor | None = None,
-                     b_in: Tensor | None = None, reverse: bool = False, gemm: int | None = None,
-                     w_hh: Tensor | None = None):
+                     b_in: Tensor | None = None, reverse: bool = False, loop: bool = False):
     """_kernel_forward's backward over all steps (everything in processing order but the x W_ih^T that layer norm
     saved, which is in time order: reverse says how to read it): writes every step's gradient of h W_hh^T into d_z
     (T, B, G) and, without layer norm, that of pre into d_gh, the same tensor (with it, d_gh is None: that gradient
     lives a step); sums the gains' gradients into d_g and math's. Returns the gradients of h0 and c0 and, with
-    layer norm, those of x W_ih^T (T, B, G, processing order), g_ih and b_in (else None). With `gemm` (as forward
-    had it) the loop is one call into C, its products by w_hh (G, H); else a Python loop, by product_t."""
+    layer norm, those of x W_ih^T (T, B, G, processing order), g_ih and b_in (else None). With `loop` (as forward
+    had it) the loop is one call into C; else a Python loop. Either way its products are product_t's."""
     T, B, G = d_z.shape
     H = G // 4
     # what forward saved arrives contiguous (backward made sure); autograd's gradients may not be
@@ -687,19 +681,20 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         d_pre, xn = d_z.new_empty(B, G), d_z.new_empty(B, G)  # scratch: a step's gradient of pre, and LN(xw)
         xw, kept = _Steps(norms[0]), _Steps(*norms[1:])
         ln_scratch = scratch.data_ptr(), xn.data_ptr()
-    if gemm is not None:
+    if loop:
         size = d_z.element_size()
         carries = (ah, ah_step // size, ah_sb, ah_sj, ac, ac_step // size, ac_sb, ac_sj)
-        mask, w = _kernel_layout(h_mask, d_z), _kernel_layout(w_hh, d_z)
+        mask = _kernel_layout(h_mask, d_z)
+        w = product_t.compiled.buffer.data_ptr(), product_t.compiled.tiles(B).data_ptr()  # W_hh packed, its room
         tmp = torch.empty_like(dh) if mask is not None else None  # the product's part before the mask
         states = [x.data_ptr() for x in (d_out, dh, dc)]
         keeps = [_at(x, 0) for x in (keep_h, keep_c)]
         if g_hh is None:
-            lib.lstm_backward_loop(gemm, T, B, H, w.data_ptr(), math.act.data_ptr(), math.tc.data_ptr(),
-                                   c_all.data_ptr(), *carries, _at(mask, 0), *states, d_z.data_ptr(), *keeps,
+            lib.lstm_backward_loop(T, B, H, *w, math.act.data_ptr(), math.tc.data_ptr(), c_all.data_ptr(),
+                                   *carries, _at(mask, 0), *states, d_z.data_ptr(), *keeps,
                                    _at(tmp, 0))
         else:
-            lib.lstm_ln_backward_loop(gemm, T, B, H, reverse, w.data_ptr(), math.act.data_ptr(),
+            lib.lstm_ln_backward_loop(T, B, H, reverse, *w, math.act.data_ptr(),
                                       math.tc.data_ptr(), *[x.data_ptr() for x in norms], *gains, c_all.data_ptr(),
                                       *carries,
                                       _at(mask, 0), *states, d_pre.data_ptr(), d_xw.data_ptr(), d_z.data_ptr(), *sums,
@@ -804,13 +799,13 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     g_ih = None
     if lstm and cell.layer_norm and not cell.proj_size:
         # the LSTM kernel normalises x W_ih^T itself, step by step, in the pass it makes anyway
-        gi = nn.functional.linear(x, cell.weight_ih)
+        gi = matmul.linear(x, cell.weight_ih)
         if x.device.type == "cpu" and kernels.steps(gi.dtype) is not None:
             g_ih = cell.norm_ih.flatten()
         else:
             gi = cell._normalised(gi, cell.norm_ih, bias)
     else:
-        gi = cell.project_input(x, bias)
+        gi = cell.project_input(x, bias, linear=matmul.linear)
     dtype = gi.dtype  # under autocast the projection's precision; the recurrence follows it
 
     valid = mask.to(dtype) if mask is not None else None  # (T, B, 1): 1 at valid steps, 0 at padding

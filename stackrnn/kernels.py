@@ -1,13 +1,11 @@
-"""Compiled pointwise kernels for the engine's per-step work (stackrnn/csrc/), built on first use.
+"""Compiled kernels for the engine (stackrnn/csrc/), built on first use.
 
-The engine's matrix products already run in oneDNN or BLAS; what is left per step is pointwise gate math, which
-PyTorch runs as about ten separate kernels, each a pass over the step's tensors. `csrc/steps.c` does an LSTM or
-GRU step's forward or backward in one pass, its rows shared between torch's threads with OpenMP, and
-`csrc/loops.h` an LSTM's whole time loop around those steps, with each step's product by the BLAS gemm that
-torch's own library exports (found here, and checked against torch.mm, by `_gemm`); `csrc/drop.h` is weight drop's
-pass over W_hh (regularizers.drop_weight), and `csrc/transpose.h` the copy of W_hh^T the engine's backward packs.
-It is plain C
-with no headers beyond the C library's (and omp.h): it compiles in well under a second with the system's C
+What is left per step once the products are done is pointwise gate math, which PyTorch runs as about ten
+separate kernels, each a pass over the step's tensors. `csrc/steps.c` does an LSTM or GRU step's forward or
+backward in one pass, its rows shared between torch's threads with OpenMP; `csrc/gemm.h` is the engine's matrix
+product (stackrnn/matmul.py), and `csrc/loops.h` an LSTM's whole time loop around the steps and their products;
+`csrc/drop.h` is weight drop's pass over W_hh (regularizers.drop_weight). It is plain C (with GCC's vector
+extensions, which clang has too) with no headers beyond the C library's (and omp.h): it compiles in well under a second with the system's C
 compiler, once per machine (an OpenMP build is first tried in a separate interpreter beside torch, a few
 seconds); the shared library is cached in `kernel_dir()` under a name that hashes the sources, the compiler, the
 CPU, torch and the flags, and is loaded with ctypes. Where OpenMP is not to be had, it is built single-threaded.
@@ -40,7 +38,7 @@ import torch
 
 _SOURCE = Path(__file__).with_name("csrc") / "steps.c"
 _HEADERS = [_SOURCE.with_name(name)  # the headers steps.c includes
-            for name in ("common.h", "lstm.h", "gru.h", "loops.h", "drop.h", "transpose.h")]
+            for name in ("common.h", "lstm.h", "gru.h", "gemm.h", "loops.h", "drop.h")]
 _FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 _LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -73,24 +71,23 @@ def _signatures(real) -> dict[str, list]:
         "gru_ln_forward_step": [_I, _I, _P, _P, _P, _P, real, _P, *_CARRIES[:3], *[_P] * 8],
         # B, H, rz, n, ghn, zn, rzs, g_hh, h_prev, a_h and its strides, d_out, dh, d_gi, d_gh, d_z, d_g_hh, keep_h
         "gru_ln_backward_step": [_I, _I, *[_P] * 7, *_CARRIES[:3], *[_P] * 7],
-        # gemm, rows, n, k, x, w, accumulate, y
-        "blas_times_wt": [_P, _I, _I, _I, _P, _P, _I, _P],
-        "blas_times_w": [_P, _I, _I, _I, _P, _P, _I, _P],
-        # gemm, T, B, H, reverse, gi, w_hh, carries, h_mask, pre, spare, act, tc, c_all, h_all
-        "lstm_forward_loop": [_P, _I, _I, _I, _I, _P, _P, *_STEP_CARRIES, *[_P] * 7],
-        # gemm, T, B, H, w_hh, act, tc, c_all, carries, h_mask, d_out, dh, dc, d_z, keep_h, keep_c, tmp
-        "lstm_backward_loop": [_P, _I, _I, _I, _P, _P, _P, _P, *_STEP_CARRIES, *[_P] * 8],
-        # gemm, T, B, H, reverse, xw, w_hh, g_ih, bias, g_hh, gain_c, shift_c, eps, carries, h_mask, z, spare, act,
-        # mx, rx, zn, rz, tc, cn, rc, c_all, h_all
-        "lstm_ln_forward_loop": [_P, _I, _I, _I, _I, *[_P] * 7, real, *_STEP_CARRIES, *[_P] * 13],
-        # gemm, T, B, H, reverse, w_hh, act, tc, xw, mx, rx, zn, rz, cn, rc, g_ih, g_hh, gain_c, c_all, carries,
-        # h_mask, d_out, dh, dc, d_pre, d_xw, d_z, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h, keep_c,
-        # scratch, xn, tmp
-        "lstm_ln_backward_loop": [_P, _I, _I, _I, _I, *[_P] * 14, *_STEP_CARRIES, *[_P] * 17],
+        # K, N, b, its strides, packed (csrc/gemm.h)
+        "pack_b": [_N, _N, _P, _N, _N, _P],
+        # M, N, K, a, its strides, packed b, add, its row stride, y, its row stride, tiles
+        "gemm_packed": [_N, _N, _N, _P, _N, _N, _P, _P, _N, _P, _N, _P],
+        # T, B, H, reverse, gi, packed w_hh, tiles, carries, h_mask, pre, spare, act, tc, c_all, h_all (csrc/loops.h)
+        "lstm_forward_loop": [_I, _I, _I, _I, _P, _P, _P, *_STEP_CARRIES, *[_P] * 7],
+        # T, B, H, packed w_hh, tiles, act, tc, c_all, carries, h_mask, d_out, dh, dc, d_z, keep_h, keep_c, tmp
+        "lstm_backward_loop": [_I, _I, _I, _P, _P, _P, _P, _P, *_STEP_CARRIES, *[_P] * 8],
+        # T, B, H, reverse, xw, packed w_hh, tiles, g_ih, bias, g_hh, gain_c, shift_c, eps, carries, h_mask, z, spare,
+        # act, mx, rx, zn, rz, tc, cn, rc, c_all, h_all
+        "lstm_ln_forward_loop": [_I, _I, _I, _I, *[_P] * 8, real, *_STEP_CARRIES, *[_P] * 13],
+        # T, B, H, reverse, packed w_hh, tiles, act, tc, xw, mx, rx, zn, rz, cn, rc, g_ih, g_hh, gain_c, c_all,
+        # carries, h_mask, d_out, dh, dc, d_pre, d_xw, d_z, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h,
+        # keep_c, scratch, xn, tmp
+        "lstm_ln_backward_loop": [_I, _I, _I, _I, *[_P] * 15, *_STEP_CARRIES, *[_P] * 17],
         # n, bits, threshold, words, scale, in, out (csrc/drop.h)
         "drop_connect": [_N, _I, _I, _P, real, _P, _P],
-        # rows, cols, in, out (csrc/transpose.h)
-        "transpose": [_N, _N, _P, _P],
     }
 
 
@@ -298,88 +295,37 @@ def _load():
         for name, args in _signatures(real).items():
             function = getattr(lib, name + suffix)
             function.argtypes, function.restype = args, None
+        for name in ("packed_size", "tile_space"):  # (K, N) and (M, K): how many values gemm.h's packed forms take
+            function = getattr(lib, name + suffix)
+            function.argtypes, function.restype = [_N, _N], _N
     lib.set_threads.argtypes, lib.set_threads.restype = [ctypes.c_int], ctypes.c_int
     lib.kernel_team.argtypes, lib.kernel_team.restype = [], ctypes.c_int
     return lib
 
 
-# BLAS's gemm in the library torch calls it in (MKL or OpenBLAS, linked into libtorch_cpu in Linux and Windows
-# wheels on x86), by its Fortran name per type
-_GEMM = {torch.float32: "sgemm_", torch.float64: "dgemm_"}
-
-
-def _torch_libraries() -> list[Path]:
-    folder = Path(torch.__file__).parent / "lib"
-    return sorted([*folder.glob("libtorch_cpu.*"), *folder.glob("torch_cpu.dll")])
-
-
-def _gemm(lib, dtype: torch.dtype) -> int | None:
-    """The address of torch's own BLAS gemm for dtype, for the time loops (csrc/loops.h), where it is exported
-    and computes what torch.mm does in both layouts the loops use; else None, and the engine loops in Python.
-    loops.h passes its integers as 64-bit values, which an LP64 BLAS reads right only on a little-endian machine."""
-    if sys.byteorder != "little" or os.environ.get("STACKRNN_KERNELS", "").strip().lower() == "steps":
-        return None
-    suffix = _SUFFIX[dtype]
-    for path in _torch_libraries():
-        try:
-            address = ctypes.cast(getattr(ctypes.CDLL(str(path)), _GEMM[dtype]), ctypes.c_void_p).value
-        except (OSError, AttributeError):
-            continue
-        try:
-            if _gemm_agrees(lib, suffix, address, dtype):
-                return address
-        except Exception as error:  # never worse than the Python loop
-            _LOG.info("checking %s in %s failed: %s", _GEMM[dtype], path, error)
-        _LOG.info("%s in %s disagrees with torch.mm: the engine loops over steps in Python", _GEMM[dtype], path)
-    return None
-
-
-def _gemm_agrees(lib, suffix: str, address: int, dtype: torch.dtype) -> bool:
-    """Whether the gemm at address computes torch.mm's results through both products the loops run, with and
-    without accumulating, on small odd sizes: its interface (integer width, transposes, leading dimensions) is what
-    this checks; the bands loops.h cuts a product into are the tests' to check."""
-    make = torch.Generator().manual_seed(0)  # its own generator: never shift a seeded run's masks
-    for rows, n, k in ((5, 3, 7), (2, 9, 4)):
-        x, w, y0 = (torch.randn(*shape, generator=make, dtype=dtype) for shape in ((rows, k), (n, k), (rows, n)))
-        d, y1 = torch.randn(rows, n, generator=make, dtype=dtype), torch.randn(rows, k, generator=make, dtype=dtype)
-        got = []
-        for accumulate in (0, 1):
-            y_wt, y_w = y0.clone(), y1.clone()
-            getattr(lib, "blas_times_wt" + suffix)(address, rows, n, k, x.data_ptr(), w.data_ptr(), accumulate,
-                                                   y_wt.data_ptr())
-            getattr(lib, "blas_times_w" + suffix)(address, rows, n, k, d.data_ptr(), w.data_ptr(), accumulate,
-                                                  y_w.data_ptr())
-            got += [y_wt, y_w]
-        want = [x @ w.t(), d @ w, y0 + x @ w.t(), y1 + d @ w]
-        if not all(torch.allclose(g, t, rtol=1e-5, atol=1e-5) for g, t in zip(got, want)):
-            return False
-    return True
-
-
 class Steps:
-    """The step kernels for one floating type, as functions: lstm_forward, lstm_backward, lstm_ln_forward,
+    """The kernels for one floating type, as functions: the steps lstm_forward, lstm_backward, lstm_ln_forward,
     lstm_ln_backward, gru_forward, gru_backward, gru_ln_forward, gru_ln_backward (csrc/lstm.h and gru.h document
-    their arguments); the LSTM's time loops lstm_forward_loop, lstm_backward_loop, lstm_ln_forward_loop and
-    lstm_ln_backward_loop (csrc/loops.h), which take `gemm`: torch's BLAS gemm for this type, or None where it
-    could not be had (the engine then loops in Python); blas_times_wt and blas_times_w, the loops' two products
-    on their own (for the check of that gemm); set_threads(n), the most threads a step may share its
-    rows between from now on (n >= 1; it returns the count, 0 in a build without OpenMP, where one thread runs
-    them); kernel_team(), the number of threads the last layer norm's backward step ran on; and two passes over
-    a whole weight: drop_connect, weight drop's (csrc/drop.h), and transpose, the engine's copy of W_hh^T
-    (csrc/transpose.h)."""
+    their arguments); the matrix product's pack_b, gemm_packed, packed_size and tile_space (csrc/gemm.h, for
+    stackrnn/matmul.py); the LSTM's time loops lstm_forward_loop, lstm_backward_loop, lstm_ln_forward_loop and
+    lstm_ln_backward_loop (csrc/loops.h), and `loops`, whether the engine runs them (False under
+    STACKRNN_KERNELS=steps: it loops over the steps in Python); set_threads(n), the most threads a step or product
+    may share its work between from now on (n >= 1; it returns the count, 0 in a build without OpenMP, where one
+    thread runs them); kernel_team(), the number of threads the last layer norm's backward step ran on; and
+    drop_connect, weight drop's pass over a whole weight (csrc/drop.h)."""
 
     def __init__(self, lib, dtype: torch.dtype) -> None:
         suffix = _SUFFIX[dtype]
-        for name in _signatures(ctypes.c_float):
+        for name in [*_signatures(ctypes.c_float), "packed_size", "tile_space"]:
             setattr(self, name.removesuffix("_step"), getattr(lib, name + suffix))
         self.set_threads, self.kernel_team = lib.set_threads, lib.kernel_team
-        self.gemm = _gemm(lib, dtype)
+        self.loops = os.environ.get("STACKRNN_KERNELS", "").strip().lower() != "steps"
 
 
 def steps(dtype: torch.dtype = torch.float32) -> Steps | None:
-    """The step kernels for float32 or float64, or None where they cannot be had (another dtype, no compiler,
+    """The kernels for float32 or float64, or None where they cannot be had (another dtype, no compiler,
     STACKRNN_KERNELS=0). Built at most once per process, loaded from the cache after that. STACKRNN_KERNELS=steps
-    keeps the step kernels but not their time loops (for comparison: the engine then loops in Python)."""
+    keeps the kernels but not the LSTM's time loops (for comparison: the engine then loops in Python)."""
     if not enabled() or dtype not in _SUFFIX:
         return None
     if "steps" not in _loaded:

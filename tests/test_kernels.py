@@ -61,13 +61,14 @@ def counted(monkeypatch):
                 for prefix in ("lstm_", "lstm_ln_"):
                     loop = prefix + name + "_loop"
                     setattr(self, loop, self._counted(name, getattr(steps, loop), loop=True))
-            self.set_threads, self.kernel_team, self.gemm = steps.set_threads, steps.kernel_team, steps.gemm
-            self.drop_connect, self.transpose = steps.drop_connect, steps.transpose  # whole-weight passes, not steps
+            self.set_threads, self.kernel_team, self.loops = steps.set_threads, steps.kernel_team, steps.loops
+            for name in ("pack_b", "gemm_packed", "packed_size", "tile_space", "drop_connect"):  # not steps
+                setattr(self, name, getattr(steps, name))
 
         @staticmethod
         def _counted(name, function, loop=False):
             def call(*args):
-                calls[name] += args[1] if loop else 1  # a loop's second argument: its steps
+                calls[name] += args[0] if loop else 1  # a loop's first argument: its steps
                 calls["loops"] += loop
                 function(*args)
             return call
@@ -202,12 +203,9 @@ LOOP_CASES = ["zoneout pair", "recurrent dropout", "all, bidirectional", "layer 
 @pytest.mark.parametrize("option", LOOP_CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_the_time_loops_in_c_equal_the_python_loop_over_the_same_steps(option, dtype, counted, monkeypatch):
-    """The LSTM's whole direction in one call into C (csrc/loops.h, products by torch's BLAS gemm) against the
-    engine's Python loop over the same step kernels (products by torch.mm): padded, both directions, with the
-    first product's dropped-out input, the carries read at each step's time, and the saved x W_ih^T read back to
-    front in the reverse direction."""
-    if kernels.steps(dtype).gemm is None:
-        pytest.skip("no BLAS gemm found in torch's library here: the engine loops in Python")
+    """The LSTM's whole direction in one call into C (csrc/loops.h) against the engine's Python loop over the same
+    step kernels and products: padded, both directions, with the first product's dropped-out input, the carries
+    read at each step's time, and the saved x W_ih^T read back to front in the reverse direction."""
     torch.manual_seed(10)
     stack = StackedRNN(5, layers=[LSTM(12, **CASES[option]), LSTM(7, **CASES[option])]).to(dtype).train()
     x, lengths = torch.randn(8, 3, 5, dtype=dtype), torch.tensor([8, 5, 2])
@@ -215,7 +213,7 @@ def test_the_time_loops_in_c_equal_the_python_loop_over_the_same_steps(option, d
     in_c = _run(stack, x, lengths)
     assert counted["loops"] == 2 * 2 * dirs and counted["forward"] == counted["backward"] == 8 * 2 * dirs
     monkeypatch.setenv("STACKRNN_KERNELS", "steps")
-    monkeypatch.setattr(kernels, "_loaded", {})  # loaded again (from the cache) without the gemm
+    monkeypatch.setattr(kernels, "_loaded", {})  # loaded again (from the cache), without the loops
     in_python = _run(stack, x, lengths)
     assert counted["loops"] == 2 * 2 * dirs and counted["forward"] == 8 * 2 * dirs * 2  # steps from Python now
     # float32 layer norm is badly conditioned (see the first test): the products' rounding differs by more there
@@ -226,12 +224,9 @@ def test_the_time_loops_in_c_equal_the_python_loop_over_the_same_steps(option, d
 
 @pytest.mark.parametrize("option", ["zoneout pair", "layer norm, all, bidirectional"])
 def test_the_time_loops_share_products_and_rows_between_threads(option, two_threads, counted):
-    """17 rows of 256 units: each product's columns and each step's rows shared between two threads (loops.h's
-    product_threads, steps.c's threads_for), with a W_hh small enough to stay off oneDNN's packed path. The
-    results equal one thread's; two runs on two threads agree to the bit (the gains' sums are kept per chunk of
-    rows over all steps, and added in chunk order)."""
-    if kernels.steps(torch.float32).gemm is None:
-        pytest.skip("no BLAS gemm found in torch's library here: the engine loops in Python")
+    """17 rows of 256 units: each product's panels and each step's rows shared between two threads (gemm.h's
+    gemm_threads, steps.c's threads_for). The results equal one thread's; two runs on two threads agree to the
+    bit (the gains' sums are kept per chunk of rows over all steps, and added in chunk order)."""
     torch.manual_seed(11)
     stack = StackedRNN(6, layers=[LSTM(256, **CASES[option])]).train()
     x, lengths = torch.randn(3, 17, 6), torch.tensor([3, 1, 2] * 5 + [3, 3])
@@ -244,17 +239,6 @@ def test_the_time_loops_share_products_and_rows_between_threads(option, two_thre
     for a, b, c in zip([*shared[0], *shared[1]], [*again[0], *again[1]], [*alone[0], *alone[1]]):
         assert torch.equal(a, b)
         torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
-
-
-def test_a_gemm_that_disagrees_with_torch_is_not_used(fresh, monkeypatch):
-    """The gemm found in torch's library is checked against torch.mm before the loops get it: here float64 is
-    offered sgemm_, which reads its doubles as floats."""
-    monkeypatch.setitem(kernels._GEMM, torch.float64, "sgemm_")
-    if kernels.steps(torch.float32).gemm is None:
-        pytest.skip("no BLAS gemm found in torch's library here")
-    assert kernels.steps(torch.float64).gemm is None
-    stack = StackedRNN(3, layers=[LSTM(4, zoneout=0.2)]).double().train()
-    stack(torch.randn(2, 1, 3, dtype=torch.float64))[0].sum().backward()  # the Python loop over the steps
 
 
 # One layer-norm LSTM backward step on fixed inputs through ctypes, asking for two threads; prints the team it got
@@ -550,23 +534,3 @@ def test_a_gru_without_biases_and_under_a_layout_changing_hook(counted, monkeypa
     slow = _run(stack.train(), x, torch.tensor([7, 5, 2]))
     for a, b in zip([*fast[0], *fast[1]], [*slow[0], *slow[1]]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_compiled_transpose_equals_torchs_over_whole_and_partial_tiles(dtype):
-    """engine._transposed (csrc/transpose.h), which the backward packs W_hh^T from: tiles of 16 with edges in both
-    directions, a single row or column, a strided input, and a weight large enough to be shared between threads,
-    on one thread and on two (where the kernels were built with OpenMP)."""
-    from stackrnn.engine import _transposed
-
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            for rows, cols in ((1, 1), (5, 7), (16, 16), (17, 33), (300, 1), (1, 300), (640, 205), (0, 3)):
-                a = torch.randn(rows, cols, dtype=dtype)
-                for weight in (a, a.t()):
-                    out = _transposed(weight)
-                    assert out.is_contiguous() and torch.equal(out, weight.t()), (threads, rows, cols, weight.stride())
-    finally:
-        torch.set_num_threads(before)

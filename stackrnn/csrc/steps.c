@@ -4,8 +4,8 @@
    matrix products around it. PyTorch runs the same math as about ten separate kernels per step, each a pass over
    the step's gates; on a CPU those passes, not the arithmetic, are most of a small layer's step time.
 
-   The kernels are written once, in common.h, lstm.h, gru.h and loops.h (and, for whole weights, drop.h and
-   transpose.h), over a type `real`, and built here twice: for float32 (the engine's fast path, exported as
+   The kernels are written once, in common.h, lstm.h, gru.h, gemm.h and loops.h (and, for a whole weight,
+   drop.h), over a type `real`, and built here twice: for float32 (the engine's fast path, exported as
    *_f32) and for float64 (*_f64: the same code, so that gradcheck in float64 checks the backward formulas that
    float32 training runs).
 
@@ -129,7 +129,7 @@ static int threads_for(int B, int H) {
     return n < 1 ? 1 : n;
 }
 
-/* Kernels over a whole weight (drop.h, transpose.h) share it between threads in blocks of this many values (a
+/* Kernels over a whole weight (drop.h, gemm.h's packing) share it between threads in blocks of this many values (a
    multiple of 32), at least one block per thread: below that, waking a thread costs more than its share. */
 #define WEIGHT_BLOCK ((int64_t)65536)
 
@@ -140,14 +140,34 @@ static int threads_for_values(int64_t n) {
     return t < 1 ? 1 : t;
 }
 
+/* gemm.h's register block for the target: MR rows by NRV vectors of GEMM_VBYTES bytes, the MR x NRV sums, NRV
+   vectors of b and a broadcast value held in registers: 24 of AVX-512's 32 (and of NEON's 32), 12 of AVX2's 16. */
+#if defined(__AVX512F__)
+#define GEMM_VBYTES 64
+#define GEMM_MR 8
+#define GEMM_NRV 3
+#elif defined(__AVX__)
+#define GEMM_VBYTES 32
+#define GEMM_MR 6
+#define GEMM_NRV 2
+#elif defined(__aarch64__)
+#define GEMM_VBYTES 16
+#define GEMM_MR 8
+#define GEMM_NRV 3
+#else  /* SSE2 and the like: 16 registers of 16 bytes */
+#define GEMM_VBYTES 16
+#define GEMM_MR 4
+#define GEMM_NRV 3
+#endif
+
 #define real float
 #define FN(name) name##_f32
 #include "common.h"
 #include "lstm.h"
 #include "gru.h"
+#include "gemm.h"
 #include "loops.h"
 #include "drop.h"
-#include "transpose.h"
 #undef real
 #undef FN
 
@@ -156,8 +176,8 @@ static int threads_for_values(int64_t n) {
 #include "common.h"
 #include "lstm.h"
 #include "gru.h"
+#include "gemm.h"
 #include "loops.h"
 #include "drop.h"
-#include "transpose.h"
 #undef real
 #undef FN

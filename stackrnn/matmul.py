@@ -1,0 +1,107 @@
+"""The engine's matrix products, by the compiled gemm (stackrnn/csrc/gemm.h) where it runs: CPU tensors of
+float32 or float64, with the C kernels built (kernels.steps). Elsewhere torch's own products, with the same
+results to float rounding.
+
+Why not torch.mm: on CPU torch's float32 products go to MKL, which on AMD processors runs its AVX2 code. On this
+project's build machine (AMD Zen 5, two cores) torch.mm ran the engine's products at about a third (the 32-row
+products of the recurrence) to a half (a layer's input projection and weight gradients, over all T * B rows) of
+the speed of oneDNN, which torch.nn.LSTM's fused kernel runs; gemm.h ran them as fast as oneDNN. Layers that the
+fused kernel runs never come here.
+
+Dimension key: M rows, K the summed dimension, N columns (a (M, K) @ b (K, N)); D inputs, G outputs of a linear.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from . import kernels
+
+
+def library(*tensors: Tensor):
+    """kernels.steps() for these tensors where the compiled gemm can multiply them (all on the CPU, of one dtype,
+    float32 or float64), its threads set to torch's count; else None."""
+    first = tensors[0]
+    if first.device.type != "cpu" or any(t.device != first.device or t.dtype != first.dtype for t in tensors):
+        return None
+    lib = kernels.steps(first.dtype)
+    if lib is not None:
+        lib.set_threads(torch.get_num_threads())
+    return lib
+
+
+class Packed:
+    """b (K, N), any strides, packed once for the compiled gemm; then packed(a) = a @ b for any a (M, K), as
+    often as the recurrence needs it (b's values are copied: later changes to b are not seen).
+
+    `lib` is library(b) (not None)."""
+
+    def __init__(self, lib, b: Tensor) -> None:
+        self.lib, (self.K, self.N) = lib, b.shape
+        self.buffer = b.new_empty(lib.packed_size(self.K, self.N))
+        lib.pack_b(self.K, self.N, b.data_ptr(), b.stride(0), b.stride(1), self.buffer.data_ptr())
+        self._tiles = {}  # rows M -> room for a's packed rows: the recurrence asks for the same M every step
+
+    def tiles(self, rows: int) -> Tensor:
+        """Room for the packed rows of an a with this many rows (csrc/gemm.h's tile_space), kept for the next call."""
+        if rows not in self._tiles:
+            self._tiles[rows] = self.buffer.new_empty(max(1, self.lib.tile_space(rows, self.K)))
+        return self._tiles[rows]
+
+    def __call__(self, a: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """a (M, K) @ b, plus add ((M, N), or a bias (N,) for every row) where given, into out (M, N, contiguous)
+        where given. a and add in any strides, of b's dtype and device."""
+        M = a.shape[0]
+        y = a.new_empty(M, self.N) if out is None else out
+        if M == 0 or self.N == 0:
+            return y
+        if add is not None:
+            if add.dim() == 1:
+                add = add.unsqueeze(0)
+            if add.stride(1) != 1:
+                add = add.contiguous()
+        ld_add = 0 if add is None or add.shape[0] == 1 else add.stride(0)
+        self.lib.gemm_packed(M, self.N, self.K, a.data_ptr(), a.stride(0), a.stride(1), self.buffer.data_ptr(),
+                             None if add is None else add.data_ptr(), ld_add, y.data_ptr(), y.stride(0),
+                             self.tiles(M).data_ptr())
+        return y
+
+
+def mm(a: Tensor, b: Tensor, add: Tensor | None = None) -> Tensor:
+    """a (M, K) @ b (K, N) (+ add, (M, N) or (N,)), any strides: the compiled gemm where it runs, else torch."""
+    lib = library(a, b) if add is None else library(a, b, add)
+    if lib is None or a.numel() == 0 or b.numel() == 0:
+        return torch.mm(a, b) if add is None else torch.addmm(add, a, b)
+    return Packed(lib, b)(a, add)
+
+
+class _Linear(torch.autograd.Function):
+    """y = x W^T + b over all leading dimensions of x, its three products by the compiled gemm."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])  # (M, D)
+        ctx.save_for_backward(rows, weight)
+        ctx.shape, ctx.bias = x.shape, bias is not None
+        return mm(rows, weight.t(), bias).view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    @once_differentiable  # the engine's recurrence, which reads this layer's output, is once-differentiable too
+    def backward(ctx, dy: Tensor):
+        rows, weight = ctx.saved_tensors
+        dy = dy.reshape(-1, weight.shape[0])  # (M, G), maybe broadcast (stride 0): the gemm reads any strides
+        dx = mm(dy, weight).view(ctx.shape) if ctx.needs_input_grad[0] else None
+        dw = mm(dy.t(), rows) if ctx.needs_input_grad[1] else None  # (G, D), one product over all M rows
+        db = dy.sum(0) if ctx.bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """torch.nn.functional.linear(x, weight, bias): x (..., D), weight (G, D), bias (G,) or None -> (..., G), by
+    the compiled gemm forward and backward where it runs (not under autocast, which chooses its own precision)."""
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    if (x.numel() == 0 or torch.is_autocast_enabled(x.device.type) or library(*tensors) is None):
+        return torch.nn.functional.linear(x, weight, bias)
+    return _Linear.apply(x, weight, bias)
