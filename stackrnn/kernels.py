@@ -295,9 +295,9 @@ def _load():
         for name, args in _signatures(real).items():
             function = getattr(lib, name + suffix)
             function.argtypes, function.restype = args, None
-        for name in ("packed_size", "tile_space"):  # (K, N) and (M, K): how many values gemm.h's packed forms take
+        for name, args in (("packed_size", [_N, _N]), ("tile_space", [_N, _N, _N])):  # gemm.h's room, in values
             function = getattr(lib, name + suffix)
-            function.argtypes, function.restype = [_N, _N], _N
+            function.argtypes, function.restype = args, _N
     lib.set_threads.argtypes, lib.set_threads.restype = [ctypes.c_int], ctypes.c_int
     lib.kernel_team.argtypes, lib.kernel_team.restype = [], ctypes.c_int
     return lib

@@ -42,13 +42,15 @@ class Packed:
         self.lib, (self.K, self.N) = lib, b.shape
         self.buffer = b.new_empty(lib.packed_size(self.K, self.N))
         lib.pack_b(self.K, self.N, b.data_ptr(), b.stride(0), b.stride(1), self.buffer.data_ptr())
-        self._tiles = {}  # rows M -> room for a's packed rows: the recurrence asks for the same M every step
+        self._tiles = {}  # (rows M, a's stride along K) -> the product's room: the recurrence asks the same each step
 
-    def tiles(self, rows: int) -> Tensor:
-        """Room for the packed rows of an a with this many rows (csrc/gemm.h's tile_space), kept for the next call."""
-        if rows not in self._tiles:
-            self._tiles[rows] = self.buffer.new_empty(max(1, self.lib.tile_space(rows, self.K)))
-        return self._tiles[rows]
+    def tiles(self, rows: int, step: int = 1) -> Tensor:
+        """The room csrc/gemm.h needs (tile_space) for an a of this many rows, `step` apart along K (1: a's rows
+        run along memory), kept for the next call."""
+        key = rows, step == 1
+        if key not in self._tiles:
+            self._tiles[key] = self.buffer.new_empty(max(1, self.lib.tile_space(rows, self.K, step)))
+        return self._tiles[key]
 
     def __call__(self, a: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
         """a (M, K) @ b, plus add ((M, N), or a bias (N,) for every row) where given, into out (M, N, contiguous)
@@ -65,7 +67,7 @@ class Packed:
         ld_add = 0 if add is None or add.shape[0] == 1 else add.stride(0)
         self.lib.gemm_packed(M, self.N, self.K, a.data_ptr(), a.stride(0), a.stride(1), self.buffer.data_ptr(),
                              None if add is None else add.data_ptr(), ld_add, y.data_ptr(), y.stride(0),
-                             self.tiles(M).data_ptr())
+                             self.tiles(M, a.stride(1)).data_ptr())
         return y
 
 

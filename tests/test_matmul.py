@@ -87,7 +87,7 @@ def test_a_packed_weight_serves_every_step_and_its_room_is_kept(compiled_only):
         got = packed(x, out=out[:rows]) if rows == 5 else packed(x)
         torch.testing.assert_close(got, x @ w.t())
     assert got is not out and packed(torch.randn(5, 24), out=out) is out
-    assert sorted(packed._tiles) == [1, 3, 5]
+    assert sorted(packed._tiles) == [(1, True), (3, True), (5, True)]
 
 
 def test_an_empty_sum_gives_the_added_values_and_empty_products_run(compiled_only):

@@ -6,12 +6,13 @@
    GFLOPS and a layer's input projection and weight gradients (over all T * B rows) at 165-177, where oneDNN
    (torch.nn.LSTM's fused kernel) ran the same products at 300-400. This kernel ran them at 340-420 there.
 
-   The method is the usual one (GotoBLAS, BLIS): b is packed once into panels of NR columns (GEMM_NRV vectors), each panel
-   (K, NR) row-major and zero-padded past N; a is packed in blocks of rows, each tile of GEMM_MR rows stored
-   (K, MR), zero-padded past M; one tile of MR x NR outputs is kept in registers over all of K, each step of k
-   one load of the panel's NR values and MR multiply-adds by a broadcast value of a's tile. The vectors are GCC's
-   vector extensions (GCC and clang), so the same code is AVX-512, AVX2, NEON or SSE2 for the machine it is
-   built for (-march=native), with the register block chosen in steps.c to fit its registers.
+   The method is the usual one (GotoBLAS, BLIS): b is packed once into panels of NR columns (GEMM_NRV vectors),
+   each panel (K, NR) row-major and zero-padded past N; one tile of MR x NR outputs is kept in registers over all
+   of K, each step of k one load of the panel's NR values and MR multiply-adds by a broadcast value of a. a is read
+   where it is when its rows run along memory, and otherwise packed first, a block of rows at a time, into tiles
+   of MR rows stored (K, MR). The vectors are GCC's vector extensions (GCC and clang), so the same code is AVX-512,
+   AVX2, NEON or SSE2 for the machine it is built for (-march=native), with the register block chosen in steps.c
+   to fit its registers.
 
    Every output is one tile's sum over all of K in order, whatever the threads: the result does not depend on
    how many threads share a product, nor on the split. Threads share a product's (panel, tile) pairs, panel by
@@ -84,18 +85,21 @@ static void FN(pack_tile)(int64_t t, int64_t m0, int64_t rows, int64_t K, const 
         for (int64_t k = 0; k < K; k++) out[k * MR + m] = 0;
 }
 
-/* One tile: y[m, j] = add[m, j] + sum over k of tile[k, m] panel[k, j], for the first mr rows and nc columns
-   (the rest is the packing's zero padding). The MR x NR sums stay in registers. */
-static void FN(kernel)(int64_t K, const real *RESTRICT tile, const real *RESTRICT panel, int mr, int nc,
-                       const real *add, int64_t ld_add, real *y, int64_t ldy) {
+/* One tile: y[m, j] = add[m, j] + sum over k of rows[m][k step] panel[k, j], for the first mr rows and nc
+   columns (the rest is padding: zero rows of a, the packing's zero columns of b). The MR x NR sums stay in
+   registers. */
+static void FN(kernel)(int64_t K, const real *const *rows, int64_t step, const real *RESTRICT panel, int mr,
+                       int nc, const real *add, int64_t ld_add, real *y, int64_t ldy) {
+    const real *r[MR];
+    for (int m = 0; m < MR; m++) r[m] = rows[m];
     FN(vec) sum[MR][GEMM_NRV];
     for (int m = 0; m < MR; m++)
         for (int v = 0; v < GEMM_NRV; v++) sum[m][v] = (FN(vec)){0};
-    for (int64_t k = 0; k < K; k++) {
+    for (int64_t k = 0, at = 0; k < K; k++, at += step) {
         FN(vec) b[GEMM_NRV];
         for (int v = 0; v < GEMM_NRV; v++) b[v] = *(const FN(vec_u) *)(panel + k * NR + v * VL);
         for (int m = 0; m < MR; m++) {
-            real a = tile[k * MR + m];
+            real a = r[m][at];
             for (int v = 0; v < GEMM_NRV; v++) sum[m][v] += a * b[v];
         }
     }
@@ -135,11 +139,17 @@ static int64_t FN(block_rows)(int64_t M, int64_t K) {
     return rows < M ? rows : (M + MR - 1) / MR * MR;
 }
 
-/* Values FN(gemm_packed) needs for its tiles of a. */
-int64_t FN(tile_space)(int64_t M, int64_t K) { return FN(block_rows)(M, K) * K; }
+/* Values FN(gemm_packed) needs as room: a block's packed tiles where a's rows do not run along memory (sak != 1),
+   else none. */
+int64_t FN(tile_space)(int64_t M, int64_t K, int64_t sak) { return sak == 1 ? 0 : FN(block_rows)(M, K) * K; }
 
 /* y (M, N) = add + a (M, K) b, b packed by FN(pack_b); add NULL (y = a b), or with rows ld_add apart (0: one row
-   for all, a bias). tiles: room for FN(tile_space)(M, K) values, a's packed rows. */
+   for all, a bias). tiles: room for FN(tile_space)(M, K, sak) values.
+
+   Where a's rows run along memory (sak 1: the recurrence's products, a layer's input and its gradient) the kernel
+   reads them where they are: the recurrence's products are too small to pay for packing them (at hidden 256, a
+   product took 25% longer with it). Otherwise (a^T of a weight gradient, say) each block of rows is packed into
+   tiles first, so that every step of k reads MR values side by side. */
 void FN(gemm_packed)(int64_t M, int64_t N, int64_t K, const real *a, int64_t sam, int64_t sak,
                      const real *packed, const real *add, int64_t ld_add, real *y, int64_t ldy,
                      real *RESTRICT tiles) {
@@ -149,21 +159,26 @@ void FN(gemm_packed)(int64_t M, int64_t N, int64_t K, const real *a, int64_t sam
             for (int64_t j = 0; j < N; j++) y[m * ldy + j] = add ? add[m * ld_add + j] : 0;
         return;
     }
+    int direct = sak == 1;
     int64_t block = FN(block_rows)(M, K), np = FN(panels)(N);
     int threads = FN(gemm_threads)(M < block ? M : block, N, K, np * (block / MR));
     #pragma omp parallel num_threads(threads) if (threads > 1)
     for (int64_t m0 = 0; m0 < M; m0 += block) {
         int64_t rows = M - m0 < block ? M - m0 : block, nt = (rows + MR - 1) / MR;
-        #pragma omp for schedule(static)
-        for (int64_t t = 0; t < nt; t++) FN(pack_tile)(t, m0, rows, K, a, sam, sak, tiles);
-        /* the loop's barrier: every tile is packed before any is read */
+        if (!direct) {
+            #pragma omp for schedule(static)
+            for (int64_t t = 0; t < nt; t++) FN(pack_tile)(t, m0, rows, K, a, sam, sak, tiles);
+            /* the loop's barrier: every tile is packed before any is read */
+        }
         #pragma omp for schedule(static)
         for (int64_t pair = 0; pair < np * nt; pair++) {
-            int64_t p = pair / nt, t = pair % nt, n0 = p * NR;
+            int64_t p = pair / nt, t = pair % nt, n0 = p * NR, row = m0 + t * MR;
             int mr = rows - t * MR < MR ? (int)(rows - t * MR) : MR, nc = N - n0 < NR ? (int)(N - n0) : NR;
-            int64_t row = m0 + t * MR;
-            FN(kernel)(K, tiles + t * K * MR, packed + p * K * NR, mr, nc, add ? add + row * ld_add + n0 : 0, ld_add,
-                       y + row * ldy + n0, ldy);
+            const real *from[MR];
+            for (int m = 0; m < MR; m++)  /* a short last tile reads its last row again, and stores only its own */
+                from[m] = !direct ? tiles + t * K * MR + m : a + (row + (m < mr ? m : mr - 1)) * sam;
+            FN(kernel)(K, from, direct ? 1 : MR, packed + p * K * NR, mr, nc, add ? add + row * ld_add + n0 : 0,
+                       ld_add, y + row * ldy + n0, ldy);
         }
         /* and this one's: the block's tiles are all read before the next block overwrites them */
     }

@@ -14,7 +14,7 @@
    All row-major and contiguous. */
 
 /* y (rows, n) = add + x (rows, k) w^T, for w (n, k) packed by the caller as gemm.h's b = w^T (pack_b(k, n, w,
-   1, k)); add NULL, or (rows, n), which may be y. tiles: gemm.h's room for x's rows (tile_space(rows, k)). */
+   1, k)); add NULL, or (rows, n), which may be y. tiles: gemm.h's room (tile_space(rows, k, 1)). */
 static void FN(times_wt)(int rows, int n, int k, const real *x, const real *packed, const real *add, real *y,
                          real *tiles) {
     FN(gemm_packed)(rows, n, k, x, k, 1, packed, add, n, y, n, tiles);
