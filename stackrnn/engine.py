@@ -500,10 +500,10 @@ class _Recurrence(torch.autograd.Function):
                     dc = dc_prev + dc_keep if a_c is not None else dc_prev
         # the weight gradients of all steps: one product over T * B rows
         h_in = H_all[:-1] * h_mask if h_mask is not None else H_all[:-1]
-        d_w = matmul.mm(d_z.reshape(T * B, G).t(), h_in.reshape(T * B, P)) if ctx.needs_input_grad[5] else None
+        d_w = matmul.weight_grad(d_z.reshape(T * B, G), h_in.reshape(T * B, P)) if ctx.needs_input_grad[5] else None
         d_w_hr = None
         if w_hr is not None and ctx.needs_input_grad[14]:
-            d_w_hr = matmul.mm(d_proj.reshape(T * B, P).t(), cell_out.reshape(T * B, H))
+            d_w_hr = matmul.weight_grad(d_proj.reshape(T * B, P), cell_out.reshape(T * B, H))
         d_b = d_gh.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[6] else None
         if d_gi is None:
             d_gi = math.input_grad() if not math.additive else d_gh

@@ -73,8 +73,8 @@ def _signatures(real) -> dict[str, list]:
         "gru_ln_backward_step": [_I, _I, *[_P] * 7, *_CARRIES[:3], *[_P] * 7],
         # K, N, b, its strides, packed (csrc/gemm.h)
         "pack_b": [_N, _N, _P, _N, _N, _P],
-        # M, N, K, a, its strides, packed b, add, its row stride, y, its row stride, tiles
-        "gemm_packed": [_N, _N, _N, _P, _N, _N, _P, _P, _N, _P, _N, _P],
+        # M, N, K, a, its strides, packed b, add, its row stride, y, its strides, tiles
+        "gemm_packed": [_N, _N, _N, _P, _N, _N, _P, _P, _N, _P, _N, _N, _P],
         # T, B, H, reverse, gi, packed w_hh, tiles, carries, h_mask, pre, spare, act, tc, c_all, h_all (csrc/loops.h)
         "lstm_forward_loop": [_I, _I, _I, _I, _P, _P, _P, *_STEP_CARRIES, *[_P] * 7],
         # T, B, H, packed w_hh, tiles, act, tc, c_all, carries, h_mask, d_out, dh, dc, d_z, keep_h, keep_c, tmp

@@ -152,3 +152,25 @@ def test_linear_under_autocast_and_without_kernels_is_torchs(monkeypatch):
         assert matmul.linear(x, w, b).dtype == torch.bfloat16  # autocast's precision, as torch's linear gives
     monkeypatch.setenv("STACKRNN_KERNELS", "0")
     assert "Linear" not in type(matmul.linear(x, w, b).grad_fn).__name__
+
+
+@pytest.mark.parametrize("G, D", [(1024, 28), (40, 40), (12, 200), (97, 5)])
+def test_a_weights_gradient_either_way_round_equals_torchs(G, D, compiled_only):
+    """weight_grad computes dy^T x as (x^T dy)^T, written transposed, where G is the longer side, else as it is."""
+    generator = torch.Generator().manual_seed(G + D)
+    dy, x = torch.randn(70, G, generator=generator), torch.randn(70, D, generator=generator)
+    for a, b in ((dy, x), (dy[::2], x[::2]), (dy.t().contiguous().t(), x)):
+        got = matmul.weight_grad(a, b)
+        assert got.shape == (G, D) and got.is_contiguous()
+        torch.testing.assert_close(got.double(), _reference(a.t(), b), atol=1e-5, rtol=1e-5)
+
+
+def test_a_transposed_output_is_written_as_such(compiled_only):
+    lib = matmul.library(torch.empty(1))
+    generator = torch.Generator().manual_seed(8)
+    a, b = torch.randn(9, 30, generator=generator), torch.randn(30, 50, generator=generator)
+    out = torch.full((50, 9), float("nan"))
+    matmul.Packed(lib, b)(a, out=out.t())
+    torch.testing.assert_close(out.t().double(), _reference(a, b), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="columns along memory"):
+        matmul.Packed(lib, b)(a, add=torch.zeros(50), out=out.t())

@@ -18,8 +18,10 @@
    how many threads share a product, nor on the split. Threads share a product's (panel, tile) pairs, panel by
    panel, so that each thread reads only its panels of b, which the recurrence's products read once a step.
 
-   Strides are in values: a[m * sam + k * sak], b[k * sbk + n * sbn] (any, 0 included); y row-major with rows ldy
-   apart; add NULL, or row-major with rows ld_add apart (it may be y itself). The caller allocates the packed forms
+   Strides are in values: a[m * sam + k * sak], b[k * sbk + n * sbn] (any, 0 included); y[m * ldy + n * syn], and
+   add (NULL, or laid out as y but with rows ld_add apart, 0 for one row for all; it may be y itself). A column
+   stride syn other than 1 writes y transposed (ldy 1): a weight's gradient dY^T X (G, D) is computed as
+   (X^T dY)^T, so that the long side G is the product's N, which the panels cut into fewer partial ones than D. The caller allocates the packed forms
    (FN(packed_size), FN(tile_space)): the engine as torch tensors, which torch's allocator keeps for the next pass. */
 
 typedef real FN(vec) __attribute__((vector_size(GEMM_VBYTES)));
@@ -89,7 +91,7 @@ static void FN(pack_tile)(int64_t t, int64_t m0, int64_t rows, int64_t K, const 
    columns (the rest is padding: zero rows of a, the packing's zero columns of b). The MR x NR sums stay in
    registers. */
 static void FN(kernel)(int64_t K, const real *const *rows, int64_t step, const real *RESTRICT panel, int mr,
-                       int nc, const real *add, int64_t ld_add, real *y, int64_t ldy) {
+                       int nc, const real *add, int64_t ld_add, real *y, int64_t ldy, int64_t syn) {
     const real *r[MR];
     for (int m = 0; m < MR; m++) r[m] = rows[m];
     FN(vec) sum[MR][GEMM_NRV];
@@ -106,13 +108,13 @@ static void FN(kernel)(int64_t K, const real *const *rows, int64_t step, const r
     for (int m = 0; m < mr; m++) {
         real *row = y + m * ldy;
         const real *from = add ? add + m * ld_add : 0;
-        if (nc == NR) {
+        if (nc == NR && syn == 1) {
             for (int v = 0; v < GEMM_NRV; v++)
                 *(FN(vec_u) *)(row + v * VL) = from ? *(const FN(vec_u) *)(from + v * VL) + sum[m][v] : sum[m][v];
-        } else {
+        } else {  /* a partial panel, or y transposed: MR NR values against a tile's MR NR K multiply-adds */
             real part[NR];
             memcpy(part, sum[m], sizeof part);
-            for (int j = 0; j < nc; j++) row[j] = from ? from[j] + part[j] : part[j];
+            for (int j = 0; j < nc; j++) row[j * syn] = from ? from[j * syn] + part[j] : part[j];
         }
     }
 }
@@ -143,20 +145,20 @@ static int64_t FN(block_rows)(int64_t M, int64_t K) {
    else none. */
 int64_t FN(tile_space)(int64_t M, int64_t K, int64_t sak) { return sak == 1 ? 0 : FN(block_rows)(M, K) * K; }
 
-/* y (M, N) = add + a (M, K) b, b packed by FN(pack_b); add NULL (y = a b), or with rows ld_add apart (0: one row
-   for all, a bias). tiles: room for FN(tile_space)(M, K, sak) values.
+/* y (M, N) = add + a (M, K) b, b packed by FN(pack_b), with the strides above. tiles: room for
+   FN(tile_space)(M, K, sak) values.
 
    Where a's rows run along memory (sak 1: the recurrence's products, a layer's input and its gradient) the kernel
    reads them where they are: the recurrence's products are too small to pay for packing them (at hidden 256, a
    product took 25% longer with it). Otherwise (a^T of a weight gradient, say) each block of rows is packed into
    tiles first, so that every step of k reads MR values side by side. */
 void FN(gemm_packed)(int64_t M, int64_t N, int64_t K, const real *a, int64_t sam, int64_t sak,
-                     const real *packed, const real *add, int64_t ld_add, real *y, int64_t ldy,
+                     const real *packed, const real *add, int64_t ld_add, real *y, int64_t ldy, int64_t syn,
                      real *RESTRICT tiles) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {  /* an empty sum: y = add, or 0 */
         for (int64_t m = 0; m < M; m++)
-            for (int64_t j = 0; j < N; j++) y[m * ldy + j] = add ? add[m * ld_add + j] : 0;
+            for (int64_t j = 0; j < N; j++) y[m * ldy + j * syn] = add ? add[m * ld_add + j * syn] : 0;
         return;
     }
     int direct = sak == 1;
@@ -177,8 +179,8 @@ void FN(gemm_packed)(int64_t M, int64_t N, int64_t K, const real *a, int64_t sam
             const real *from[MR];
             for (int m = 0; m < MR; m++)  /* a short last tile reads its last row again, and stores only its own */
                 from[m] = !direct ? tiles + t * K * MR + m : a + (row + (m < mr ? m : mr - 1)) * sam;
-            FN(kernel)(K, from, direct ? 1 : MR, packed + p * K * NR, mr, nc, add ? add + row * ld_add + n0 : 0,
-                       ld_add, y + row * ldy + n0, ldy);
+            FN(kernel)(K, from, direct ? 1 : MR, packed + p * K * NR, mr, nc, add ? add + row * ld_add + n0 * syn : 0,
+                       ld_add, y + row * ldy + n0 * syn, ldy, syn);
         }
         /* and this one's: the block's tiles are all read before the next block overwrites them */
     }

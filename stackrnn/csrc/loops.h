@@ -17,13 +17,13 @@
    1, k)); add NULL, or (rows, n), which may be y. tiles: gemm.h's room (tile_space(rows, k, 1)). */
 static void FN(times_wt)(int rows, int n, int k, const real *x, const real *packed, const real *add, real *y,
                          real *tiles) {
-    FN(gemm_packed)(rows, n, k, x, k, 1, packed, add, n, y, n, tiles);
+    FN(gemm_packed)(rows, n, k, x, k, 1, packed, add, n, y, n, 1, tiles);
 }
 
 /* y (rows, k) = add + d (rows, n) w, for w (n, k) packed as gemm.h's b = w (pack_b(n, k, w, k, 1)). */
 static void FN(times_w)(int rows, int n, int k, const real *d, const real *packed, const real *add, real *y,
                         real *tiles) {
-    FN(gemm_packed)(rows, k, n, d, n, 1, packed, add, k, y, k, tiles);
+    FN(gemm_packed)(rows, k, n, d, n, 1, packed, add, k, y, k, 1, tiles);
 }
 
 /* The first product's input: h0, or with recurrent dropout h0 * mask, written into x0 (B * H values). */
