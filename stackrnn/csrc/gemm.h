@@ -22,7 +22,7 @@
    add (NULL, or laid out as y but with rows ld_add apart, 0 for one row for all; it may be y itself). A column
    stride syn other than 1 writes y transposed (ldy 1): a weight's gradient dY^T X (G, D) is computed as
    (X^T dY)^T, so that the long side G is the product's N, which the panels cut into fewer partial ones than D. The caller allocates the packed forms
-   (FN(packed_size), FN(tile_space)): the engine as torch tensors, which torch's allocator keeps for the next pass. */
+   (FN(packed_size), FN(tile_space)): matmul.py as torch tensors. */
 
 typedef real FN(vec) __attribute__((vector_size(GEMM_VBYTES)));
 typedef real FN(vec_u) __attribute__((vector_size(GEMM_VBYTES), aligned(sizeof(real))));  /* unaligned access */
