@@ -5,17 +5,18 @@ separate kernels, each a pass over the step's tensors. `csrc/steps.c` does an LS
 backward in one pass, its rows shared between torch's threads with OpenMP; `csrc/gemm.h` is the engine's matrix
 product (stackrnn/matmul.py), and `csrc/loops.h` an LSTM's whole time loop around the steps and their products;
 `csrc/drop.h` is weight drop's pass over W_hh (regularizers.drop_weight). It is plain C (with GCC's vector
-extensions, which clang has too) with no headers beyond the C library's (and omp.h): it compiles in well under a second with the system's C
-compiler, once per machine (an OpenMP build is first tried in a separate interpreter beside torch, a few
-seconds); the shared library is cached in `kernel_dir()` under a name that hashes the sources, the compiler, the
+extensions, which clang has too) with no headers beyond the C library's (and omp.h): it compiles in about three
+seconds with the system's C compiler, once per machine (an OpenMP build is first tried in a separate interpreter
+beside torch, a few seconds more); the shared library is cached in `kernel_dir()` under a name that hashes the sources, the compiler, the
 CPU, torch and the flags, and is loaded with ctypes. Where OpenMP is not to be had, it is built single-threaded.
 A build that fails for good (the compiler rejects its flags, the OpenMP trial fails, it will not load) leaves a
 `.failed` marker with the reason, and later processes skip it until the marker is deleted; a killed compiler, a
 trial that could not run and the last, plainest build are never marked.
 
 Where there is no C compiler (or STACKRNN_KERNELS=0, or the build fails), `steps()` returns None and the engine
-runs the same math as PyTorch operations: the results agree to float rounding, only slower. The kernels take
-contiguous float32 or float64 CPU tensors; the engine checks the type and device before it uses them.
+runs the same math as PyTorch operations: the results agree to float rounding, only slower. The step kernels take
+contiguous float32 or float64 CPU tensors, the product any strides; the engine and matmul.py check the type and
+device before they use them.
 """
 
 from __future__ import annotations
