@@ -7,13 +7,13 @@ The reference loop (`layers.run_direction`) lets autograd record every step: per
 nodes, and its backward pass computes W_hh's gradient as T small matrix products. Here autograd sees one node
 per direction instead:
 
-    forward   gi = project_input(x)                   (T, B, G)  one matrix product, outside, autograd's as usual
+    forward   gi = project_input(x)                   (T, B, G)  one matrix product, outside (matmul.linear)
               for each step:  gh = h W_hh^T (+ LN)     (B, G)     the only product inside the recurrence
                               pointwise gate math, zoneout and padding as one carry factor
     backward  for each step, in reverse:  the pointwise derivatives from coefficients prepared for all steps at
               once, then dh_{t-1} = dgh W_hh                     the only product inside the recurrence
               dW_hh = dGH^T H, the gains' and biases' gradients  one product / reduction over all T * B rows
-              dgi (T, B, G) goes back to autograd, which runs project_input's backward as one product too
+              dgi (T, B, G) goes back to autograd, which runs matmul.linear's backward: two products over all rows
 
 Zoneout and padding are both "a unit keeps its previous value", so they become one carry factor per step,
 a = 1 - valid * (1 - keep) (keep: the zoneout mask in training, the rate in eval), and every new state is
@@ -681,7 +681,9 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         d_pre, xn = d_z.new_empty(B, G), d_z.new_empty(B, G)  # scratch: a step's gradient of pre, and LN(xw)
         xw, kept = _Steps(norms[0]), _Steps(*norms[1:])
         ln_scratch = scratch.data_ptr(), xn.data_ptr()
-    if loop:
+    # forward's choice, unless the compiled gemm has gone since (STACKRNN_KERNELS=0 set between the passes): then the
+    # Python loop over the same step kernels, its products torch's
+    if loop and product_t.compiled is not None:
         size = d_z.element_size()
         carries = (ah, ah_step // size, ah_sb, ah_sj, ac, ac_step // size, ac_sb, ac_sj)
         mask = _kernel_layout(h_mask, d_z)

@@ -57,17 +57,28 @@ class Packed:
         rows along memory, or with add None columns along memory (a transposed view, which gemm.h writes as such).
         a and add in any strides, of b's dtype and device."""
         M = a.shape[0]
+        for name, t in (("a", a), ("add", add), ("out", out)):
+            if t is not None and (t.dtype != self.buffer.dtype or t.device != self.buffer.device):
+                raise ValueError(f"matmul: {name} is {t.dtype} on {t.device}, the packed b {self.buffer.dtype} on "
+                                 f"{self.buffer.device}")
+        if a.dim() != 2 or a.shape[1] != self.K:
+            raise ValueError(f"matmul: a must be (M, {self.K}) for b ({self.K}, {self.N}), got {tuple(a.shape)}")
+        if out is not None and tuple(out.shape) != (M, self.N):
+            raise ValueError(f"matmul: out must be ({M}, {self.N}), got {tuple(out.shape)}")
         y = a.new_empty(M, self.N) if out is None else out
         if y.stride(1) != 1 and (add is not None or y.stride(0) != 1):
             raise ValueError("matmul: out must have rows or (without add) columns along memory")
         if M == 0 or self.N == 0:
             return y
         if add is not None:
-            if add.dim() == 1:
-                add = add.unsqueeze(0)
-            if add.stride(1) != 1:
+            if tuple(add.shape) != (M, self.N):  # broadcast as addmm does: a bias (N,), a column (M, 1), ...
+                try:
+                    add = add.expand(M, self.N)
+                except RuntimeError:
+                    raise ValueError(f"matmul: add must broadcast to ({M}, {self.N}), got {tuple(add.shape)}") from None
+            if add.stride(1) != 1:  # gemm.h reads add's rows along memory (any row stride, 0 for a bias)
                 add = add.contiguous()
-        ld_add = 0 if add is None or add.shape[0] == 1 else add.stride(0)
+        ld_add = 0 if add is None or M == 1 else add.stride(0)
         self.lib.gemm_packed(M, self.N, self.K, a.data_ptr(), a.stride(0), a.stride(1), self.buffer.data_ptr(),
                              None if add is None else add.data_ptr(), ld_add, y.data_ptr(), y.stride(0), y.stride(1),
                              self.tiles(M, a.stride(1)).data_ptr())

@@ -534,3 +534,21 @@ def test_a_gru_without_biases_and_under_a_layout_changing_hook(counted, monkeypa
     slow = _run(stack.train(), x, torch.tensor([7, 5, 2]))
     for a, b in zip([*fast[0], *fast[1]], [*slow[0], *slow[1]]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_kernels_switched_off_between_forward_and_backward(counted, monkeypatch):
+    """Forward ran the C time loop; backward finds no compiled gemm (STACKRNN_KERNELS=0 set in between) and runs
+    the Python loop over the same step kernels, with torch's products: the same gradients."""
+    torch.manual_seed(12)
+    stack = StackedRNN(5, layers=[LSTM(8, zoneout=0.1), LSTM(6, layer_norm=True)]).train()
+    x = torch.randn(6, 3, 5)
+    xr = x.clone().requires_grad_(True)
+    out, _ = stack(xr, generator=torch.Generator().manual_seed(3))
+    assert counted["loops"] == 2  # both forward passes in C
+    monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    got = torch.autograd.grad(out.sum(), [xr, *stack.parameters()])
+    monkeypatch.delenv("STACKRNN_KERNELS")
+    plain = torch.autograd.grad(stack(x.clone().requires_grad_(True), generator=torch.Generator().manual_seed(3))[0]
+                                .sum(), list(stack.parameters()))
+    for g, p in zip(got[1:], plain):
+        torch.testing.assert_close(g, p, atol=1e-5, rtol=1e-5)
