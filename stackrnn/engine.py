@@ -43,7 +43,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import kernels, matmul
@@ -618,12 +618,12 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
         spare = gi.new_empty(2, B, H) if mask is not None else None  # the products' dropped-out inputs, in turn
         scratch = gi.new_empty(B, G)  # a step's pre, or z = h W_hh^T with layer norm
         pointers = [_at(x, 0) for x in (mask, scratch, spare, math.act)]
-        w = product.compiled.buffer.data_ptr(), product.compiled.tiles(B).data_ptr()  # W_hh^T packed, and its room
+        w = product.compiled.buffer.data_ptr()  # W_hh^T packed
         if g_hh is None:
-            lib.lstm_forward_loop(T, B, H, reverse, gi.data_ptr(), *w, *carries, *pointers, math.tc.data_ptr(),
+            lib.lstm_forward_loop(T, B, H, reverse, gi.data_ptr(), w, *carries, *pointers, math.tc.data_ptr(),
                                   c_all.data_ptr(), H_all.data_ptr())
         else:
-            lib.lstm_ln_forward_loop(T, B, H, reverse, gi.data_ptr(), *w, *gains,
+            lib.lstm_ln_forward_loop(T, B, H, reverse, gi.data_ptr(), w, *gains,
                                      _EPS, *carries, *pointers, *[_at(x, 0) for x in norms[1:5]], math.tc.data_ptr(),
                                      *[_at(x, 0) for x in norms[5:]], c_all.data_ptr(), H_all.data_ptr())
         return H_all, c_all, norms
@@ -687,16 +687,16 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         size = d_z.element_size()
         carries = (ah, ah_step // size, ah_sb, ah_sj, ac, ac_step // size, ac_sb, ac_sj)
         mask = _kernel_layout(h_mask, d_z)
-        w = product_t.compiled.buffer.data_ptr(), product_t.compiled.tiles(B).data_ptr()  # W_hh packed, its room
+        w = product_t.compiled.buffer.data_ptr()  # W_hh packed
         tmp = torch.empty_like(dh) if mask is not None else None  # the product's part before the mask
         states = [x.data_ptr() for x in (d_out, dh, dc)]
         keeps = [_at(x, 0) for x in (keep_h, keep_c)]
         if g_hh is None:
-            lib.lstm_backward_loop(T, B, H, *w, math.act.data_ptr(), math.tc.data_ptr(), c_all.data_ptr(),
+            lib.lstm_backward_loop(T, B, H, w, math.act.data_ptr(), math.tc.data_ptr(), c_all.data_ptr(),
                                    *carries, _at(mask, 0), *states, d_z.data_ptr(), *keeps,
                                    _at(tmp, 0))
         else:
-            lib.lstm_ln_backward_loop(T, B, H, reverse, *w, math.act.data_ptr(),
+            lib.lstm_ln_backward_loop(T, B, H, reverse, w, math.act.data_ptr(),
                                       math.tc.data_ptr(), *[x.data_ptr() for x in norms], *gains, c_all.data_ptr(),
                                       *carries,
                                       _at(mask, 0), *states, d_pre.data_ptr(), d_xw.data_ptr(), d_z.data_ptr(), *sums,

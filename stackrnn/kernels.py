@@ -76,20 +76,24 @@ def _signatures(real) -> dict[str, list]:
         "pack_b": [_N, _N, _P, _N, _N, _P],
         # M, N, K, a, its strides, packed b, add, its row stride, y, its strides, tiles
         "gemm_packed": [_N, _N, _N, _P, _N, _N, _P, _P, _N, _P, _N, _N, _P],
-        # T, B, H, reverse, gi, packed w_hh, tiles, carries, h_mask, pre, spare, act, tc, c_all, h_all (csrc/loops.h)
-        "lstm_forward_loop": [_I, _I, _I, _I, _P, _P, _P, *_STEP_CARRIES, *[_P] * 7],
-        # T, B, H, packed w_hh, tiles, act, tc, c_all, carries, h_mask, d_out, dh, dc, d_z, keep_h, keep_c, tmp
-        "lstm_backward_loop": [_I, _I, _I, _P, _P, _P, _P, _P, *_STEP_CARRIES, *[_P] * 8],
-        # T, B, H, reverse, xw, packed w_hh, tiles, g_ih, bias, g_hh, gain_c, shift_c, eps, carries, h_mask, z, spare,
-        # act, mx, rx, zn, rz, tc, cn, rc, c_all, h_all
-        "lstm_ln_forward_loop": [_I, _I, _I, _I, *[_P] * 8, real, *_STEP_CARRIES, *[_P] * 13],
-        # T, B, H, reverse, packed w_hh, tiles, act, tc, xw, mx, rx, zn, rz, cn, rc, g_ih, g_hh, gain_c, c_all,
-        # carries, h_mask, d_out, dh, dc, d_pre, d_xw, d_z, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h,
-        # keep_c, scratch, xn, tmp
-        "lstm_ln_backward_loop": [_I, _I, _I, _I, *[_P] * 15, *_STEP_CARRIES, *[_P] * 17],
+        # T, B, H, reverse, gi, packed w_hh, carries, h_mask, pre, spare, act, tc, c_all, h_all (csrc/loops.h)
+        "lstm_forward_loop": [_I, _I, _I, _I, _P, _P, *_STEP_CARRIES, *[_P] * 7],
+        # T, B, H, packed w_hh, act, tc, c_all, carries, h_mask, d_out, dh, dc, d_z, keep_h, keep_c, tmp
+        "lstm_backward_loop": [_I, _I, _I, _P, _P, _P, _P, *_STEP_CARRIES, *[_P] * 8],
+        # T, B, H, reverse, xw, packed w_hh, g_ih, bias, g_hh, gain_c, shift_c, eps, carries, h_mask, z, spare, act,
+        # mx, rx, zn, rz, tc, cn, rc, c_all, h_all
+        "lstm_ln_forward_loop": [_I, _I, _I, _I, *[_P] * 7, real, *_STEP_CARRIES, *[_P] * 13],
+        # T, B, H, reverse, packed w_hh, act, tc, xw, mx, rx, zn, rz, cn, rc, g_ih, g_hh, gain_c, c_all, carries,
+        # h_mask, d_out, dh, dc, d_pre, d_xw, d_z, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h, keep_c,
+        # scratch, xn, tmp
+        "lstm_ln_backward_loop": [_I, _I, _I, _I, *[_P] * 14, *_STEP_CARRIES, *[_P] * 17],
         # n, bits, threshold, words, scale, in, out (csrc/drop.h)
         "drop_connect": [_N, _I, _I, _P, real, _P, _P],
     }
+
+
+# gemm.h's room for its packed forms, in values: packed_size(K, N), tile_space(M, K, sak) (restype int64)
+_SIZES = {"packed_size": [_N, _N], "tile_space": [_N, _N, _N]}
 
 
 def kernel_dir() -> Path:
@@ -296,7 +300,7 @@ def _load():
         for name, args in _signatures(real).items():
             function = getattr(lib, name + suffix)
             function.argtypes, function.restype = args, None
-        for name, args in (("packed_size", [_N, _N]), ("tile_space", [_N, _N, _N])):  # gemm.h's room, in values
+        for name, args in _SIZES.items():
             function = getattr(lib, name + suffix)
             function.argtypes, function.restype = args, _N
     lib.set_threads.argtypes, lib.set_threads.restype = [ctypes.c_int], ctypes.c_int
@@ -317,7 +321,7 @@ class Steps:
 
     def __init__(self, lib, dtype: torch.dtype) -> None:
         suffix = _SUFFIX[dtype]
-        for name in [*_signatures(ctypes.c_float), "packed_size", "tile_space"]:
+        for name in [*_signatures(ctypes.c_float), *_SIZES]:
             setattr(self, name.removesuffix("_step"), getattr(lib, name + suffix))
         self.set_threads, self.kernel_team = lib.set_threads, lib.kernel_team
         self.loops = os.environ.get("STACKRNN_KERNELS", "").strip().lower() != "steps"

@@ -78,7 +78,7 @@ class Packed:
                     raise ValueError(f"matmul: add must broadcast to ({M}, {self.N}), got {tuple(add.shape)}") from None
             if add.stride(1) != 1:  # gemm.h reads add's rows along memory (any row stride, 0 for a bias)
                 add = add.contiguous()
-        ld_add = 0 if add is None or M == 1 else add.stride(0)
+        ld_add = 0 if add is None else add.stride(0)
         self.lib.gemm_packed(M, self.N, self.K, a.data_ptr(), a.stride(0), a.stride(1), self.buffer.data_ptr(),
                              None if add is None else add.data_ptr(), ld_add, y.data_ptr(), y.stride(0), y.stride(1),
                              self.tiles(M, a.stride(1)).data_ptr())

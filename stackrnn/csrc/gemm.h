@@ -21,8 +21,8 @@
    Strides are in values: a[m * sam + k * sak], b[k * sbk + n * sbn] (any, 0 included); y[m * ldy + n * syn], and
    add (NULL, or laid out as y but with rows ld_add apart, 0 for one row for all; it may be y itself). A column
    stride syn other than 1 writes y transposed (ldy 1): a weight's gradient dY^T X (G, D) is computed as
-   (X^T dY)^T, so that the long side G is the product's N, which the panels cut into fewer partial ones than D. The caller allocates the packed forms
-   (FN(packed_size), FN(tile_space)): matmul.py as torch tensors. */
+   (X^T dY)^T, so that the long side G is the product's N, which the panels cut into fewer partial ones than D.
+   The caller allocates the packed forms (FN(packed_size), FN(tile_space)): matmul.py as torch tensors. */
 
 typedef real FN(vec) __attribute__((vector_size(GEMM_VBYTES)));
 typedef real FN(vec_u) __attribute__((vector_size(GEMM_VBYTES), aligned(sizeof(real))));  /* unaligned access */
@@ -36,25 +36,23 @@ static int64_t FN(panels)(int64_t n) { return (n + NR - 1) / NR; }
 /* Values in b's packed form (FN(pack_b)); 0 for an empty product. */
 int64_t FN(packed_size)(int64_t K, int64_t N) { return FN(panels)(N) * NR * K; }
 
-/* Panels p0 .. p1 of b (K, N) into packed: panel p is packed[p K NR ..], (K, NR) row-major, zero past N. */
-static void FN(pack_panels)(int64_t p0, int64_t p1, int64_t K, int64_t N, const real *b, int64_t sbk,
-                            int64_t sbn, real *RESTRICT packed) {
-    for (int64_t p = p0; p < p1; p++) {
-        real *out = packed + p * K * NR;
-        int64_t n0 = p * NR, nc = N - n0 < NR ? N - n0 : NR;
-        if (sbn == 1) {  /* rows of b: copy NR values at a time */
-            for (int64_t k = 0; k < K; k++) {
-                const real *row = b + k * sbk + n0;
-                for (int64_t j = 0; j < nc; j++) out[k * NR + j] = row[j];
-                for (int64_t j = nc; j < NR; j++) out[k * NR + j] = 0;
-            }
-        } else {  /* columns of b run along memory (b = w^T): read each column a block of k at a time */
-            for (int64_t k0 = 0; k0 < K; k0 += 16) {
-                int64_t kc = K - k0 < 16 ? K - k0 : 16;
-                for (int64_t j = 0; j < NR; j++) {
-                    const real *col = b + (n0 + j) * sbn + k0 * sbk;
-                    for (int64_t k = 0; k < kc; k++) out[(k0 + k) * NR + j] = j < nc ? col[k * sbk] : 0;
-                }
+/* Panel p of b (K, N) into packed[p K NR ..]: (K, NR) row-major, zero past N. */
+static void FN(pack_panel)(int64_t p, int64_t K, int64_t N, const real *b, int64_t sbk, int64_t sbn,
+                           real *RESTRICT packed) {
+    real *out = packed + p * K * NR;
+    int64_t n0 = p * NR, nc = N - n0 < NR ? N - n0 : NR;
+    if (sbn == 1) {  /* rows of b: copy NR values at a time */
+        for (int64_t k = 0; k < K; k++) {
+            const real *row = b + k * sbk + n0;
+            for (int64_t j = 0; j < nc; j++) out[k * NR + j] = row[j];
+            for (int64_t j = nc; j < NR; j++) out[k * NR + j] = 0;
+        }
+    } else {  /* columns of b run along memory (b = w^T): read each column a block of k at a time */
+        for (int64_t k0 = 0; k0 < K; k0 += 16) {
+            int64_t kc = K - k0 < 16 ? K - k0 : 16;
+            for (int64_t j = 0; j < NR; j++) {
+                const real *col = b + (n0 + j) * sbn + k0 * sbk;
+                for (int64_t k = 0; k < kc; k++) out[(k0 + k) * NR + j] = j < nc ? col[k * sbk] : 0;
             }
         }
     }
@@ -66,7 +64,7 @@ void FN(pack_b)(int64_t K, int64_t N, const real *b, int64_t sbk, int64_t sbn, r
     int threads = threads_for_values(K * N);
     if (threads > np) threads = (int)np;
     #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t p = 0; p < np; p++) FN(pack_panels)(p, p + 1, K, N, b, sbk, sbn, packed);
+    for (int64_t p = 0; p < np; p++) FN(pack_panel)(p, K, N, b, sbk, sbn, packed);
 }
 
 /* Tile t of a's rows m0 .. m0 + rows into packed tiles[t K MR ..]: (K, MR), zero past the rows. */

@@ -3,9 +3,10 @@
 
    Called from Python, the same loop costs about 25 us a step in the interpreter and ctypes, and torch's
    dispatch of each product: at hidden 256, batch 32, that is a sixth of a step. Here the loop runs in C. W_hh
-   comes packed for gemm.h by the engine, once per pass (forward packs it as W_hh^T, backward as W_hh), with room
-   for the product's packed rows (`tiles`). STACKRNN_KERNELS=steps keeps the engine's Python loop over the same
-   step kernels and products instead, for comparison.
+   comes packed for gemm.h by the engine, once per pass (forward packs it as W_hh^T, backward as W_hh); the
+   products' other side (h, or the gates' gradient) has its rows along memory, so gemm.h reads it in place and
+   needs no room of its own. STACKRNN_KERNELS=steps keeps the engine's Python loop over the same step kernels and
+   products instead, for comparison.
 
    Shapes: T steps, B rows, H units, gates (B, 4H); every (T, ...) tensor in processing order (step s), but
    the input's product gi / xw (T, B, 4H), in time order (t = s, or T - 1 - s with `reverse`). Carry factors
@@ -14,16 +15,14 @@
    All row-major and contiguous. */
 
 /* y (rows, n) = add + x (rows, k) w^T, for w (n, k) packed by the caller as gemm.h's b = w^T (pack_b(k, n, w,
-   1, k)); add NULL, or (rows, n), which may be y. tiles: gemm.h's room (tile_space(rows, k, 1)). */
-static void FN(times_wt)(int rows, int n, int k, const real *x, const real *packed, const real *add, real *y,
-                         real *tiles) {
-    FN(gemm_packed)(rows, n, k, x, k, 1, packed, add, n, y, n, 1, tiles);
+   1, k)); add NULL, or (rows, n), which may be y. */
+static void FN(times_wt)(int rows, int n, int k, const real *x, const real *packed, const real *add, real *y) {
+    FN(gemm_packed)(rows, n, k, x, k, 1, packed, add, n, y, n, 1, 0);
 }
 
 /* y (rows, k) = add + d (rows, n) w, for w (n, k) packed as gemm.h's b = w (pack_b(n, k, w, k, 1)). */
-static void FN(times_w)(int rows, int n, int k, const real *d, const real *packed, const real *add, real *y,
-                        real *tiles) {
-    FN(gemm_packed)(rows, k, n, d, n, 1, packed, add, k, y, k, 1, tiles);
+static void FN(times_w)(int rows, int n, int k, const real *d, const real *packed, const real *add, real *y) {
+    FN(gemm_packed)(rows, k, n, d, n, 1, packed, add, k, y, k, 1, 0);
 }
 
 /* The first product's input: h0, or with recurrent dropout h0 * mask, written into x0 (B * H values). */
@@ -33,15 +32,16 @@ static const real *FN(first_input)(long n, const real *h0, const real *mask, rea
     return x0;
 }
 
-/* The previous h's gradient into dh (B, H): d_z (B, N) w (packed for times_w), times the recurrent dropout mask (or NULL), plus dh's
-   own value where `direct` (the part a carry or a GRU's z passed straight back), else not. tmp (B, H): scratch. */
-static void FN(previous_dh)(int B, int N, int H, const real *d_z, const real *w, real *tiles, int direct,
+/* The previous h's gradient into dh (B, H): d_z (B, N) w (w packed for times_w), times the recurrent dropout mask
+   (or NULL), plus dh's own value where `direct` (the part a carry or a GRU's z passed straight back), else not.
+   tmp (B, H): scratch. */
+static void FN(previous_dh)(int B, int N, int H, const real *d_z, const real *w, int direct,
                             const real *mask, real *tmp, real *dh) {
     if (!mask) {
-        FN(times_w)(B, N, H, d_z, w, direct ? dh : 0, dh, tiles);
+        FN(times_w)(B, N, H, d_z, w, direct ? dh : 0, dh);
         return;
     }
-    FN(times_w)(B, N, H, d_z, w, 0, tmp, tiles);
+    FN(times_w)(B, N, H, d_z, w, 0, tmp);
     long n = (long)B * H;
     if (direct)
         for (long j = 0; j < n; j++) dh[j] += tmp[j] * mask[j];
@@ -52,21 +52,21 @@ static void FN(previous_dh)(int B, int N, int H, const real *d_z, const real *w,
 /* A carry factor's values at time t, or NULL. */
 static inline const real *FN(carry_at)(const real *a, long step, int t) { return a ? a + (long)t * step : 0; }
 
-/* Forward over all steps: per step pre = gi[t] + h_in W_hh^T (w_hh: W_hh (4H, H) packed for times_wt, tiles:
-   its room), then lstm_forward_step.
+/* Forward over all steps: per step pre = gi[t] + h_in W_hh^T (w_hh: W_hh (4H, H) packed for times_wt), then
+   lstm_forward_step.
    h_all, c_all (T + 1, B, H): row 0 holds h0 and c0 on entry, rows 1.. get every step's new state; act
    (T, B, 4H) and tc (T, B, H) as lstm_forward_step writes them; h_mask (B, H) or NULL. pre (B, 4H) and spare
    (2, B, H, with h_mask only): scratch. */
-void FN(lstm_forward_loop)(int T, int B, int H, int reverse, const real *gi, const real *w_hh, real *tiles,
-                           const real *a_h, long ah_st, long ah_sb, long ah_sj, const real *a_c, long ac_st,
-                           long ac_sb, long ac_sj, const real *h_mask, real *pre, real *spare, real *act,
-                           real *tc, real *c_all, real *h_all) {
+void FN(lstm_forward_loop)(int T, int B, int H, int reverse, const real *gi, const real *w_hh, const real *a_h,
+                           long ah_st, long ah_sb, long ah_sj, const real *a_c, long ac_st, long ac_sb, long ac_sj,
+                           const real *h_mask, real *pre, real *spare, real *act, real *tc, real *c_all,
+                           real *h_all) {
     long bh = (long)B * H, g = 4 * bh;
     const real *h_in = FN(first_input)(bh, h_all, h_mask, spare + bh);
     for (int s = 0; s < T; s++) {
         int t = reverse ? T - 1 - s : s;
         real *h_next = h_mask ? spare + (s % 2) * bh : 0;
-        FN(times_wt)(B, 4 * H, H, h_in, w_hh, gi + t * g, pre, tiles);
+        FN(times_wt)(B, 4 * H, H, h_in, w_hh, gi + t * g, pre);
         FN(lstm_forward_step)(B, H, pre, c_all + s * bh, h_all + s * bh, FN(carry_at)(a_h, ah_st, t), ah_sb, ah_sj,
                               FN(carry_at)(a_c, ac_st, t), ac_sb, ac_sj, h_mask, act + s * g, tc + s * bh,
                               c_all + (s + 1) * bh, h_all + (s + 1) * bh, h_next);
@@ -77,9 +77,9 @@ void FN(lstm_forward_loop)(int T, int B, int H, int reverse, const real *gi, con
 /* Backward over all steps, in reverse: per step lstm_backward_step, then the previous h's gradient through the
    product. Carries here are in processing order (read at step s). d_out (T, B, H): the outputs' gradients.
    dh, dc (B, H): in, the final state's gradients; out, h0's and c0's. Writes d_z (T, B, 4H), the gradient of
-   every step's pre (what W_hh, the biases and gi receive). w_hh: W_hh packed for times_w, tiles its room;
-   keep_h, keep_c, tmp (B, H): scratch. */
-void FN(lstm_backward_loop)(int T, int B, int H, const real *w_hh, real *tiles, const real *act, const real *tc,
+   every step's pre (what W_hh, the biases and gi receive). w_hh: W_hh packed for times_w; keep_h, keep_c, tmp
+   (B, H): scratch. */
+void FN(lstm_backward_loop)(int T, int B, int H, const real *w_hh, const real *act, const real *tc,
                             const real *c_all, const real *a_h, long ah_st, long ah_sb, long ah_sj,
                             const real *a_c, long ac_st, long ac_sb, long ac_sj, const real *h_mask,
                             const real *d_out, real *dh, real *dc, real *d_z, real *keep_h, real *keep_c,
@@ -89,14 +89,14 @@ void FN(lstm_backward_loop)(int T, int B, int H, const real *w_hh, real *tiles, 
         FN(lstm_backward_step)(B, H, act + s * g, tc + s * bh, c_all + s * bh, FN(carry_at)(a_h, ah_st, s), ah_sb,
                                ah_sj, FN(carry_at)(a_c, ac_st, s), ac_sb, ac_sj, d_out + s * bh, dh, dc, d_z + s * g,
                                keep_h, keep_c);
-        FN(previous_dh)(B, 4 * H, H, d_z + s * g, w_hh, tiles, a_h != 0, h_mask, tmp, dh);
+        FN(previous_dh)(B, 4 * H, H, d_z + s * g, w_hh, a_h != 0, h_mask, tmp, dh);
     }
 }
 
 /* Forward of the layer-normalised LSTM over all steps: per step z = h_in W_hh^T, then lstm_ln_forward_step on
    xw[t] (x W_ih^T, (T, B, 4H) in time order). As lstm_forward_loop, with lstm_ln_forward_step's gains and what
    it writes per step: mx, rx, rz (T, B, 4), zn (T, B, 4H), cn (T, B, H), rc (T, B). z (B, 4H): scratch. */
-void FN(lstm_ln_forward_loop)(int T, int B, int H, int reverse, const real *xw, const real *w_hh, real *tiles,
+void FN(lstm_ln_forward_loop)(int T, int B, int H, int reverse, const real *xw, const real *w_hh,
                               const real *g_ih, const real *bias, const real *g_hh, const real *gain_c,
                               const real *shift_c, real eps, const real *a_h, long ah_st, long ah_sb, long ah_sj,
                               const real *a_c, long ac_st, long ac_sb, long ac_sj, const real *h_mask, real *z,
@@ -107,7 +107,7 @@ void FN(lstm_ln_forward_loop)(int T, int B, int H, int reverse, const real *xw, 
     for (int s = 0; s < T; s++) {
         int t = reverse ? T - 1 - s : s;
         real *h_next = h_mask ? spare + (s % 2) * bh : 0;
-        FN(times_wt)(B, 4 * H, H, h_in, w_hh, 0, z, tiles);
+        FN(times_wt)(B, 4 * H, H, h_in, w_hh, 0, z);
         FN(lstm_ln_forward_step)(B, H, z, xw + t * g, g_ih, bias, g_hh, gain_c, shift_c, eps, c_all + s * bh,
                                  h_all + s * bh, FN(carry_at)(a_h, ah_st, t), ah_sb, ah_sj,
                                  FN(carry_at)(a_c, ac_st, t), ac_sb, ac_sj, h_mask, act + s * g, mx + s * 4L * B,
@@ -123,8 +123,8 @@ void FN(lstm_ln_forward_loop)(int T, int B, int H, int reverse, const real *xw, 
    each chunk of rows into its own sums over all steps, added together once at the end: passing them between
    cores at every step took longer than a step's own work.
    d_pre, xn (B, 4H), keep_h, keep_c, scratch, tmp (B, H): scratch. */
-void FN(lstm_ln_backward_loop)(int T, int B, int H, int reverse, const real *w_hh, real *tiles,
-                               const real *act, const real *tc, const real *xw, const real *mx, const real *rx, const real *zn,
+void FN(lstm_ln_backward_loop)(int T, int B, int H, int reverse, const real *w_hh, const real *act,
+                               const real *tc, const real *xw, const real *mx, const real *rx, const real *zn,
                                const real *rz, const real *cn, const real *rc, const real *g_ih,
                                const real *g_hh, const real *gain_c, const real *c_all, const real *a_h,
                                long ah_st, long ah_sb, long ah_sj, const real *a_c, long ac_st, long ac_sb,
@@ -146,7 +146,7 @@ void FN(lstm_ln_backward_loop)(int T, int B, int H, int reverse, const real *w_h
                                     FN(carry_at)(a_c, ac_st, s), ac_sb, ac_sj, d_out + s * bh, dh, dc, d_pre,
                                     d_xw + s * g, d_z + s * g, d_g_ih, d_g_hh, d_bias, d_gain_c, d_shift_c, keep_h,
                                     keep_c, scratch, xn);
-        FN(previous_dh)(B, 4 * H, H, d_z + s * g, w_hh, tiles, a_h != 0, h_mask, tmp, dh);
+        FN(previous_dh)(B, 4 * H, H, d_z + s * g, w_hh, a_h != 0, h_mask, tmp, dh);
     }
     FN(add_partial_sums)(n, part, 5, sizes, sums);  /* by this thread alone: outside a parallel region */
     free(part);
