@@ -69,48 +69,101 @@ static void FN(end_row_back)(int H, real *RESTRICT gh, real *RESTRICT gc, const 
 }
 
 /* Sums of n values in PARTS interleaved partial sums: without -ffast-math a compiler may not reorder one running
-   sum, so a plain loop would add one value at a time. Independent partial sums vectorise, and 32 of them (four
-   AVX2 registers of floats) keep four additions in flight, where eight waited on one another's latency. */
+   sum, so a plain loop would add one value at a time. Independent partial sums vectorise, and 32 of them (two
+   AVX-512 registers of floats, four AVX2) keep several additions in flight, where one waited on the last.
+   They are held as vectors of the target's width (GEMM_VBYTES, set in steps.c with REAL_BYTES, the size of
+   `real`), and so is their total: held in an array, GCC left the total as 31 scalar additions through memory,
+   which took longer than the sum itself (and layer norm's statistics were half of a layer-normalised LSTM's
+   step kernel). */
 #define PARTS 32
+#define SUM_VL (GEMM_VBYTES / REAL_BYTES)  /* values per vector */
+#define SUM_NV (PARTS / SUM_VL)             /* vectors of partial sums */
 
-/* The partial sums' total: pairwise, the same order every time. */
-static real FN(total)(real *part) {
-    for (int width = PARTS / 2; width > 0; width /= 2)
-        for (int k = 0; k < width; k++) part[k] += part[k + width];
-    return part[0];
+typedef real FN(sumv) __attribute__((vector_size(GEMM_VBYTES)));
+typedef real FN(sumv_u) __attribute__((vector_size(GEMM_VBYTES), aligned(REAL_BYTES)));  /* unaligned access */
+typedef real FN(lanes8) __attribute__((vector_size(8 * REAL_BYTES)));
+typedef real FN(lanes4) __attribute__((vector_size(4 * REAL_BYTES)));
+typedef real FN(lanes2) __attribute__((vector_size(2 * REAL_BYTES)));
+
+/* The halves of vector `v` added: into `out`, of the half's type (no lane moves but the one addition) */
+#define ADD_HALVES(v, half_type, out)                                                              \
+    do {                                                                                          \
+        half_type lo_, hi_;                                                                       \
+        memcpy(&lo_, &(v), sizeof lo_), memcpy(&hi_, (const char *)&(v) + sizeof lo_, sizeof hi_); \
+        (out) = lo_ + hi_;                                                                        \
+    } while (0)
+
+/* The partial sums' total, pairwise, the same order every time: part[k] += part[k + w] for w = 16, 8, ..., 1,
+   where part[k] is lane k % SUM_VL of vector k / SUM_VL. */
+static real FN(total)(FN(sumv) *part) {
+    for (int w = SUM_NV / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) part[k] += part[k + w];
+#if SUM_VL == 16
+    FN(lanes8) v8;
+    ADD_HALVES(part[0], FN(lanes8), v8);
+#elif SUM_VL == 8
+    FN(lanes8) v8 = part[0];
+#endif
+#if SUM_VL >= 8
+    FN(lanes4) v4;
+    ADD_HALVES(v8, FN(lanes4), v4);
+#elif SUM_VL == 4
+    FN(lanes4) v4 = part[0];
+#endif
+#if SUM_VL >= 4
+    FN(lanes2) v2;
+    ADD_HALVES(v4, FN(lanes2), v2);
+#else
+    FN(lanes2) v2 = part[0];
+#endif
+    return v2[0] + v2[1];
+}
+
+/* x[j ..] as PARTS values in vectors: all of them where PARTS remain (`left`), else the `left` there and zeros
+   (which leave a partial sum as it is: a sum that starts at +0 never holds -0) */
+static inline void FN(load_parts)(const real *RESTRICT x, int left, FN(sumv) *v) {
+    if (left >= PARTS) {
+        for (int i = 0; i < SUM_NV; i++) v[i] = *(const FN(sumv_u) *)(x + i * SUM_VL);
+        return;
+    }
+    real tail[PARTS] = {0};
+    for (int k = 0; k < left; k++) tail[k] = x[k];
+    memcpy(v, tail, sizeof tail);
 }
 
 static real FN(sum)(int n, const real *RESTRICT x) {
-    real part[PARTS] = {0};
-    int j = 0;
-    for (; j + PARTS <= n; j += PARTS)
-        for (int k = 0; k < PARTS; k++) part[k] += x[j + k];
-    for (int k = 0; j < n; j++, k++) part[k] += x[j];
+    FN(sumv) part[SUM_NV] = {{0}}, v[SUM_NV];
+    for (int j = 0; j < n; j += PARTS) {
+        FN(load_parts)(x + j, n - j, v);
+        for (int i = 0; i < SUM_NV; i++) part[i] += v[i];
+    }
     return FN(total)(part);
 }
 
-/* sum of (x - shift)^2: as FN(sum) */
+/* sum of (x - shift)^2: as FN(sum) (the tail's zeros, which the shift would move, left out) */
 static real FN(sum_sq)(int n, const real *RESTRICT x, real shift) {
-    real part[PARTS] = {0};
+    FN(sumv) part[SUM_NV] = {{0}}, v[SUM_NV];
     int j = 0;
-    for (; j + PARTS <= n; j += PARTS)
-        for (int k = 0; k < PARTS; k++) part[k] += (x[j + k] - shift) * (x[j + k] - shift);
-    for (int k = 0; j < n; j++, k++) part[k] += (x[j] - shift) * (x[j] - shift);
+    for (; j + PARTS <= n; j += PARTS) {
+        FN(load_parts)(x + j, PARTS, v);
+        for (int i = 0; i < SUM_NV; i++) part[i] += (v[i] - shift) * (v[i] - shift);
+    }
+    if (j < n) {
+        real tail[PARTS] = {0};
+        for (int k = 0; j < n; j++, k++) tail[k] = (x[j] - shift) * (x[j] - shift);
+        FN(load_parts)(tail, PARTS, v);
+        for (int i = 0; i < SUM_NV; i++) part[i] += v[i];
+    }
     return FN(total)(part);
 }
 
 /* sum of x, and of x y, in one pass: as FN(sum) */
 static void FN(sum_and_dot)(int n, const real *RESTRICT x, const real *RESTRICT y, real *sum, real *dot) {
-    real part[PARTS] = {0}, part_xy[PARTS] = {0};
-    int j = 0;
-    for (; j + PARTS <= n; j += PARTS)
-        for (int k = 0; k < PARTS; k++) {
-            part[k] += x[j + k];
-            part_xy[k] += x[j + k] * y[j + k];
-        }
-    for (int k = 0; j < n; j++, k++) {
-        part[k] += x[j];
-        part_xy[k] += x[j] * y[j];
+    FN(sumv) part[SUM_NV] = {{0}}, part_xy[SUM_NV] = {{0}}, xv[SUM_NV], yv[SUM_NV];
+    for (int j = 0; j < n; j += PARTS) {
+        FN(load_parts)(x + j, n - j, xv);
+        FN(load_parts)(y + j, n - j, yv);
+        for (int i = 0; i < SUM_NV; i++) part[i] += xv[i], part_xy[i] += xv[i] * yv[i];
     }
     *sum = FN(total)(part);
     *dot = FN(total)(part_xy);

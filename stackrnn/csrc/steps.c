@@ -161,6 +161,7 @@ static int threads_for_values(int64_t n) {
 #endif
 
 #define real float
+#define REAL_BYTES 4
 #define FN(name) name##_f32
 #include "common.h"
 #include "lstm.h"
@@ -169,9 +170,11 @@ static int threads_for_values(int64_t n) {
 #include "loops.h"
 #include "drop.h"
 #undef real
+#undef REAL_BYTES
 #undef FN
 
 #define real double
+#define REAL_BYTES 8
 #define FN(name) name##_f64
 #include "common.h"
 #include "lstm.h"
@@ -180,4 +183,5 @@ static int threads_for_values(int64_t n) {
 #include "loops.h"
 #include "drop.h"
 #undef real
+#undef REAL_BYTES
 #undef FN
