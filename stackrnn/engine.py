@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import kernels, matmul
+from . import kernels, matmul, scratch
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
 from .regularizers import zoneout_keeps
 
@@ -456,7 +456,8 @@ class _Recurrence(torch.autograd.Function):
         # needs it only within a step (it sums the bias's gradient itself, and returns x W_ih^T's)
         lstm_ln_kernel = ctx.lib is not None and has_c and g_hh is not None
         d_gh = d_out.new_empty(T, B, G) if not lstm_ln_kernel else None
-        d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh  # ... and of h W_hh^T before it
+        # ... and of h W_hh^T before it: with layer norm, read only here (by d_w's product below), so kept memory
+        d_z = scratch.buffer("d_z", d_out, T * B * G).view(T, B, G) if g_hh is not None else d_gh
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
         product_t = _Product(w_hh, B, transposed=True)  # dz -> dz W_hh
         d_gi = d_g_ih = d_b_in = None  # d_gi: set here where a kernel computes it, else from math below
@@ -594,8 +595,8 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
     between) and one call that does the layer norms (of gi[t] = x W_ih^T with g_ih and b_in, of h W_hh^T and of
     c'), the gates, c, tanh(c), h, zoneout or padding and the next product's dropped-out input. With `loop` the
     whole direction is one call (csrc/loops.h), its products by the compiled gemm (`product.compiled`), else a
-    Python loop over `product` and the step. Writes every step's gates and tanh(c') into math's buffers; returns H_all, c_all
-    (T + 1, B, H) in processing order, and what the layer norms' backward reads (an empty list without): gi itself
+    Python loop over `product` and the step. Writes every step's gates and tanh(c') into math's buffers; returns
+    H_all, c_all (T + 1, B, H) in processing order, and what the layer norms' backward reads (an empty list without): gi itself
     (in time order: backward normalises it again), then, in processing order, its blocks' means and 1 / std, LN(z)
     and its 1 / std, LN(c') and its 1 / std."""
     T, B, G = gi.shape

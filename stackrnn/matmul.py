@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import kernels
+from . import kernels, scratch
 
 
 def library(*tensors: Tensor):
@@ -36,11 +36,13 @@ class Packed:
     """b (K, N), any strides, packed once for the compiled gemm; then packed(a) = a @ b for any a (M, K), as
     often as the recurrence needs it (b's values are copied: later changes to b are not seen).
 
-    `lib` is library(b) (not None)."""
+    `lib` is library(b) (not None). `transient`: the packed form and the product's room come from scratch.py's
+    kept buffers, for a Packed that is used and dropped before the next transient one is made on this thread."""
 
-    def __init__(self, lib, b: Tensor) -> None:
-        self.lib, (self.K, self.N) = lib, b.shape
-        self.buffer = b.new_empty(lib.packed_size(self.K, self.N))
+    def __init__(self, lib, b: Tensor, transient: bool = False) -> None:
+        self.lib, (self.K, self.N), self.transient = lib, b.shape, transient
+        size = lib.packed_size(self.K, self.N)
+        self.buffer = scratch.buffer("packed b", b, size) if transient else b.new_empty(size)
         lib.pack_b(self.K, self.N, b.data_ptr(), b.stride(0), b.stride(1), self.buffer.data_ptr())
         self._tiles = {}  # (rows M, a's stride along K) -> the product's room: the recurrence asks the same each step
 
@@ -49,7 +51,9 @@ class Packed:
         run along memory), kept for the next call."""
         key = rows, step == 1
         if key not in self._tiles:
-            self._tiles[key] = self.buffer.new_empty(max(1, self.lib.tile_space(rows, self.K, step)))
+            size = max(1, self.lib.tile_space(rows, self.K, step))
+            kept = self.transient  # a transient product's room is kept memory too
+            self._tiles[key] = scratch.buffer("tiles", self.buffer, size) if kept else self.buffer.new_empty(size)
         return self._tiles[key]
 
     def __call__(self, a: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
@@ -90,7 +94,7 @@ def mm(a: Tensor, b: Tensor, add: Tensor | None = None) -> Tensor:
     lib = library(a, b) if add is None else library(a, b, add)
     if lib is None or a.numel() == 0 or b.numel() == 0:
         return torch.mm(a, b) if add is None else torch.addmm(add, a, b)
-    return Packed(lib, b)(a, add)
+    return Packed(lib, b, transient=True)(a, add)
 
 
 def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
@@ -102,9 +106,9 @@ def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
     if lib is None or dy.numel() == 0 or x.numel() == 0:
         return torch.mm(dy.t(), x)
     if x.shape[1] >= dy.shape[1]:
-        return Packed(lib, x)(dy.t())
+        return Packed(lib, x, transient=True)(dy.t())
     out = dy.new_empty(dy.shape[1], x.shape[1])
-    Packed(lib, dy)(x.t(), out=out.t())
+    Packed(lib, dy, transient=True)(x.t(), out=out.t())
     return out
 
 
