@@ -305,6 +305,7 @@ def _load():
             function.argtypes, function.restype = args, _N
     lib.set_threads.argtypes, lib.set_threads.restype = [ctypes.c_int], ctypes.c_int
     lib.kernel_team.argtypes, lib.kernel_team.restype = [], ctypes.c_int
+    lib.loop_chunks.argtypes, lib.loop_chunks.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return lib
 
 
@@ -316,14 +317,15 @@ class Steps:
     lstm_ln_backward_loop (csrc/loops.h), and `loops`, whether the engine runs them (False under
     STACKRNN_KERNELS=steps: it loops over the steps in Python); set_threads(n), the most threads a step or product
     may share its work between from now on (n >= 1; it returns the count, 0 in a build without OpenMP, where one
-    thread runs them); kernel_team(), the number of threads the last layer norm's backward step ran on; and
+    thread runs them); kernel_team(), the number of threads the last layer norm's backward step ran on;
+    loop_chunks(B, H), how many chunks of rows the time loops would give their threads now (1: step by step); and
     drop_connect, weight drop's pass over a whole weight (csrc/drop.h)."""
 
     def __init__(self, lib, dtype: torch.dtype) -> None:
         suffix = _SUFFIX[dtype]
         for name in [*_signatures(ctypes.c_float), *_SIZES]:
             setattr(self, name.removesuffix("_step"), getattr(lib, name + suffix))
-        self.set_threads, self.kernel_team = lib.set_threads, lib.kernel_team
+        self.set_threads, self.kernel_team, self.loop_chunks = lib.set_threads, lib.kernel_team, lib.loop_chunks
         self.loops = os.environ.get("STACKRNN_KERNELS", "").strip().lower() != "steps"
 
 

@@ -62,6 +62,7 @@ def counted(monkeypatch):
                     loop = prefix + name + "_loop"
                     setattr(self, loop, self._counted(name, getattr(steps, loop), loop=True))
             self.set_threads, self.kernel_team, self.loops = steps.set_threads, steps.kernel_team, steps.loops
+            self.loop_chunks = steps.loop_chunks
             for name in ("pack_b", "gemm_packed", "packed_size", "tile_space", "drop_connect"):  # not steps
                 setattr(self, name, getattr(steps, name))
 
@@ -239,6 +240,36 @@ def test_the_time_loops_share_products_and_rows_between_threads(option, two_thre
     for a, b, c in zip([*shared[0], *shared[1]], [*again[0], *again[1]], [*alone[0], *alone[1]]):
         assert torch.equal(a, b)
         torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("option", ["zoneout pair", "recurrent dropout", "layer norm, all, bidirectional"])
+def test_a_chunk_of_rows_per_thread_through_all_steps_equals_the_loop_step_by_step(option, two_threads, counted):
+    """17 rows of 256 units on two threads: each thread runs its own chunk of rows (8 and 9) through every step
+    (steps.c's loop_chunks), its products alone. Asked for three threads, of which a step of this size uses two,
+    the loop goes step by step, sharing each product's panels and each step's rows. Bit for bit the same: every
+    product's sums and every row's work, the gains' sums included, are the same either way."""
+    torch.manual_seed(12)
+    stack = StackedRNN(6, layers=[LSTM(256, **CASES[option])]).train()
+    x, lengths = torch.randn(4, 17, 6), torch.tensor([4, 1, 2, 3] * 4 + [4])
+    steps = kernels.steps(torch.float32)
+    assert steps.set_threads(2) == 2 and steps.loop_chunks(17, 256) == 2
+    chunked = _run(stack, x, lengths)
+    torch.set_num_threads(3)
+    assert steps.set_threads(3) == 3 and steps.loop_chunks(17, 256) == 1
+    step_by_step = _run(stack, x, lengths)
+    assert counted["loops"] > 0
+    for a, b in zip([*chunked[0], *chunked[1]], [*step_by_step[0], *step_by_step[1]]):
+        assert torch.equal(a, b)
+
+
+def test_loops_go_step_by_step_where_a_chunk_would_be_under_a_register_tile_or_a_thread_idle(two_threads):
+    steps = kernels.steps(torch.float32)
+    steps.set_threads(2)
+    assert steps.loop_chunks(32, 256) == 2
+    assert steps.loop_chunks(6, 1024) == 1  # work for two threads, but chunks of 3 rows: under every target's tile
+    assert steps.loop_chunks(32, 32) == 1  # 1024 units: one thread's share (MIN_UNITS_PER_THREAD)
+    steps.set_threads(4)
+    assert steps.loop_chunks(32, 128) == 1  # two threads' work where four may run: step by step, none idle
 
 
 # One layer-norm LSTM backward step on fixed inputs through ctypes, asking for two threads; prints the team it got

@@ -184,6 +184,28 @@ void FN(gemm_packed)(int64_t M, int64_t N, int64_t K, const real *a, int64_t sam
     }
 }
 
+/* y (M, N) = add + a (M, K) b as FN(gemm_packed), for a's rows along memory (sak 1), by the calling thread alone:
+   the product of one chunk of rows in loops.h's time loops, whose threads each run their own. The same sums in
+   the same order as FN(gemm_packed): the same result. */
+static void FN(gemm_rows)(int64_t M, int64_t N, int64_t K, const real *a, int64_t sam, const real *packed,
+                          const real *add, int64_t ld_add, real *y, int64_t ldy) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        FN(gemm_packed)(M, N, K, a, sam, 1, packed, add, ld_add, y, ldy, 1, 0);  /* no threads for an empty sum */
+        return;
+    }
+    int64_t np = FN(panels)(N), nt = (M + MR - 1) / MR;
+    for (int64_t p = 0; p < np; p++)
+        for (int64_t t = 0; t < nt; t++) {
+            int64_t n0 = p * NR, row = t * MR;
+            int mr = M - row < MR ? (int)(M - row) : MR, nc = N - n0 < NR ? (int)(N - n0) : NR;
+            const real *from[MR];
+            for (int m = 0; m < MR; m++) from[m] = a + (row + (m < mr ? m : mr - 1)) * sam;
+            FN(kernel)(K, from, 1, packed + p * K * NR, mr, nc, add ? add + row * ld_add + n0 : 0, ld_add,
+                       y + row * ldy + n0, ldy, 1);
+        }
+}
+
 #undef VL
 #undef NR
 #undef MR

@@ -15,19 +15,30 @@ static void FN(lstm_row)(int H, const real *RESTRICT p, const real *RESTRICT cp,
 
 /* Forward.  pre (B, 4H): gi + h W_hh^T.  Writes act (B, 4H): sigmoid i f o and tanh g; tc (B, H): tanh(c');
    c_out, h_out (B, H): the new state after the carry; h_in (B, H), unless NULL: h_out * h_mask, the next step's
-   product input (recurrent dropout). */
-void FN(lstm_forward_step)(int B, int H, const real *RESTRICT pre, const real *RESTRICT c_prev,
-                           const real *RESTRICT h_prev, const real *a_h, long ah_sb, long ah_sj, const real *a_c,
-                           long ac_sb, long ac_sj, const real *RESTRICT h_mask, real *RESTRICT act,
-                           real *RESTRICT tc, real *RESTRICT c_out, real *RESTRICT h_out, real *RESTRICT h_in) {
-    #pragma omp parallel for schedule(static) num_threads(threads_for(B, H))
-    for (int b = 0; b < B; b++) {
+   product input (recurrent dropout). lstm_forward_rows: rows b0 .. b1 of it, by the calling thread. */
+static void FN(lstm_forward_rows)(int b0, int b1, int H, const real *RESTRICT pre, const real *RESTRICT c_prev,
+                                  const real *RESTRICT h_prev, const real *a_h, long ah_sb, long ah_sj,
+                                  const real *a_c, long ac_sb, long ac_sj, const real *RESTRICT h_mask,
+                                  real *RESTRICT act, real *RESTRICT tc, real *RESTRICT c_out, real *RESTRICT h_out,
+                                  real *RESTRICT h_in) {
+    for (int b = b0; b < b1; b++) {
         const real *cp = c_prev + (long)b * H, *hp = h_prev + (long)b * H;
         real *c = c_out + (long)b * H, *h = h_out + (long)b * H;
         FN(lstm_row)(H, pre + (long)b * 4 * H, cp, act + (long)b * 4 * H, tc + (long)b * H, c, h);
         FN(finish_row)(H, h, c, hp, cp, a_h ? a_h + b * ah_sb : 0, ah_sj, a_c ? a_c + b * ac_sb : 0, ac_sj,
                        h_in ? h_mask + (long)b * H : 0, h_in ? h_in + (long)b * H : 0);
     }
+}
+
+void FN(lstm_forward_step)(int B, int H, const real *RESTRICT pre, const real *RESTRICT c_prev,
+                           const real *RESTRICT h_prev, const real *a_h, long ah_sb, long ah_sj, const real *a_c,
+                           long ac_sb, long ac_sj, const real *RESTRICT h_mask, real *RESTRICT act,
+                           real *RESTRICT tc, real *RESTRICT c_out, real *RESTRICT h_out, real *RESTRICT h_in) {
+    int n = threads_for(B, H);
+    #pragma omp parallel for schedule(static) num_threads(n)
+    for (int c = 0; c < n; c++)
+        FN(lstm_forward_rows)(CHUNK_START(B, c, n), CHUNK_START(B, c + 1, n), H, pre, c_prev, h_prev, a_h, ah_sb,
+                              ah_sj, a_c, ac_sb, ac_sj, h_mask, act, tc, c_out, h_out, h_in);
 }
 
 /* One row's gates' gradient d_pre (4H) from what forward wrote (g4, t), the previous c (cp), h's gradient gh and
@@ -55,14 +66,14 @@ static void FN(lstm_row_back)(int H, const real *RESTRICT g4, const real *RESTRI
    d_out (B, H): the gradient of this step's output.  dh (B, H) in: the gradient of the new h from later steps;
    out: the part that goes straight to the previous h through the carry (meaningful only with a_h).
    dc (B, H) in: the gradient of the new c; out: the previous c's.  Writes d_pre (B, 4H), the gates' gradient
-   before their activations: what W_hh, the biases and gi receive.  keep_h, keep_c (B, H): scratch. */
-void FN(lstm_backward_step)(int B, int H, const real *RESTRICT act, const real *RESTRICT tc,
-                            const real *RESTRICT c_prev, const real *a_h, long ah_sb, long ah_sj, const real *a_c,
-                            long ac_sb, long ac_sj, const real *RESTRICT d_out, real *RESTRICT dh,
-                            real *RESTRICT dc, real *RESTRICT d_pre, real *RESTRICT keep_h,
-                            real *RESTRICT keep_c) {
-    #pragma omp parallel for schedule(static) num_threads(threads_for(B, H))
-    for (int b = 0; b < B; b++) {
+   before their activations: what W_hh, the biases and gi receive.  keep_h, keep_c (B, H): scratch.
+   lstm_backward_rows: rows b0 .. b1 of it, by the calling thread. */
+static void FN(lstm_backward_rows)(int b0, int b1, int H, const real *RESTRICT act, const real *RESTRICT tc,
+                                   const real *RESTRICT c_prev, const real *a_h, long ah_sb, long ah_sj,
+                                   const real *a_c, long ac_sb, long ac_sj, const real *RESTRICT d_out,
+                                   real *RESTRICT dh, real *RESTRICT dc, real *RESTRICT d_pre,
+                                   real *RESTRICT keep_h, real *RESTRICT keep_c) {
+    for (int b = b0; b < b1; b++) {
         real *gh = dh + (long)b * H, *gc = dc + (long)b * H;
         real *kh = keep_h + (long)b * H, *kc = keep_c + (long)b * H;
         FN(start_row_back)(H, gh, gc, d_out + (long)b * H, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj,
@@ -71,6 +82,18 @@ void FN(lstm_backward_step)(int B, int H, const real *RESTRICT act, const real *
                           d_pre + (long)b * 4 * H);
         FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
     }
+}
+
+void FN(lstm_backward_step)(int B, int H, const real *RESTRICT act, const real *RESTRICT tc,
+                            const real *RESTRICT c_prev, const real *a_h, long ah_sb, long ah_sj, const real *a_c,
+                            long ac_sb, long ac_sj, const real *RESTRICT d_out, real *RESTRICT dh,
+                            real *RESTRICT dc, real *RESTRICT d_pre, real *RESTRICT keep_h,
+                            real *RESTRICT keep_c) {
+    int n = threads_for(B, H);
+    #pragma omp parallel for schedule(static) num_threads(n)
+    for (int c = 0; c < n; c++)
+        FN(lstm_backward_rows)(CHUNK_START(B, c, n), CHUNK_START(B, c + 1, n), H, act, tc, c_prev, a_h, ah_sb,
+                               ah_sj, a_c, ac_sb, ac_sj, d_out, dh, dc, d_pre, keep_h, keep_c);
 }
 
 /* One row of lstm_ln_forward_step (its arguments, offset to the row; mx, rx, rz: the row's 4, rc: its 1). */
@@ -106,7 +129,27 @@ static void FN(lstm_ln_row)(int H, const real *RESTRICT zb, const real *RESTRICT
    NULL); h' = o tanh(LN(c') gain_c + shift_c).  As lstm_forward_step, and it also writes what backward reads:
    mx, rx (B, 4), the mean and 1 / std of each gate block of xw (backward normalises xw again from them, rather
    than forward keeping LN(xw), as large as xw, which backward has anyway); zn (B, 4H) and rz (B, 4), each gate
-   block of z normalised and its 1 / std; cn (B, H) and rc (B), the same of c'. */
+   block of z normalised and its 1 / std; cn (B, H) and rc (B), the same of c'. lstm_ln_forward_rows:
+   rows b0 .. b1 of it, by the calling thread. */
+static void FN(lstm_ln_forward_rows)(int b0, int b1, int H, const real *RESTRICT z, const real *RESTRICT xw,
+                                     const real *RESTRICT g_ih, const real *RESTRICT bias,
+                                     const real *RESTRICT g_hh, const real *RESTRICT gain_c,
+                                     const real *RESTRICT shift_c, real eps, const real *RESTRICT c_prev,
+                                     const real *RESTRICT h_prev, const real *a_h, long ah_sb, long ah_sj,
+                                     const real *a_c, long ac_sb, long ac_sj, const real *RESTRICT h_mask,
+                                     real *RESTRICT act, real *RESTRICT mx, real *RESTRICT rx, real *RESTRICT zn,
+                                     real *RESTRICT rz, real *RESTRICT tc, real *RESTRICT cn, real *RESTRICT rc,
+                                     real *RESTRICT c_out, real *RESTRICT h_out, real *RESTRICT h_in) {
+    for (int b = b0; b < b1; b++) {
+        long r4 = (long)b * 4 * H, r1 = (long)b * H;
+        real *c = c_out + r1, *h = h_out + r1;
+        FN(lstm_ln_row)(H, z + r4, xw + r4, g_ih, bias, g_hh, gain_c, shift_c, eps, c_prev + r1, act + r4, mx + b * 4,
+                        rx + b * 4, zn + r4, rz + b * 4, tc + r1, cn + r1, rc + b, c, h);
+        FN(finish_row)(H, h, c, h_prev + r1, c_prev + r1, a_h ? a_h + b * ah_sb : 0, ah_sj,
+                       a_c ? a_c + b * ac_sb : 0, ac_sj, h_in ? h_mask + r1 : 0, h_in ? h_in + r1 : 0);
+    }
+}
+
 void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *RESTRICT xw,
                               const real *RESTRICT g_ih, const real *RESTRICT bias, const real *RESTRICT g_hh,
                               const real *RESTRICT gain_c, const real *RESTRICT shift_c, real eps,
@@ -116,15 +159,12 @@ void FN(lstm_ln_forward_step)(int B, int H, const real *RESTRICT z, const real *
                               real *RESTRICT rx, real *RESTRICT zn, real *RESTRICT rz, real *RESTRICT tc,
                               real *RESTRICT cn, real *RESTRICT rc, real *RESTRICT c_out, real *RESTRICT h_out,
                               real *RESTRICT h_in) {
-    #pragma omp parallel for schedule(static) num_threads(threads_for(B, H))
-    for (int b = 0; b < B; b++) {
-        long r4 = (long)b * 4 * H, r1 = (long)b * H;
-        real *c = c_out + r1, *h = h_out + r1;
-        FN(lstm_ln_row)(H, z + r4, xw + r4, g_ih, bias, g_hh, gain_c, shift_c, eps, c_prev + r1, act + r4, mx + b * 4,
-                        rx + b * 4, zn + r4, rz + b * 4, tc + r1, cn + r1, rc + b, c, h);
-        FN(finish_row)(H, h, c, h_prev + r1, c_prev + r1, a_h ? a_h + b * ah_sb : 0, ah_sj,
-                       a_c ? a_c + b * ac_sb : 0, ac_sj, h_in ? h_mask + r1 : 0, h_in ? h_in + r1 : 0);
-    }
+    int n = threads_for(B, H);
+    #pragma omp parallel for schedule(static) num_threads(n)
+    for (int c = 0; c < n; c++)
+        FN(lstm_ln_forward_rows)(CHUNK_START(B, c, n), CHUNK_START(B, c + 1, n), H, z, xw, g_ih, bias, g_hh, gain_c,
+                                 shift_c, eps, c_prev, h_prev, a_h, ah_sb, ah_sj, a_c, ac_sb, ac_sj, h_mask, act, mx,
+                                 rx, zn, rz, tc, cn, rc, c_out, h_out, h_in);
 }
 
 /* One row of lstm_ln_backward_step after start_row_back (its arguments, offset to the row; xnb (4H): scratch, for
@@ -170,6 +210,31 @@ static void FN(lstm_ln_sums)(int H, real *d_g_ih, real *d_g_hh, real *d_bias, re
     for (int i = 0; i < 5; i++) sizes[i] = n[i], sums[i] = at[i];
 }
 
+/* Rows b0 .. b1 of lstm_ln_backward_step (its arguments), by the calling thread, adding into the gradient sums
+   s[5] (lstm_ln_sums's order). */
+static void FN(lstm_ln_backward_rows)(int b0, int b1, int H, const real *RESTRICT act, const real *RESTRICT tc,
+                                      const real *RESTRICT xw, const real *RESTRICT mx, const real *RESTRICT rx,
+                                      const real *RESTRICT zn, const real *RESTRICT rz, const real *RESTRICT cn,
+                                      const real *RESTRICT rc, const real *RESTRICT g_ih,
+                                      const real *RESTRICT g_hh, const real *RESTRICT gain_c,
+                                      const real *RESTRICT c_prev, const real *a_h, long ah_sb, long ah_sj,
+                                      const real *a_c, long ac_sb, long ac_sj, const real *RESTRICT d_out,
+                                      real *RESTRICT dh, real *RESTRICT dc, real *RESTRICT d_pre,
+                                      real *RESTRICT d_xw, real *RESTRICT d_z, real *const *s,
+                                      real *RESTRICT keep_h, real *RESTRICT keep_c, real *RESTRICT scratch,
+                                      real *RESTRICT xn) {
+    for (int b = b0; b < b1; b++) {
+        long r4 = (long)b * 4 * H, r1 = (long)b * H;
+        real *gh = dh + r1, *gc = dc + r1, *kh = keep_h + r1, *kc = keep_c + r1;
+        FN(start_row_back)(H, gh, gc, d_out + r1, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj,
+                           a_c ? a_c + b * ac_sb : 0, ac_sj);
+        FN(lstm_ln_row_back)(H, act + r4, tc + r1, xw + r4, mx + b * 4, rx + b * 4, xn + r4, zn + r4, rz + b * 4,
+                             cn + r1, rc[b], g_ih, g_hh, gain_c, c_prev + r1, gh, gc, d_pre + r4, d_xw + r4,
+                             d_z + r4, s[0], s[1], s[2], s[3], s[4], scratch + r1);
+        FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
+    }
+}
+
 /* lstm_ln_backward_step's rows in n chunks, each adding into its own gradient sums (common.h's partial sums:
    chunk 0 into the sums themselves, every other chunk into its own block of part). With `whole` (one step on its
    own) the chunks' sums are zeroed first and added into the sums after; without, they carry over from call to call:
@@ -196,16 +261,9 @@ static void FN(lstm_ln_backward_chunks)(int n, real *part, int whole, int B, int
         for (int chunk = 0; chunk < n; chunk++) {
             real *s[5];
             FN(sums_of)(chunk, part, 5, sizes, sums, s, whole);
-            for (int b = (int)((long)B * chunk / n); b < (int)((long)B * (chunk + 1) / n); b++) {
-                long r4 = (long)b * 4 * H, r1 = (long)b * H;
-                real *gh = dh + r1, *gc = dc + r1, *kh = keep_h + r1, *kc = keep_c + r1;
-                FN(start_row_back)(H, gh, gc, d_out + r1, kh, kc, a_h ? a_h + b * ah_sb : 0, ah_sj,
-                                   a_c ? a_c + b * ac_sb : 0, ac_sj);
-                FN(lstm_ln_row_back)(H, act + r4, tc + r1, xw + r4, mx + b * 4, rx + b * 4, xn + r4, zn + r4,
-                                     rz + b * 4, cn + r1, rc[b], g_ih, g_hh, gain_c, c_prev + r1, gh, gc,
-                                     d_pre + r4, d_xw + r4, d_z + r4, s[0], s[1], s[2], s[3], s[4], scratch + r1);
-                FN(end_row_back)(H, gh, gc, kh, kc, a_h != 0, a_c != 0);
-            }
+            FN(lstm_ln_backward_rows)(CHUNK_START(B, chunk, n), CHUNK_START(B, chunk + 1, n), H, act, tc, xw, mx, rx,
+                                      zn, rz, cn, rc, g_ih, g_hh, gain_c, c_prev, a_h, ah_sb, ah_sj, a_c, ac_sb,
+                                      ac_sj, d_out, dh, dc, d_pre, d_xw, d_z, s, keep_h, keep_c, scratch, xn);
         }
         if (whole) FN(add_partial_sums)(n, part, 5, sizes, sums);
     }

@@ -129,6 +129,9 @@ static int threads_for(int B, int H) {
     return n < 1 ? 1 : n;
 }
 
+/* The first row of chunk c of B rows cut into n: chunk c is rows CHUNK_START(B, c, n) .. CHUNK_START(B, c + 1, n) */
+#define CHUNK_START(B, c, n) ((int)((long)(B) * (c) / (n)))
+
 /* Kernels over a whole weight (drop.h, gemm.h's packing) share it between threads in blocks of this many values (a
    multiple of 32), at least one block per thread: below that, waking a thread costs more than its share. */
 #define WEIGHT_BLOCK ((int64_t)65536)
@@ -159,6 +162,17 @@ static int threads_for_values(int64_t n) {
 #define GEMM_MR 4
 #define GEMM_NRV 3
 #endif
+
+/* How many chunks of rows a time loop (loops.h) gives its threads, each thread its own rows through every step:
+   a row's recurrence never reads another row, so they meet only at the end, where step by step they met twice a
+   step (after the product and after the step kernel) and a step's rows moved between cores' caches. 1 (the loop
+   then runs step by step, sharing each step's product and kernel) unless every thread allowed gets a chunk, of
+   at least one register tile of rows: fewer rows than GEMM_MR per product would waste the tile's multiply-adds,
+   and an idle thread the work the step-by-step loop would give it. Exported for tests. */
+int loop_chunks(int B, int H) {
+    int n = threads_for(B, H);
+    return n > 1 && n == LOAD(max_threads) && B / n >= GEMM_MR ? n : 1;
+}
 
 #define real float
 #define REAL_BYTES 4
