@@ -48,7 +48,7 @@ from torch.autograd.function import once_differentiable
 
 from . import kernels, matmul, scratch
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
-from .regularizers import zoneout_keeps
+from .regularizers import zoneout_factors
 
 _EPS = 1e-5  # torch.nn.functional.layer_norm's and nn.LayerNorm's default, as the cells use
 # aten's layer-norm backward from saved mean and 1/std: the input gradient only (gains are summed over all steps)
@@ -793,7 +793,6 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     rounded to bfloat16 or float16 between them."""
     steps, batch = x.shape[0], x.shape[1]
     size_h, size_c = cell.output_size, cell.hidden_size  # h is P wide in a projected LSTM, c always H
-    keep_h, keep_c = zoneout_keeps(steps, batch, (size_h, size_c), zoneout_rates, training, x, generator)
     lstm = isinstance(cell, LSTMCell)
     math_class, extra = _math_for(cell)
     make_math = functools.partial(_make_math, math_class, cell.hidden_size, extra)
@@ -810,6 +809,8 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     else:
         gi = cell.project_input(x, bias, linear=matmul.linear)
     dtype = gi.dtype  # under autocast the projection's precision; the recurrence follows it
+    # zoneout's keep factors (1 keeps the old value), drawn as the reference loop's masks (zoneout_keeps)
+    keep_h, keep_c = zoneout_factors(steps, batch, (size_h, size_c), zoneout_rates, training, x, dtype, generator)
 
     valid = mask.to(dtype) if mask is not None else None  # (T, B, 1): 1 at valid steps, 0 at padding
 
@@ -817,7 +818,7 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
         # a = 1 - valid * (1 - keep): 1 keeps the previous value (padding, or zoned out), 0 takes the cell's
         if rate == 0 and valid is None:
             return None
-        kept = keep.to(dtype) if keep is not None else torch.tensor(rate, dtype=dtype, device=x.device)
+        kept = keep if keep is not None else torch.tensor(rate, dtype=dtype, device=x.device)
         if valid is None:
             return kept.expand(steps, batch, size) if kept.dim() == 0 else kept
         return 1 - valid * (1 - kept)

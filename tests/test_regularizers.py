@@ -194,3 +194,36 @@ def test_weights_the_kernel_cannot_read_take_the_torch_path(compiled_drop):
         out = drop_weight(w, 0.5, True, torch.Generator().manual_seed(5))
         assert type(out.grad_fn).__name__ != "_DropConnectBackward" and out.shape == w.shape
         assert abs((out != 0).float().mean().item() - 0.5) < 0.02
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rates", [(0.1, 0.1), (0.5, 0.25), (1.0, 0.3), (0.0, 0.2), (0.15, 0.0)])
+@pytest.mark.parametrize("shape", [(35, 32, (256, 256)), (3, 5, (7, 9)), (1, 1, (1, 33))])
+def test_zoneout_factors_are_the_reference_masks_as_numbers(dtype, rates, shape, compiled_drop):
+    """The engine's keep factors, written by the compiled kernel from the random words, equal the reference
+    loop's boolean masks (zoneout_keeps) from the same seed for every kind of draw (1, 8 and 16 bits, rate 1,
+    rate 0), sizes that fill no whole word included, and leave the generator where zoneout_keeps leaves it."""
+    from stackrnn.regularizers import zoneout_factors, zoneout_keeps
+
+    steps, batch, sizes = shape
+    g1, g2 = torch.Generator().manual_seed(8), torch.Generator().manual_seed(8)
+    factors = zoneout_factors(steps, batch, sizes, rates, True, torch.zeros(1), dtype, g1)
+    keeps = zoneout_keeps(steps, batch, sizes, rates, True, torch.zeros(1), g2)
+    for factor, keep in zip(factors, keeps):
+        assert (factor is None) == (keep is None)
+        if keep is not None:
+            assert factor.dtype == dtype and torch.equal(factor, keep.to(dtype))
+    assert torch.equal(g1.get_state(), g2.get_state())
+    assert zoneout_factors(steps, batch, sizes, rates, False, torch.zeros(1), dtype, g1) == (None, None)
+
+
+def test_zoneout_factors_without_the_kernels_are_the_masks_cast(monkeypatch):
+    from stackrnn import kernels
+    from stackrnn.regularizers import zoneout_factors, zoneout_keeps
+
+    monkeypatch.setattr(kernels, "steps", lambda dtype=torch.float32: None)
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    factors = zoneout_factors(4, 3, (5, 6), (0.2, 0.7), True, torch.zeros(1), torch.float32, g1)
+    keeps = zoneout_keeps(4, 3, (5, 6), (0.2, 0.7), True, torch.zeros(1), g2)
+    for factor, keep in zip(factors, keeps):
+        assert torch.equal(factor, keep.float())

@@ -14,9 +14,12 @@
    backward's multiply) with a 4-byte mask saved for the backward: at hidden 1024 that was about 10 ms a layer
    per forward pass on two cores. This reads W_hh (or its gradient) once and writes the result once.
 
-   out = in * (keep ? scale : 0), for n values; in and out may be the same array (no restrict on them). Shared
-   between up to set_threads() threads in blocks of WEIGHT_BLOCK values (steps.c), a multiple of 32 so that
-   bits 1 never splits a word. */
+   out = in * (keep ? scale : 0), for n values; in and out may be the same array (no restrict on them); in NULL
+   writes the mask's values themselves, keep ? scale : 0 (zoneout's keep factors, with scale 1: regularizers.py's
+   zoneout_factors). Shared between up to set_threads() threads in blocks of WEIGHT_BLOCK values (steps.c), a
+   multiple of 32 so that bits 1 never splits a word. */
+
+#define IN(i) (in ? in[i] : (real)1)  /* loop-invariant: GCC makes a loop of each case */
 
 void FN(drop_connect)(int64_t n, int bits, int threshold, const void *words, real scale, const real *in, real *out) {
     int64_t blocks = (n + WEIGHT_BLOCK - 1) / WEIGHT_BLOCK;
@@ -30,15 +33,17 @@ void FN(drop_connect)(int64_t n, int bits, int threshold, const void *words, rea
             int64_t i = start;
             for (; i + 32 <= end; i += 32) {
                 uint32_t word = w[i >> 5];
-                for (int j = 0; j < 32; j++) out[i + j] = in[i + j] * ((real)((word >> j) & 1u) * scale);
+                for (int j = 0; j < 32; j++) out[i + j] = IN(i + j) * ((real)((word >> j) & 1u) * scale);
             }
-            for (; i < end; i++) out[i] = in[i] * ((real)((w[i >> 5] >> (i & 31)) & 1u) * scale);
+            for (; i < end; i++) out[i] = IN(i) * ((real)((w[i >> 5] >> (i & 31)) & 1u) * scale);
         } else if (bits == 8) {
             const uint8_t *u = (const uint8_t *)words;
-            for (int64_t i = start; i < end; i++) out[i] = in[i] * ((real)(u[i] < threshold) * scale);
+            for (int64_t i = start; i < end; i++) out[i] = IN(i) * ((real)(u[i] < threshold) * scale);
         } else {
             const int16_t *u = (const int16_t *)words;
-            for (int64_t i = start; i < end; i++) out[i] = in[i] * ((real)(u[i] < threshold) * scale);
+            for (int64_t i = start; i < end; i++) out[i] = IN(i) * ((real)(u[i] < threshold) * scale);
         }
     }
 }
+
+#undef IN
