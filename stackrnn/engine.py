@@ -617,8 +617,8 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
         carries = (ah, ah_step // size, ah_sb, ah_sj, ac, ac_step // size, ac_sb, ac_sj)
         mask = _kernel_layout(h_mask.expand_as(H_all[0]), gi) if h_mask is not None else None
         spare = gi.new_empty(2, B, H) if mask is not None else None  # the products' dropped-out inputs, in turn
-        scratch = gi.new_empty(B, G)  # a step's pre, or z = h W_hh^T with layer norm
-        pointers = [_at(x, 0) for x in (mask, scratch, spare, math.act)]
+        step_room = gi.new_empty(B, G)  # a step's pre, or z = h W_hh^T with layer norm
+        pointers = [_at(x, 0) for x in (mask, step_room, spare, math.act)]
         w = product.compiled.buffer.data_ptr()  # W_hh^T packed
         if g_hh is None:
             lib.lstm_forward_loop(T, B, H, reverse, gi.data_ptr(), w, *carries, *pointers, math.tc.data_ptr(),
@@ -669,7 +669,7 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         h_mask = h_mask.expand_as(dh)
     # the kernel updates dh and dc in place: copies, never autograd's tensors
     dh, dc = dh.clone(memory_format=torch.contiguous_format), dc.clone(memory_format=torch.contiguous_format)
-    keep_h, keep_c, scratch = torch.empty_like(dh), torch.empty_like(dc), torch.empty_like(dc)
+    keep_h, keep_c, row_room = torch.empty_like(dh), torch.empty_like(dc), torch.empty_like(dc)
     (ah, ah_step, ah_sb, ah_sj), (ac, ac_step, ac_sb, ac_sj) = _carry_pointer(a_h), _carry_pointer(a_c)
     d_xw = d_g_ih = d_b_in = None
     if g_hh is not None:
@@ -681,7 +681,7 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         sums = [_at(x, 0) for x in (d_g_ih, d_g, d_b_in, math.d_gain, math.d_shift)]
         d_pre, xn = d_z.new_empty(B, G), d_z.new_empty(B, G)  # scratch: a step's gradient of pre, and LN(xw)
         xw, kept = _Steps(norms[0]), _Steps(*norms[1:])
-        ln_scratch = scratch.data_ptr(), xn.data_ptr()
+        ln_scratch = row_room.data_ptr(), xn.data_ptr()
     # forward's choice, unless the compiled gemm has gone since (STACKRNN_KERNELS=0 set between the passes): then the
     # Python loop over the same step kernels, its products torch's
     if loop and product_t.compiled is not None:

@@ -192,7 +192,7 @@ def zoneout_factors(steps: int, batch: int, sizes: tuple[int, int], rates: tuple
         else:
             n = steps * batch * size
             words, bits, threshold, _ = _draw(n, rate, like, generator)  # as zoneout_masks draws them
-            out = torch.empty((steps, batch, size), dtype=dtype)
+            out = torch.empty((steps, batch, size), dtype=dtype, device=like.device)  # the CPU, whatever the default
             lib.set_threads(torch.get_num_threads())
             lib.drop_connect(n, bits, threshold, words.data_ptr(), 1.0, None, out.data_ptr())
             factors.append(out)

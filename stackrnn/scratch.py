@@ -8,8 +8,9 @@ first time it is written. On the project's build machine a layer-normalised LSTM
 operand into fresh memory took twice as long as into memory written before. GPU memory comes from torch's
 caching allocator, which already keeps blocks: there this module hands out fresh tensors.
 
-One buffer per name, per thread (autograd may run backward on threads of its own), per dtype and device; it
-grows to the largest size asked for, up to MAX_BYTES; larger requests get fresh tensors that are not kept.
+One buffer per name, per thread (autograd may run backward on threads of its own) and per dtype, on the CPU
+(like's device, whatever torch's default device is); it grows to the largest size asked for, up to MAX_BYTES;
+larger requests get fresh tensors that are not kept.
 A caller must be done with a buffer before anything on its thread asks for the same name again.
 """
 
@@ -36,7 +37,7 @@ def buffer(name: str, like: Tensor, numel: int) -> Tensor:
     key = name, like.dtype
     held = kept.get(key)
     if held is None or held.numel() < numel:
-        held = kept[key] = torch.empty(numel, dtype=like.dtype)
+        held = kept[key] = like.new_empty(numel)  # like's device (the CPU), not torch's default one
     return held[:numel]
 
 

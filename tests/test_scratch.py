@@ -90,3 +90,13 @@ def test_training_steps_with_kept_buffers_match_fresh_memory(monkeypatch):
     for a, b in zip(kept, fresh):
         for ga, gb in zip(a, b):
             assert torch.equal(ga, gb)
+
+
+def test_buffers_are_on_the_cpu_whatever_torchs_default_device():
+    like = torch.empty(0)
+    torch.set_default_device("meta")
+    try:
+        buf = scratch.buffer("x", like, 10)
+    finally:
+        torch.set_default_device(None)
+    assert buf.device.type == "cpu"

@@ -140,19 +140,19 @@ static real FN(sum)(int n, const real *RESTRICT x) {
     return FN(total)(part);
 }
 
-/* sum of (x - shift)^2: as FN(sum) (the tail's zeros, which the shift would move, left out) */
+/* sum of (x - shift)^2: as FN(sum), but the tail padded with `shift` (which adds (shift - shift)^2 = +0), so that
+   every value goes through the same expression, which the compiler may fuse into one multiply-add */
 static real FN(sum_sq)(int n, const real *RESTRICT x, real shift) {
     FN(sumv) part[SUM_NV] = {{0}}, v[SUM_NV];
-    int j = 0;
-    for (; j + PARTS <= n; j += PARTS) {
-        FN(load_parts)(x + j, PARTS, v);
+    for (int j = 0; j < n; j += PARTS) {
+        if (n - j >= PARTS) {
+            FN(load_parts)(x + j, PARTS, v);
+        } else {
+            real tail[PARTS];
+            for (int k = 0; k < PARTS; k++) tail[k] = j + k < n ? x[j + k] : shift;
+            FN(load_parts)(tail, PARTS, v);
+        }
         for (int i = 0; i < SUM_NV; i++) part[i] += (v[i] - shift) * (v[i] - shift);
-    }
-    if (j < n) {
-        real tail[PARTS] = {0};
-        for (int k = 0; j < n; j++, k++) tail[k] = (x[j] - shift) * (x[j] - shift);
-        FN(load_parts)(tail, PARTS, v);
-        for (int i = 0; i < SUM_NV; i++) part[i] += v[i];
     }
     return FN(total)(part);
 }

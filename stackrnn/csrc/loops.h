@@ -97,9 +97,14 @@ void FN(lstm_forward_loop)(int T, int B, int H, int reverse, const real *gi, con
                            const real *h_mask, real *pre, real *spare, real *act, real *tc, real *c_all,
                            real *h_all) {
     int n = loop_chunks(B, H);
-    #pragma omp parallel for schedule(static) num_threads(n) if (n > 1)
+    if (n == 1) {  /* outside any region of ours: a step's own regions get the runtime's pool of awake threads */
+        FN(lstm_forward_chunk)(0, 0, B, T, B, H, reverse, gi, w_hh, a_h, ah_st, ah_sb, ah_sj, a_c, ac_st, ac_sb, ac_sj,
+                               h_mask, pre, spare, act, tc, c_all, h_all);
+        return;
+    }
+    #pragma omp parallel for schedule(static) num_threads(n)
     for (int c = 0; c < n; c++)
-        FN(lstm_forward_chunk)(n > 1, CHUNK_START(B, c, n), CHUNK_START(B, c + 1, n), T, B, H, reverse, gi, w_hh, a_h,
+        FN(lstm_forward_chunk)(1, CHUNK_START(B, c, n), CHUNK_START(B, c + 1, n), T, B, H, reverse, gi, w_hh, a_h,
                                ah_st, ah_sb, ah_sj, a_c, ac_st, ac_sb, ac_sj, h_mask, pre, spare, act, tc, c_all,
                                h_all);
 }
@@ -134,9 +139,14 @@ void FN(lstm_backward_loop)(int T, int B, int H, const real *w_hh, const real *a
                             const real *d_out, real *dh, real *dc, real *d_z, real *keep_h, real *keep_c,
                             real *tmp) {
     int n = loop_chunks(B, H);
-    #pragma omp parallel for schedule(static) num_threads(n) if (n > 1)
+    if (n == 1) {  /* as lstm_forward_loop */
+        FN(lstm_backward_chunk)(0, 0, B, T, B, H, w_hh, act, tc, c_all, a_h, ah_st, ah_sb, ah_sj, a_c, ac_st, ac_sb,
+                                ac_sj, h_mask, d_out, dh, dc, d_z, keep_h, keep_c, tmp);
+        return;
+    }
+    #pragma omp parallel for schedule(static) num_threads(n)
     for (int c = 0; c < n; c++)
-        FN(lstm_backward_chunk)(n > 1, CHUNK_START(B, c, n), CHUNK_START(B, c + 1, n), T, B, H, w_hh, act, tc, c_all,
+        FN(lstm_backward_chunk)(1, CHUNK_START(B, c, n), CHUNK_START(B, c + 1, n), T, B, H, w_hh, act, tc, c_all,
                                 a_h, ah_st, ah_sb, ah_sj, a_c, ac_st, ac_sb, ac_sj, h_mask, d_out, dh, dc, d_z,
                                 keep_h, keep_c, tmp);
 }
@@ -180,9 +190,15 @@ void FN(lstm_ln_forward_loop)(int T, int B, int H, int reverse, const real *xw, 
                               real *spare, real *act, real *mx, real *rx, real *zn, real *rz, real *tc, real *cn,
                               real *rc, real *c_all, real *h_all) {
     int n = loop_chunks(B, H);
-    #pragma omp parallel for schedule(static) num_threads(n) if (n > 1)
+    if (n == 1) {  /* as lstm_forward_loop */
+        FN(lstm_ln_forward_chunk)(0, 0, B, T, B, H, reverse, xw, w_hh, g_ih, bias, g_hh, gain_c, shift_c, eps, a_h,
+                                  ah_st, ah_sb, ah_sj, a_c, ac_st, ac_sb, ac_sj, h_mask, z, spare, act, mx, rx, zn, rz,
+                                  tc, cn, rc, c_all, h_all);
+        return;
+    }
+    #pragma omp parallel for schedule(static) num_threads(n)
     for (int c = 0; c < n; c++)
-        FN(lstm_ln_forward_chunk)(n > 1, CHUNK_START(B, c, n), CHUNK_START(B, c + 1, n), T, B, H, reverse, xw, w_hh,
+        FN(lstm_ln_forward_chunk)(1, CHUNK_START(B, c, n), CHUNK_START(B, c + 1, n), T, B, H, reverse, xw, w_hh,
                                   g_ih, bias, g_hh, gain_c, shift_c, eps, a_h, ah_st, ah_sb, ah_sj, a_c, ac_st, ac_sb,
                                   ac_sj, h_mask, z, spare, act, mx, rx, zn, rz, tc, cn, rc, c_all, h_all);
 }
