@@ -19,23 +19,27 @@
    order (at t), backward in processing order (at s; the engine hands them over flipped).
    All row-major and contiguous. */
 
+/* y (M, N) = add + a (M, K) b for b packed by gemm.h's pack_b, a's and y's rows along memory; add NULL, or
+   (M, N), which may be y. `alone`: by the calling thread (a chunk's rows), else shared between threads. */
+static void FN(times_packed)(int alone, int M, int N, int K, const real *a, const real *packed, const real *add,
+                             real *y) {
+    if (alone)
+        FN(gemm_rows)(M, N, K, a, K, packed, add, N, y, N);
+    else
+        FN(gemm_packed)(M, N, K, a, K, 1, packed, add, N, y, N, 1, 0);
+}
+
 /* y (rows, n) = add + x (rows, k) w^T, for w (n, k) packed by the caller as gemm.h's b = w^T (pack_b(k, n, w,
-   1, k)); add NULL, or (rows, n), which may be y. `alone`: by the calling thread (a chunk's rows), else shared. */
+   1, k)). */
 static void FN(times_wt)(int alone, int rows, int n, int k, const real *x, const real *packed, const real *add,
                          real *y) {
-    if (alone)
-        FN(gemm_rows)(rows, n, k, x, k, packed, add, n, y, n);
-    else
-        FN(gemm_packed)(rows, n, k, x, k, 1, packed, add, n, y, n, 1, 0);
+    FN(times_packed)(alone, rows, n, k, x, packed, add, y);
 }
 
 /* y (rows, k) = add + d (rows, n) w, for w (n, k) packed as gemm.h's b = w (pack_b(n, k, w, k, 1)). */
 static void FN(times_w)(int alone, int rows, int n, int k, const real *d, const real *packed, const real *add,
                         real *y) {
-    if (alone)
-        FN(gemm_rows)(rows, k, n, d, n, packed, add, k, y, k);
-    else
-        FN(gemm_packed)(rows, k, n, d, n, 1, packed, add, k, y, k, 1, 0);
+    FN(times_packed)(alone, rows, k, n, d, packed, add, y);
 }
 
 /* The first product's input: h0, or with recurrent dropout h0 * mask, written into x0 (B * H values). */
