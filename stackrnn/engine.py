@@ -596,9 +596,9 @@ def _kernel_forward(lib, math, product, gi: Tensor, h0: Tensor, c0: Tensor, g_hh
     c'), the gates, c, tanh(c), h, zoneout or padding and the next product's dropped-out input. With `loop` the
     whole direction is one call (csrc/loops.h), its products by the compiled gemm (`product.compiled`), else a
     Python loop over `product` and the step. Writes every step's gates and tanh(c') into math's buffers; returns
-    H_all, c_all (T + 1, B, H) in processing order, and what the layer norms' backward reads (an empty list without): gi itself
-    (in time order: backward normalises it again), then, in processing order, its blocks' means and 1 / std, LN(z)
-    and its 1 / std, LN(c') and its 1 / std."""
+    H_all, c_all (T + 1, B, H) in processing order, and what the layer norms' backward reads (an empty list
+    without): gi itself (in time order: backward normalises it again), then, in processing order, its blocks'
+    means and 1 / std, LN(z) and its 1 / std, LN(c') and its 1 / std."""
     T, B, G = gi.shape
     H = G // 4
     gi = gi.contiguous()

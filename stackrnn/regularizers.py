@@ -183,20 +183,17 @@ def zoneout_factors(steps: int, batch: int, sizes: tuple[int, int], rates: tuple
     if lib is None or _transformed():
         return tuple(None if keep is None else keep.to(dtype)
                      for keep in zoneout_keeps(steps, batch, sizes, rates, training, like, generator))
-    factors = []
-    for size, rate in zip(sizes, rates):
-        if not (training and rate):
-            factors.append(None)
-        elif rate >= 1:
-            factors.append(torch.ones((steps, batch, size), dtype=dtype, device=like.device))
-        else:
-            n = steps * batch * size
-            words, bits, threshold, _ = _draw(n, rate, like, generator)  # as zoneout_masks draws them
-            out = torch.empty((steps, batch, size), dtype=dtype, device=like.device)  # the CPU, whatever the default
-            lib.set_threads(torch.get_num_threads())
-            lib.drop_connect(n, bits, threshold, words.data_ptr(), 1.0, None, out.data_ptr())
-            factors.append(out)
-    return tuple(factors)
+
+    def factors(size: int, rate: float) -> Tensor:  # zoneout_masks's draw, written as numbers
+        out = torch.empty((steps, batch, size), dtype=dtype, device=like.device)  # the CPU, whatever the default
+        if rate >= 1:
+            return out.fill_(1)
+        words, bits, threshold, _ = _draw(out.numel(), rate, like, generator)
+        lib.set_threads(torch.get_num_threads())
+        lib.drop_connect(out.numel(), bits, threshold, words.data_ptr(), 1.0, None, out.data_ptr())
+        return out
+
+    return tuple(factors(size, rate) if training and rate else None for size, rate in zip(sizes, rates))
 
 
 def zoneout(new: Tensor, old: Tensor, p: float, keep: Tensor | None = None) -> Tensor:

@@ -117,6 +117,20 @@ static void FN(kernel)(int64_t K, const real *const *rows, int64_t step, const r
     }
 }
 
+/* One (panel p, tile) pair of a product: y's rows row .. row + mr, columns p NR .. (p + 1) NR, by FN(kernel), from
+   a's rows where they are (tile NULL: a short last tile reads its last row again, and stores only its own) or from
+   a packed tile. add and y as FN(gemm_packed) takes them. */
+static void FN(pair)(int64_t K, int64_t N, int64_t p, int64_t row, int mr, const real *a, int64_t sam,
+                     const real *tile, const real *packed, const real *add, int64_t ld_add, real *y, int64_t ldy,
+                     int64_t syn) {
+    int64_t n0 = p * NR;
+    int nc = N - n0 < NR ? (int)(N - n0) : NR;
+    const real *from[MR];
+    for (int m = 0; m < MR; m++) from[m] = tile ? tile + m : a + (row + (m < mr ? m : mr - 1)) * sam;
+    FN(kernel)(K, from, tile ? MR : 1, packed + p * K * NR, mr, nc, add ? add + row * ld_add + n0 * syn : 0, ld_add,
+               y + row * ldy + n0 * syn, ldy, syn);
+}
+
 /* Rows of a packed per block: a block's tiles (this many rows of K values) stay in a core's L2 cache while every
    panel of b passes them. */
 #define BLOCK_VALUES (1L << 17)
@@ -172,13 +186,10 @@ void FN(gemm_packed)(int64_t M, int64_t N, int64_t K, const real *a, int64_t sam
         }
         #pragma omp for schedule(static)
         for (int64_t pair = 0; pair < np * nt; pair++) {
-            int64_t p = pair / nt, t = pair % nt, n0 = p * NR, row = m0 + t * MR;
-            int mr = rows - t * MR < MR ? (int)(rows - t * MR) : MR, nc = N - n0 < NR ? (int)(N - n0) : NR;
-            const real *from[MR];
-            for (int m = 0; m < MR; m++)  /* a short last tile reads its last row again, and stores only its own */
-                from[m] = !direct ? tiles + t * K * MR + m : a + (row + (m < mr ? m : mr - 1)) * sam;
-            FN(kernel)(K, from, direct ? 1 : MR, packed + p * K * NR, mr, nc, add ? add + row * ld_add + n0 * syn : 0,
-                       ld_add, y + row * ldy + n0 * syn, ldy, syn);
+            int64_t p = pair / nt, t = pair % nt;
+            int mr = rows - t * MR < MR ? (int)(rows - t * MR) : MR;
+            FN(pair)(K, N, p, m0 + t * MR, mr, a, sam, direct ? 0 : tiles + t * K * MR, packed, add, ld_add, y, ldy,
+                     syn);
         }
         /* and this one's: the block's tiles are all read before the next block overwrites them */
     }
@@ -194,16 +205,10 @@ static void FN(gemm_rows)(int64_t M, int64_t N, int64_t K, const real *a, int64_
         FN(gemm_packed)(M, N, K, a, sam, 1, packed, add, ld_add, y, ldy, 1, 0);  /* no threads for an empty sum */
         return;
     }
-    int64_t np = FN(panels)(N), nt = (M + MR - 1) / MR;
+    int64_t np = FN(panels)(N);
     for (int64_t p = 0; p < np; p++)
-        for (int64_t t = 0; t < nt; t++) {
-            int64_t n0 = p * NR, row = t * MR;
-            int mr = M - row < MR ? (int)(M - row) : MR, nc = N - n0 < NR ? (int)(N - n0) : NR;
-            const real *from[MR];
-            for (int m = 0; m < MR; m++) from[m] = a + (row + (m < mr ? m : mr - 1)) * sam;
-            FN(kernel)(K, from, 1, packed + p * K * NR, mr, nc, add ? add + row * ld_add + n0 : 0, ld_add,
-                       y + row * ldy + n0, ldy, 1);
-        }
+        for (int64_t row = 0; row < M; row += MR)
+            FN(pair)(K, N, p, row, M - row < MR ? (int)(M - row) : MR, a, sam, 0, packed, add, ld_add, y, ldy, 1);
 }
 
 #undef VL
