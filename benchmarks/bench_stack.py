@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from stackrnn import GRU, LSTM, StackedRNN  # noqa: E402
+from stackrnn import GRU, LSTM, StackedRNN, kernels, matmul  # noqa: E402
 
 STEPS, BATCH, FEATURES = 35, 32, 28
 
@@ -173,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     print(f"torch {torch.__version__} | device {name} | threads {torch.get_num_threads()} | "
           f"input (T={STEPS}, B={BATCH}, D={FEATURES}) | load avg {load}")
+    if device.type == "cpu":  # whose the engine's products are decides much of its speed
+        choice = os.environ.get("STACKRNN_MATMUL", "auto")
+        if kernels.steps() is None:
+            print("engine: no compiled kernels here, every product by torch")
+        else:
+            whose = "torch.mm" if matmul.big_products_by_torch() else "the compiled gemm"
+            print(f"engine: products over all steps by {whose} (STACKRNN_MATMUL={choice}), the recurrence's by the "
+                  "compiled gemm")
     if hasattr(os, "getloadavg") and os.getloadavg()[0] > 1.0 and device.type == "cpu":
         print("note: the CPU looks busy (load avg above); timings may be noisy (with threads > 1, much slower: try --threads 1)")
 

@@ -3,15 +3,24 @@ float32 or float64, with the C kernels built (kernels.steps). Elsewhere torch's 
 results to float rounding.
 
 Why not torch.mm: on CPU torch's float32 products go to MKL, which on AMD processors runs its AVX2 code. On this
-project's build machine (AMD Zen 5, two cores) torch.mm ran the engine's products at about a third (the 32-row
-products of the recurrence) to a half (a layer's input projection and weight gradients, over all T * B rows) of
-the speed of oneDNN, which torch.nn.LSTM's fused kernel runs; gemm.h ran them as fast as oneDNN. Layers that the
-fused kernel runs never come here.
+project's build machines (AMD Zen 5 and Zen 4, two cores) torch.mm ran the engine's products at a third to two
+thirds of the speed of oneDNN, which torch.nn.LSTM's fused kernel runs; gemm.h ran them as fast as oneDNN. On
+Intel processors MKL runs its own best code, and there the big products over all of a layer's rows (mm,
+weight_grad, linear) go to torch.mm: on two cores of an Intel Xeon with AVX-512 and AMX (a virtual machine that
+reports family 6, model 167) it ran them at 185-228 GFLOPS where gemm.h ran 131-191. The recurrence's 32-row products stay with gemm.h (Packed) everywhere: 113-152 GFLOPS
+there against torch.mm's 92-109. `STACKRNN_MATMUL` overrides the choice of the big products: `compiled` (gemm.h),
+`torch`, or `auto` (the default, by the processor's maker as above). Layers that the fused kernel runs never
+come here.
 
 Dimension key: M rows, K the summed dimension, N columns (a (M, K) @ b (K, N)); D inputs, G outputs of a linear.
 """
 
 from __future__ import annotations
+
+import functools
+import os
+import platform
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -30,6 +39,35 @@ def library(*tensors: Tensor):
     if lib is not None:
         lib.set_threads(torch.get_num_threads())
     return lib
+
+
+_CHOICES = ("auto", "compiled", "torch")
+
+
+@functools.cache
+def _intel_with_mkl() -> bool:
+    """True where torch's CPU products are MKL's and the processor is Intel's (MKL's fast paths are for those)."""
+    if not torch.backends.mkl.is_available():
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:  # not Linux: Windows names the maker in the processor's description; elsewhere unknown
+        text = platform.processor()
+    return "GenuineIntel" in text
+
+
+def big_products_by_torch() -> bool:
+    """Whether mm, weight_grad and linear hand their products to torch.mm ($STACKRNN_MATMUL, see above)."""
+    choice = os.environ.get("STACKRNN_MATMUL", "auto").strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ValueError(f"STACKRNN_MATMUL is {choice!r}: use one of {', '.join(_CHOICES)} (auto by default)")
+    return choice == "torch" or (choice == "auto" and _intel_with_mkl())
+
+
+def _big(*tensors: Tensor):
+    """library(*tensors) for one of the big products, None where torch.mm runs it (big_products_by_torch)."""
+    lib = library(*tensors)
+    return None if lib is None or big_products_by_torch() else lib
 
 
 class Packed:
@@ -90,8 +128,9 @@ class Packed:
 
 
 def mm(a: Tensor, b: Tensor, add: Tensor | None = None) -> Tensor:
-    """a (M, K) @ b (K, N) (+ add, (M, N) or (N,)), any strides: the compiled gemm where it runs, else torch."""
-    lib = library(a, b) if add is None else library(a, b, add)
+    """a (M, K) @ b (K, N) (+ add, (M, N) or (N,)), any strides: the compiled gemm where it runs and is chosen
+    (big_products_by_torch), else torch."""
+    lib = _big(a, b) if add is None else _big(a, b, add)
     if lib is None or a.numel() == 0 or b.numel() == 0:
         return torch.mm(a, b) if add is None else torch.addmm(add, a, b)
     return Packed(lib, b, transient=True)(a, add)
@@ -102,7 +141,7 @@ def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
     y = x W^T. Where G is the longer side it is computed as (x^T dy)^T, written transposed: the kernel cuts a
     product's N into panels, and G rarely leaves a partial one where D (28 inputs, say) leaves most of one empty
     (at hidden 256 and 35 x 32 rows: 1.9 ms against 2.6)."""
-    lib = library(dy, x)
+    lib = _big(dy, x)
     if lib is None or dy.numel() == 0 or x.numel() == 0:
         return torch.mm(dy.t(), x)
     if x.shape[1] >= dy.shape[1]:
@@ -137,6 +176,6 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """torch.nn.functional.linear(x, weight, bias): x (..., D), weight (G, D), bias (G,) or None -> (..., G), by
     the compiled gemm forward and backward where it runs (not under autocast, which chooses its own precision)."""
     tensors = (x, weight) if bias is None else (x, weight, bias)
-    if (x.numel() == 0 or torch.is_autocast_enabled(x.device.type) or library(*tensors) is None):
+    if (x.numel() == 0 or torch.is_autocast_enabled(x.device.type) or _big(*tensors) is None):
         return torch.nn.functional.linear(x, weight, bias)
     return _Linear.apply(x, weight, bias)

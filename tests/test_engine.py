@@ -28,6 +28,13 @@ def _outputs_and_grads(stack, x, lengths):
     return flat, torch.autograd.grad(loss, [x, *stack.parameters()])
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def products(request, monkeypatch):
+    """The big products over all steps by the compiled gemm, then by torch.mm (matmul.big_products_by_torch)."""
+    monkeypatch.setenv("STACKRNN_MATMUL", request.param)
+    return request.param
+
+
 # every cell with every option it takes (only LSTM layers project)
 CASES = [pytest.param(make, option, id=f"{make.__name__.lower()}-{option}") for make in (LSTM, GRU, RNN)
          for option in OPTIONS if make is LSTM or "proj_size" not in OPTIONS[option]]
@@ -36,7 +43,7 @@ CASES = [pytest.param(make, option, id=f"{make.__name__.lower()}-{option}") for 
 @pytest.mark.parametrize("make, option", CASES)
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_the_engine_equals_the_reference_loop_in_float32(make, option, padded, training):
+def test_the_engine_equals_the_reference_loop_in_float32(make, option, padded, training, products):
     """Outputs, final states and all gradients within 1e-5 of the loop's. A layer-normalised LSTM is too badly
     conditioned for that test of float32 rounding: LN's backward divides by the
     small spread of c' at the first steps, and both paths land 1e-6 to 5e-5 (relative) from the float64 result,
@@ -82,7 +89,7 @@ def test_such_layers_run_the_engine_and_fused_false_runs_the_loop():
     ([LSTM(4, proj_size=2, layer_norm=True, zoneout=(0.2, 0.3), recurrent_dropout=0.3, bidirectional=True),
       LSTM(3, proj_size=1, zoneout=0.2)], True),
 ])
-def test_gradcheck_of_every_engine_path_in_float64(layers, residual):
+def test_gradcheck_of_every_engine_path_in_float64(layers, residual, products):
     """Layer norm (of W_ih x, W_hh h and c), zoneout, recurrent dropout with fixed masks, residual connections
     (with a projection where sizes differ), LSTM projections (proj_size), both directions and padding; every
     parameter and the input."""

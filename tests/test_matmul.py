@@ -12,7 +12,10 @@ from stackrnn import kernels, matmul
 
 
 @pytest.fixture(autouse=True)
-def built():
+def built(monkeypatch):
+    """The kernels built, and every product here chosen for the compiled gemm (on Intel it leaves the big ones
+    to torch.mm by default)."""
+    monkeypatch.setenv("STACKRNN_MATMUL", "compiled")
     if kernels._compiler() is None:
         pytest.skip("no C compiler here")
     with warnings.catch_warnings():
@@ -196,3 +199,43 @@ def test_inputs_that_do_not_fit_are_refused_and_broadcast_sums_are_added_as_torc
         matmul.linear(torch.randn(2, 3), torch.randn(4, 5))
     for add in (torch.randn(3, 1, generator=generator), torch.tensor(2.0), torch.randn(1, 6, generator=generator)):
         torch.testing.assert_close(matmul.mm(a, b, add), torch.addmm(add, a, b))
+
+
+def test_the_big_products_go_to_torch_where_chosen_and_the_recurrences_stay_compiled(monkeypatch):
+    """STACKRNN_MATMUL=torch: mm, weight_grad and linear call torch's product (with equal results); a Packed weight
+    (the recurrence's) still runs the compiled gemm. auto follows the processor (Intel with MKL: torch)."""
+    calls = []
+    real_mm = torch.mm
+    monkeypatch.setattr(matmul.torch, "mm", lambda *args: calls.append("mm") or real_mm(*args))
+    a, b = torch.randn(40, 12), torch.randn(12, 9)
+    for choice, by_torch in (("torch", True), ("compiled", False), ("auto", True), ("", False)):
+        monkeypatch.setenv("STACKRNN_MATMUL", choice)
+        # "" is auto too, here as on a processor where torch.mm is not chosen
+        monkeypatch.setattr(matmul, "_intel_with_mkl", lambda: choice == "auto")
+        calls.clear()
+        torch.testing.assert_close(matmul.mm(a, b), a @ b)
+        torch.testing.assert_close(matmul.weight_grad(a, a), a.t() @ a)
+        torch.testing.assert_close(matmul.Packed(matmul.library(b), b)(a), a @ b)
+        assert calls == (["mm", "mm"] if by_torch else []), choice
+        x, w, _ = _linear_case(torch.float32, generator=torch.Generator().manual_seed(6))
+        assert ("Linear" in type(matmul.linear(x, w).grad_fn).__name__) is not by_torch, choice
+
+
+def test_an_unknown_product_choice_is_refused_with_the_ones_there_are(monkeypatch):
+    monkeypatch.setenv("STACKRNN_MATMUL", "mkl")
+    with pytest.raises(ValueError, match=r"STACKRNN_MATMUL is 'mkl': use one of auto, compiled, torch"):
+        matmul.mm(torch.randn(2, 3), torch.randn(3, 4))
+
+
+def test_auto_picks_torch_on_intel_processors_with_mkl_only(monkeypatch):
+    def maker(text, mkl=True):
+        monkeypatch.setattr(matmul.Path, "read_text", lambda self, errors=None: text)
+        monkeypatch.setattr(matmul.torch.backends.mkl, "is_available", lambda: mkl)
+        matmul._intel_with_mkl.cache_clear()
+        return matmul._intel_with_mkl()
+    try:
+        assert not maker("vendor_id\t: AuthenticAMD\n")
+        assert maker("vendor_id\t: GenuineIntel\n")
+        assert not maker("vendor_id\t: GenuineIntel\n", mkl=False)
+    finally:
+        matmul._intel_with_mkl.cache_clear()  # this machine's own answer next time
