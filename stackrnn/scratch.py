@@ -8,22 +8,32 @@ first time it is written. On the project's build machine a layer-normalised LSTM
 operand into fresh memory took twice as long as into memory written before. GPU memory comes from torch's
 caching allocator, which already keeps blocks: there this module hands out fresh tensors.
 
-One buffer per name, per thread (autograd may run backward on threads of its own) and per dtype, on the CPU
-(like's device, whatever torch's default device is); it grows to the largest size asked for, up to MAX_BYTES;
-larger requests get fresh tensors that are not kept.
-A caller must be done with a buffer before anything on its thread asks for the same name again.
+buffer(): one buffer per name, per thread (autograd may run backward on threads of its own) and per dtype, on
+the CPU (like's device, whatever torch's default device is); it grows to the largest size asked for, up to
+MAX_BYTES; larger requests get fresh tensors that are not kept. A caller must be done with a buffer before
+anything on its thread asks for the same name again.
+
+reusable(): memory for a result that outlives the call (a weight-dropped W_hh, which the fused kernel's
+autograd node holds until backward), kept per owner (the weight it is made from) and handed out again only once
+nothing but this module holds it: a tensor, a view of it or a graph that saved it keeps it out of use.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 
 import torch
 from torch import Tensor
 
 MAX_BYTES = 64 << 20  # kept per name and thread: beyond this, a page fault per 4 KiB is small beside the work
 
+POOL = 2  # memory kept per owner: a second forward pass before the first one's backward finds the second
+
 _local = threading.local()
+_pools: dict[int, list[Tensor]] = {}  # id(owner) -> tensors whose storage this module keeps (dropped with owner)
+_pools_lock = threading.Lock()
+_use_count = getattr(torch._C, "_storage_Use_Count", None)  # private; without it reusable() hands out fresh memory
 
 
 def buffer(name: str, like: Tensor, numel: int) -> Tensor:
@@ -41,6 +51,42 @@ def buffer(name: str, like: Tensor, numel: int) -> Tensor:
     return held[:numel]
 
 
+def _free(kept: Tensor) -> bool:
+    """Whether only `kept` (and the storage object asked for here) refers to kept's memory."""
+    return _use_count(kept.untyped_storage()._cdata) == 2
+
+
+def reusable(owner: Tensor, like: Tensor) -> Tensor:
+    """An empty tensor of like's shape, dtype and device (contiguous), contents undefined: on the CPU, memory kept
+    for `owner` that nothing else holds any more, else fresh memory, kept for owner's next call while fewer than
+    POOL are. The tensor is a new one each time (its own autograd history and version counter) over that memory.
+    Results over 4 MAX_BYTES get fresh memory: so much kept idle per weight would cost more than its faults."""
+    if like.device.type != "cpu" or _use_count is None or like.numel() * like.element_size() > 4 * MAX_BYTES:
+        return torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    with _pools_lock:
+        pool = _pools.get(id(owner))
+        if pool is None:
+            pool = _pools[id(owner)] = []
+            weakref.finalize(owner, _pools.pop, id(owner), None)
+        free = [i for i, kept in enumerate(pool) if _free(kept)]
+        fits = [i for i in free if pool[i].dtype == like.dtype and pool[i].shape == like.shape]
+        if fits:
+            kept = pool[fits[0]]
+        else:
+            kept = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+            if free:  # memory of another shape (the weight was resized) that nobody holds: this replaces it
+                pool[free[0]] = kept
+            elif len(pool) < POOL:
+                pool.append(kept)
+            else:
+                return kept  # every kept one is in use: this one is not kept
+        return kept.new_empty(0).set_(kept.untyped_storage(), 0, kept.shape, kept.stride())
+
+
 def release() -> None:
-    """Drops this thread's buffers (for tests, and for users who want the memory back)."""
+    """Drops this thread's buffers and every owner's kept memory (for tests, and for users who want the memory
+    back)."""
     _local.buffers = {}
+    with _pools_lock:
+        for pool in _pools.values():
+            pool.clear()

@@ -173,6 +173,33 @@ def test_a_second_derivative_through_the_compiled_weight_drop_equals_the_torch_p
     assert torch.equal(*results)
 
 
+def test_passes_in_flight_at_once_keep_their_own_dropped_weights(compiled_drop, monkeypatch):
+    """The dropped weight's memory is reused from pass to pass (scratch.reusable) only once the last pass's graph
+    has let it go: three forward passes of a stack, then one backward through all three, give the gradients of
+    fresh memory for every pass; after it, a pass writes into kept memory, and the next, while that result is
+    held, into other memory."""
+    from stackrnn import LSTM, StackedRNN, scratch
+
+    x = torch.randn(6, 3, 4, generator=torch.Generator().manual_seed(8))
+    results = []
+    for reuse in (True, False):
+        if not reuse:
+            monkeypatch.setattr(scratch, "reusable", lambda owner, like: torch.empty_like(like))
+        torch.manual_seed(9)
+        stack = StackedRNN(4, layers=[LSTM(7, weight_drop=0.5), LSTM(5, weight_drop=0.3)]).train()
+        generator = torch.Generator().manual_seed(10)
+        losses = [(stack(x, generator=generator)[0] * k).sum() for k in (1.0, -2.0, 3.0)]
+        sum(losses).backward()
+        results.append([p.grad for p in stack.parameters()])
+        if reuse:
+            del losses
+            held = stack.layers[0].hidden_weights(generator)[0]  # the first pass's memory again, now free
+            assert held.data_ptr() in [t.data_ptr() for t in scratch._pools[id(stack.layers[0].cell.weight_hh)]]
+            assert stack.layers[0].hidden_weights(generator)[0].data_ptr() != held.data_ptr()  # held: not reused
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.func's own use of torch.jit.script
 def test_torch_func_and_forward_ad_go_through_weight_drop(compiled_drop):
     """Under torch.func transforms and forward-mode AD the PyTorch path runs (the same mask from the same words),
