@@ -7,10 +7,10 @@ project's build machines (AMD Zen 5 and Zen 4, two cores) torch.mm ran the engin
 thirds of the speed of oneDNN, which torch.nn.LSTM's fused kernel runs; gemm.h ran them as fast as oneDNN. On
 Intel processors MKL runs its own best code, and there the big products over all of a layer's rows (mm,
 weight_grad, linear) go to torch.mm: on two cores of an Intel Xeon with AVX-512 and AMX (a virtual machine that
-reports family 6, model 167) it ran them at 185-228 GFLOPS where gemm.h ran 131-191. The recurrence's 32-row products stay with gemm.h (Packed) everywhere: 113-152 GFLOPS
-there against torch.mm's 92-109. `STACKRNN_MATMUL` overrides the choice of the big products: `compiled` (gemm.h),
-`torch`, or `auto` (the default, by the processor's maker as above). Layers that the fused kernel runs never
-come here.
+reports family 6, model 167) it ran them at 185-228 GFLOPS where gemm.h ran 131-191. The recurrence's 32-row
+products stay with gemm.h (Packed) everywhere: 113-152 GFLOPS there against torch.mm's 92-109.
+`STACKRNN_MATMUL` overrides the choice of the big products: `compiled` (gemm.h), `torch`, or `auto` (the
+default, by the processor's maker as above). Layers that the fused kernel runs never come here.
 
 Dimension key: M rows, K the summed dimension, N columns (a (M, K) @ b (K, N)); D inputs, G outputs of a linear.
 """

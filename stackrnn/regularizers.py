@@ -124,7 +124,8 @@ class _DropConnect(torch.autograd.Function):
         ctx.save_for_backward(words)
         ctx.how = how
         lib, bits, threshold, scale = how
-        out = scratch.reusable(weight, weight) if reuse else torch.empty(weight.shape, dtype=weight.dtype)
+        out = (scratch.reusable(weight, weight) if reuse
+               else torch.empty_like(weight, memory_format=torch.contiguous_format))
         lib.set_threads(torch.get_num_threads())
         lib.drop_connect(weight.numel(), bits, threshold, words.data_ptr(), scale, weight.data_ptr(), out.data_ptr())
         return out
