@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from .optim import Schedule, TrainConfig, make_optimizer
 from .run import BEST, CONFIG, RunDir
 from .tasks import TASK_NAMES, Task, task_class
 from .tensorboard import TensorBoardLog, check_available
+
+if TYPE_CHECKING:  # only for load_run's annotation; data does not need importing at run time here
+    from .data.tokenizers import Tokenizer
 
 
 @dataclass
@@ -112,7 +116,7 @@ def open_run(path: str | Path, weights: str = BEST, device: str | torch.device =
     return cfg, kind, model.to(device).eval()
 
 
-def load_run(path: str | Path, weights: str = BEST, device: str | torch.device = "cpu") -> tuple[RunConfig, "Tokenizer", nn.Module]:  # noqa: F821
+def load_run(path: str | Path, weights: str = BEST, device: str | torch.device = "cpu") -> tuple[RunConfig, Tokenizer, nn.Module]:
     """A language-model run: its config, tokenizer and model (in eval mode)."""
     cfg, kind, model = open_run(path, weights, device, task="lm")
     return cfg, kind.tokenizer, model
