@@ -14,7 +14,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import dumps_toml, from_dict, read_toml, to_dict
+from .data.tokenizers import Tokenizer
 from .errors import InputError
 from .inspect.gradients import finite_or_none, probe_model
 from .layers import map_state
@@ -31,9 +31,6 @@ from .optim import Schedule, TrainConfig, make_optimizer
 from .run import BEST, CONFIG, RunDir
 from .tasks import TASK_NAMES, Task, task_class
 from .tensorboard import TensorBoardLog, check_available
-
-if TYPE_CHECKING:  # only for load_run's annotation; data does not need importing at run time here
-    from .data.tokenizers import Tokenizer
 
 
 @dataclass
