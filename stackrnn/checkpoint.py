@@ -5,7 +5,7 @@ carried hidden state to trainer.safetensors, and the rest (position, schedule, o
 scaler's scale and growth tracker, Python and NumPy RNG states) to trainer.json. The three tensor files carry
 the step in their metadata and trainer.json is written last, so a crash between writes is detected on loading
 instead of mixing two steps. The checkpoint before the newest is kept in previous/, to resume from when the
-newest is damaged.
+newest is damaged; a checkpoint that cannot be written (a full disk) leaves the one before it in place.
 """
 
 from __future__ import annotations
@@ -50,31 +50,43 @@ def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimi
     np_state = np.random.get_state()
     py_state = random.getstate()
     step = pos["step"]
-    _keep_previous(run)
-    run.save_model(model, LAST, step=step)
-    run.save_tensors(OPTIMIZER, tensors, step=step)
-    run.save_tensors(TRAINER_TENSORS, trainer_tensors, step=step)
-    run.save_json(TRAINER, {  # last: it names the step the others must belong to
-        **pos,
-        "optimizer": skeleton,
-        "schedule": schedule.state_dict(),
-        # plain numbers ({} unless the scaler is enabled, i.e. under --precision fp16)
-        "scaler": scaler.state_dict() if scaler is not None else {},
-        "rng": {"python": [py_state[0], list(py_state[1]), py_state[2]],
-                "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]},
-    })
+    moved = _keep_previous(run)
+    try:
+        run.save_model(model, LAST, step=step)
+        run.save_tensors(OPTIMIZER, tensors, step=step)
+        run.save_tensors(TRAINER_TENSORS, trainer_tensors, step=step)
+        run.save_json(TRAINER, {  # last: it names the step the others must belong to
+            **pos,
+            "optimizer": skeleton,
+            "schedule": schedule.state_dict(),
+            # plain numbers ({} unless the scaler is enabled, i.e. under --precision fp16)
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "rng": {"python": [py_state[0], list(py_state[1]), py_state[2]],
+                    "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]},
+        })
+    except BaseException:
+        # a write failed (a full disk): put the checkpoint this one was replacing back in place, whole, rather
+        # than leave the run to resume from previous/ past a half-written newest one
+        for name in FILES:
+            if name in moved:
+                os.replace(run / PREVIOUS / name, run / name)
+            else:
+                (run / name).unlink(missing_ok=True)
+        raise
 
 
-def _keep_previous(run: RunDir) -> None:
+def _keep_previous(run: RunDir) -> list[str]:
     """Move the current checkpoint into previous/ before a new one is written, so that a damaged newest
-    checkpoint still leaves one to resume from. Each move is a rename; the step stamps catch a half-done set."""
+    checkpoint still leaves one to resume from. Each move is a rename; the step stamps catch a half-done set.
+    Returns the names moved."""
     if not (run / TRAINER).exists():
-        return
+        return []
     previous = run / PREVIOUS
     previous.mkdir(exist_ok=True)
-    for name in FILES:
-        if (run / name).exists():
-            os.replace(run / name, previous / name)
+    moved = [name for name in FILES if (run / name).exists()]
+    for name in moved:
+        os.replace(run / name, previous / name)
+    return moved
 
 
 def load_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, pos: dict,

@@ -17,8 +17,11 @@ rest is JSON and TOML, so loading a run never executes code from it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,7 +31,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
@@ -47,6 +50,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.made = False  # whether `create` made the folder (rather than finding it empty)
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -63,11 +67,27 @@ class RunDir:
         """A new, empty run directory. An existing non-empty one is never written into."""
         path = Path(path)
         cls.check_new(path)
+        existed = path.is_dir()
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"cannot create run directory {path} ({e.strerror}): choose another --out") from None
-        return cls(path)
+        run = cls(path)
+        run.made = not existed
+        return run
+
+    def discard(self) -> None:
+        """Remove what `create` made and this process wrote into it: a run that failed before its first checkpoint
+        cannot be resumed, and left behind it would refuse the same --out when the user tries again. An empty
+        folder the user had made before stays."""
+        if self.made:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for p in self.path.iterdir():  # (create found it empty: everything in it is this run's)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
     @classmethod
     def open(cls, path: str | Path, need: tuple[str, ...] = (CONFIG, VOCAB, BEST)) -> RunDir:
@@ -143,7 +163,7 @@ class RunDir:
     def save_model(self, model: nn.Module, name: str, step: int | None = None) -> None:
         # save_model (not save_file) because tied weights share storage; it writes each shared tensor once
         metadata = None if step is None else {"step": str(step)}
-        atomic_write(self / name, lambda tmp: save_model(model, str(tmp), metadata=metadata))
+        _write_safetensors(self / name, lambda tmp: save_model(model, tmp, metadata=metadata))
 
     def load_model(self, model: nn.Module, name: str) -> None:
         tensors = self.load_tensors(name)
@@ -166,7 +186,7 @@ class RunDir:
     def save_tensors(self, name: str, tensors: dict[str, torch.Tensor], step: int | None = None) -> None:
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         metadata = None if step is None else {"step": str(step)}
-        atomic_write(self / name, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        _write_safetensors(self / name, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     def tensors_step(self, name: str) -> int | None:
         """The step a checkpoint file was written at (from its safetensors metadata), or None."""
@@ -200,3 +220,16 @@ class RunDir:
         if not isinstance(data, dict):
             raise InputError(f"{path} is corrupted (expected a JSON object): restore it or retrain")
         return data
+
+
+def _write_safetensors(path: Path, save) -> None:
+    """atomic_write(path, save) with safetensors' failed writes raised as the OSError they are: safetensors reports
+    a full disk as SafetensorError("... IoError(Os { code: 28, ... })"), which would otherwise read as a bug."""
+    try:
+        atomic_write(path, lambda tmp: save(str(tmp)))
+    except SafetensorError as e:
+        code = re.search(r"\bcode: (\d+)", str(e))
+        if code is None and "IoError" not in str(e):
+            raise
+        number = int(code.group(1)) if code else errno.EIO
+        raise OSError(number, os.strerror(number), str(path)) from None

@@ -28,7 +28,7 @@ from .errors import InputError
 from .inspect.gradients import finite_or_none, probe_model
 from .layers import map_state
 from .optim import Schedule, TrainConfig, make_optimizer
-from .run import BEST, CONFIG, RunDir
+from .run import BEST, CONFIG, TRAINER, RunDir
 from .tasks import TASK_NAMES, Task, task_class
 from .tensorboard import TensorBoardLog, check_available
 
@@ -217,10 +217,26 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     Everything that can fail on the user's input (device, data, batch sizes, the sample prefix) is checked
     before the run directory is created or touched.
     """
-    tc = cfg.train
-    device = distributed.device_of(choose_device(tc.device))
+    device = distributed.device_of(choose_device(cfg.train.device))
     world = distributed.setup(device)
     task, run, monitor = preflight(cfg, out, resume=resume, world_size=world.size, writer=world.main)
+    if resume:
+        return _train(cfg, task, run, monitor, device, world, resume=True, progress=progress)
+    if not world.main:
+        return _train(cfg, task, RunDir(out), monitor, device, world, resume=False, progress=progress)  # rank 0 writes it
+    run = RunDir.create(out)
+    try:
+        return _train(cfg, task, run, monitor, device, world, resume=False, progress=progress)
+    except BaseException:
+        if not (run / TRAINER).exists():  # nothing to resume: free the --out for the next try (a full disk, Ctrl-C)
+            run.discard()
+        raise
+
+
+def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.device, world: distributed.World, *,
+           resume: bool, progress: bool | None) -> TrainResult:
+    """`train`, once the run directory is there (and, when resuming, opened and checked)."""
+    tc = cfg.train
     seed_everything(tc.seed)
     model = task.build_model()
     if not resume:
@@ -248,10 +264,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         if pos["best_valid"] is None and pos["best_valid_loss"] is not None and monitor == "loss":
             pos["best_valid"] = {"loss": pos["best_valid_loss"]}  # a checkpoint from before best_valid was kept
     elif world.main:
-        run = RunDir.create(out)
         task.save_vocab(run)
-    else:
-        run = RunDir(out)  # only rank 0 writes it
     if world.main:
         run.save_config_text(cfg.to_toml())  # on resume too: a longer --epochs must survive the next resume
     board = TensorBoardLog(run.path, pos["step"] if resume else None) if tc.tensorboard and world.main else None

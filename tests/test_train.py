@@ -346,3 +346,57 @@ def test_bf16_precision_trains_under_autocast(tmp_path, text_file, monkeypatch):
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # autocast: the weights stay float32
     # bfloat16 keeps 8 bits of mantissa: the curves agree to a few percent, not to the last digit
     assert math.isfinite(bf16.train_loss) and abs(bf16.train_loss - fp32.train_loss) < 0.05 * fp32.train_loss
+
+
+def _full_disk(monkeypatch, after: int = 0):
+    """Make the run's safetensors writes fail as safetensors does on a full disk (a SafetensorError, not an
+    OSError), from write number `after` + 1 on; the temporary file is half written first."""
+    from safetensors import SafetensorError
+
+    from stackrnn import run as run_module
+
+    real, calls = run_module.save_file, {"n": 0}
+
+    def save_file(tensors, path, metadata=None):
+        calls["n"] += 1
+        if calls["n"] <= after:
+            return real(tensors, path, metadata=metadata)
+        with open(path, "wb") as f:
+            f.write(b"\x00" * 10)
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
+                              'left on device" })')
+
+    monkeypatch.setattr(run_module, "save_file", save_file)
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, text_file, capsys,
+                                                                                        monkeypatch):
+    out = tmp_path / "run"
+    _full_disk(monkeypatch, after=2)  # the step-2 checkpoint is written, the step-4 one fails
+    assert main(["train", *TINY, "--data", str(text_file), "--out", str(out), "--max-steps", "4", "--save-every", "2"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "Traceback" not in err, err
+    assert json.loads((out / "trainer.json").read_text())["step"] == 2
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err, err  # the step-2 checkpoint was whole: no fallback was needed
+    assert json.loads((out / "trainer.json").read_text())["step"] == 4
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_full_disk_before_the_first_checkpoint_leaves_the_out_folder_free(tmp_path, text_file, capsys, monkeypatch,
+                                                                            existed):
+    out = tmp_path / "run"
+    if existed:
+        out.mkdir()  # an empty folder the user made: it stays
+    command = ["train", *TINY, "--data", str(text_file), "--out", str(out), "--max-steps", "2"]
+    _full_disk(monkeypatch)
+    assert main(command) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert out.exists() == existed and not (existed and any(out.iterdir()))
+    monkeypatch.undo()
+    assert main(command) == 0  # the same command again, once there is room
+    assert json.loads((out / "trainer.json").read_text())["step"] == 2
