@@ -122,7 +122,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = RunConfig.of_run(RunDir.open(args.resume, need=("config.toml",)))
         if getattr(args, "task", cfg.task) != cfg.task:
             raise InputError(f"--resume keeps the run's task ({cfg.task}): leave out --task {args.task}")
-        changed = {f"{s}.{k}" for s, values in overrides.items() for k in values}
+        # the command line that started the run, given again, changes nothing: only real changes are refused
+        changed = {f"{s}.{k}" for s, values in overrides.items() for k, v in values.items()
+                   if not _same_value(getattr(getattr(cfg, s), k), v, s)}
         refused = sorted(changed - RESUMABLE)
         if refused:
             raise InputError(f"--resume keeps the run's config; these options would change it: {', '.join(refused)}. "
@@ -172,6 +174,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if distributed.launched():
         distributed.exit_worker(0)
     return 0
+
+
+def _same_value(old, new, section: str) -> bool:
+    """Whether an option's value is the run's: a run keeps its data paths absolute, so a relative one is compared
+    as the absolute path it names."""
+    from .data.pipeline import absolute
+
+    return new == old or (section == "data" and isinstance(new, str) and isinstance(old, str) and absolute(new) == old)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

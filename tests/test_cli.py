@@ -163,3 +163,15 @@ def test_nothing_is_created_when_the_data_cannot_fill_a_batch_or_spell_the_prefi
 
 def test_summary_vocab_size(capsys):
     _fails(capsys, ["summary", "--vocab-size", "-1"], "--vocab-size: expected an integer >= 1, got -1")
+
+
+def test_resume_accepts_the_run_s_own_values_and_refuses_only_changes(tmp_path, text_file, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(text_file), "--out", str(out), *TINY, "--max-steps", "2"]) == 0
+    # the same command line again, with --resume for --out (and the data named relative to here, as users do)
+    monkeypatch.chdir(text_file.parent)
+    assert main(["train", "--data", text_file.name, "--resume", str(out), *TINY, "--max-steps", "4"]) == 0
+    capsys.readouterr()
+    line = _fails(capsys, ["train", "--resume", str(out), *TINY, "--hidden-size", "64", "--num-layers", "2"],
+                  "these options would change it: model.hidden_size.")
+    assert "num_layers" not in line
