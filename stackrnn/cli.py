@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .config import check_value, fields, parse_flag_value, read_toml
+from .config import allowed_types, check_value, fields, parse_flag_value, read_toml
 from .errors import InputError
 from .tasks import TASK_NAMES
 from .train import build_config, sections
@@ -55,14 +55,20 @@ def add_config_options(parser: argparse.ArgumentParser, task: str) -> None:
     parser.set_defaults(options_task=task)  # whose options these are, whether or not --task was given
     for section, cls in sections(task).items():
         group = parser.add_argument_group(f"[{section}] options (override the config file)")
-        for f, _ in fields(cls):
+        for f, tp in fields(cls):
             if not f.metadata.get("cli", True):
                 continue
             flag = "--" + f.name.replace("_", "-")
             help_text = f.metadata["help"] + f" (default: {f.default})"
-            if f.type in ("bool",) or f.default is True or f.default is False:
+            kinds, _ = allowed_types(tp)
+            if kinds == (bool,):
                 group.add_argument(flag, dest=f"{section}.{f.name}", action=argparse.BooleanOptionalAction,
                                    default=argparse.SUPPRESS, help=help_text)
+            elif bool in kinds:  # a switch that may also take a value (residual: on, off, or from layer k)
+                group.add_argument(flag, dest=f"{section}.{f.name}", nargs="?", const=True, default=argparse.SUPPRESS,
+                                   metavar="K", help=help_text)
+                group.add_argument("--no-" + flag[2:], dest=f"{section}.{f.name}", action="store_const", const=False,
+                                   default=argparse.SUPPRESS, help=f"the same as {flag} false")
             else:
                 choices = f.metadata.get("choices")
                 metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()

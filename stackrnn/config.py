@@ -42,7 +42,7 @@ def fields(cls) -> list[tuple[dataclasses.Field, Any]]:
     return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
 
 
-def _allowed(tp) -> tuple[tuple[type, ...], bool]:
+def allowed_types(tp) -> tuple[tuple[type, ...], bool]:
     """The runtime types a value of annotation `tp` may have, and whether None is allowed."""
     args = typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
     optional = type(None) in args
@@ -58,7 +58,7 @@ def check_value(cls, name: str, value: Any, where: str, label: str | None = None
         raise InputError(f"{where}: unknown key {name!r}; known keys: {', '.join(sorted(known))}")
     label = label or f"{where}.{name}"
     f, tp = known[name]
-    kinds, optional = _allowed(tp)
+    kinds, optional = allowed_types(tp)
     if value is None:
         if optional:
             return None
@@ -120,17 +120,17 @@ def dumps_toml(tables: dict) -> str:
 def parse_flag_value(cls, name: str, text: str) -> Any:
     """Turn a command-line string into a value for field `name` of `cls` (then checked like a file's value)."""
     f, tp = next((f, tp) for f, tp in fields(cls) if f.name == name)
-    kinds, optional = _allowed(tp)
+    kinds, optional = allowed_types(tp)
     if optional and text.lower() == "none":
         return None
     for k in kinds:
         try:
             if k is bool:
-                if text.lower() in ("true", "1", "yes"):
+                if text.lower() in ("true", "yes") or (text == "1" and int not in kinds):
                     return True
-                if text.lower() in ("false", "0", "no"):
+                if text.lower() in ("false", "no") or (text == "0" and int not in kinds):
                     return False
-                continue
+                continue  # (for a switch-or-number field such as residual, "1" is the number)
             if k in (int, float, str):
                 return k(text)
         except ValueError:

@@ -175,3 +175,24 @@ def test_resume_accepts_the_run_s_own_values_and_refuses_only_changes(tmp_path, 
     line = _fails(capsys, ["train", "--resume", str(out), *TINY, "--hidden-size", "64", "--num-layers", "2"],
                   "these options would change it: model.hidden_size.")
     assert "num_layers" not in line
+
+
+@pytest.mark.parametrize("task, flag", [("lm", "residual"), ("translate", "encoder-residual"), ("translate", "decoder-residual")])
+@pytest.mark.parametrize("given, value", [([], False), (["--{}"], True), (["--no-{}"], False), (["--{}", "3"], 3),
+                                          (["--{}=2"], 2), (["--{}", "true"], True), (["--{}", "--lr", "0.1"], True)])
+def test_residual_options_are_a_switch_or_a_layer_number(task, flag, given, value):
+    from stackrnn.cli import build_config, overrides_from
+
+    layers = ["--num-layers", "3"] if task == "lm" else ["--encoder-num-layers", "3"]
+    args = make_parser(task).parse_args(["train", *layers, *(a.format(flag) for a in given)])
+    cfg = build_config(None, overrides_from(args), task)
+    got = getattr(cfg.model, flag.replace("-", "_"))
+    assert got == value and type(got) is type(value)
+    assert "[K]" in make_parser(task)._subparsers._group_actions[0].choices["train"].format_help()
+
+
+def test_residual_layer_one_is_a_layer_number_not_true(tmp_path, capsys):
+    _fails(capsys, ["summary", "--residual", "1", "--vocab-size", "10"], "residual")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\nnum_layers = 3\nresidual = 3\n")
+    assert main(["summary", "--config", str(cfg), "--vocab-size", "10"]) == 0
