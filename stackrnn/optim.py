@@ -17,7 +17,8 @@ class TrainConfig:
     """[train]: how long, how fast, and how carefully to train."""
 
     epochs: int = option(10, "passes over the training data")
-    max_minutes: float | None = option(None, "stop cleanly, with a checkpoint, after this many minutes of this invocation")
+    max_minutes: float | None = option(None, "end this invocation within this many minutes, cleanly and with a checkpoint (the "
+                                        "closing evaluation and sample included: it stops training early enough for them)")
     max_steps: int | None = option(None, "stop cleanly, with a checkpoint, after this many optimizer steps in all")
     optimizer: str = option("adam", "sgd, adam or adamw", choices=("sgd", "adam", "adamw"))
     lr: float = option(0.002, "learning rate")

@@ -217,25 +217,27 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     Everything that can fail on the user's input (device, data, batch sizes, the sample prefix) is checked
     before the run directory is created or touched.
     """
+    begun = time.monotonic()  # --max-minutes counts from here: reading the data is part of the run
     device = distributed.device_of(choose_device(cfg.train.device))
     world = distributed.setup(device)
     task, run, monitor = preflight(cfg, out, resume=resume, world_size=world.size, writer=world.main)
     if resume:
-        return _train(cfg, task, run, monitor, device, world, resume=True, progress=progress)
+        return _train(cfg, task, run, monitor, device, world, begun, resume=True, progress=progress)
     if not world.main:
-        return _train(cfg, task, RunDir(out), monitor, device, world, resume=False, progress=progress)  # rank 0 writes it
+        return _train(cfg, task, RunDir(out), monitor, device, world, begun, resume=False, progress=progress)  # rank 0 writes it
     run = RunDir.create(out)
     try:
-        return _train(cfg, task, run, monitor, device, world, resume=False, progress=progress)
+        return _train(cfg, task, run, monitor, device, world, begun, resume=False, progress=progress)
     except BaseException:
         if not (run / TRAINER).exists():  # nothing to resume: free the --out for the next try (a full disk, Ctrl-C)
             run.discard()
         raise
 
 
-def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.device, world: distributed.World, *,
-           resume: bool, progress: bool | None) -> TrainResult:
-    """`train`, once the run directory is there (and, when resuming, opened and checked)."""
+def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.device, world: distributed.World,
+           begun: float, *, resume: bool, progress: bool | None) -> TrainResult:
+    """`train`, once the run directory is there (and, when resuming, opened and checked); `begun`: when train was
+    called, by time.monotonic()."""
     tc = cfg.train
     seed_everything(tc.seed)
     model = task.build_model()
@@ -283,7 +285,9 @@ def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.
 
     best = pos["best_valid_loss"]  # the best monitored figure so far, lower is better (named before monitor existed)
     started = time.monotonic() - pos["seconds"]  # seconds of training in all, across resumes
-    deadline = time.monotonic() + tc.max_minutes * 60 if tc.max_minutes else math.inf  # this invocation's budget
+    deadline = begun + tc.max_minutes * 60 if tc.max_minutes else math.inf  # this invocation's budget
+    # seconds the work that ends a run took when last done: the budget must leave room for it
+    closing = {"evaluate": 0.0, "checkpoint": 0.0, "finish": 0.0}
     bar = tqdm(total=tc.epochs * batches_per_epoch, initial=min(pos["step"], tc.epochs * batches_per_epoch),
                # None lets tqdm hide the bar when stderr is not a terminal (CI logs, pipes)
                disable=None if (tc.progress if progress is None else progress) and world.main else True,
@@ -307,7 +311,8 @@ def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.
             saved_state = map_state(lambda t: distributed.gather_batch_dim(t, world), state)
         if world.main:
             save_checkpoint(run, model, optimizer, schedule, pos, saved_state, scaler)
-        window_start += time.monotonic() - t0  # the logged rate measures training, not checkpoint writing
+        closing["checkpoint"] = time.monotonic() - t0
+        window_start += closing["checkpoint"]  # the logged rate measures training, not checkpoint writing
 
     def evaluate_and_keep_best(epoch: int, schedule_step: bool = True) -> None:
         nonlocal best, valid, window_start, evaluated_at
@@ -325,7 +330,8 @@ def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.
                             **(valid or {"loss": None}), "lr": schedule.lr,
                             "time": round(time.monotonic() - started, 2)})
         evaluated_at = pos["step"]
-        window_start += time.monotonic() - t0  # nor evaluation
+        closing["evaluate"] = time.monotonic() - t0
+        window_start += closing["evaluate"]  # nor evaluation
         model.train()
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
@@ -333,13 +339,22 @@ def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.
     reasons = (None, "interrupted", "time budget", "step budget", "early stop")
 
     def why_stop() -> str | None:
-        code = (1 if stop.requested else 2 if time.monotonic() > deadline
+        code = (1 if stop.requested else 2 if time.monotonic() + sum(closing.values()) > deadline
                 else 3 if tc.max_steps is not None and pos["step"] >= tc.max_steps
                 else 4 if tc.early_stop and schedule.since_best >= tc.early_stop else 0)
         return reasons[distributed.agree(code, world, device)]
 
     with run.lock() if world.main else contextlib.nullcontext(), StopRequest() as stop:
         try:
+            if deadline < math.inf:
+                # the closing work (evaluation, checkpoint, the task's sample) must end within the budget too: do it
+                # once now, scoring the starting weights as nanoGPT does at step 0, to know how long it takes
+                evaluate_and_keep_best(pos["epoch"] + 1, schedule_step=False)
+                checkpoint()
+                t0 = time.monotonic()
+                if world.main:
+                    task.finish(run, device)
+                closing["finish"] = time.monotonic() - t0
             while pos["epoch"] < tc.epochs and stopped == "finished":
                 model.train()
                 epoch_batches = task.batches(pos["epoch"])

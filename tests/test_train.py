@@ -400,3 +400,28 @@ def test_a_full_disk_before_the_first_checkpoint_leaves_the_out_folder_free(tmp_
     monkeypatch.undo()
     assert main(command) == 0  # the same command again, once there is room
     assert json.loads((out / "trainer.json").read_text())["step"] == 2
+
+
+def test_the_time_budget_includes_the_closing_evaluation_checkpoint_and_sample(tmp_path, text_file, monkeypatch):
+    """--max-minutes is the whole run's: it stops early enough for the last evaluation, checkpoint and sample to end
+    within the budget (here an evaluation takes 1 s of a 6 s budget)."""
+    import time
+
+    from stackrnn.tasks import lm
+
+    real = lm.evaluate_lm
+
+    def slow_evaluation(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "evaluate_lm", slow_evaluation)
+    budget = 0.1  # minutes
+    cfg = _config(text_file, "--epochs", "1000", "--max-minutes", str(budget), "--sample-prefix", "The",
+                  "--sample-length", "20")
+    t0 = time.monotonic()
+    result = train(cfg, tmp_path / "run", progress=False)
+    elapsed = time.monotonic() - t0
+    assert result.stopped == "time budget" and result.sample
+    assert elapsed <= budget * 60 * 1.05 + 0.3, elapsed  # at most about one training step over
+    assert elapsed >= budget * 60 - 2.5, elapsed  # and the budget was used, not given up early
