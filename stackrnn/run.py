@@ -57,10 +57,16 @@ class RunDir:
 
     @staticmethod
     def check_new(path: str | Path) -> None:
-        """An InputError if `path` cannot become a new run directory: it exists and is not an empty folder."""
+        """An InputError if `path` cannot become a new run directory: it exists and is not an empty folder. Only a
+        stackrnn run is offered --resume; anything else is the user's, and another --out is the way."""
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise InputError(f"--out {path} is a file, not a folder: choose another --out")
+        if not path.exists() or not any(path.iterdir()):
+            return
+        if (path / CONFIG).is_file():
             raise InputError(f"run directory {path} already exists and is not empty: continue it with --resume {path}, or choose another --out")
+        raise InputError(f"--out {path} is a folder with other files in it, not a stackrnn run: choose another --out (a new or empty folder)")
 
     @classmethod
     def create(cls, path: str | Path) -> RunDir:

@@ -46,7 +46,7 @@ def test_weights_of_another_model_are_refused(tmp_path):
 def test_create_refuses_non_empty_and_open_refuses_missing(tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")
-    with pytest.raises(InputError, match="already exists"):
+    with pytest.raises(InputError, match="not a stackrnn run"):
         RunDir.create(tmp_path / "full")
     assert (tmp_path / "full" / "x").read_text() == "keep me"
     with pytest.raises(InputError, match="does not exist"):
@@ -66,3 +66,22 @@ def test_corrupt_trainer_json(tmp_path):
     (run / "trainer.json").write_text("{not json")
     with pytest.raises(InputError, match="corrupted"):
         run.load_json("trainer.json")
+
+
+def test_check_new_says_what_is_in_the_way(tmp_path):
+    (tmp_path / "file.txt").write_text("notes")
+    with pytest.raises(InputError, match="is a file") as e:
+        RunDir.check_new(tmp_path / "file.txt")
+    assert "--resume" not in str(e.value)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    with pytest.raises(InputError, match="not a stackrnn run") as e:
+        RunDir.check_new(tmp_path / "photos")
+    assert "--resume" not in str(e.value) and "another --out" in str(e.value)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.toml").write_text("task = 'lm'\n")
+    with pytest.raises(InputError, match="--resume"):
+        RunDir.check_new(tmp_path / "run")
+    RunDir.check_new(tmp_path / "empty")  # a new folder, or an empty one, is fine
+    (tmp_path / "empty").mkdir()
+    RunDir.check_new(tmp_path / "empty")
