@@ -205,10 +205,11 @@ def _colours(png: bytes) -> tuple[int, int]:
 
 
 def test_the_page_works_in_headless_chromium(page, tmp_path):
+    if CHROMIUM is None:  # (scripts/setup.sh installs playwright, the Python package, but no browser)
+        pytest.skip("no chromium on PATH: install one with `sudo apt-get install chromium` (or chromium-browser) to "
+                    "run this test")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the test extra) is not installed")
     pytest.importorskip("PIL", reason="Pillow is not installed")
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH (scripts/setup.sh installs it where apt-get is available)")
     data = _page_json((page.out / "index.html").read_text(encoding="utf-8"))
     units = data["layers"][0]["units"]
     # a unit with both clearly positive and clearly negative values, so both colours must show
@@ -270,3 +271,13 @@ def test_bad_inspect_arguments_are_one_line_and_write_nothing(trained_run, tmp_p
     assert main(["inspect", str(trained_run), *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and not out.exists()
+
+
+def test_the_browser_test_says_how_to_get_chromium(monkeypatch):
+    """Set-up installs playwright's Python package, not a browser: the skip says how to get one."""
+    import sys
+
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", None)
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        test_the_page_works_in_headless_chromium(page=None, tmp_path=None)
+    assert "apt-get install chromium" in str(skipped.value) and "setup.sh" not in str(skipped.value)
