@@ -59,7 +59,9 @@ def add_config_options(parser: argparse.ArgumentParser, task: str) -> None:
             if not f.metadata.get("cli", True):
                 continue
             flag = "--" + f.name.replace("_", "-")
-            help_text = f.metadata["help"] + f" (default: {f.default})"
+            help_text = f.metadata["help"]
+            if "default:" not in help_text:  # (some say their default in words: "default: torch's init")
+                help_text += f" (default: {f.default})"
             kinds, _ = allowed_types(tp)
             if kinds == (bool,):
                 group.add_argument(flag, dest=f"{section}.{f.name}", action=argparse.BooleanOptionalAction,

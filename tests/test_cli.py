@@ -196,3 +196,11 @@ def test_residual_layer_one_is_a_layer_number_not_true(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[model]\nnum_layers = 3\nresidual = 3\n")
     assert main(["summary", "--config", str(cfg), "--vocab-size", "10"]) == 0
+
+
+@pytest.mark.parametrize("task", ["lm", "classify", "translate"])
+def test_help_states_each_default_once(task):
+    for command in ("train", "summary"):
+        sub = make_parser(task)._subparsers._group_actions[0].choices[command]
+        for action in sub._actions:
+            assert (action.help or "").count("default:") <= 1, action.help
