@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import allowed_types, check_value, fields, parse_flag_value, read_toml
-from .errors import InputError
+from .errors import InputError, did_you_mean
 from .tasks import TASK_NAMES
 from .train import build_config, sections
 
@@ -497,6 +497,7 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
     parser = Parser(prog="stackrnn", description="Deep (stacked) recurrent networks: train, generate, evaluate, inspect.")
     parser.add_argument("--version", action="version", version=f"stackrnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+    parser.commands = sub.choices  # each command's parser, by name
 
     p = sub.add_parser("train", help="train a language model, a text classifier or a translator into a run directory",
                        description=f"Train a model (task: {task}; --task classify for a text classifier, --task "
@@ -638,7 +639,11 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "texts") and not any(e.startswith("-") for e in extra):
             args.texts = [*args.texts, *extra]
         else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            command = parser.commands[args.command]  # the error is the command's: 'stackrnn train: error: ...'
+            options = [s for action in command._actions for s in action.option_strings]
+            mistyped = [e.split("=")[0] for e in extra if e.startswith("--")]
+            near = did_you_mean(mistyped[0], options, str) if mistyped else ""
+            command.error(f"unrecognized arguments: {' '.join(extra)}{near}")
     args.argv = argv
     # library warnings (such as a damaged checkpoint passed over) as one line each, like the errors
     warnings.showwarning = lambda message, *_, **__: print(f"stackrnn {args.command}: warning: {message}", file=sys.stderr)

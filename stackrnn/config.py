@@ -20,7 +20,7 @@ from typing import Any
 
 import tomli_w
 
-from .errors import InputError
+from .errors import InputError, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,7 +55,7 @@ def check_value(cls, name: str, value: Any, where: str, label: str | None = None
     Errors name the field as `label` (default: where.name)."""
     known = {f.name: (f, tp) for f, tp in fields(cls)}
     if name not in known:
-        raise InputError(f"{where}: unknown key {name!r}; known keys: {', '.join(sorted(known))}")
+        raise InputError(f"{where}: unknown key {name!r}{did_you_mean(name, known)}; known keys: {', '.join(sorted(known))}")
     label = label or f"{where}.{name}"
     f, tp = known[name]
     kinds, optional = allowed_types(tp)

@@ -5,6 +5,17 @@ Anything a user can get wrong (an argument, a config key, a data file, a run dir
 and exits with status 2; library users can catch it as a ValueError.
 """
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+
 
 class InputError(ValueError):
     """Bad user input. The message is one line: what is wrong, and how to fix it."""
+
+
+def did_you_mean(word: str, known: Iterable[str], show: Callable[[str], str] = repr) -> str:
+    """" (did you mean X?)" for the known name nearest a mistyped `word`, or "" when none is near."""
+    near = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {show(near[0])}?)" if near else ""

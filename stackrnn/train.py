@@ -24,7 +24,7 @@ from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import dumps_toml, from_dict, read_toml, to_dict
 from .data.tokenizers import Tokenizer
-from .errors import InputError
+from .errors import InputError, did_you_mean
 from .inspect.gradients import finite_or_none, probe_model
 from .layers import map_state
 from .optim import Schedule, TrainConfig, make_optimizer
@@ -54,7 +54,9 @@ class RunConfig:
             raise InputError(f"{where}: task: expected one of {', '.join(TASK_NAMES)}, got {task!r}")
         unknown = set(tables) - {"task", "model", "data", "train"}
         if unknown:
-            raise InputError(f"{where}: unknown section [{sorted(unknown)[0]}]; known sections: [model], [data], [train]")
+            section = sorted(unknown)[0]
+            near = did_you_mean(section, ("model", "data", "train"), show=lambda s: f"[{s}]")
+            raise InputError(f"{where}: unknown section [{section}]{near}; known sections: [model], [data], [train]")
         kind = task_class(task)
         return cls(from_dict(kind.ModelConfig, tables.get("model", {}), f"{where}: model"),
                    from_dict(kind.DataConfig, tables.get("data", {}), f"{where}: data"),

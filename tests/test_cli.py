@@ -204,3 +204,30 @@ def test_help_states_each_default_once(task):
         sub = make_parser(task)._subparsers._group_actions[0].choices[command]
         for action in sub._actions:
             assert (action.help or "").count("default:") <= 1, action.help
+
+
+def _usage_error(capsys, argv) -> str:
+    """The one line of an error argparse reports (it exits with status 2 rather than returning it)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1, err
+    return err[0]
+
+
+def test_unknown_options_are_the_command_s_and_suggest_the_nearest(capsys):
+    line = _usage_error(capsys, ["train", "--hiden-size", "8"])
+    assert line.startswith("stackrnn train: error: unrecognized arguments: --hiden-size 8"), line
+    assert "did you mean --hidden-size?" in line
+    line = _usage_error(capsys, ["generate", "RUN", "--prefix", "a", "--temprature=0.5"])
+    assert line.startswith("stackrnn generate: error:") and "did you mean --temperature?" in line, line
+    line = _usage_error(capsys, ["train", "--zzzzzz"])
+    assert line.startswith("stackrnn train: error:") and "did you mean" not in line, line
+
+
+def test_mistyped_config_keys_and_sections_suggest_the_nearest(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\nhidden_sise = 10\n")
+    _fails(capsys, ["train", "--config", str(cfg)], "unknown key 'hidden_sise' (did you mean 'hidden_size'?)")
+    cfg.write_text("[trian]\nepochs = 1\n")
+    _fails(capsys, ["train", "--config", str(cfg)], "unknown section [trian] (did you mean [train]?)")
