@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import allowed_types, check_value, fields, parse_flag_value, read_toml
-from .errors import InputError, did_you_mean
+from .errors import InputError, did_you_mean, plural
 from .tasks import TASK_NAMES
 from .train import build_config, sections
 
@@ -164,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         distributed.shutdown()
     if distributed.launched() and int(os.environ.get("RANK", "0")) != 0:
         distributed.exit_worker(0)  # rank 0 reports for all
-    parts = [f"{result.stopped} after {result.step} steps, {result.epoch} epochs, {result.seconds:.0f}s"]
+    parts = [f"{result.stopped} after {plural(result.step, 'step')}, {plural(result.epoch, 'epoch')}, {result.seconds:.0f}s"]
     if cfg.task == "lm":
         if result.train_loss is not None:
             parts.append(f"train perplexity {perplexity(result.train_loss):.3f}")
@@ -319,7 +319,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         drawn = _draw_attention(args, task, model, texts[0], results[0]["translation"])
     unknown = sorted({w for r in results for w in r["unknown"]})
     if unknown:
-        warnings.warn(f"{len(unknown)} source words are not in the run's vocabulary and were read as <unk>: "
+        warnings.warn(f"{plural(len(unknown), 'source word')} not in the run's vocabulary and read as <unk>: "
                       f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
     if args.json:
         print(json.dumps(results, ensure_ascii=False))

@@ -15,6 +15,11 @@ class InputError(ValueError):
     """Bad user input. The message is one line: what is wrong, and how to fix it."""
 
 
+def plural(n: int, word: str) -> str:
+    """'1 step', '2 steps': a count and its noun."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def did_you_mean(word: str, known: Iterable[str], show: Callable[[str], str] = repr) -> str:
     """" (did you mean X?)" for the known name nearest a mistyped `word`, or "" when none is near."""
     near = difflib.get_close_matches(word, list(known), n=1)

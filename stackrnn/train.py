@@ -24,7 +24,7 @@ from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import dumps_toml, from_dict, read_toml, to_dict
 from .data.tokenizers import Tokenizer
-from .errors import InputError, did_you_mean
+from .errors import InputError, did_you_mean, plural
 from .inspect.gradients import finite_or_none, probe_model
 from .layers import map_state
 from .optim import Schedule, TrainConfig, make_optimizer
@@ -404,7 +404,7 @@ def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.
                         log({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",
                                             "skipped": "non-finite loss or gradient"})
                         if bad_in_a_row >= tc.max_bad_steps:
-                            raise InputError(f"training stopped: {bad_in_a_row} steps in a row had a non-finite loss or "
+                            raise InputError(f"training stopped: {plural(bad_in_a_row, 'step')} in a row had a non-finite loss or "
                                              f"gradient (up to step {pos['step']}); lower --lr or clip with --clip (the "
                                              f"last checkpoint in {run.path} is intact)")
                         # (in a data-parallel run every process drops its state alike, so all stay in step)

@@ -231,3 +231,12 @@ def test_mistyped_config_keys_and_sections_suggest_the_nearest(tmp_path, capsys)
     _fails(capsys, ["train", "--config", str(cfg)], "unknown key 'hidden_sise' (did you mean 'hidden_size'?)")
     cfg.write_text("[trian]\nepochs = 1\n")
     _fails(capsys, ["train", "--config", str(cfg)], "unknown section [trian] (did you mean [train]?)")
+
+
+def test_counts_of_one_are_singular(tmp_path, text_file, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text(text_file.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    assert main(["train", "--data", str(short), "--out", str(tmp_path / "a"), *TINY, "--max-steps", "1"]) == 0
+    assert "after 1 step, 0 epochs," in capsys.readouterr().out
+    assert main(["train", "--data", str(short), "--out", str(tmp_path / "b"), *TINY, "--epochs", "1"]) == 0
+    assert " steps, 1 epoch," in capsys.readouterr().out
