@@ -217,8 +217,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
                      top_p=args.top_p, seed=args.seed)
     if args.json:
         print(json.dumps([{"prefix": p, "text": t} for p, t in zip(args.prefix, texts)], ensure_ascii=False))
-    else:
-        print("\n\n".join(texts))
+    elif len(texts) == 1:
+        print(texts[0])
+    else:  # samples may hold blank lines themselves: a line naming each prefix tells them apart
+        for prefix, text in zip(args.prefix, texts):
+            print(f"--- prefix {prefix!r} ---\n{text}")
     return 0
 
 

@@ -240,3 +240,12 @@ def test_counts_of_one_are_singular(tmp_path, text_file, capsys):
     assert "after 1 step, 0 epochs," in capsys.readouterr().out
     assert main(["train", "--data", str(short), "--out", str(tmp_path / "b"), *TINY, "--epochs", "1"]) == 0
     assert " steps, 1 epoch," in capsys.readouterr().out
+
+
+def test_several_prefixes_are_printed_apart(trained_run, capsys):
+    assert main(["generate", str(trained_run), "--prefix", "The", "--prefix", "and", "--length", "5", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    first, second = out.split("--- prefix 'and' ---\n")  # (a sample may hold line breaks of its own)
+    assert first.startswith("--- prefix 'The' ---\nThe") and second.startswith("and")
+    assert main(["generate", str(trained_run), "--prefix", "The", "--length", "5", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.startswith("The")  # one prefix: the text alone, as before
