@@ -109,17 +109,30 @@ class RunDir:
     @contextmanager
     def lock(self):
         """Hold the run directory for one training process; a second one fails at once with a clear message.
-        The lock is the kernel's (flock), so it is released even when the holder is killed."""
+        The lock is the kernel's (flock) on the file .lock, so it is released even when the holder is killed; the
+        holder removes the file when it is done, so a finished run keeps no trace of it."""
         if fcntl is None:  # pragma: no cover - not POSIX: no lock rather than a false one
             yield
             return
-        with open(self / LOCK, "a+") as f:
+        path = self / LOCK
+        while True:
+            f = open(path, "a+")
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
+                f.close()
                 raise InputError(f"run directory {self.path} is being trained by {holder}: wait for it to finish or stop it") from None
+            # the holder before us removes the file as it lets go: if it did so after we opened it, our lock is on
+            # a file no one else will open, and guards nothing. Then open the path again.
+            try:
+                if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            f.close()
+        with f:
             f.seek(0)
             f.truncate()
             f.write(f"process {os.getpid()}")
@@ -127,6 +140,7 @@ class RunDir:
             try:
                 yield
             finally:
+                path.unlink(missing_ok=True)  # while still holding the lock, so no one can be holding the file
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     # -- config, vocabulary, metrics --------------------------------------------------------------------------

@@ -85,3 +85,19 @@ def test_check_new_says_what_is_in_the_way(tmp_path):
     RunDir.check_new(tmp_path / "empty")  # a new folder, or an empty one, is fine
     (tmp_path / "empty").mkdir()
     RunDir.check_new(tmp_path / "empty")
+
+
+def test_the_lock_file_goes_with_the_lock(tmp_path, trained_run):
+    assert not (trained_run / ".lock").exists()  # a finished run holds no trace of its training process
+    run = RunDir.create(tmp_path / "run")
+    with run.lock():
+        assert (run / ".lock").exists()
+        with pytest.raises(InputError, match="being trained by process"):
+            with run.lock():
+                pass
+        assert (run / ".lock").exists()  # the refused one removed nothing
+    assert not (run / ".lock").exists()
+    (run / ".lock").write_text("process 1")  # left by a killed process: the kernel released its lock
+    with run.lock():
+        pass
+    assert not (run / ".lock").exists()
