@@ -30,7 +30,7 @@ from pathlib import Path
 from . import __version__
 from .config import allowed_types, check_value, fields, parse_flag_value, read_toml
 from .errors import InputError, did_you_mean, plural
-from .tasks import TASK_NAMES
+from .tasks import TASK_NAMES, a_run_of
 from .train import build_config, sections
 
 
@@ -236,7 +236,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _check_search(_or(args.beam, 1), args.max_length, _or(args.length_penalty, 0.6))
     cfg, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors")
     if searching and cfg.task != "translate":
-        raise InputError(f"{' '.join(searching)}: for translation runs; this is a {cfg.task!r} run")
+        raise InputError(f"{' '.join(searching)}: for translation runs; this is {a_run_of(cfg.task)}")
     if cfg.task == "translate":
         given = [f"--{n.replace('_', '-')}" for n in ("format", "text_column", "label_column") if getattr(args, n)]
         if given:

@@ -25,6 +25,7 @@ from .config import check_value, fields, parse_flag_value, read_toml
 from .errors import InputError
 from .files import atomic_write_text
 from .run import RunDir
+from .tasks import a_run_of
 
 #: what each task's table reports (the figure, and whether lower is better)
 FIGURE = {"lm": ("perplexity", True), "classify": ("accuracy", False), "translate": ("bleu", False)}
@@ -58,7 +59,7 @@ def parse_assignment(text: str, task: str, *, several: bool) -> Assignment:
         raise InputError(f"{flag} {text!r}: unknown section [{section}]; use model, data or train")
     cls = known[section]
     if key not in {f.name for f, _ in fields(cls)}:
-        raise InputError(f"{flag} {text!r}: [{section}] has no key {key!r} for a {task!r} run "
+        raise InputError(f"{flag} {text!r}: [{section}] has no key {key!r} for {a_run_of(task)} "
                          f"(stackrnn train --task {task} --help lists them)")
     parts = raw.split(",") if several else [raw]
     if any(not p.strip() for p in parts):

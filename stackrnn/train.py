@@ -29,7 +29,7 @@ from .inspect.gradients import finite_or_none, probe_model
 from .layers import map_state
 from .optim import Schedule, TrainConfig, make_optimizer
 from .run import BEST, CONFIG, TRAINER, RunDir
-from .tasks import TASK_NAMES, Task, task_class
+from .tasks import TASK_NAMES, Task, a_run_of, task_class
 from .tensorboard import TensorBoardLog, check_available
 
 
@@ -105,8 +105,8 @@ def open_run(path: str | Path, weights: str = BEST, device: str | torch.device =
     vocabulary loaded) and its model in eval mode. With `task`, a run of another task is refused clearly."""
     cfg = RunConfig.of_run(RunDir.open(path, need=(CONFIG,)))
     if task is not None and cfg.task != task:
-        raise InputError(f"run {path} is a {cfg.task!r} run, not {task!r}: use the command for its task "
-                         f"(generate: lm, predict: classify, translate: translate)")
+        raise InputError(f"run {path} is {a_run_of(cfg.task)}, not {a_run_of(task)}: use the command for its task "
+                         f"(generate for language models, predict for classifiers, translate for translators)")
     kind = cfg.make_task()
     run = RunDir.open(path, need=(CONFIG, *kind.files, weights))
     kind.load_vocab(run)

@@ -163,8 +163,8 @@ def test_labels_unseen_in_training_at_eval_time(rule_run, tmp_path, capsys):
 
 
 def test_predict_and_generate_refuse_the_other_task(rule_run, trained_run, capsys):
-    _fails(capsys, ["predict", str(trained_run), "hello"], "is a 'lm' run")
-    _fails(capsys, ["generate", str(rule_run), "--prefix", "a"], "is a 'classify' run")
+    _fails(capsys, ["predict", str(trained_run), "hello"], "is a language-model run, not a classification run")
+    _fails(capsys, ["generate", str(rule_run), "--prefix", "a"], "is a classification run, not a language-model run")
     _fails(capsys, ["predict", str(rule_run), ""], "empty")
     _fails(capsys, ["predict", str(rule_run)], "--file")
 

@@ -221,7 +221,7 @@ def test_commands_of_other_tasks_refuse_translation_runs_and_back(toy_run, train
     assert main(["eval", str(trained_run), "--beam", "3"]) == 2
     assert main(["eval", str(toy_run), "--format", "csv"]) == 2
     err = capsys.readouterr().err
-    assert "'translate' run" in err and "for translation runs" in err and "for classification runs" in err
+    assert "this is a language-model run" in err and "is a translation run" in err and "for translation runs" in err and "for classification runs" in err
 
 
 def test_summary_tabulates_the_translator(capsys):

@@ -25,4 +25,9 @@ def task_class(name: str) -> type[Task]:
     raise InputError(f"task: expected one of {', '.join(TASK_NAMES)}, got {name!r}")
 
 
-__all__ = ["Task", "Step", "task_class", "TASK_NAMES"]
+def a_run_of(name: str) -> str:
+    """How messages name a run of task `name`: "a language-model run", not "a 'lm' run"."""
+    return f"a {task_class(name).label} run"
+
+
+__all__ = ["Task", "Step", "task_class", "a_run_of", "TASK_NAMES"]

@@ -56,6 +56,7 @@ class Task(ABC):
     """
 
     name: ClassVar[str]  # "lm", "classify", "translate"; written as `task = ...` into config.toml
+    label: ClassVar[str]  # how messages name its runs: "a {label} run"
     ModelConfig: ClassVar[type]
     DataConfig: ClassVar[type]
     unit: ClassVar[str]  # what `Step.items` counts, for the logged rate: "tokens" or "examples"
@@ -110,7 +111,7 @@ class Task(ABC):
         """The validation figure `name` ("auto" resolved), checked against what this task measures."""
         name = self.monitors[0] if name == "auto" else name
         if name not in self.monitors:
-            raise InputError(f"train.monitor: a {self.name!r} run measures {', '.join(self.monitors)} on its validation "
+            raise InputError(f"train.monitor: a {self.label} run measures {', '.join(self.monitors)} on its validation "
                              f"data, not {name}: use one of those (or auto)")
         return name
 

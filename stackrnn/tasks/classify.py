@@ -91,6 +91,7 @@ class Encoded:
 
 class ClassifyTask(Task):
     name = "classify"
+    label = "classification"
     ModelConfig = ClassifierConfig
     DataConfig = ClassifyDataConfig
     unit = "examples"

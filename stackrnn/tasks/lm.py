@@ -36,6 +36,7 @@ def detach(state: list[LayerState] | None) -> list[LayerState] | None:
 
 class LMTask(Task):
     name = "lm"
+    label = "language-model"
     ModelConfig = ModelConfig
     DataConfig = DataConfig
     unit = "tokens"

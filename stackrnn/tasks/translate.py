@@ -93,6 +93,7 @@ class Encoded:
 
 class TranslateTask(Task):
     name = "translate"
+    label = "translation"
     ModelConfig = Seq2SeqConfig
     DataConfig = TranslateDataConfig
     unit = "tokens"  # target tokens, <eos> included
