@@ -249,3 +249,10 @@ def test_several_prefixes_are_printed_apart(trained_run, capsys):
     assert first.startswith("--- prefix 'The' ---\nThe") and second.startswith("and")
     assert main(["generate", str(trained_run), "--prefix", "The", "--length", "5", "--seed", "1"]) == 0
     assert capsys.readouterr().out.startswith("The")  # one prefix: the text alone, as before
+
+
+def test_a_language_model_reads_its_data_in_the_given_encoding(tmp_path, text_file, capsys):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(("caf\u00e9 au lait, s\u00e9ance tenante. " * 200).encode("latin-1"))
+    _fails(capsys, ["summary", "--data", str(latin1)], "--encoding")
+    assert main(["summary", "--data", str(latin1), "--encoding", "latin-1"]) == 0

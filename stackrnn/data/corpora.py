@@ -15,6 +15,7 @@ cached file is fetched again, a damaged download is an error.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import http.client
 import os
@@ -242,23 +243,26 @@ def load_corpus(
     valid_fraction: float = 0.1,
     test_fraction: float = 0.0,
     cache: str | Path | None = None,
+    encoding: str = "utf-8",
 ) -> Corpus:
     """Load a corpus and split it into train / valid / test.
 
     Args:
         dataset: a name in DATASETS. Pass at most one of dataset and data; with neither, the embedded corpus.
-        data: a UTF-8 text file, or a folder holding ptb.train.txt, ptb.valid.txt and ptb.test.txt.
+        data: a text file, or a folder holding ptb.train.txt, ptb.valid.txt and ptb.test.txt.
         d2l: apply `preprocess_d2l` (letters and spaces, lower case) before splitting.
         valid_fraction, test_fraction: for a source without its own split, the tail of the text is cut off:
             test is the last test_fraction of the characters, valid the valid_fraction before it, train the
             rest, each boundary moved to a nearby newline if there is one. Ignored when the source has its
             own split (ptb). Each in [0, 1), together below 1.
         cache: download folder; default `cache_dir()`.
+        encoding: the text encoding of `data` (a named dataset is read in its own).
 
     A contiguous tail split, rather than a random one, keeps validation text unseen: random lines would share
     passages with the training text.
     """
     _check_fractions(valid_fraction, test_fraction)
+    check_encoding(encoding)
     if dataset is not None and data is not None:
         raise InputError("both a dataset and a data path were given: pass only one of --dataset and --data")
 
@@ -268,9 +272,9 @@ def load_corpus(
         if path.is_dir():
             name = path.resolve().name
             labels = [f"corpus file {path / f}" for f in PTB_FILES]
-            texts = _read_ptb_folder(path)
+            texts = _read_ptb_folder(path, encoding)
         elif path.exists():
-            name, labels, texts = path.stem, [f"corpus file {path}"], [_read_text(path)]
+            name, labels, texts = path.stem, [f"corpus file {path}"], [_read_text(path, encoding)]
         else:
             raise InputError(f"data path {path} does not exist: pass an existing text file or ptb folder")
     else:
@@ -321,23 +325,34 @@ def _check_not_empty(text: str, what: str, d2l: bool) -> None:
         raise InputError(f"{what} is empty{hint}: pass a text file with some content")
 
 
-def _read_text(path: Path) -> str:
-    """The file as text; UTF-8 only, newlines normalised to "\\n"."""
+def check_encoding(encoding: str, what: str = "") -> None:
+    """An InputError unless `encoding` names a text codec (hex and rot13 are codecs too, but not for files)."""
     try:
-        return path.read_text(encoding="utf-8")
+        ok = codecs.lookup(encoding)._is_text_encoding
+    except LookupError:
+        ok = False
+    if not ok:
+        raise InputError(f"unknown text encoding {encoding!r}{what}: pass a Python codec name such as utf-8 or latin-1")
+
+
+def _read_text(path: Path, encoding: str = "utf-8") -> str:
+    """The file as text, newlines normalised to "\\n"."""
+    try:
+        return path.read_text(encoding=encoding)
     except UnicodeDecodeError as e:
-        raise InputError(f"file {path} is not UTF-8 text ({e.reason} at byte {e.start}): convert it to UTF-8") from None
+        raise InputError(f"file {path} is not {encoding} text ({e.reason} at byte {e.start}): pass its encoding with "
+                         "--encoding (e.g. --encoding latin-1), or convert it to UTF-8") from None
     except OSError as e:
         raise InputError(f"cannot read {path} ({_one_line(e)}): pass a readable text file") from None
 
 
-def _read_ptb_folder(folder: Path) -> list[str]:
+def _read_ptb_folder(folder: Path, encoding: str) -> list[str]:
     missing = [f for f in PTB_FILES if not (folder / f).is_file()]
     if missing:
         raise InputError(
             f"folder {folder} lacks {', '.join(missing)}: pass a text file, or a folder with {', '.join(PTB_FILES)}"
         )
-    return [_read_text(folder / f) for f in PTB_FILES]
+    return [_read_text(folder / f, encoding) for f in PTB_FILES]
 
 
 def _tail_split(text: str, valid_fraction: float, test_fraction: float) -> tuple[str, str, str | None]:

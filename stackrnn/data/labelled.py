@@ -15,7 +15,6 @@ row starts on) and saying how to fix it: user data never ends in a traceback.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
@@ -25,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from ..errors import InputError
-from .corpora import Dataset, RemoteFile, dataset_folder, fetch, unpack_atomically
+from .corpora import Dataset, RemoteFile, check_encoding, dataset_folder, fetch, unpack_atomically
 
 FORMATS = ("auto", "sst", "csv", "tsv", "jsonl", "folder")
 #: file suffixes "auto" recognises; anything else is read as SST lines. A .json file is read as JSON lines:
@@ -54,16 +53,6 @@ class Examples:
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def check_encoding(encoding: str, what: str = "") -> None:
-    """An InputError unless `encoding` names a text codec (hex and rot13 are codecs too, but not for files)."""
-    try:
-        ok = codecs.lookup(encoding)._is_text_encoding
-    except LookupError:
-        ok = False
-    if not ok:
-        raise InputError(f"unknown text encoding {encoding!r}{what}: pass a Python codec name such as utf-8 or latin-1")
-
-
 def read_labelled(
     path: str | Path,
     *,

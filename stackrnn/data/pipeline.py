@@ -23,6 +23,7 @@ class DataConfig:
 
     dataset: str | None = option(None, f"named corpus: {', '.join(DATASETS)} (default: embedded, needs no network)")
     data: str | None = option(None, "a local text file (or a folder with ptb.train/valid/test.txt) instead of --dataset")
+    encoding: str = option("utf-8", "text encoding of the --data file or folder")
     level: str | None = option(None, "tokens: char or word (default: the dataset's usual level, else char)", choices=("char", "word"))
     d2l_preprocess: bool = option(False, "d2l's preprocessing: letters and spaces only, lower case")
     min_freq: int = option(1, "drop tokens seen fewer times than this in training text (they become <unk>)")
@@ -73,14 +74,14 @@ class LMData:
 def load_text(cfg: DataConfig) -> Corpus:
     """Read the corpus of `cfg` and split it."""
     if cfg.train_chars is not None:
-        corpus = load_corpus(cfg.dataset, cfg.data, d2l=cfg.d2l_preprocess, valid_fraction=0.0)
+        corpus = load_corpus(cfg.dataset, cfg.data, d2l=cfg.d2l_preprocess, valid_fraction=0.0, encoding=cfg.encoding)
         text = corpus.train
         end = cfg.train_chars + cfg.valid_chars
         if len(text) < end:
             raise InputError(f"data.train_chars + data.valid_chars = {end} but the corpus has {len(text)} characters: use smaller numbers")
         return Corpus(corpus.name, text[: cfg.train_chars], text[cfg.train_chars : end], None)
-    return load_corpus(cfg.dataset, cfg.data, d2l=cfg.d2l_preprocess,
-                       valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction)
+    return load_corpus(cfg.dataset, cfg.data, d2l=cfg.d2l_preprocess, valid_fraction=cfg.valid_fraction,
+                       test_fraction=cfg.test_fraction, encoding=cfg.encoding)
 
 
 def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> LMData:

@@ -85,7 +85,7 @@ def test_text_too_short_for_a_validation_split(tmp_path):
 def test_non_utf8_file_is_rejected(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("café au lait\n".encode("latin-1"))
-    with pytest.raises(InputError, match="latin1.txt is not UTF-8"):
+    with pytest.raises(InputError, match="latin1.txt is not utf-8 text"):
         load_corpus(data=path)
 
 
@@ -207,3 +207,13 @@ def test_download_with_wrong_checksum_is_rejected(tmp_path, fake_dataset, monkey
 def test_ptb_download_failure_suggests_a_folder(tmp_path):
     with pytest.raises(InputError, match="ptb.train.txt, ptb.valid.txt, ptb.test.txt"):
         load_corpus("ptb", cache=tmp_path)
+
+
+def test_a_local_corpus_is_read_in_its_encoding(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(("café au lait\n" * 50).encode("latin-1"))
+    assert "café" in load_corpus(data=path, encoding="latin-1").train
+    with pytest.raises(InputError, match=r"latin1.txt is not utf-8 text .*--encoding"):
+        load_corpus(data=path)
+    with pytest.raises(InputError, match="unknown text encoding 'latin-9x'"):
+        load_corpus(data=path, encoding="latin-9x")
