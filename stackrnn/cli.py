@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from . import __version__
 from .config import allowed_types, check_value, fields, parse_flag_value, read_toml
 from .errors import InputError, did_you_mean, plural
 from .tasks import TASK_NAMES, a_run_of
-from .train import build_config, sections
+from .train import build_config, default_out, sections
 
 
 #: what `train --resume` may change: how much longer to train, and how it looks
@@ -144,9 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.resume
     else:
         cfg = build_config(args.config, overrides, getattr(args, "task", None))
-        source = getattr(cfg.data, "data", None)
-        name = cfg.data.dataset or (Path(source).stem if source else "embedded")
-        out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = args.out or default_out(cfg)
     if launching:
         device = cfg.train.device
         if device == "mps":
@@ -206,15 +203,14 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import check_sampling, generate
-    from .run import BEST
-    from .train import load_run
+    from .api import load
+    from .generate import check_sampling
 
     temperature = 0.0 if args.greedy else args.temperature
     check_sampling(args.length, temperature, args.top_k, args.top_p)  # before the (slower) load
-    _, tokenizer, model = load_run(args.run, BEST if args.weights == "best" else "last.safetensors")
-    texts = generate(model, tokenizer, args.prefix, args.length, temperature=temperature, top_k=args.top_k,
-                     top_p=args.top_p, seed=args.seed)
+    run = load(args.run, weights=args.weights, task="lm")
+    texts = run.generate(args.prefix, args.length, temperature=temperature, top_k=args.top_k, top_p=args.top_p,
+                         seed=args.seed)
     if args.json:
         print(json.dumps([{"prefix": p, "text": t} for p, t in zip(args.prefix, texts)], ensure_ascii=False))
     elif len(texts) == 1:
@@ -226,15 +222,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .run import BEST
-    from .train import open_run
+    from .api import load
 
     if args.examples < 0:
         raise InputError(f"--examples: expected an integer >= 0, got {args.examples}")
     searching = [f"--{n.replace('_', '-')}" for n in ("beam", "max_length", "length_penalty") if getattr(args, n) is not None]
     if searching:  # before the (slower) load
         _check_search(_or(args.beam, 1), args.max_length, _or(args.length_penalty, 0.6))
-    cfg, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors")
+    run = load(args.run, weights=args.weights)
+    cfg = run.config
     if searching and cfg.task != "translate":
         raise InputError(f"{' '.join(searching)}: for translation runs; this is {a_run_of(cfg.task)}")
     if cfg.task == "translate":
@@ -244,23 +240,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              "source<TAB>target lines")
         if args.encoding is not None:
             cfg.data.encoding = check_value(type(cfg.data), "encoding", args.encoding, "data", "--encoding")
-        metrics = task.evaluate_split(model, args.split, data_path=args.data, beam=_or(args.beam, 1),
-                                      max_length=args.max_length, length_penalty=_or(args.length_penalty, 0.6),
-                                      examples=args.examples)
+        metrics = run.evaluate(args.split, data=args.data, beam=_or(args.beam, 1), max_length=args.max_length,
+                               length_penalty=_or(args.length_penalty, 0.6), examples=args.examples)
         if not args.json:
             print(_format_translation(metrics))
     elif cfg.task == "lm":
         given = [f"--{n.replace('_', '-')}" for n in ("data", "format", "text_column", "label_column", "encoding") if getattr(args, n)]
         if given:
             raise InputError(f"{' '.join(given)}: for classification runs; a language model is scored on its own splits")
-        metrics = _eval_lm(args, cfg, task, model)
+        metrics = run.evaluate(args.split)
         if not args.json:
             print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     else:
         for name in ("format", "text_column", "label_column", "encoding"):  # how to read --data, if not as the run did
             if getattr(args, name) is not None:
                 setattr(cfg.data, name, check_value(type(cfg.data), name, getattr(args, name), "data", f"--{name.replace('_', '-')}"))
-        metrics = task.evaluate_split(model, args.split, data_path=args.data)
+        metrics = run.evaluate(args.split, data=args.data)
         if not args.json:
             from .evaluate import format_classification
 
@@ -294,9 +289,8 @@ def _format_translation(metrics: dict) -> str:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    from .api import load
     from .data.labelled import read_lines
-    from .run import BEST
-    from .train import open_run
 
     if bool(args.texts) == bool(args.file):
         raise InputError("give the sentences to translate as arguments or with --file FILE (one per line), not both or neither")
@@ -308,7 +302,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise InputError(f"--attention draws one sentence's map, but {len(texts)} sentences were given: give one")
     if args.attention is not None and not args.attention.lower().endswith(".png"):
         raise InputError(f"--attention {args.attention}: the map is written as PNG; give a file name ending in .png")
-    _, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors", task="translate")
+    run = load(args.run, weights=args.weights, task="translate")
+    task, model = run.task, run.model
     if args.attention is not None:  # whatever can stop the map stops the command before anything is printed
         from .plot import check_matplotlib
 
@@ -316,14 +311,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         task.check_attention(model)
         if args.target is not None:
             task.prepare_input([args.target])
-    results = task.translate(model, texts, beam=args.beam, max_length=args.max_length, length_penalty=args.length_penalty)
+    results = run.translate_details(texts, beam=args.beam, max_length=args.max_length, length_penalty=args.length_penalty)
     drawn = None
     if args.attention is not None:
         drawn = _draw_attention(args, task, model, texts[0], results[0]["translation"])
-    unknown = sorted({w for r in results for w in r["unknown"]})
-    if unknown:
-        warnings.warn(f"{plural(len(unknown), 'source word')} not in the run's vocabulary and read as <unk>: "
-                      f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
     if args.json:
         print(json.dumps(results, ensure_ascii=False))
     else:
@@ -352,28 +343,14 @@ def _draw_attention(args, task, model, source: str, translation: str):
                           title=f"{args.run}: attention ({model.attention_kind})")
 
 
-def _eval_lm(args, cfg, task, model) -> dict:
-    from .data.pipeline import eval_batches, prepare
-    from .evaluate import evaluate_lm, lm_metrics
-
-    data = prepare(cfg.data, tokenizer=task.tokenizer)
-    ids = data.valid if args.split == "valid" else data.test
-    if ids is None or ids.numel() < 2:
-        raise InputError(f"run {args.run} has no {args.split} split: train with --test-fraction (or a dataset with its own test set)")
-    return {"split": args.split, "tokens": int(ids.numel()),
-            **lm_metrics(evaluate_lm(model, eval_batches(cfg.data, ids)), task.tokenizer.level)}
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .api import load
     from .data.labelled import read_lines
-    from .run import BEST
-    from .train import open_run
 
     if bool(args.texts) == bool(args.file):
         raise InputError("give the texts to classify as arguments or with --file FILE (one per line), not both or neither")
     texts = args.texts or read_lines(args.file, encoding=args.encoding)
-    _, task, model = open_run(args.run, BEST if args.weights == "best" else "last.safetensors", task="classify")
-    predictions = task.predict(model, texts)
+    predictions = load(args.run, weights=args.weights, task="classify").predict(texts)
     if args.json:
         print(json.dumps(predictions, ensure_ascii=False))
     else:
@@ -386,6 +363,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from .summary import summary
 
+    if args.run is not None:
+        given = ["--config"] * bool(args.config) + ["--vocab-size"] * (args.vocab_size is not None) + [
+            f"--{key.split('.', 1)[1].replace('_', '-')}" for key in vars(args) if "." in key]
+        if given:
+            raise InputError(f"{' '.join(given)}: a run's model is described by its own config; give RUN alone, "
+                             "or leave out RUN to describe a config")
+        from .api import load
+
+        print(load(args.run, weights=args.weights).summary())
+        return 0
     if args.vocab_size is not None and args.vocab_size < 1:
         raise InputError(f"--vocab-size: expected an integer >= 1, got {args.vocab_size}")
     cfg = build_config(args.config, overrides_from(args), getattr(args, "task", None))
@@ -617,8 +604,12 @@ def make_parser(task: str = "lm") -> argparse.ArgumentParser:
                    help="show each run's progress bar (default: off)")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("summary", help="print a table of a config's model: layers, output shapes, parameters",
-                       description="Build the model a config describes and print each layer, its output shape and parameter count.")
+    p = sub.add_parser("summary", help="print a table of a run's or a config's model: layers, output shapes, parameters",
+                       description="Print each layer of a trained run's model (or of the model a config describes), "
+                                   "its output shape and parameter count.")
+    p.add_argument("run", metavar="RUN", nargs="?", help="a run directory written by stackrnn train (default: describe "
+                   "the model of --config and the options instead)")
+    p.add_argument("--weights", choices=("best", "last"), default="best", help=argparse.SUPPRESS)
     p.add_argument("--config", metavar="FILE.toml", help="a TOML config (see examples/); default: the built-in defaults")
     p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size to assume instead of reading the data "
                    "(classifiers: with 2 classes)")

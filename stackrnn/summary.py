@@ -101,6 +101,13 @@ def summary(model: nn.Module, input_size: tuple[int, ...], dtype: torch.dtype = 
         model.train(was_training)
         for h in handles:
             h.remove()
+    # an embedding that the model reads through its weight (nn.functional.embedding, as embedding dropout
+    # needs) never runs as a module: its row is made here, first, as Keras lists it. Its output is the ids'
+    # shape plus the embedding size.
+    unseen = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding) and id(m) not in inside_stacks
+              and any(id(p) not in seen for p in m.parameters())]
+    if dtype in (torch.long, torch.int) and unseen:
+        rows[:0] = [SummaryRow(n, "Embedding", tuple(input_size) + (m.embedding_dim,), count(m)) for n, m in unseen]
     unique = {id(p): p for p in model.parameters()}
     total = sum(p.numel() for p in unique.values())
     other = sum(p.numel() for i, p in unique.items() if i not in seen)

@@ -14,11 +14,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a bar in a terminal, a widget in a notebook
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -76,27 +77,41 @@ def sections(task: str) -> dict[str, type]:
     return {"model": kind.ModelConfig, "data": kind.DataConfig, "train": TrainConfig}
 
 
-def build_config(config_file: str | None, overrides: dict[str, dict], task: str | None = None) -> RunConfig:
-    """A run's config: the defaults, under the TOML file `config_file` (if any), under `overrides`
-    ({section: {field: value}}, e.g. from command-line options); `task` overrides the file's task."""
-    tables = read_toml(config_file) if config_file else {}
+def build_config(config: str | Path | dict | None, overrides: dict[str, dict], task: str | None = None,
+                 where: str | None = None) -> RunConfig:
+    """A run's config: the defaults, under `config` (a TOML file's path, or its tables as a dict; None for
+    none), under `overrides` ({section: {field: value}}, e.g. from command-line options); `task` overrides the
+    config's task. `where` names the config in messages (default: the file's path)."""
+    if isinstance(config, dict):
+        tables = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}  # (updated below)
+        where = where or "config"
+    else:
+        tables = read_toml(config) if config else {}
+        where = where or (str(config) if config else "options")
     if task is not None:
-        if config_file and tables.get("task", "lm") != task:
-            raise InputError(f"--task {task} but {config_file} is a config for task = {tables.get('task', 'lm')!r}: "
+        if config and tables.get("task", "lm") != task:
+            raise InputError(f"--task {task} but {where} is a config for task = {tables.get('task', 'lm')!r}: "
                              "leave out --task or use a config of that task (see examples/)")
         tables["task"] = task
     for section, values in overrides.items():
         if values:
             base = tables.setdefault(section, {})
             if not isinstance(base, dict):
-                raise InputError(f"{config_file}: [{section}] must be a table")
+                raise InputError(f"{where}: [{section}] must be a table")
             base.update(values)
             if section == "data" and ("dataset" in values or "data" in values):
                 # a source given on the command line replaces the file's, whichever kind it was
                 for other in ("dataset", "data"):
                     if other not in values:
                         base.pop(other, None)
-    return RunConfig.from_tables(tables, config_file or "options")
+    return RunConfig.from_tables(tables, where)
+
+
+def default_out(cfg: RunConfig) -> str:
+    """A new run's directory when none is named: runs/NAME-DATE-TIME, NAME from the dataset or data file."""
+    source = getattr(cfg.data, "data", None)
+    name = cfg.data.dataset or (Path(source).stem if source else "embedded")
+    return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def open_run(path: str | Path, weights: str = BEST, device: str | torch.device = "cpu",
@@ -213,8 +228,10 @@ def preflight(cfg: RunConfig, out: str | Path, *, resume: bool, world_size: int 
 _MAX_OVERFLOWS_IN_A_ROW = 40
 
 
-def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None) -> TrainResult:
+def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
+          callbacks: Sequence[Callable[[dict], None]] = ()) -> TrainResult:
     """Train the model of `cfg` into run directory `out` (a new one, or an existing one with resume).
+    `callbacks` are called with every record written to metrics.jsonl, in the process that writes it.
 
     Everything that can fail on the user's input (device, data, batch sizes, the sample prefix) is checked
     before the run directory is created or touched.
@@ -223,21 +240,19 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     device = distributed.device_of(choose_device(cfg.train.device))
     world = distributed.setup(device)
     task, run, monitor = preflight(cfg, out, resume=resume, world_size=world.size, writer=world.main)
-    if resume:
-        return _train(cfg, task, run, monitor, device, world, begun, resume=True, progress=progress)
-    if not world.main:
-        return _train(cfg, task, RunDir(out), monitor, device, world, begun, resume=False, progress=progress)  # rank 0 writes it
-    run = RunDir.create(out)
+    new = not resume and world.main  # this process makes the run directory
+    if run is None:
+        run = RunDir.create(out) if new else RunDir(out)  # (rank 0 makes it; the other processes write nothing)
     try:
-        return _train(cfg, task, run, monitor, device, world, begun, resume=False, progress=progress)
+        return _train(cfg, task, run, monitor, device, world, begun, resume=resume, progress=progress, callbacks=callbacks)
     except BaseException:
-        if not (run / TRAINER).exists():  # nothing to resume: free the --out for the next try (a full disk, Ctrl-C)
+        if new and not (run / TRAINER).exists():  # nothing to resume: free the --out for the next try (a full disk, Ctrl-C)
             run.discard()
         raise
 
 
 def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.device, world: distributed.World,
-           begun: float, *, resume: bool, progress: bool | None) -> TrainResult:
+           begun: float, *, resume: bool, progress: bool | None, callbacks: Sequence[Callable[[dict], None]]) -> TrainResult:
     """`train`, once the run directory is there (and, when resuming, opened and checked); `begun`: when train was
     called, by time.monotonic()."""
     tc = cfg.train
@@ -276,9 +291,11 @@ def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.
     def log(record: dict) -> None:
         if not world.main:
             return
-        run.append_metrics(record)  # metrics.jsonl is the record; TensorBoard, when asked for, a view of it
+        run.append_metrics(record)  # metrics.jsonl is the record; TensorBoard and callbacks are views of it
         if board is not None:
             board.write(record)
+        for callback in callbacks:
+            callback(record)
 
     described = task.describe() + (f", {world.size} processes" if world.size > 1 else "")
     if world.main:

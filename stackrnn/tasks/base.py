@@ -104,8 +104,16 @@ class Task(ABC):
 
     @abstractmethod
     def summary_model(self, vocab_size: int | None) -> tuple[nn.Module, tuple[int, ...], dict]:
-        """For `stackrnn summary`: the model (reading the data for its vocabulary unless `vocab_size` is
-        given), the input size of a typical batch, and the keyword arguments of `summary()`."""
+        """For `stackrnn summary --config`: the model (reading the data for its vocabulary unless `vocab_size`
+        is given), the input size of a typical batch, and the keyword arguments of `summary()`."""
+
+    @abstractmethod
+    def summary_input(self) -> tuple[tuple[int, ...], dict]:
+        """The input size of a typical batch and the keyword arguments of `summary()` for this task's model."""
+
+    @abstractmethod
+    def evaluate_split(self, model: nn.Module, split: str, *, device: torch.device | str = "cpu", **options) -> dict:
+        """Every figure of `stackrnn eval` on the run's held-out `split` ("valid" or "test")."""
 
     def monitored(self, name: str) -> str:
         """The validation figure `name` ("auto" resolved), checked against what this task measures."""

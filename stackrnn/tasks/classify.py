@@ -200,9 +200,11 @@ class ClassifyTask(Task):
             vocab_size, classes = len(self.tokenizer), len(self.labels)
         else:
             classes = 2
-        model = SequenceClassifier.from_config(self.cfg.model, vocab_size, classes, pad_id=0)
-        shape = (self.cfg.data.max_length or 50, self.cfg.data.batch_size)
-        return model, shape, {"dtype": torch.long, "lengths": torch.full((shape[1],), shape[0])}
+        return (SequenceClassifier.from_config(self.cfg.model, vocab_size, classes, pad_id=0), *self.summary_input())
+
+    def summary_input(self) -> tuple[tuple[int, ...], dict]:
+        shape = (self.cfg.data.max_length or 50, self.cfg.data.batch_size)  # (T, B)
+        return shape, {"dtype": torch.long, "lengths": torch.full((shape[1],), shape[0])}
 
     def describe(self) -> str:
         parts = [f"{len(self.train_set.ids):,} training and {len(self.valid_set.ids):,} validation texts",

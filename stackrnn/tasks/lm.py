@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from ..data.pipeline import DataConfig, absolute_data_path, eval_batches, prepare, train_batches
-from ..evaluate import evaluate_lm
+from ..errors import InputError
+from ..evaluate import evaluate_lm, lm_metrics
 from ..generate import encode_prompts, generate
 from ..layers import LayerState, map_state
 from ..models.lm import LanguageModel, ModelConfig
@@ -65,8 +66,10 @@ class LMTask(Task):
         if vocab_size is None:
             self.tokenizer = prepare(self.cfg.data).tokenizer
             vocab_size = len(self.tokenizer)
-        model = LanguageModel.from_config(self.cfg.model, vocab_size)
-        return model, (self.cfg.data.num_steps, self.cfg.data.batch_size), {"dtype": torch.long}
+        return (LanguageModel.from_config(self.cfg.model, vocab_size), *self.summary_input())
+
+    def summary_input(self) -> tuple[tuple[int, ...], dict]:
+        return (self.cfg.data.num_steps, self.cfg.data.batch_size), {"dtype": torch.long}
 
     def describe(self) -> str:
         return f"{len(self.tokenizer)} tokens in the vocabulary, {self.data.train.numel():,} training tokens"
@@ -98,6 +101,15 @@ class LMTask(Task):
             return None
         loss = evaluate_lm(model, eval_batches(self.cfg.data, self.data.valid), device)
         return {"loss": loss, "perplexity": perplexity(loss)}
+
+    def evaluate_split(self, model: LanguageModel, split: str, *, device: torch.device | str = "cpu") -> dict:
+        """`stackrnn eval`: loss, perplexity and (character models) bits per character on the run's `split`."""
+        data = prepare(self.cfg.data, tokenizer=self.tokenizer)
+        ids = data.valid if split == "valid" else data.test
+        if ids is None or ids.numel() < 2:
+            raise InputError(f"the run has no {split} split: train with --test-fraction (or a dataset with its own test set)")
+        loss = evaluate_lm(model, eval_batches(self.cfg.data, ids), device)
+        return {"split": split, "tokens": int(ids.numel()), **lm_metrics(loss, self.tokenizer.level)}
 
     def train_metrics(self, loss: float) -> dict:
         return {"perplexity": perplexity(loss)}

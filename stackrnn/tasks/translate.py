@@ -209,10 +209,12 @@ class TranslateTask(Task):
             sizes = len(self.source_tokenizer), len(self.target_tokenizer)
         else:
             sizes = vocab_size, vocab_size
-        model = Seq2Seq.from_config(self.cfg.model, *sizes)
-        steps, batch = self.cfg.data.max_length or 10, self.cfg.data.batch_size
-        return model, (steps, batch), {"dtype": torch.long, "source_lengths": torch.full((batch,), steps),
-                                       "target_in": torch.zeros(steps + 1, batch, dtype=torch.long)}
+        return (Seq2Seq.from_config(self.cfg.model, *sizes), *self.summary_input())
+
+    def summary_input(self) -> tuple[tuple[int, ...], dict]:
+        steps, batch = self.cfg.data.max_length or 10, self.cfg.data.batch_size  # (S, B) source, (T, B) target
+        return (steps, batch), {"dtype": torch.long, "source_lengths": torch.full((batch,), steps),
+                                "target_in": torch.zeros(steps + 1, batch, dtype=torch.long)}
 
     def describe(self) -> str:
         return (f"{len(self.train_set.source):,} training and {len(self.valid_set.source):,} validation pairs, "

@@ -1,0 +1,237 @@
+"""stackrnn from Python: train a run with `fit`, load one with `load`, and use it in a line.
+
+    run = stackrnn.fit("examples/timemachine.toml", max_minutes=2)      # or fit(data="my.txt", hidden_size=512)
+    run = stackrnn.load("runs/timemachine-20261206-101500")
+    run.generate("The time ", length=100, seed=0)                         # language models
+    run.predict(["I like food"])                                           # classifiers
+    run.translate(["je suis content ."], beam=5)                           # translators
+    run.evaluate("test")                                                   # what `stackrnn eval` prints
+
+`load` returns the predictor of the run's task: `LanguageModelRun`, `ClassifierRun` or `TranslatorRun`, each a
+`Run` (`.model` the torch module in eval mode, `.config` the run's config, `.path`, `.evaluate(split)`,
+`.metrics` and `.summary()`). The command line's generate, predict, translate and eval commands call these same
+methods, so Python and the CLI give the same results for the same run and seed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .config import check_value, fields, read_toml, to_dict
+from .errors import InputError, did_you_mean, plural
+from .generate import generate
+from .run import BEST, LAST, RunDir
+from .summary import Summary, summary as summarize_model
+from .tasks import Task, a_run_of
+from .train import RunConfig, TrainResult, build_config, choose_device, default_out, open_run, sections, train
+
+WEIGHTS = {"best": BEST, "last": LAST}
+
+
+class Run:
+    """A trained run, loaded for use. Made by `load` (or returned by `fit`); use the subclass of its task.
+
+    Attributes:
+        path: the run directory.
+        config: the run's whole config (`.model`, `.data`, `.train` sections and `.task`).
+        model: the torch module, in eval mode, on `device`.
+        task: the run's Task (vocabulary and data handling), for what the methods here do not cover.
+        result: what training reported (steps, losses, why it stopped) when the run came from `fit`, else None.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, path: Path, config: RunConfig, task: Task, model: nn.Module, device: torch.device) -> None:
+        self.path, self.config, self.task, self.model, self.device = path, config, task, model, device
+        self.result: TrainResult | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    def evaluate(self, split: str = "valid", *, data: str | Path | None = None, **options: Any) -> dict:
+        """The figures `stackrnn eval RUN --split SPLIT --json` prints, as a dict. Classifiers and translators
+        take `data=PATH` to score a file instead of a split; translators also `beam`, `max_length`,
+        `length_penalty` and `examples` (how many translations to return beside their references)."""
+        if split not in ("valid", "test"):
+            raise InputError(f"split: expected valid or test, got {split!r}")
+        if data is not None:
+            options["data_path"] = str(data)
+        return self.task.evaluate_split(self.model, split, device=self.device, **options)
+
+    @property
+    def metrics(self) -> list[dict]:
+        """Every record of metrics.jsonl (training and validation figures by step)."""
+        return RunDir(self.path).read_metrics()
+
+    def summary(self) -> Summary:
+        """The Keras-style table of the run's model (print it)."""
+        shape, kwargs = self.task.summary_input()
+        return summarize_model(self.model, shape, **kwargs)
+
+
+class LanguageModelRun(Run):
+    kind = "lm"
+
+    @property
+    def tokenizer(self):
+        return self.task.tokenizer
+
+    def generate(self, prefix: str | Sequence[str], length: int = 200, *, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None) -> str | list[str]:
+        """Continue `prefix` by `length` tokens: the prefix and its continuation. A list of prefixes runs as one
+        batch and gives a list. temperature 0 is greedy; the same seed gives the same text."""
+        prefixes = _texts(prefix, "prefix")
+        texts = generate(self.model, self.tokenizer, prefixes, length, temperature=temperature, top_k=top_k,
+                         top_p=top_p, seed=seed)
+        return texts[0] if isinstance(prefix, str) else texts
+
+
+class ClassifierRun(Run):
+    kind = "classify"
+
+    @property
+    def labels(self) -> list[str]:
+        return self.task.labels
+
+    def predict(self, texts: str | Sequence[str]) -> dict | list[dict]:
+        """Each text's most probable label and the probability of every label, as
+        {"text", "label", "probabilities": {label: p}}; one dict for one text, a list for a list (one batch)."""
+        predictions = self.task.predict(self.model, _texts(texts, "texts"), device=self.device)
+        return predictions[0] if isinstance(texts, str) else predictions
+
+
+class TranslatorRun(Run):
+    kind = "translate"
+
+    def translate(self, texts: str | Sequence[str], *, beam: int = 5, max_length: int | None = None,
+                  length_penalty: float = 0.6) -> str | list[str]:
+        """Each sentence's translation, by beam search (greedy with beam=1); one string for one sentence, a list
+        for a list. Source words the vocabulary lacks are read as <unk>, with a warning naming them."""
+        results = self.translate_details(texts, beam=beam, max_length=max_length, length_penalty=length_penalty)
+        translations = [r["translation"] for r in results]
+        return translations[0] if isinstance(texts, str) else translations
+
+    def translate_details(self, texts: str | Sequence[str], *, beam: int = 5, max_length: int | None = None,
+                          length_penalty: float = 0.6) -> list[dict]:
+        """As `translate`, each as {"source", "translation", "unknown": [source words read as <unk>]}."""
+        results = self.task.translate(self.model, _texts(texts, "texts"), beam=beam, max_length=max_length,
+                                      length_penalty=length_penalty, device=self.device)
+        unknown = sorted({w for r in results for w in r["unknown"]})
+        if unknown:
+            warnings.warn(f"{plural(len(unknown), 'source word')} not in the run's vocabulary and read as <unk>: "
+                          f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}", stacklevel=3)
+        return results
+
+
+RUN_CLASSES: dict[str, type[Run]] = {cls.kind: cls for cls in (LanguageModelRun, ClassifierRun, TranslatorRun)}
+
+
+def load(path: str | Path, *, weights: str = "best", device: str | torch.device = "cpu", task: str | None = None) -> Run:
+    """Load the run directory `path` for use: the predictor of its task, with the best-by-validation weights
+    (`weights="last"` for the last checkpoint) on `device` ("cpu", "cuda", "auto", ...). With `task` ("lm",
+    "classify", "translate"), a run of another task is refused with a clear message."""
+    if weights not in WEIGHTS:
+        raise InputError(f"weights: expected best or last, got {weights!r}")
+    device = _device(device)
+    config, kind, model = open_run(path, WEIGHTS[weights], device, task=task)
+    return RUN_CLASSES[config.task](Path(path), config, kind, model, device)
+
+
+def fit(config: str | Path | dict | RunConfig | None = None, data: str | Path | None = None,
+        out: str | Path | None = None, *, task: str | None = None, resume: bool = False, progress: bool | None = None,
+        callbacks: Iterable[Callable[[dict], None]] = (), **overrides: Any) -> Run:
+    """Train a run from Python, as `stackrnn train` does, and return it loaded (best weights, on the CPU).
+
+    Args:
+        config: a TOML file (see examples/), its tables as a dict ({"model": {...}, "train": {...}}), a RunConfig,
+            or None for the defaults (a character LSTM on the embedded corpus).
+        data: a local data file or folder (the config's data.data); a named corpus goes as dataset="...".
+        out: the new run directory (default: runs/NAME-DATE-TIME), or with `resume` the run to continue.
+        task: lm, classify or translate, when the config does not say.
+        progress: show a progress bar (tqdm: a bar in a terminal, a widget in a notebook); None follows
+            the config's train.progress.
+        callbacks: functions called with every record written to metrics.jsonl (a dict with "step", "split" and
+            the figures), for custom logging.
+        **overrides: any config field by name, as the command line's options: hidden_size=512, epochs=3,
+            max_minutes=2, lr=1e-3 (each field belongs to one section; see `stackrnn train --help`).
+    """
+    if resume:
+        if out is None or config is not None or data is not None or task is not None:
+            raise InputError("resume: name the run to continue with out=RUN, and leave out config, data and task")
+        cfg = RunConfig.of_run(RunDir.open(out, need=("config.toml",)))
+        for section, values in _sectioned(overrides, cfg.task).items():
+            for name, value in values.items():
+                setattr(getattr(cfg, section), name, value)
+        cfg.train.validate()
+    else:
+        if data is not None:
+            overrides = {**overrides, "data": str(data)}
+        cfg = _config(config, overrides, task)
+        out = out if out is not None else default_out(cfg)
+    result = train(cfg, out, resume=resume, progress=progress, callbacks=tuple(callbacks))
+    run = load(result.run)
+    run.result = result
+    return run
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        return choose_device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
+
+
+def _config(config, overrides: dict, task: str | None) -> RunConfig:
+    """The config `fit` trains: `config` (a file, its tables or a RunConfig) under the keyword overrides."""
+    if isinstance(config, RunConfig):
+        config = {"task": config.task, **{s: to_dict(getattr(config, s)) for s in ("model", "data", "train")}}
+    if isinstance(config, dict):
+        tables, where = config, "config"
+    else:
+        tables, where = ({}, "options") if config is None else (read_toml(config), str(config))
+    # the overrides are checked against the fields of the run's task, so that task is needed first
+    return build_config(tables, _sectioned(overrides, task or tables.get("task", "lm")), task, where=where)
+
+
+def _sectioned(overrides: dict, task: str) -> dict[str, dict]:
+    """Flat keyword overrides ({"hidden_size": 512}) as checked {section: {field: value}} of `task`'s config."""
+    owners = {f.name: (section, cls) for section, cls in sections(task).items() for f, _ in fields(cls)}
+    tables: dict[str, dict] = {}
+    for name, value in overrides.items():
+        if name not in owners:
+            raise InputError(f"{name}: not a config field of {a_run_of(task)}{did_you_mean(name, owners, str)}; see "
+                             f"`stackrnn train --task {task} --help`")
+        section, cls = owners[name]
+        tables.setdefault(section, {})[name] = check_value(cls, name, value, section, label=name)
+    return tables
+
+
+def _texts(texts: str | Sequence[str], name: str) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+        raise InputError(f"{name}: expected a string or a list of strings, got {type(texts).__name__}")
+    if not texts:
+        raise InputError(f"{name}: expected at least one text, got an empty list")
+    return list(texts)
+
+
+def summary(model: nn.Module | Run | str | Path, input_size: tuple[int, ...] | None = None, **kwargs: Any) -> Summary:
+    """A Keras-style table of a model's layers: `summary(model, input_size, dtype=..., **forward_kwargs)` for any
+    torch module (see stackrnn.summary.summary), or `summary(run)` for a trained run (a Run or its directory)."""
+    if isinstance(model, (str, Path)):
+        model = load(model)
+    if isinstance(model, Run):
+        if input_size is not None or kwargs:
+            raise InputError("summary(run): a run's input shape comes from its config; give no input_size")
+        return model.summary()
+    if input_size is None:
+        raise InputError("summary(model, input_size): give the input's shape, e.g. (T, B, D) for a StackedRNN")
+    return summarize_model(model, input_size, **kwargs)
