@@ -118,7 +118,7 @@ def test_probe_run_bad_input(trained_run, tmp_path):
     other = tmp_path / "classifier"
     other.mkdir()
     (other / "config.toml").write_text('task = "classify"\n')
-    with pytest.raises(InputError, match="not 'lm'"):
+    with pytest.raises(InputError, match="is a classification run, not a language-model run"):
         probe_run(other, "abc " * 50)
 
 
