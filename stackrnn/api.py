@@ -22,7 +22,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 import torch
 from torch import nn
 
-from .config import check_value, fields, read_toml, to_dict
+from .config import check_value, get_path, leaves, options, read_toml, set_path, to_dict
 from .errors import InputError, did_you_mean, plural
 from .generate import generate
 from .run import BEST, LAST, RunDir
@@ -164,9 +164,8 @@ def fit(config: str | Path | dict | RunConfig | None = None, data: str | Path | 
         if out is None or config is not None or data is not None or task is not None:
             raise InputError("resume: name the run to continue with out=RUN, and leave out config, data and task")
         cfg = RunConfig.of_run(RunDir.open(out, need=("config.toml",)))
-        for section, values in _sectioned(overrides, cfg.task).items():
-            for name, value in values.items():
-                setattr(getattr(cfg, section), name, value)
+        for path, value in leaves(_sectioned(overrides, cfg.task)):
+            setattr(get_path(cfg, path[:-1]), path[-1], value)
         cfg.train.validate()
     else:
         if data is not None:
@@ -201,15 +200,16 @@ def _config(config, overrides: dict, task: str | None) -> RunConfig:
 
 
 def _sectioned(overrides: dict, task: str) -> dict[str, dict]:
-    """Flat keyword overrides ({"hidden_size": 512}) as checked {section: {field: value}} of `task`'s config."""
-    owners = {f.name: (section, cls) for section, cls in sections(task).items() for f, _ in fields(cls)}
+    """Keyword overrides named as the command line's options ({"hidden_size": 512}) as checked tables of `task`'s
+    config ({"model": {"stack": {"hidden_size": 512}}})."""
+    owners = {o.name: (section, o) for section, cls in sections(task).items() for o in options(cls)}
     tables: dict[str, dict] = {}
     for name, value in overrides.items():
         if name not in owners:
             raise InputError(f"{name}: not a config field of {a_run_of(task)}{did_you_mean(name, owners, str)}; see "
                              f"`stackrnn train --task {task} --help`")
-        section, cls = owners[name]
-        tables.setdefault(section, {})[name] = check_value(cls, name, value, section, label=name)
+        section, o = owners[name]
+        set_path(tables.setdefault(section, {}), o.path, check_value(o.owner, o.path[-1], value, section, label=name))
     return tables
 
 

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .config import allowed_types, check_value, fields, parse_flag_value, read_toml
+from .config import allowed_types, check_value, get_path, leaves, option_named, options, parse_flag_value, read_toml, set_path
 from .errors import InputError, did_you_mean, plural
 from .tasks import TASK_NAMES, a_run_of
 from .train import build_config, default_out, sections
@@ -54,41 +54,41 @@ def add_config_options(parser: argparse.ArgumentParser, task: str) -> None:
     parser.set_defaults(options_task=task)  # whose options these are, whether or not --task was given
     for section, cls in sections(task).items():
         group = parser.add_argument_group(f"[{section}] options (override the config file)")
-        for f, tp in fields(cls):
-            if not f.metadata.get("cli", True):
+        for o in options(cls):
+            if not o.field.metadata.get("cli", True):
                 continue
-            flag = "--" + f.name.replace("_", "-")
-            help_text = f.metadata["help"]
+            flag, dest = "--" + o.name.replace("_", "-"), f"{section}:{o.name}"
+            help_text = o.field.metadata["help"]
             if "default:" not in help_text:  # (some say their default in words: "default: torch's init")
-                help_text += f" (default: {f.default})"
-            kinds, _ = allowed_types(tp)
+                help_text += f" (default: {o.default})"
+            kinds, _ = allowed_types(o.type)
             if kinds == (bool,):
-                group.add_argument(flag, dest=f"{section}.{f.name}", action=argparse.BooleanOptionalAction,
-                                   default=argparse.SUPPRESS, help=help_text)
+                group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                   help=help_text)
             elif bool in kinds:  # a switch that may also take a value (residual: on, off, or from layer k)
-                group.add_argument(flag, dest=f"{section}.{f.name}", nargs="?", const=True, default=argparse.SUPPRESS,
-                                   metavar="K", help=help_text)
-                group.add_argument("--no-" + flag[2:], dest=f"{section}.{f.name}", action="store_const", const=False,
+                group.add_argument(flag, dest=dest, nargs="?", const=True, default=argparse.SUPPRESS, metavar="K",
+                                   help=help_text)
+                group.add_argument("--no-" + flag[2:], dest=dest, action="store_const", const=False,
                                    default=argparse.SUPPRESS, help=f"the same as {flag} false")
             else:
-                choices = f.metadata.get("choices")
-                metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
-                group.add_argument(flag, dest=f"{section}.{f.name}", default=argparse.SUPPRESS, metavar=metavar,
-                                   help=help_text)
+                choices = o.field.metadata.get("choices")
+                metavar = "{" + ",".join(choices) + "}" if choices else o.name.upper()
+                group.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar=metavar, help=help_text)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, dict]:
-    """The config options given on the command line, as {section: {field: value}}, typed and checked."""
+    """The config options given on the command line, as {section: {field: value}} (nested tables for nested
+    configs: {"model": {"stack": {"hidden_size": 512}}}), typed and checked."""
     known = sections(getattr(args, "options_task", "lm"))
     tables: dict[str, dict] = {s: {} for s in known}
     for key, value in vars(args).items():
-        if "." not in key:
+        if ":" not in key:
             continue
-        section, name = key.split(".", 1)
-        cls = known[section]
+        section, name = key.split(":", 1)
+        o = option_named(known[section], name, section)
         if isinstance(value, str):
-            value = parse_flag_value(cls, name, value)
-        tables[section][name] = check_value(cls, name, value, section, label=f"--{name.replace('_', '-')}")
+            value = parse_flag_value(o.owner, o.path[-1], value)
+        set_path(tables[section], o.path, check_value(o.owner, o.path[-1], value, section, label=f"--{name.replace('_', '-')}"))
     return tables
 
 
@@ -130,15 +130,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, "task", cfg.task) != cfg.task:
             raise InputError(f"--resume keeps the run's task ({cfg.task}): leave out --task {args.task}")
         # the command line that started the run, given again, changes nothing: only real changes are refused
-        changed = {f"{s}.{k}" for s, values in overrides.items() for k, v in values.items()
-                   if not _same_value(getattr(getattr(cfg, s), k), v, s)}
-        refused = sorted(changed - RESUMABLE)
+        changed = {".".join(path): (path, v) for path, v in leaves(overrides) if not _same_value(get_path(cfg, path), v, path[0])}
+        refused = sorted(set(changed) - RESUMABLE)
         if refused:
             raise InputError(f"--resume keeps the run's config; these options would change it: {', '.join(refused)}. "
                              f"Only {', '.join(sorted(RESUMABLE))} may change")
-        for key in changed:
-            section, name = key.split(".")
-            setattr(getattr(cfg, section), name, overrides[section][name])
+        for path, value in changed.values():
+            setattr(get_path(cfg, path[:-1]), path[-1], value)
         cfg.train.validate()
         out = args.resume
     else:
@@ -365,7 +363,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     if args.run is not None:
         given = ["--config"] * bool(args.config) + ["--vocab-size"] * (args.vocab_size is not None) + [
-            f"--{key.split('.', 1)[1].replace('_', '-')}" for key in vars(args) if "." in key]
+            f"--{key.split(':', 1)[1].replace('_', '-')}" for key in vars(args) if ":" in key]
         if given:
             raise InputError(f"{' '.join(given)}: a run's model is described by its own config; give RUN alone, "
                              "or leave out RUN to describe a config")

@@ -16,7 +16,7 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import tomli_w
 
@@ -36,6 +36,91 @@ def option(default: Any, help: str, choices: tuple[str, ...] | None = None, cli:
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def nested(cls, help: str, prefix: str = "", hidden: tuple[str, ...] = (), flows: tuple[str, ...] = (),
+           **defaults: Any) -> Any:
+    """A config field holding another config dataclass, read and written as a sub-table ([model.stack]).
+
+    Its fields are command-line options too, named `prefix` + field (--hidden-size for "", --encoder-hidden-size
+    for "encoder_"), except those in `hidden` (a language model's stack has no --bidirectional). `defaults` are
+    this owner's own defaults (a classifier's stack is 128 wide). `flows` names owner fields that the sub-table
+    takes as its default (a translation model's dropout is its stacks' unless they set their own)."""
+    metadata = {"help": help, "choices": None, "cli": True, "nested": cls, "prefix": prefix, "hidden": hidden,
+                "flows": flows}
+    return dataclasses.field(default_factory=lambda: cls(**defaults), metadata=metadata)
+
+
+class Option(NamedTuple):
+    """A leaf field of a config, with its command-line name: `name` (hidden_size, encoder_hidden_size) and
+    `path` within its section (("stack", "hidden_size")); `owner` is the dataclass that declares it."""
+
+    name: str
+    path: tuple[str, ...]
+    owner: type
+    field: dataclasses.Field
+    type: Any
+    default: Any
+
+
+def options(cls, instance: Any = None, prefix: str = "", path: tuple[str, ...] = ()) -> list[Option]:
+    """Every leaf field of config class `cls`, nested ones included, each with its command-line name and the
+    default it has in its owner (`instance`, default `cls()`): the one place that names options."""
+    instance = cls() if instance is None else instance
+    found = []
+    for f, tp in fields(cls):
+        sub = f.metadata.get("nested")
+        if sub is None:
+            found.append(Option(prefix + f.name, (*path, f.name), cls, f, tp, getattr(instance, f.name)))
+            continue
+        inner = options(sub, getattr(instance, f.name), prefix + f.metadata["prefix"], (*path, f.name))
+        found += [o for o in inner if o.path[-1] not in f.metadata["hidden"]]
+    return found
+
+
+def option_named(cls, name: str, where: str) -> Option:
+    """The option `name` (a command-line name such as hidden_size) of config class `cls`, or an InputError."""
+    known = {o.name: o for o in options(cls)}
+    if name not in known:
+        raise InputError(f"{where}: unknown key {name!r}{did_you_mean(name, known)}")
+    return known[name]
+
+
+def from_options(cls, where: str = "model", **values: Any) -> Any:
+    """Config class `cls` from values named as its command-line options, checked and validated as a file's are:
+    from_options(ModelConfig, hidden_size=512, embedding_size=64), from_options(Seq2SeqConfig,
+    encoder_num_layers=2)."""
+    table: dict = {}
+    for name, value in values.items():
+        set_path(table, option_named(cls, name, where).path, value)
+    return from_dict(cls, table, where)
+
+
+def set_path(table: dict, path: tuple[str, ...], value: Any) -> None:
+    """table[path[0]][path[1]]... = value, making the sub-tables on the way."""
+    for key in path[:-1]:
+        table = table.setdefault(key, {})
+    table[path[-1]] = value
+
+
+def get_path(cfg: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        cfg = getattr(cfg, key)
+    return cfg
+
+
+def leaves(tables: dict, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """(path, value) of every value in nested `tables` that is not itself a table."""
+    return [pair for key, value in tables.items()
+            for pair in (leaves(value, (*path, key)) if isinstance(value, dict) else [((*path, key), value)])]
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`over` laid on `base`, sub-tables merged key by key (neither is changed)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def fields(cls) -> list[tuple[dataclasses.Field, Any]]:
     """(field, resolved type) for each field of a config dataclass."""
     hints = typing.get_type_hints(cls)
@@ -51,13 +136,21 @@ def allowed_types(tp) -> tuple[tuple[type, ...], bool]:
 
 
 def check_value(cls, name: str, value: Any, where: str, label: str | None = None) -> Any:
-    """Check `value` for field `name` of `cls`; return it converted (an int where a float is wanted).
-    Errors name the field as `label` (default: where.name)."""
+    """Check `value` for field `name` of `cls`; return it converted (an int where a float is wanted; a nested
+    config from its table). Errors name the field as `label` (default: where.name)."""
     known = {f.name: (f, tp) for f, tp in fields(cls)}
-    if name not in known:
-        raise InputError(f"{where}: unknown key {name!r}{did_you_mean(name, known)}; known keys: {', '.join(sorted(known))}")
+    if name not in known:  # (the nearest may be a nested table's key: hidden_size, which [model] still takes)
+        near = did_you_mean(name, [*known, *(o.name for o in options(cls))])
+        raise InputError(f"{where}: unknown key {name!r}{near}; known keys: {', '.join(sorted(known))}")
     label = label or f"{where}.{name}"
     f, tp = known[name]
+    if f.metadata.get("nested"):  # a sub-table over the owner's defaults; its owner checks it as a whole
+        base = f.default_factory()
+        if isinstance(value, type(base)):
+            return value
+        if not isinstance(value, dict):
+            raise InputError(f"{label}: expected a table of settings ([{label}]), got {value!r}")
+        return dataclasses.replace(base, **{k: check_value(type(base), k, v, label) for k, v in value.items()})
     kinds, optional = allowed_types(tp)
     if value is None:
         if optional:
@@ -88,16 +181,46 @@ def from_dict(cls, data: dict, where: str):
     """Build config dataclass `cls` from a TOML table, checking every key and type."""
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a table of settings, got {data!r}")
-    values = {k: check_value(cls, k, v, where) for k, v in data.items()}
+    values = {k: check_value(cls, k, v, where) for k, v in lift_flat_keys(cls, data, where).items()}
     cfg = cls(**values)
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
 
 
+def lift_flat_keys(cls, data: dict, where: str) -> dict:
+    """`data` with the keys of its nested tables moved into them: the layout before configs nested, where a
+    stack's settings stood in the owner's table (hidden_size, encoder_hidden_size), still loads, as the config
+    files and saved runs of that time do. An owner's `flows` field is copied into each nested table that does
+    not set it. `data` is not changed."""
+    own = {f.name for f in dataclasses.fields(cls)}
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        sub = f.metadata.get("nested")
+        if sub is None or not isinstance(out.get(f.name, {}), dict):
+            continue
+        table, prefix = dict(out.get(f.name, {})), f.metadata["prefix"]
+        for g in dataclasses.fields(sub):
+            old = prefix + g.name
+            if old in out and old not in own:
+                if g.name in table:
+                    raise InputError(f"{where}: both {old} and {f.name}.{g.name} are given: keep {f.name}.{g.name}")
+                table[g.name] = out.pop(old)
+        for name in f.metadata["flows"]:
+            if name in out and name not in table:
+                table[name] = out[name]
+        if table or f.name in out:
+            out[f.name] = table
+    return out
+
+
 def to_dict(cfg) -> dict:
-    """A config dataclass as a TOML-ready table; None values are left out (TOML has no null: absent means None)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if v is not None}
+    """A config dataclass as a TOML-ready table (nested configs as sub-tables); None values are left out (TOML
+    has no null: absent means None)."""
+    def clean(table: dict) -> dict:
+        return {k: clean(v) if isinstance(v, dict) else v for k, v in table.items() if v is not None}
+
+    return clean(dataclasses.asdict(cfg))
 
 
 def read_toml(path: str | Path) -> dict:

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import check_value, fields, parse_flag_value, read_toml
-from .errors import InputError
+from .config import check_value, options, parse_flag_value, read_toml, set_path
+from .errors import InputError, did_you_mean
 from .files import atomic_write_text
 from .run import RunDir
 from .tasks import a_run_of
@@ -36,8 +36,9 @@ class Assignment:
     """One `section.key=value[,value...]` of the command line, parsed and checked against the task's config."""
 
     section: str
-    key: str
+    key: str  # as given: an option's name (num_layers) or its path in the section (stack.num_layers)
     values: list
+    path: tuple[str, ...] = ()  # where it goes in the section's table: ("stack", "num_layers")
 
     @property
     def name(self) -> str:
@@ -57,17 +58,20 @@ def parse_assignment(text: str, task: str, *, several: bool) -> Assignment:
     known = sections(task)
     if section not in known:
         raise InputError(f"{flag} {text!r}: unknown section [{section}]; use model, data or train")
-    cls = known[section]
-    if key not in {f.name for f, _ in fields(cls)}:
-        raise InputError(f"{flag} {text!r}: [{section}] has no key {key!r} for {a_run_of(task)} "
-                         f"(stackrnn train --task {task} --help lists them)")
+    by_name = {o.name: o for o in options(known[section])}
+    by_path = {".".join(o.path): o for o in by_name.values()}
+    o = by_name.get(key) or by_path.get(key)
+    if o is None:
+        raise InputError(f"{flag} {text!r}: [{section}] has no key {key!r}{did_you_mean(key, by_name)} for "
+                         f"{a_run_of(task)} (stackrnn train --task {task} --help lists them)")
     parts = raw.split(",") if several else [raw]
     if any(not p.strip() for p in parts):
         raise InputError(f"{flag} {text!r}: an empty value; give values separated by commas")
-    values = [check_value(cls, key, parse_flag_value(cls, key, p.strip()), section, label=target) for p in parts]
+    values = [check_value(o.owner, o.path[-1], parse_flag_value(o.owner, o.path[-1], p.strip()), section, label=target)
+              for p in parts]
     if several and len(set(map(repr, values))) != len(values):
         raise InputError(f"--grid {text!r}: a value is repeated")
-    return Assignment(section, key, values)
+    return Assignment(section, key, values, o.path)
 
 
 def _short(value) -> str:
@@ -113,7 +117,7 @@ def sweep(config: str | None, grid: list[str], out: str | Path, *, fixed: list[s
     for combo in combos:
         overrides: dict[str, dict] = {}
         for a, v in [*((s, s.values[0]) for s in sets), *combo]:
-            overrides.setdefault(a.section, {})[a.key] = v
+            set_path(overrides.setdefault(a.section, {}), a.path, v)
         if budget_minutes is not None:
             overrides.setdefault("train", {})["max_minutes"] = budget_minutes
         overrides.setdefault("train", {}).setdefault("progress", progress)

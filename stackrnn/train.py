@@ -23,7 +23,7 @@ from tqdm.auto import tqdm  # a bar in a terminal, a widget in a notebook
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import dumps_toml, from_dict, read_toml, to_dict
+from .config import dumps_toml, from_dict, lift_flat_keys, merge, read_toml, to_dict
 from .data.tokenizers import Tokenizer
 from .errors import InputError, did_you_mean, plural
 from .inspect.gradients import finite_or_none, probe_model
@@ -98,7 +98,8 @@ def build_config(config: str | Path | dict | None, overrides: dict[str, dict], t
             base = tables.setdefault(section, {})
             if not isinstance(base, dict):
                 raise InputError(f"{where}: [{section}] must be a table")
-            base.update(values)
+            # (the file's layout before configs nested is lifted first, so that an option lands where it belongs)
+            tables[section] = base = merge(lift_flat_keys(sections(tables.get("task", "lm"))[section], base, where), values)
             if section == "data" and ("dataset" in values or "data" in values):
                 # a source given on the command line replaces the file's, whichever kind it was
                 for other in ("dataset", "data"):

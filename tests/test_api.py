@@ -67,7 +67,7 @@ def _cli_json(capsys, *argv):
 def test_fit_returns_the_loaded_run_and_calls_back_with_every_record(lm_run):
     assert isinstance(lm_run, stackrnn.LanguageModelRun) and not lm_run.model.training
     assert lm_run.result.step > 0 and lm_run.result.stopped == "finished"
-    assert lm_run.config.model.hidden_size == 32 and lm_run.config.data.test_fraction == 0.1
+    assert lm_run.config.model.stack.hidden_size == 32 and lm_run.config.data.test_fraction == 0.1
     assert lm_run.records == lm_run.metrics  # the callbacks saw exactly what metrics.jsonl holds
     assert {"train", "valid"} <= {r["split"] for r in lm_run.records}
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from stackrnn import GRU, LSTM, SequenceClassifier
-from stackrnn.config import from_dict
+from stackrnn.config import from_dict, from_options
 from stackrnn.errors import InputError
 from stackrnn.models.classifier import POOLINGS, ClassifierConfig
 
@@ -183,7 +183,7 @@ def test_set_pretrained_with_the_wrong_size_names_the_key_and_the_file():
 
 
 def test_config_builds_the_model_and_freezes_the_embedding():
-    cfg = ClassifierConfig(embedding_size=8, layers=[{"cell": "lstm", "hidden_size": 6, "bidirectional": True},
+    cfg = from_options(ClassifierConfig, embedding_size=8, layers=[{"cell": "lstm", "hidden_size": 6, "bidirectional": True},
                                                      {"cell": "gru", "hidden_size": 5, "weight_drop": 0.2}],
                            pooling="attention", head_hidden=4, pretrained_vectors="glove.txt", freeze_embeddings=True)
     cfg.validate()
@@ -199,16 +199,16 @@ def test_config_builds_the_model_and_freezes_the_embedding():
 
 @pytest.mark.parametrize("values, key", [
     (dict(embedding_size=0), "model.embedding_size"),
-    (dict(num_layers=0), "model.num_layers"),
-    (dict(dropout=1.0), "model.dropout"),
+    (dict(num_layers=0), "model.stack.num_layers"),
+    (dict(dropout=1.0), "model.stack.dropout"),
     (dict(head_dropout=-0.1), "model.head_dropout"),
     (dict(head_hidden=-1), "model.head_hidden"),
     (dict(pooling="sum"), "model.pooling"),
     (dict(output="tanh"), "model.output"),
-    (dict(residual=5), "model.residual"),
-    (dict(layers=[]), "model.layers"),
-    (dict(layers=[{"cell": "lstm", "size": 4}]), r"model.layers\[0\]"),
-    (dict(layers=[{"cell": "gru", "hidden_size": 4}, {"cell": "xlstm", "hidden_size": 4}]), r"model.layers\[1\].cell"),
+    (dict(residual=5), "model.stack.residual"),
+    (dict(layers=[]), "model.stack.layers"),
+    (dict(layers=[{"cell": "lstm", "size": 4}]), r"model.stack.layers\[0\]"),
+    (dict(layers=[{"cell": "gru", "hidden_size": 4}, {"cell": "xlstm", "hidden_size": 4}]), r"model.stack.layers\[1\].cell"),
     (dict(freeze_embeddings=True), "model.freeze_embeddings"),
     (dict(pretrained_vectors=" "), "model.pretrained_vectors"),
 ])
@@ -220,4 +220,4 @@ def test_config_errors_name_the_key(values, key):
 
 def test_sigmoid_output_with_more_than_two_classes_is_a_config_error():
     with pytest.raises(InputError, match="^model.output: 'sigmoid' .* the data has 3: set output = 'softmax'"):
-        SequenceClassifier.from_config(ClassifierConfig(output="sigmoid"), vocab_size=10, num_classes=3)
+        SequenceClassifier.from_config(from_options(ClassifierConfig, output="sigmoid"), vocab_size=10, num_classes=3)

@@ -64,7 +64,7 @@ def test_config_key_that_does_not_exist_and_wrong_type(tmp_path, capsys):
     cfg.write_text("[model]\nhidden_sise = 10\n")
     _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], "unknown key 'hidden_sise'")
     cfg.write_text("[model]\nhidden_size = 'big'\n")
-    _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], "model.hidden_size: expected an integer, got 'big'")
+    _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], "model.stack.hidden_size: expected an integer, got 'big'")
     cfg.write_text("[trian]\nepochs = 1\n")
     _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], "unknown section [trian]")
     cfg.write_text("[model\n")
@@ -82,7 +82,7 @@ def test_sizes_below_one(tmp_path, text_file, capsys, flag, value):
 def test_existing_run_directory_is_never_overwritten(trained_run, text_file, capsys):
     before = _snapshot(trained_run)
     _fails(capsys, ["train", "--data", str(text_file), "--out", str(trained_run), *TINY], "already exists")
-    _fails(capsys, ["train", "--resume", str(trained_run), "--hidden-size", "64"], "model.hidden_size")
+    _fails(capsys, ["train", "--resume", str(trained_run), "--hidden-size", "64"], "model.stack.hidden_size")
     _fails(capsys, ["generate", str(trained_run), "--prefix", "\u00e9\u00e9 \u4e2d"], "not in the model's vocabulary")
     _fails(capsys, ["generate", str(trained_run), "--prefix", "The", "--length", "0"], "--length")
     assert _snapshot(trained_run) == before
@@ -173,7 +173,7 @@ def test_resume_accepts_the_run_s_own_values_and_refuses_only_changes(tmp_path, 
     assert main(["train", "--data", text_file.name, "--resume", str(out), *TINY, "--max-steps", "4"]) == 0
     capsys.readouterr()
     line = _fails(capsys, ["train", "--resume", str(out), *TINY, "--hidden-size", "64", "--num-layers", "2"],
-                  "these options would change it: model.hidden_size.")
+                  "these options would change it: model.stack.hidden_size.")
     assert "num_layers" not in line
 
 
@@ -186,7 +186,8 @@ def test_residual_options_are_a_switch_or_a_layer_number(task, flag, given, valu
     layers = ["--num-layers", "3"] if task == "lm" else ["--encoder-num-layers", "3"]
     args = make_parser(task).parse_args(["train", *layers, *(a.format(flag) for a in given)])
     cfg = build_config(None, overrides_from(args), task)
-    got = getattr(cfg.model, flag.replace("-", "_"))
+    stack = getattr(cfg.model, {"residual": "stack", "encoder-residual": "encoder", "decoder-residual": "decoder"}[flag])
+    got = stack.residual
     assert got == value and type(got) is type(value)
     assert "[K]" in make_parser(task)._subparsers._group_actions[0].choices["train"].format_help()
 

@@ -7,6 +7,7 @@ import torch
 from stackrnn import GRU, LSTM, StackedRNN
 from stackrnn.errors import InputError
 from stackrnn.models.lm import LanguageModel, ModelConfig
+from stackrnn.config import from_options
 
 
 def test_a_highway_layer_mixes_its_output_and_its_projected_input_by_a_learned_gate():
@@ -37,14 +38,14 @@ def test_gradcheck_and_padding():
 def test_highway_without_residual_connections_is_refused():
     with pytest.raises(ValueError, match="highway"):
         StackedRNN(3, 4, num_layers=2, highway=True)
-    with pytest.raises(InputError, match="model.highway"):
-        ModelConfig(highway=True).validate()
+    with pytest.raises(InputError, match="model.stack.highway"):
+        from_options(ModelConfig, highway=True).validate()
 
 
 def test_a_highway_language_model_generates_as_its_forward_pass_predicts():
     from stackrnn.generate import IncrementalDecoder
 
-    cfg = ModelConfig(hidden_size=8, num_layers=3, embedding_size=6, residual=True, highway=True)
+    cfg = from_options(ModelConfig, hidden_size=8, num_layers=3, embedding_size=6, residual=True, highway=True)
     cfg.validate()
     torch.manual_seed(2)
     model = LanguageModel.from_config(cfg, 11).eval()

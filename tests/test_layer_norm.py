@@ -9,6 +9,7 @@ from stackrnn import GRU, LSTM, RNN, StackedRNN
 from stackrnn.cells import LSTMCell
 from stackrnn.errors import InputError
 from stackrnn.models.lm import LanguageModel, ModelConfig
+from stackrnn.config import from_options
 
 from .conftest import stack_gradcheck
 
@@ -74,7 +75,7 @@ def test_layer_norm_layers_run_the_loop_and_the_others_stay_fused():
 def test_a_layer_normalised_language_model_generates_as_its_forward_pass_predicts():
     from stackrnn.generate import IncrementalDecoder
 
-    cfg = ModelConfig(hidden_size=8, num_layers=2, embedding_size=6, layer_norm=True, residual=True)
+    cfg = from_options(ModelConfig, hidden_size=8, num_layers=2, embedding_size=6, layer_norm=True, residual=True)
     cfg.validate()
     torch.manual_seed(3)
     model = LanguageModel.from_config(cfg, 11).eval()
@@ -90,7 +91,7 @@ def test_a_layer_normalised_language_model_generates_as_its_forward_pass_predict
 
 
 def test_explicit_layer_tables_take_layer_norm_and_reject_bad_values():
-    cfg = ModelConfig(layers=[{"cell": "gru", "hidden_size": 8, "layer_norm": True}, {"cell": "lstm", "hidden_size": 8}])
+    cfg = from_options(ModelConfig, layers=[{"cell": "gru", "hidden_size": 8, "layer_norm": True}, {"cell": "lstm", "hidden_size": 8}])
     assert [s.layer_norm for s in cfg.layer_specs()] == [True, False]
-    with pytest.raises(InputError, match=r"model.layers\[0\].layer_norm"):
-        ModelConfig(layers=[{"cell": "gru", "hidden_size": 8, "layer_norm": "yes"}]).layer_specs()
+    with pytest.raises(InputError, match=r"model.stack.layers\[0\].layer_norm"):
+        from_options(ModelConfig, layers=[{"cell": "gru", "hidden_size": 8, "layer_norm": "yes"}]).layer_specs()

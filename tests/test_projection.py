@@ -15,6 +15,7 @@ from stackrnn.errors import InputError
 from stackrnn.models.classifier import ClassifierConfig, SequenceClassifier
 from stackrnn.models.lm import LanguageModel, ModelConfig
 from stackrnn.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from stackrnn.config import from_options
 
 from .conftest import stack_gradcheck
 
@@ -139,7 +140,7 @@ def test_to_torch_and_back_keep_the_projection():
 def test_a_projected_language_model_generates_as_its_forward_pass_predicts():
     from stackrnn.generate import IncrementalDecoder
 
-    cfg = ModelConfig(hidden_size=8, num_layers=2, embedding_size=6, proj_size=3, zoneout=0.1, residual=True,
+    cfg = from_options(ModelConfig, hidden_size=8, num_layers=2, embedding_size=6, proj_size=3, zoneout=0.1, residual=True,
                       tie_weights=True)
     cfg.validate()
     torch.manual_seed(5)
@@ -155,13 +156,13 @@ def test_a_projected_language_model_generates_as_its_forward_pass_predicts():
         step_logits, state = decoder.step(tokens[t], state)
         torch.testing.assert_close(step_logits, logits[t], rtol=1e-5, atol=1e-6)
     # tied to an embedding of the projected size, the decoder reads the top layer directly
-    same = LanguageModel.from_config(ModelConfig(hidden_size=8, num_layers=1, embedding_size=3, proj_size=3,
+    same = LanguageModel.from_config(from_options(ModelConfig, hidden_size=8, num_layers=1, embedding_size=3, proj_size=3,
                                                  tie_weights=True), 11)
     assert same.projection is None and same.decoder.weight is same.embedding.weight
 
 
 def test_last_pooling_reads_a_projected_bidirectional_top_layer():
-    cfg = ClassifierConfig(embedding_size=4, hidden_size=6, num_layers=2, bidirectional=True, proj_size=2)
+    cfg = from_options(ClassifierConfig, embedding_size=4, hidden_size=6, num_layers=2, bidirectional=True, proj_size=2)
     cfg.validate()
     torch.manual_seed(6)
     model = SequenceClassifier.from_config(cfg, 12, 3).eval()
@@ -200,7 +201,7 @@ def test_a_seq2seq_with_projected_encoder_and_decoder_trains():
     greedy = greedy_search(model, source, lengths, bos=1, eos=2, max_length=4)
     assert greedy == beam_search(model, source, lengths, beam=1, bos=1, eos=2, max_length=4)
     # and from a config: the per-stack options reach the specs
-    cfg = Seq2SeqConfig(embedding_size=8, encoder_hidden_size=6, encoder_proj_size=4, decoder_hidden_size=10,
+    cfg = from_options(Seq2SeqConfig, embedding_size=8, encoder_hidden_size=6, encoder_proj_size=4, decoder_hidden_size=10,
                         decoder_num_layers=2, decoder_proj_size=6)
     cfg.validate()
     assert [s.proj_size for s in cfg.encoder_specs()] == [4, 4] and [s.proj_size for s in cfg.decoder_specs()] == [6, 6]
@@ -232,16 +233,16 @@ def test_a_state_of_the_unprojected_shape_is_refused():
 
 
 @pytest.mark.parametrize("cfg, named", [
-    (lambda: ModelConfig(hidden_size=8, proj_size=8), "model.proj_size"),
-    (lambda: ModelConfig(hidden_size=8, proj_size=-2), "model.proj_size"),
-    (lambda: ModelConfig(cell="gru", hidden_size=8, proj_size=2), "model.proj_size"),
-    (lambda: ModelConfig(proj_size=2, layers=[{"cell": "gru", "hidden_size": 8}]), "model.proj_size"),
-    (lambda: ModelConfig(layers=[{"cell": "lstm", "hidden_size": 4, "proj_size": 4}]), r"model.layers\[0\].proj_size"),
-    (lambda: ModelConfig(layers=[{"cell": "lstm", "hidden_size": 4}, {"cell": "gru", "hidden_size": 4, "proj_size": 2}]),
-     r"model.layers\[1\].proj_size"),
-    (lambda: ClassifierConfig(hidden_size=6, proj_size=6), "model.proj_size"),
-    (lambda: Seq2SeqConfig(encoder_hidden_size=6, encoder_proj_size=6), "model.encoder_proj_size"),
-    (lambda: Seq2SeqConfig(decoder_cell="gru", decoder_proj_size=3), "model.decoder_proj_size"),
+    (lambda: from_options(ModelConfig, hidden_size=8, proj_size=8), "model.stack.proj_size"),
+    (lambda: from_options(ModelConfig, hidden_size=8, proj_size=-2), "model.stack.proj_size"),
+    (lambda: from_options(ModelConfig, cell="gru", hidden_size=8, proj_size=2), "model.stack.proj_size"),
+    (lambda: from_options(ModelConfig, proj_size=2, layers=[{"cell": "gru", "hidden_size": 8}]), "model.stack.proj_size"),
+    (lambda: from_options(ModelConfig, layers=[{"cell": "lstm", "hidden_size": 4, "proj_size": 4}]), r"model.stack.layers\[0\].proj_size"),
+    (lambda: from_options(ModelConfig, layers=[{"cell": "lstm", "hidden_size": 4}, {"cell": "gru", "hidden_size": 4, "proj_size": 2}]),
+     r"model.stack.layers\[1\].proj_size"),
+    (lambda: from_options(ClassifierConfig, hidden_size=6, proj_size=6), "model.stack.proj_size"),
+    (lambda: from_options(Seq2SeqConfig, encoder_hidden_size=6, encoder_proj_size=6), "model.encoder.proj_size"),
+    (lambda: from_options(Seq2SeqConfig, decoder_cell="gru", decoder_proj_size=3), "model.decoder.proj_size"),
 ])
 def test_config_errors_name_the_key(cfg, named):
     with pytest.raises(InputError, match=rf"^{named}: "):
@@ -249,7 +250,7 @@ def test_config_errors_name_the_key(cfg, named):
 
 
 def test_the_config_projects_the_lstm_tables_that_do_not_say_otherwise():
-    cfg = ModelConfig(proj_size=3, layers=[{"cell": "lstm", "hidden_size": 8}, {"cell": "gru", "hidden_size": 6},
+    cfg = from_options(ModelConfig, proj_size=3, layers=[{"cell": "lstm", "hidden_size": 8}, {"cell": "gru", "hidden_size": 6},
                                            {"cell": "lstm", "hidden_size": 8, "proj_size": 2},
                                            {"cell": "lstm", "hidden_size": 8, "proj_size": 0}])
     cfg.validate()

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..cells import CELLS
-from ..config import option
+from ..config import nested, option
 from ..errors import InputError
 from ..layers import LayerSpec
 from ..regularizers import check_probability, embedding_dropout, locked_dropout
 from ..stack import StackedRNN
-from .layer_tables import check_stack, layer_specs
+from .stack_config import StackConfig
 
 POOLINGS = ("last", "mean", "max", "attention")
 OUTPUTS = ("auto", "sigmoid", "softmax")
@@ -39,27 +38,9 @@ class ClassifierConfig:
     """[model]: the sequence classifier's architecture."""
 
     embedding_size: int = option(128, "embedding size")
-    cell: str = option("lstm", "cell of every layer", choices=tuple(CELLS))
-    hidden_size: int = option(128, "hidden units of every layer (per direction)")
-    num_layers: int = option(2, "number of stacked layers")
-    bidirectional: bool = option(False, "every layer reads the sequence both ways")
-    layers: list | None = option(None, "explicit layers, bottom first, e.g. [{cell = 'lstm', hidden_size = 128, "
-                                 "bidirectional = true}, {cell = 'gru', hidden_size = 64}]; replaces cell, hidden_size, "
-                                 "num_layers and bidirectional", cli=False)
-    dropout: float = option(0.0, "dropout between the recurrent layers")
-    variational: bool = option(False, "input and between-layer dropout use one mask per sequence for all steps")
-    residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
-    highway: bool = option(False, "gate the residual connections (highway: g * h + (1 - g) * x, g learned per unit)")
+    stack: StackConfig = nested(StackConfig, "the recurrent stack ([model.stack])", hidden_size=128)
     input_dropout: float = option(0.0, "dropout on the embeddings, before the first layer")
     embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix")
-    weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights")
-    recurrent_dropout: float = option(0.0, "dropout on h inside every layer's recurrence, one mask per sequence "
-                                      "(Gal & Ghahramani); such layers run the engine, not the fused kernel")
-    zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
-                                   "such layers run the engine")
-    layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the engine")
-    proj_size: int = option(0, "project every LSTM layer's h to this many features, below hidden_size (LSTMP, Sak et "
-                            "al.; torch.nn.LSTM's proj_size); 0: none")
     pooling: str = option("last", "how the top layer's outputs become one vector per sequence", choices=POOLINGS)
     head_dropout: float = option(0.0, "dropout on the pooled vector, before the dense head")
     head_hidden: int = option(0, "0: the head is one linear layer; N: a ReLU layer of N units comes first")
@@ -70,16 +51,15 @@ class ClassifierConfig:
 
     def layer_specs(self) -> list[LayerSpec]:
         """The stack's layers, bottom first; a classifier sees the whole sequence, so layers may be bidirectional."""
-        return layer_specs(self, bidirectional=True)
+        return self.stack.specs("model.stack")
 
     def validate(self) -> None:
-        for name in ("embedding_size", "hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise InputError(f"model.{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if self.embedding_size < 1:
+            raise InputError(f"model.embedding_size: expected an integer >= 1, got {self.embedding_size}")
         if self.head_hidden < 0:
             raise InputError(f"model.head_hidden: expected 0 (one linear layer) or a number of units >= 1, "
                              f"got {self.head_hidden}")
-        for name in ("dropout", "input_dropout", "embedding_dropout", "weight_drop", "head_dropout"):
+        for name in ("input_dropout", "embedding_dropout", "head_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise InputError(f"model.{name}: expected a number in [0, 1), got {getattr(self, name)}")
         for name, choices in (("pooling", POOLINGS), ("output", OUTPUTS)):
@@ -91,7 +71,7 @@ class ClassifierConfig:
         if self.freeze_embeddings and self.pretrained_vectors is None:
             raise InputError("model.freeze_embeddings: there are no pretrained vectors to freeze; "
                              "set model.pretrained_vectors to a GloVe or word2vec text file")
-        check_stack(self, self.embedding_size, bidirectional=True)
+        self.stack.check(self.embedding_size, "model.stack")
 
 
 class SequenceClassifier(nn.Module):
@@ -184,9 +164,8 @@ class SequenceClassifier(nn.Module):
         if cfg.output == "sigmoid" and num_classes != 2:
             raise InputError(f"model.output: 'sigmoid' has one output unit for 2 classes, but the data has {num_classes}: "
                              "set output = 'softmax' (or 'auto')")
-        model = cls(vocab_size, num_classes, cfg.layer_specs(), cfg.embedding_size, dropout=cfg.dropout,
-                    variational=cfg.variational, residual=cfg.residual, highway=cfg.highway, input_dropout=cfg.input_dropout,
-                    embedding_dropout=cfg.embedding_dropout, pooling=cfg.pooling, head_dropout=cfg.head_dropout,
+        model = cls(vocab_size, num_classes, cfg.layer_specs(), cfg.embedding_size, input_dropout=cfg.input_dropout,
+                    embedding_dropout=cfg.embedding_dropout, **cfg.stack.options(), pooling=cfg.pooling, head_dropout=cfg.head_dropout,
                     head_hidden=cfg.head_hidden, output=cfg.output, pad_id=pad_id)
         # frozen from the start, so a model resumed from a checkpoint (weights loaded, no set_pretrained) stays frozen
         model.embedding.weight.requires_grad_(not cfg.freeze_embeddings)

@@ -10,40 +10,23 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..cells import CELLS
-from ..config import option
+from ..config import nested, option
 from ..errors import InputError
 from ..layers import LayerSpec, LayerState
 from ..regularizers import check_probability, embedding_dropout, locked_dropout
 from ..stack import StackedRNN
-from .layer_tables import check_stack, layer_specs
+from .stack_config import StackConfig
 
 
 @dataclass
 class ModelConfig:
     """[model]: the language model's architecture."""
 
-    cell: str = option("lstm", "cell of every layer", choices=tuple(CELLS))
-    hidden_size: int = option(256, "hidden units of every layer")
-    num_layers: int = option(2, "number of stacked layers")
-    layers: list | None = option(None, "explicit layers, bottom first, e.g. [{cell = 'lstm', hidden_size = 256}, "
-                                 "{cell = 'gru', hidden_size = 128}]; replaces cell, hidden_size and num_layers", cli=False)
+    stack: StackConfig = nested(StackConfig, "the recurrent stack ([model.stack])", hidden=("bidirectional",))
     embedding_size: int = option(0, "embedding size; 0 feeds one-hot vectors (d2l's character models)")
-    dropout: float = option(0.0, "dropout between the recurrent layers")
     output_dropout: float = option(0.0, "dropout on the top layer's output, before the decoder")
     input_dropout: float = option(0.0, "dropout on the embeddings, before the first layer (AWD-LSTM's dropouti)")
     embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix (AWD-LSTM's dropoute)")
-    weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights (AWD-LSTM's wdrop)")
-    recurrent_dropout: float = option(0.0, "dropout on h inside every layer's recurrence, one mask per sequence "
-                                      "(Gal & Ghahramani); such layers run the engine, not the fused kernel")
-    zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
-                                   "such layers run the engine")
-    layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the engine")
-    proj_size: int = option(0, "project every LSTM layer's h to this many features, below hidden_size (LSTMP, Sak et "
-                            "al.; torch.nn.LSTM's proj_size); 0: none")
-    variational: bool = option(False, "input, between-layer and output dropout use one mask per sequence for all steps")
-    residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
-    highway: bool = option(False, "gate the residual connections (highway: g * h + (1 - g) * x, g learned per unit)")
     ar: float = option(0.0, "activation regularisation: ar * mean(dropped top output^2) added to the training loss (AWD: 2)")
     tar: float = option(0.0, "temporal activation regularisation: tar * mean((h_t - h_{t-1})^2) of the top output (AWD: 1)")
     tie_weights: bool = option(False, "share the embedding matrix with the decoder (needs embedding_size >= 1)")
@@ -51,15 +34,12 @@ class ModelConfig:
 
     def layer_specs(self) -> list[LayerSpec]:
         """The stack's layers; a language model reads left to right, so no layer may be bidirectional."""
-        return layer_specs(self, bidirectional=False)
+        return self.stack.specs("model.stack", causal=True)
 
     def validate(self) -> None:
-        for name in ("hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise InputError(f"model.{name}: expected an integer >= 1, got {getattr(self, name)}")
         if self.embedding_size < 0:
             raise InputError(f"model.embedding_size: expected 0 (one-hot) or an integer >= 1, got {self.embedding_size}")
-        for name in ("dropout", "output_dropout", "input_dropout", "embedding_dropout", "weight_drop"):
+        for name in ("output_dropout", "input_dropout", "embedding_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise InputError(f"model.{name}: expected a number in [0, 1), got {getattr(self, name)}")
         if self.tie_weights and self.embedding_size == 0:
@@ -68,7 +48,7 @@ class ModelConfig:
             raise InputError(f"model.init_range: expected a number > 0, got {self.init_range}")
         if self.ar < 0 or self.tar < 0:
             raise InputError(f"model.ar and model.tar: expected numbers >= 0, got {self.ar} and {self.tar}")
-        check_stack(self, self.embedding_size or 1, bidirectional=False)
+        self.stack.check(self.embedding_size or 1, "model.stack", causal=True)
 
 
 class LanguageModel(nn.Module):
@@ -145,10 +125,9 @@ class LanguageModel(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, vocab_size: int) -> LanguageModel:
-        return cls(vocab_size, cfg.layer_specs(), cfg.embedding_size, cfg.dropout, cfg.output_dropout,
-                   cfg.tie_weights, cfg.init_range, input_dropout=cfg.input_dropout,
-                   embedding_dropout=cfg.embedding_dropout, variational=cfg.variational, residual=cfg.residual, highway=cfg.highway,
-                   ar=cfg.ar, tar=cfg.tar)
+        return cls(vocab_size, cfg.layer_specs(), cfg.embedding_size, output_dropout=cfg.output_dropout,
+                   tie_weights=cfg.tie_weights, init_range=cfg.init_range, input_dropout=cfg.input_dropout,
+                   embedding_dropout=cfg.embedding_dropout, ar=cfg.ar, tar=cfg.tar, **cfg.stack.options())
 
     def _dropout(self, x: Tensor, p: float) -> Tensor:
         """x (T, B, D): variational (one mask per sequence) or standard dropout, as configured."""

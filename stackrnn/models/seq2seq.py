@@ -31,13 +31,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..cells import CELLS
-from ..config import option
+from ..config import nested, option
 from ..errors import InputError
 from ..layers import LayerSpec, LayerState, map_state
 from ..stack import StackedRNN
 from .attention import ATTENTIONS, Attention
-from .layer_tables import layer_specs
+from .stack_config import StackConfig
 
 BRIDGES = ("linear", "zero")
 
@@ -47,67 +46,38 @@ class Seq2SeqConfig:
     """[model]: the translation model's encoder, decoder and attention."""
 
     embedding_size: int = option(256, "embedding size of source and target words")
-    encoder_cell: str = option("lstm", "cell of every encoder layer", choices=tuple(CELLS))
-    encoder_hidden_size: int = option(256, "hidden units of every encoder layer (per direction)")
-    encoder_num_layers: int = option(2, "number of stacked encoder layers")
-    encoder_bidirectional: bool = option(True, "every encoder layer reads the source both ways")
-    encoder_layers: list | None = option(None, "explicit encoder layers, bottom first, e.g. [{cell = 'lstm', hidden_size "
-                                         "= 256, bidirectional = true}, ...]; replaces the encoder_* sizes", cli=False)
-    encoder_residual: bool | int = option(False, "encoder residual connections: true from layer 2 up, or k from layer k up")
-    encoder_proj_size: int = option(0, "project every encoder LSTM layer's h to this many features, below "
-                                    "encoder_hidden_size (LSTMP, Sak et al.); 0: none")
-    decoder_cell: str = option("lstm", "cell of every decoder layer", choices=tuple(CELLS))
-    decoder_hidden_size: int = option(256, "hidden units of every decoder layer")
-    decoder_num_layers: int = option(4, "number of stacked decoder layers")
-    decoder_layers: list | None = option(None, "explicit decoder layers, bottom first (never bidirectional); replaces "
-                                         "the decoder_* sizes", cli=False)
-    decoder_residual: bool | int = option(False, "decoder residual connections: true from layer 2 up, or k from layer k "
-                                          "up (GNMT: 3)")
-    decoder_proj_size: int = option(0, "project every decoder LSTM layer's h to this many features, below "
-                                    "decoder_hidden_size (LSTMP, Sak et al.); 0: none")
+    encoder: StackConfig = nested(StackConfig, "the encoder's stack ([model.encoder])", prefix="encoder_",
+                                  flows=("dropout",), bidirectional=True, dropout=0.2)
+    decoder: StackConfig = nested(StackConfig, "the decoder's stack ([model.decoder]; never bidirectional)",
+                                  prefix="decoder_", hidden=("bidirectional",), flows=("dropout",), num_layers=4,
+                                  dropout=0.2)
     attention: str = option("general", "attention score: Luong's dot or general, Bahdanau's additive, or none",
                             choices=ATTENTIONS)
     input_feed: bool = option(True, "feed the last attentional vector into the next decoder step (Luong)")
     bridge: str = option("linear", "decoder's initial state: a linear map of the encoder's final states, or zeros",
                          choices=BRIDGES)
-    dropout: float = option(0.2, "dropout on the embeddings, between layers, and on the attentional vector")
+    dropout: float = option(0.2, "dropout on the embeddings and the attentional vector, and between the layers of a "
+                            "stack that sets no dropout of its own")
     label_smoothing: float = option(0.0, "label smoothing of the training loss (0: plain cross-entropy)")
 
     def encoder_specs(self) -> list[LayerSpec]:
-        return layer_specs(_StackView(self, "encoder"), bidirectional=True, key="encoder_layers")
+        return self.encoder.specs("model.encoder")
 
     def decoder_specs(self) -> list[LayerSpec]:
-        return layer_specs(_StackView(self, "decoder"), bidirectional=False, key="decoder_layers")
+        return self.decoder.specs("model.decoder", causal=True)
 
     def validate(self) -> None:
-        for name in ("embedding_size", "encoder_hidden_size", "encoder_num_layers", "decoder_hidden_size",
-                     "decoder_num_layers"):
-            if getattr(self, name) < 1:
-                raise InputError(f"model.{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if self.embedding_size < 1:
+            raise InputError(f"model.embedding_size: expected an integer >= 1, got {self.embedding_size}")
         for name in ("dropout", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise InputError(f"model.{name}: expected a number in [0, 1), got {getattr(self, name)}")
         try:
             Seq2Seq.from_config(self, 4, 5)  # every structural check (sizes, residuals, attention) in one place
         except InputError:
-            raise  # the layer tables' errors already name their key: model.encoder_proj_size, not model.model...
+            raise  # the stacks' errors already name their key: model.encoder.proj_size
         except ValueError as e:
             raise InputError(f"model.{e}") from None
-
-
-class _StackView:
-    """A Seq2SeqConfig's encoder or decoder seen with the field names layer_specs() reads (cell, hidden_size,
-    num_layers, layers, ...), so both stacks are read by the same code as every other model's."""
-
-    def __init__(self, cfg: Seq2SeqConfig, side: str) -> None:
-        self.cell = getattr(cfg, f"{side}_cell")
-        self.hidden_size = getattr(cfg, f"{side}_hidden_size")
-        self.num_layers = getattr(cfg, f"{side}_num_layers")
-        self.bidirectional = getattr(cfg, f"{side}_bidirectional", False)
-        self.layers = getattr(cfg, f"{side}_layers")
-        self.proj_size = getattr(cfg, f"{side}_proj_size")
-        self.weight_drop = self.recurrent_dropout = self.zoneout = 0.0  # only per layer, in explicit tables
-        self.layer_norm = False
 
 
 class Memory(NamedTuple):
@@ -140,6 +110,8 @@ class Seq2Seq(nn.Module):
         bridge: "linear" or "zero" (see the module docstring).
         dropout: on embeddings, between layers of both stacks, and on h~ before the output layer.
         encoder_residual, decoder_residual: the stacks' residual connections (StackedRNN's `residual`).
+        encoder_options, decoder_options: StackedRNN's keyword options for each stack (dropout, variational,
+            residual, highway), in place of `dropout` and the residual arguments.
         label_smoothing: of the training loss.
         source_pad, target_pad: padding ids; their embedding rows start at zero and get no gradient, and padded
             target steps score nothing.
@@ -168,6 +140,8 @@ class Seq2Seq(nn.Module):
         dropout: float = 0.0,
         encoder_residual: bool | int = False,
         decoder_residual: bool | int = False,
+        encoder_options: dict | None = None,
+        decoder_options: dict | None = None,
         label_smoothing: float = 0.0,
         source_pad: int = 0,
         target_pad: int = 0,
@@ -182,11 +156,11 @@ class Seq2Seq(nn.Module):
                              "or choose an attention")
         for i, spec in enumerate(decoder):
             if spec.bidirectional:
-                raise ValueError(f"decoder_layers[{i}]: a decoder reads left to right; it cannot be bidirectional")
+                raise ValueError(f"decoder.layers[{i}]: a decoder reads left to right; it cannot be bidirectional")
             if input_feed and (spec.weight_drop or spec.recurrent_dropout):
                 # with input feeding the decoder runs one step per call, and these masks are drawn per call: they
                 # would change every step instead of once per sequence
-                raise ValueError(f"decoder_layers[{i}]: weight_drop and recurrent_dropout need whole sequences, but "
+                raise ValueError(f"decoder.layers[{i}]: weight_drop and recurrent_dropout need whole sequences, but "
                                  "with input feeding the decoder runs step by step; set input_feed = false or drop them")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing: expected a number in [0, 1), got {label_smoothing!r}")
@@ -196,17 +170,18 @@ class Seq2Seq(nn.Module):
         self.target_embedding = nn.Embedding(target_vocab, embedding_size, padding_idx=target_pad)
         self.drop = nn.Dropout(dropout)
         try:
-            self.encoder = StackedRNN(embedding_size, layers=encoder, dropout=dropout, residual=encoder_residual)
+            self.encoder = StackedRNN(embedding_size, layers=encoder,
+                                      **(encoder_options or {"dropout": dropout, "residual": encoder_residual}))
         except ValueError as e:
-            raise ValueError(f"encoder_{e}") from None
+            raise ValueError(f"encoder.{e}") from None
         memory_size = self.encoder.output_size
         query_size = decoder[-1].output_size
         self.feed_size = query_size if input_feed else 0
         try:
-            self.decoder = StackedRNN(embedding_size + self.feed_size, layers=decoder, dropout=dropout,
-                                      residual=decoder_residual)
+            self.decoder = StackedRNN(embedding_size + self.feed_size, layers=decoder,
+                                      **(decoder_options or {"dropout": dropout, "residual": decoder_residual}))
         except ValueError as e:
-            raise ValueError(f"decoder_{e}") from None
+            raise ValueError(f"decoder.{e}") from None
         self.attention = None if attention == "none" else Attention(attention, query_size, memory_size)
         # Luong's attentional layer h~ = tanh(W_c [c; h]); its size is the decoder's, so input feeding adds A = H_d
         self.combine = None if attention == "none" else nn.Linear(memory_size + query_size, query_size, bias=False)
@@ -225,7 +200,7 @@ class Seq2Seq(nn.Module):
                     target_pad: int = 0) -> Seq2Seq:
         return cls(source_vocab, target_vocab, cfg.encoder_specs(), cfg.decoder_specs(), cfg.embedding_size,
                    attention=cfg.attention, input_feed=cfg.input_feed, bridge=cfg.bridge, dropout=cfg.dropout,
-                   encoder_residual=cfg.encoder_residual, decoder_residual=cfg.decoder_residual,
+                   encoder_options=cfg.encoder.options(), decoder_options=cfg.decoder.options(),
                    label_smoothing=cfg.label_smoothing, source_pad=source_pad, target_pad=target_pad)
 
     # -- encoder and bridge -----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import torch
 from stackrnn import GRU, LSTM
 from stackrnn.errors import InputError
 from stackrnn.models.lm import LanguageModel, ModelConfig
+from stackrnn.config import from_options
 
 
 def test_shapes_and_loss():
@@ -42,24 +43,24 @@ def test_init_range():
 
 
 def test_config_builds_explicit_layers():
-    cfg = ModelConfig(layers=[{"cell": "lstm", "hidden_size": 16}, {"cell": "gru", "hidden_size": 8}], embedding_size=4)
+    cfg = from_options(ModelConfig, layers=[{"cell": "lstm", "hidden_size": 16}, {"cell": "gru", "hidden_size": 8}], embedding_size=4)
     cfg.validate()
     model = LanguageModel.from_config(cfg, 11)
     assert [s.cell for s in model.rnn.specs] == ["lstm", "gru"]
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(hidden_size=0), "model.hidden_size"),
-    (dict(num_layers=0), "model.num_layers"),
-    (dict(dropout=1.5), "model.dropout"),
+    (dict(hidden_size=0), "model.stack.hidden_size"),
+    (dict(num_layers=0), "model.stack.num_layers"),
+    (dict(dropout=1.5), "model.stack.dropout"),
     (dict(tie_weights=True), "model.tie_weights"),
-    (dict(layers=[{"cell": "lstm"}]), r"model.layers\[0\]"),
-    (dict(layers=[{"cell": "lsm", "hidden_size": 3}]), r"model.layers\[0\].cell"),
-    (dict(layers=[{"hidden_size": 3, "bidirectional": True}]), r"model.layers\[0\]"),
+    (dict(layers=[{"cell": "lstm"}]), r"model.stack.layers\[0\]"),
+    (dict(layers=[{"cell": "lsm", "hidden_size": 3}]), r"model.stack.layers\[0\].cell"),
+    (dict(layers=[{"hidden_size": 3, "bidirectional": True}]), r"model.stack.layers\[0\]"),
 ])
 def test_bad_model_config(kwargs, match):
     with pytest.raises(InputError, match=match):
-        ModelConfig(**kwargs).validate()
+        from_options(ModelConfig, **kwargs).validate()
 
 
 def test_loss_ignores_padded_steps():
@@ -111,7 +112,7 @@ def test_variational_input_dropout_mask_is_constant_over_time():
 
 
 def test_bad_regulariser_settings():
-    for kwargs, match in [(dict(weight_drop=1.0), "model.weight_drop"), (dict(input_dropout=-0.1), "model.input_dropout"),
-                          (dict(ar=-1.0), "model.ar"), (dict(residual=7), "model.residual")]:
+    for kwargs, match in [(dict(weight_drop=1.0), "model.stack.weight_drop"), (dict(input_dropout=-0.1), "model.input_dropout"),
+                          (dict(ar=-1.0), "model.ar"), (dict(residual=7), "model.stack.residual")]:
         with pytest.raises(InputError, match=match):
-            ModelConfig(**kwargs).validate()
+            from_options(ModelConfig, **kwargs).validate()

@@ -9,6 +9,7 @@ from stackrnn.errors import InputError
 from stackrnn.layers import LayerSpec
 from stackrnn.models.attention import Attention
 from stackrnn.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from stackrnn.config import from_options
 
 V_SRC, V_TGT = 11, 13
 
@@ -98,7 +99,7 @@ def test_the_bridge_reads_each_sequences_last_valid_step():
 
 
 def test_config_builds_the_model_it_describes():
-    cfg = Seq2SeqConfig(embedding_size=8, encoder_hidden_size=6, encoder_num_layers=2, decoder_hidden_size=10,
+    cfg = from_options(Seq2SeqConfig, embedding_size=8, encoder_hidden_size=6, encoder_num_layers=2, decoder_hidden_size=10,
                         decoder_num_layers=4, decoder_residual=3)
     cfg.validate()
     model = Seq2Seq.from_config(cfg, 20, 30)
@@ -112,13 +113,12 @@ def test_config_builds_the_model_it_describes():
     ({"attention": "none"}, "model.input_feed"),
     ({"dropout": 1.0}, "model.dropout"),
     ({"label_smoothing": -0.1}, "model.label_smoothing"),
-    ({"decoder_layers": [{"cell": "lstm", "hidden_size": 8, "bidirectional": True}]}, "model.decoder_layers[0]"),
-    ({"decoder_layers": [{"cell": "lstm", "hidden_size": 8, "weight_drop": 0.3}]}, "model.decoder_layers[0]"),
-    ({"encoder_residual": 5}, "model.encoder_residual"),
-    ({"decoder_num_layers": 0}, "model.decoder_num_layers"),
-    ({"encoder_layers": []}, "model.encoder_layers"),
+    ({"decoder_layers": [{"cell": "lstm", "hidden_size": 8, "bidirectional": True}]}, "model.decoder.layers[0]"),
+    ({"decoder_layers": [{"cell": "lstm", "hidden_size": 8, "weight_drop": 0.3}]}, "model.decoder.layers[0]"),
+    ({"encoder_residual": 5}, "model.encoder.residual"),
+    ({"decoder_num_layers": 0}, "model.decoder.num_layers"),
+    ({"encoder_layers": []}, "model.encoder.layers"),
 ])
 def test_bad_configs_name_the_key(changes, named):
-    cfg = Seq2SeqConfig(embedding_size=8, encoder_hidden_size=6, decoder_hidden_size=10, **changes)
     with pytest.raises(InputError, match=named.replace("[", r"\[").replace("]", r"\]")):
-        cfg.validate()
+        from_options(Seq2SeqConfig, embedding_size=8, encoder_hidden_size=6, decoder_hidden_size=10, **changes)

@@ -1,0 +1,106 @@
+"""StackConfig: a model's recurrent stack as a config, declared once for every task.
+
+Every model config nests one (a language model's and a classifier's [model.stack]) or two (a translation
+model's [model.encoder] and [model.decoder]); its fields are also the command line's options (--hidden-size,
+--encoder-hidden-size). The stack is either the same layer `num_layers` times (cell, hidden_size, bidirectional)
+or explicit `layers` tables, bottom first:
+
+    [model.stack]
+    layers = [{cell = "lstm", hidden_size = 256, zoneout = 0.1}, {cell = "gru", hidden_size = 128}]
+    residual = true
+
+A setting of every layer (zoneout, weight_drop, proj_size, ...) is the default of each table's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..cells import CELLS
+from ..config import option
+from ..errors import InputError
+from ..layers import LayerSpec
+from ..stack import StackedRNN
+
+#: what a `layers` table may set, besides cell and hidden_size
+_TABLE_KEYS = ("bidirectional", "bias", "weight_drop", "recurrent_dropout", "zoneout", "layer_norm", "proj_size")
+
+
+@dataclass
+class StackConfig:
+    """The recurrent layers of a model and the stack's options (see StackedRNN and LayerSpec)."""
+
+    cell: str = option("lstm", "cell of every layer", choices=tuple(CELLS))
+    hidden_size: int = option(256, "hidden units of every layer (per direction)")
+    num_layers: int = option(2, "number of stacked layers")
+    bidirectional: bool = option(False, "every layer reads the sequence both ways")
+    layers: list | None = option(None, "explicit layers, bottom first, e.g. [{cell = 'lstm', hidden_size = 256}, {cell = "
+                                 "'gru', hidden_size = 128}]; replaces cell, hidden_size, num_layers and bidirectional",
+                                 cli=False)
+    dropout: float = option(0.0, "dropout between the recurrent layers")
+    variational: bool = option(False, "dropout uses one mask per sequence for all steps (Gal & Ghahramani)")
+    residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
+    highway: bool = option(False, "gate the residual connections (highway: g * h + (1 - g) * x, g learned per unit)")
+    weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights (AWD-LSTM's wdrop)")
+    recurrent_dropout: float = option(0.0, "dropout on h inside every layer's recurrence, one mask per sequence "
+                                      "(Gal & Ghahramani); such layers run the engine, not the fused kernel")
+    zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
+                                   "such layers run the engine")
+    layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the engine")
+    proj_size: int = option(0, "project every LSTM layer's h to this many features, below hidden_size (LSTMP, Sak et "
+                            "al.; torch.nn.LSTM's proj_size); 0: none")
+
+    def specs(self, where: str = "model.stack", *, causal: bool = False) -> list[LayerSpec]:
+        """The layers, bottom first. `causal` stacks (a language model, a decoder) read left to right and may not
+        be bidirectional. A bad setting is an InputError naming it as `where`.key (`where`.layers[i].key for a
+        table)."""
+        if self.num_layers < 1 or self.hidden_size < 1:
+            name = "num_layers" if self.num_layers < 1 else "hidden_size"
+            raise InputError(f"{where}.{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"{where}.dropout: expected a number in [0, 1), got {self.dropout}")
+        if causal and self.bidirectional:
+            raise InputError(f"{where}.bidirectional: this stack reads left to right (it must not see the future); "
+                             "set it to false")
+        keys = {"cell", "hidden_size", *_TABLE_KEYS} - ({"bidirectional"} if causal else set())
+        if self.layers is None:  # (here proj_size is every layer's own: another cell than LSTM with it is an error)
+            layer = {"cell": self.cell, "hidden_size": self.hidden_size, "proj_size": self.proj_size}
+            raw = [layer if causal else {**layer, "bidirectional": self.bidirectional}] * self.num_layers
+        else:
+            raw = self.layers
+        if not raw:
+            raise InputError(f"{where}.layers: expected at least one layer, got an empty list")
+        if self.layers is not None and self.proj_size and not any(isinstance(t, dict) and t.get("cell", "lstm") == "lstm"
+                                                                  for t in raw):
+            raise InputError(f"{where}.proj_size: projects LSTM layers, but {where}.layers has none; got "
+                             f"proj_size={self.proj_size}")
+        return [self._spec(i, layer, keys, where) for i, layer in enumerate(raw)]
+
+    def _spec(self, i: int, layer, keys: set[str], where: str) -> LayerSpec:
+        if not isinstance(layer, dict) or set(layer) - keys or "hidden_size" not in layer:
+            raise InputError(f"{where}.layers[{i}]: expected a table with cell, hidden_size (and optionally "
+                             f"{', '.join(sorted(keys - {'cell', 'hidden_size'}))}), got {layer!r}")
+        cell = layer.get("cell", "lstm")
+        # a table's own setting wins; the stack's setting of every layer is its default (proj_size: LSTMs only)
+        own = {key: layer.get(key, getattr(self, key) if key != "bias" else True) for key in _TABLE_KEYS}
+        if "proj_size" not in layer and cell != "lstm":
+            own["proj_size"] = 0
+        try:
+            return LayerSpec(cell, layer["hidden_size"], **own)
+        except ValueError as e:
+            # a setting of every layer is named as the user wrote it: model.stack.zoneout, not ...layers[0].zoneout
+            raise InputError(f"{where}.{e}" if self.layers is None else f"{where}.layers[{i}].{e}") from None
+
+    def options(self) -> dict:
+        """StackedRNN's keyword options other than the layers."""
+        return {"dropout": self.dropout, "variational": self.variational, "residual": self.residual,
+                "highway": self.highway}
+
+    def check(self, input_size: int, where: str = "model.stack", *, causal: bool = False) -> list[LayerSpec]:
+        """The layers, checked as a stack (residual connections against the layers' number and sizes)."""
+        specs = self.specs(where, causal=causal)
+        try:
+            StackedRNN(input_size, layers=specs, **self.options())
+        except ValueError as e:
+            raise InputError(f"{where}.{e}") from None
+        return specs
