@@ -435,7 +435,7 @@ def _text_argument(args: argparse.Namespace) -> str:
         raise InputError(f"--text-file {path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"--text-file {path} is a folder: give a text file") from None
-    except UnicodeDecodeError:
+    except UnicodeError:  # UnicodeDecodeError, or a codec such as "undefined" that refuses all
         raise InputError(f"--text-file {path} is not {args.encoding} text: pass its encoding with --encoding") from None
     except LookupError:
         raise InputError(f"--encoding {args.encoding}: unknown encoding (e.g. utf-8, latin-1)") from None

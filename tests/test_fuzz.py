@@ -7,6 +7,8 @@ found that ended in another exception."""
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from stackrnn.cli import main
+from stackrnn.errors import InputError
 from tests.fuzz_strategies import TARGETS, check_one
 
 #: cases per target: a few hundred in all, the slow targets (tiny runs copied per case) fewer
@@ -25,3 +27,33 @@ def test_malformed_input_ends_in_input_error(name):
 
     check()
 
+
+# -- regressions: inputs the fuzzing found -------------------------------------------------------------------------
+def _raises_one_line(f, match: str) -> InputError:
+    with pytest.raises(InputError, match=match) as info:
+        f()
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+@pytest.mark.parametrize("encoding", ["undefined", "idna"])
+def test_a_codec_that_refuses_without_saying_where(tmp_path, encoding):
+    # "undefined" raises a bare UnicodeError on every decode, idna one on a label that does not round-trip: not
+    # UnicodeDecodeError, which says where
+    from stackrnn.data.labelled import read_labelled
+    from stackrnn.data.parallel import read_parallel
+    from stackrnn.data.vectors import load_vectors
+
+    path = tmp_path / "data.txt"
+    path.write_bytes(b"xn--a-")
+    _raises_one_line(lambda: read_labelled(path, encoding=encoding), f"data.txt is not {encoding} text")
+    _raises_one_line(lambda: read_parallel(path, encoding=encoding), f"data.txt is not {encoding} text")
+    _raises_one_line(lambda: load_vectors(path, ["<pad>", "<unk>", "pos"], encoding=encoding),
+                     f"data.txt line 1 is not {encoding} text")
+
+
+def test_text_file_in_a_codec_that_refuses_everything(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("abc")
+    assert main(["inspect", str(tmp_path / "run"), "--text-file", str(tmp_path / "t.txt"), "--encoding", "undefined",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "is not undefined text" in capsys.readouterr().err

@@ -267,6 +267,8 @@ def _read_text(path: Path, encoding: str) -> str:
         line = raw[: e.start].decode(encoding, errors="replace").count("\n") + 1
         raise InputError(f"{path} line {line} is not {encoding} text (byte 0x{raw[e.start]:02x}: {e.reason}): "
                          f"{_ENCODING_HINT}") from None
+    except UnicodeError as e:  # a codec that refuses the bytes without saying where ("undefined", "idna")
+        raise InputError(f"{path} is not {encoding} text ({_one_line(e)}): {_ENCODING_HINT}") from None
     return text.removeprefix("\ufeff")  # a byte-order mark is not text (Excel writes one before a CSV header)
 
 

@@ -153,6 +153,9 @@ def _decode(raw: bytes, encoding: str, path: Path, number: int) -> str:
     except UnicodeDecodeError as e:
         raise InputError(f"{path} line {number} is not {encoding} text ({e.reason} at byte {e.start} of the line): "
                          f"pass the file's encoding with --vectors-encoding (e.g. --vectors-encoding latin-1)") from None
+    except UnicodeError as e:  # a codec that refuses the bytes without saying where ("undefined", "idna")
+        raise InputError(f"{path} line {number} is not {encoding} text ({' '.join(str(e).split())}): pass the "
+                         "file's encoding with --vectors-encoding (e.g. --vectors-encoding latin-1)") from None
     return line.lstrip("\ufeff") if number == 1 else line  # a byte-order mark is not part of the first word
 
 
