@@ -57,3 +57,12 @@ def test_text_file_in_a_codec_that_refuses_everything(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "run"), "--text-file", str(tmp_path / "t.txt"), "--encoding", "undefined",
                  "--out", str(tmp_path / "out")]) == 2
     assert "is not undefined text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, match", [("[model]\nhidden_size = " + "9" * 5000, "integer string conversion"),
+                                         ("a = " + "[" * 5000 + "]" * 5000, "nested too deeply")])
+def test_config_with_a_huge_integer_or_deep_nesting(tmp_path, capsys, text, match):
+    (tmp_path / "c.toml").write_text(text)
+    assert main(["train", "--config", str(tmp_path / "c.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not valid TOML" in err and match in err
