@@ -195,8 +195,11 @@ class RunDir:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"{path} is missing: the run directory is incomplete") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{path} is corrupted ({e}): restore it or retrain") from None
+        except (ValueError, RecursionError) as e:
+            # ValueError: not UTF-8, not JSON, or an integer of more than 4,300 digits; RecursionError: nested
+            # thousands deep
+            reason = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())
+            raise InputError(f"{path} is corrupted ({reason}): restore it or retrain") from None
         if not isinstance(data, dict):
             raise InputError(f"{path} is corrupted (expected a JSON object): restore it or retrain")
         return data

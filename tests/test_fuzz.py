@@ -66,3 +66,15 @@ def test_config_with_a_huge_integer_or_deep_nesting(tmp_path, capsys, text, matc
     assert main(["train", "--config", str(tmp_path / "c.toml")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not valid TOML" in err and match in err
+
+
+@pytest.mark.parametrize("text, match", [('{"itos": [' + "1" * 5000 + "]}", "integer string conversion"),
+                                         ("[" * 100_000 + "]" * 100_000, "nested too deeply")])
+def test_json_files_of_a_run_with_a_huge_integer_or_deep_nesting(tmp_path, text, match):
+    from stackrnn.data.tokenizers import Tokenizer
+    from stackrnn.run import RunDir
+
+    (tmp_path / "vocab.json").write_text(text)
+    (tmp_path / "trainer.json").write_text(text)
+    _raises_one_line(lambda: Tokenizer.load(tmp_path / "vocab.json"), f"cannot be read .*{match}")
+    _raises_one_line(lambda: RunDir(tmp_path).load_json("trainer.json"), f"trainer.json is corrupted .*{match}")
