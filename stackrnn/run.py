@@ -132,11 +132,15 @@ class RunDir:
         if not path.exists():
             return []
         records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        # a line cut short by a crash, or otherwise damaged (bytes that are not UTF-8, JSON that is not a record
+        # with a numeric step), is passed over: the metrics are a log to read, the run does not depend on them
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
+                records.append(record)
         return records
 
     # -- tensors ----------------------------------------------------------------------------------------------

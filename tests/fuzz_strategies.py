@@ -430,6 +430,30 @@ def _json_mutations(original: dict) -> st.SearchStrategy[bytes]:
     return mutate()
 
 
+_norms = st.lists(st.one_of(st.none(), st.floats(0, 10), json_scalar), max_size=3)
+metrics_record = st.fixed_dictionaries(
+    {"split": st.sampled_from(("train", "valid", "grad", "x")),
+     "step": st.one_of(st.integers(-2, 50), st.integers(-2, 50), json_value)},
+    optional={
+              "layer_grad_norm": st.one_of(_norms, json_value), "step_grad_norm": st.one_of(st.lists(_norms, max_size=3), json_value),
+              **{k: st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5), json_value)
+                 for k in ("loss", "perplexity", "accuracy", "bleu", "lr", "grad_norm", "epoch", "time")}})
+metrics_input = st.lists(st.one_of(metrics_record.map(lambda r: json.dumps(r, allow_nan=True)), jsonl_line), max_size=6) \
+    .map(lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass")) | text_file(max_lines=4)
+
+
+def run_metrics(data: bytes, folder: Path) -> None:
+    """metrics.jsonl as resuming reads it (keeping the records up to the checkpoint) and as plots do."""
+    from stackrnn.plot import plot_runs
+    from stackrnn.run import METRICS, RunDir
+
+    write(folder / "run", METRICS, data)
+    RunDir(folder / "run").trim_metrics(10)
+    if matplotlib is not None:
+        with mock.patch("matplotlib.figure.Figure.savefig"):  # the drawing is not under test, the reading is
+            plot_runs([folder / "run"], folder / "plots")
+
+
 RUN_FILES = ("config.toml", "vocab.json", "trainer.json", "metrics.jsonl", "model.safetensors", "last.safetensors",
              "optimizer.safetensors", "trainer.safetensors", "labels.json", "split.json", "source_vocab.json",
              "target_vocab.json")
@@ -449,7 +473,7 @@ def run_input(draw) -> dict:
         if name == "config.toml":
             options += [toml_tables().map(_dumps)]
         if name == "metrics.jsonl":
-            options += [st.lists(jsonl_line, max_size=4).map(lambda lines: "\n".join(lines).encode("utf-8", "surrogatepass"))]
+            options += [metrics_input]
         changes[name] = draw(st.one_of(options))
     return {"task": task, "changes": changes, "weights": draw(st.sampled_from(("model.safetensors", "last.safetensors")))}
 
@@ -690,5 +714,6 @@ TARGETS = {t.name: t for t in (
     Target("vectors", vectors_input, run_vectors, 1),
     Target("config", config_input, run_config, 2),
     Target("run", run_input(), run_run, 1),
+    Target("metrics", metrics_input, run_metrics, 1),
     Target("cli", cli_input(), run_cli, 3),
 )}

@@ -4,6 +4,8 @@ one line (status 2 from the command line), never another exception. A few hundre
 CI is deterministic; scripts/fuzz.py runs 10,000. Below them, plain regression tests for each input the fuzzing
 found that ended in another exception."""
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -12,7 +14,7 @@ from stackrnn.errors import InputError
 from tests.fuzz_strategies import TARGETS, check_one
 
 #: cases per target: a few hundred in all, the slow targets (tiny runs copied per case) fewer
-EXAMPLES = {"corpus": 40, "labelled": 60, "parallel": 40, "vocab": 30, "vectors": 30, "config": 40, "run": 25, "cli": 50}
+EXAMPLES = {"corpus": 40, "labelled": 60, "parallel": 40, "vocab": 30, "vectors": 30, "config": 40, "run": 25, "metrics": 25, "cli": 50}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -78,3 +80,22 @@ def test_json_files_of_a_run_with_a_huge_integer_or_deep_nesting(tmp_path, text,
     (tmp_path / "trainer.json").write_text(text)
     _raises_one_line(lambda: Tokenizer.load(tmp_path / "vocab.json"), f"cannot be read .*{match}")
     _raises_one_line(lambda: RunDir(tmp_path).load_json("trainer.json"), f"trainer.json is corrupted .*{match}")
+
+
+def test_damaged_metrics_lines_are_passed_over(tmp_path):
+    # lines that are not a JSON record with a numeric step: a number, a list, NaN, a string step, no step, a huge
+    # integer, deep nesting, bytes that are not UTF-8; and records whose figures are not numbers
+    from stackrnn.plot import plot_runs
+    from stackrnn.run import METRICS, RunDir
+
+    good = {"step": 2, "split": "train", "loss": 1.5}
+    damaged = [b"1.5", b"[1]", b"NaN", b'{"step": "x"}', b'{"split": "train", "loss": 1.0}', b"1" * 5000,
+               b"[" * 100_000 + b"]" * 100_000, b'{"step": 1, "split": "train", "loss": 1.0}\xff',
+               b'{"step": 3, "split": "train", "loss": {"a": 1}}',
+               b'{"step": 4, "split": "grad", "layer_grad_norm": 1, "step_grad_norm": [[1.0]]}']
+    (tmp_path / METRICS).write_bytes(b"\n".join([*damaged, json.dumps(good).encode()]) + b"\n")
+    run = RunDir(tmp_path)
+    assert run.read_metrics()[-1] == good and all(isinstance(r["step"], (int, float)) for r in run.read_metrics())
+    run.trim_metrics(10)
+    assert good in run.read_metrics()
+    assert [p.name for p in plot_runs([tmp_path], tmp_path / "plots")] == ["loss.png"]
