@@ -99,3 +99,11 @@ def test_damaged_metrics_lines_are_passed_over(tmp_path):
     run.trim_metrics(10)
     assert good in run.read_metrics()
     assert [p.name for p in plot_runs([tmp_path], tmp_path / "plots")] == ["loss.png"]
+
+
+def test_bad_byte_in_a_codec_without_a_replace_handler(tmp_path):
+    # idna reports a non-ASCII byte as UnicodeDecodeError, but cannot decode the text before it with errors="replace"
+    from stackrnn.data.labelled import read_labelled
+
+    (tmp_path / "data.txt").write_bytes(b"pos good\n\xff")
+    _raises_one_line(lambda: read_labelled(tmp_path / "data.txt", encoding="idna"), r"data.txt line 2 is not idna text \(byte 0xff")

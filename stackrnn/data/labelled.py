@@ -263,8 +263,12 @@ def _read_text(path: Path, encoding: str) -> str:
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
-        # decoding the part before the bad byte counts lines in any encoding, UTF-16 included
-        line = raw[: e.start].decode(encoding, errors="replace").count("\n") + 1
+        # decoding the part before the bad byte counts lines in any encoding, UTF-16 included; idna and punycode
+        # have no "replace" error handler, but are ASCII where they fail, so their line ends are bytes
+        try:
+            line = raw[: e.start].decode(encoding, errors="replace").count("\n") + 1
+        except UnicodeError:
+            line = raw[: e.start].count(b"\n") + 1
         raise InputError(f"{path} line {line} is not {encoding} text (byte 0x{raw[e.start]:02x}: {e.reason}): "
                          f"{_ENCODING_HINT}") from None
     except UnicodeError as e:  # a codec that refuses the bytes without saying where ("undefined", "idna")
