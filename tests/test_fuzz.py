@@ -107,3 +107,12 @@ def test_bad_byte_in_a_codec_without_a_replace_handler(tmp_path):
 
     (tmp_path / "data.txt").write_bytes(b"pos good\n\xff")
     _raises_one_line(lambda: read_labelled(tmp_path / "data.txt", encoding="idna"), r"data.txt line 2 is not idna text \(byte 0xff")
+
+
+@pytest.mark.parametrize("line, match", [('{"text": "a", "label": ' + "1" * 5000 + "}", "integer string conversion"),
+                                         ("[" * 100_000 + "]" * 100_000, "nested too deeply")])
+def test_jsonl_line_with_a_huge_integer_or_deep_nesting(tmp_path, line, match):
+    from stackrnn.data.labelled import read_labelled
+
+    (tmp_path / "d.jsonl").write_text('{"text": "fine", "label": 1}\n' + line + "\n")
+    _raises_one_line(lambda: read_labelled(tmp_path / "d.jsonl"), f"d.jsonl line 2 cannot be read as JSON .*{match}")

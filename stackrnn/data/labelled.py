@@ -167,6 +167,10 @@ def _read_jsonl(text: str, path: Path, text_key: str, label_key: str) -> Pairs:
         except json.JSONDecodeError as e:
             raise InputError(f"{path} line {number} is not valid JSON ({e.msg} at column {e.colno}): "
                              "write one JSON object a line") from None
+        except (ValueError, RecursionError) as e:  # an integer of more than 4,300 digits; nesting thousands deep
+            reason = "nested too deeply" if isinstance(e, RecursionError) else _one_line(e)
+            raise InputError(f"{path} line {number} cannot be read as JSON ({reason}): write one JSON object a "
+                             "line") from None
         if not isinstance(obj, dict):
             raise InputError(f"{path} line {number} holds a JSON {type(obj).__name__}, not an object: write one "
                              f'object a line, such as {{"{text_key}": "...", "{label_key}": 1}}')
