@@ -88,10 +88,13 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict]:
 def peek_task(argv: list[str]) -> str:
     """The task of a train or summary command line, needed before its options can be defined: --task, else the
     config file's (or the resumed run's) `task`, else "lm"."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     for flag in ("--task", "--config", "--resume"):
         pre.add_argument(flag)
-    known, _ = pre.parse_known_args(argv)
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except argparse.ArgumentError:  # such as --config without its value: the full parser says so, in one line
+        return "lm"
     if known.task is not None:
         return known.task if known.task in TASK_NAMES else "lm"  # the full parser reports a bad --task
     for path in (known.config, known.resume and str(Path(known.resume) / "config.toml")):

@@ -116,3 +116,13 @@ def test_jsonl_line_with_a_huge_integer_or_deep_nesting(tmp_path, line, match):
 
     (tmp_path / "d.jsonl").write_text('{"text": "fine", "label": 1}\n' + line + "\n")
     _raises_one_line(lambda: read_labelled(tmp_path / "d.jsonl"), f"d.jsonl line 2 cannot be read as JSON .*{match}")
+
+
+@pytest.mark.parametrize("argv", [["train", "--task"], ["train", "--config"], ["summary", "--resume"],
+                                  ["train", "--hidden-size", "8", "--config"]])
+def test_option_without_its_value_before_the_task_is_known(capsys, argv):
+    # the pre-parser that looks for the task printed a usage dump under the wrong program name
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("stackrnn") and ": error: " in err
