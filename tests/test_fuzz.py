@@ -126,3 +126,20 @@ def test_option_without_its_value_before_the_task_is_known(capsys, argv):
         main(argv)
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("stackrnn") and ": error: " in err
+
+
+@pytest.mark.parametrize("header, shown", [("1 " + "9" * 5000, "9" * 20 + "..."), ("1 10000000000", "10000000000")])
+def test_word2vec_header_with_a_huge_dim(tmp_path, header, shown):
+    from stackrnn.data.vectors import load_vectors
+
+    (tmp_path / "v.txt").write_text(header + "\nthe 0.5\n")
+    _raises_one_line(lambda: load_vectors(tmp_path / "v.txt", ["<pad>", "<unk>", "the"]),
+                     f"v.txt line 1: the word2vec header 'count dim' has dim {shown}: expected a vector size from 1")
+
+
+def test_header_with_a_digit_that_is_not_decimal_is_a_glove_line(tmp_path):
+    # "²".isdigit() but int("²") fails: the line is a word with one value, not a word2vec header
+    from stackrnn.data.vectors import load_vectors
+
+    (tmp_path / "v.txt").write_text("2 ²\nthe 0.5\n")
+    _raises_one_line(lambda: load_vectors(tmp_path / "v.txt", ["<pad>", "<unk>", "the"]), r"v.txt line 1: '²' is not a number")
