@@ -124,6 +124,18 @@ class Target:
     weight: int = 1  # share of the script's examples
 
 
+def all_of(*calls: Callable[[], Any]) -> None:
+    """Make every call, then raise the first InputError one of them raised (anything else at once)."""
+    errors = []
+    for call in calls:
+        try:
+            call()
+        except InputError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
 class Skip(Exception):
     """An input the harness declines (a model too big to build here): neither a pass nor a failure."""
 
@@ -190,18 +202,32 @@ jsonl_line = st.one_of(
 )
 sst_line = st.one_of(st.tuples(st.sampled_from(("0", "1", "pos", "", "-")), short_text).map(" ".join), line_text)
 
-labelled_input = st.fixed_dictionaries({
-    "kind": st.sampled_from(("csv", "tsv", "jsonl", "json", "sst", "txt", "folder")),
-    "content": st.one_of(table_text(","), table_text("\t"), st.lists(jsonl_line, max_size=8).map(lines_to_text),
-                         st.lists(sst_line, max_size=8).map(lines_to_text)).flatmap(encoded) | text_file(),
-    "format": st.sampled_from(("auto", "auto", "sst", "csv", "tsv", "jsonl", "folder", "xml")),
-    "text_column": st.sampled_from(COLUMN_NAMES),
-    "label_column": st.sampled_from(COLUMN_NAMES),
-    "encoding": st.sampled_from(ENCODINGS + BAD_ENCODINGS),
-    "classes": st.one_of(st.none(), st.lists(st.sampled_from(("pos", "neg", "..", "", "a/b", ".hidden")), max_size=3)),
-    "folder": st.dictionaries(st.sampled_from(("pos/1.txt", "pos/2.txt", "neg/1.txt", ".hidden/x", "empty/",
-                                               "pos/.dot", "neg/sub/x.txt")), text_file(max_lines=3), max_size=4),
-})
+SUFFIX_FORMAT = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "json": "jsonl", "sst": "sst", "txt": "sst"}
+content_of = {"csv": table_text(","), "tsv": table_text("\t"), "jsonl": st.lists(jsonl_line, max_size=8).map(lines_to_text),
+              "sst": st.lists(sst_line, max_size=8).map(lines_to_text)}
+likely_encoding = st.one_of(st.just("utf-8"), st.just("utf-8"), st.sampled_from(ENCODINGS + BAD_ENCODINGS))
+
+
+@st.composite
+def labelled_input(draw) -> dict:
+    """A labelled file (mostly in the format its suffix says, as UTF-8), or a folder of class folders."""
+    kind = draw(st.sampled_from(("csv", "tsv", "jsonl", "json", "sst", "txt", "folder")))
+    format = SUFFIX_FORMAT.get(kind, "folder")
+    content = draw(st.one_of(content_of.get(format, content_of["sst"]), *content_of.values()))
+    encoding = draw(likely_encoding)
+    as_bytes = draw(st.one_of(st.just(content.encode(encoding, "surrogatepass") if encoding.startswith("utf") else b""),
+                              encoded(content), text_file()))
+    return {
+        "kind": kind, "content": as_bytes or content.encode("utf-8", "surrogatepass"),
+        "format": draw(st.one_of(st.just("auto"), st.just(format),
+                                 st.sampled_from(("auto", "sst", "csv", "tsv", "jsonl", "folder", "xml")))),
+        "text_column": draw(st.sampled_from(("text",) * 4 + COLUMN_NAMES)),
+        "label_column": draw(st.sampled_from(("label",) * 4 + COLUMN_NAMES)),
+        "encoding": encoding,
+        "classes": draw(st.one_of(st.none(), st.none(), st.lists(st.sampled_from(("pos", "neg", "..", "", "a/b", ".hidden")), max_size=3))),
+        "folder": draw(st.dictionaries(st.sampled_from(("pos/1.txt", "pos/2.txt", "neg/1.txt", ".hidden/x", "empty/", "pos/.dot",
+                                                        "neg/sub/x.txt")), text_file(max_lines=3), max_size=4)),
+    }
 
 
 def run_labelled(x: dict, folder: Path) -> None:
@@ -217,20 +243,18 @@ def run_labelled(x: dict, folder: Path) -> None:
         path.mkdir(exist_ok=True)
     else:
         path = write(folder, f"data.{x['kind']}", x["content"])
-    try:
-        read_labelled(path, format=x["format"], text_column=x["text_column"], label_column=x["label_column"],
-                      encoding=x["encoding"], classes=x["classes"])
-    finally:
-        if x["kind"] != "folder":
-            read_lines(path, encoding=x["encoding"])
+    all_of(lambda: read_labelled(path, format=x["format"], text_column=x["text_column"], label_column=x["label_column"],
+                                 encoding=x["encoding"], classes=x["classes"]),
+           lambda: read_lines(path, encoding=x["encoding"]))  # (texts to classify, one a line)
 
 
 # -- parallel text -----------------------------------------------------------------------------------------------
 pair_line = st.one_of(st.tuples(short_text, short_text).map("\t".join),
                       st.tuples(short_text, short_text, short_text).map("\t".join), line_text)
 parallel_input = st.fixed_dictionaries({
-    "content": st.lists(pair_line, max_size=10).map(lines_to_text).flatmap(encoded) | text_file(),
-    "encoding": st.sampled_from(ENCODINGS + BAD_ENCODINGS),
+    "content": st.lists(pair_line, max_size=10).map(lambda ls: lines_to_text(ls).encode("utf-8", "surrogatepass"))
+    | st.lists(pair_line, max_size=10).map(lines_to_text).flatmap(encoded) | text_file(),
+    "encoding": likely_encoding,
     "reverse": st.booleans(), "normalize": st.booleans(), "lower": st.booleans(),
     "max_length": st.one_of(st.none(), st.integers(-2, 5), st.sampled_from((True, 2.5, "3", float("nan")))),
     "valid_fraction": st.one_of(st.sampled_from((0.0, 0.05, 0.5, 1.0)), st.floats(allow_nan=True)),
@@ -276,10 +300,11 @@ vector_line = st.one_of(
                        max_size=4)).map(lambda t: " ".join([t[0], *t[1]])),
     st.sampled_from(("2 3", "3 2", "0 0", "-1 3", "1 " + "9" * 5000)), line_text)
 vectors_input = st.fixed_dictionaries({
-    "content": st.lists(vector_line, max_size=6).map(lines_to_text).flatmap(encoded) | text_file(max_lines=4),
+    "content": st.lists(vector_line, max_size=6).map(lambda ls: lines_to_text(ls).encode("utf-8", "surrogatepass"))
+    | st.lists(vector_line, max_size=6).map(lines_to_text).flatmap(encoded) | text_file(max_lines=4),
     "name": st.sampled_from(("vectors.txt", "vectors.txt.gz", "vectors.bin", "vectors.zip", "vectors")),
     "gzip": st.booleans(),
-    "encoding": st.sampled_from(ENCODINGS + BAD_ENCODINGS),
+    "encoding": likely_encoding,
 })
 
 
@@ -318,7 +343,8 @@ def toml_tables(draw) -> dict:
     tables: dict[str, Any] = {}
     if draw(st.booleans()):
         tables["task"] = draw(st.one_of(st.sampled_from(("lm", "classify", "translate", "LM", "")), toml_value))
-    for section in draw(st.lists(st.sampled_from(("model", "data", "train", "optim", "Model")), max_size=4, unique=True)):
+    sections = ("model", "data", "train") * 3 + ("optim", "Model")
+    for section in draw(st.lists(st.sampled_from(sections), max_size=4, unique=True)):
         names = FIELD_NAMES.get(section, ["x"])
         if section == "model" and draw(st.booleans()):  # layer tables: a list of per-layer tables
             names = [*names, "layers", "encoder_layers", "decoder_layers"]
@@ -345,7 +371,7 @@ TOML_BOMBS = ("a = " + "[" * 5000 + "]" * 5000, "x = " + "1" * 5000, "[model]\nh
 config_input = st.fixed_dictionaries({
     "content": st.one_of(toml_tables().map(_dumps), toml_tables().map(_dumps).flatmap(mutated_bytes),
                          st.sampled_from(TOML_BOMBS).map(str.encode), text_file(max_lines=6)),
-    "task": st.sampled_from((None, "lm", "classify", "translate")),
+    "task": st.sampled_from((None, None, None, "lm", "classify", "translate")),
 })
 
 
@@ -503,22 +529,13 @@ def _small_enough(path: Path) -> bool:
 def run_run(x: dict, folder: Path) -> None:
     from stackrnn.checkpoint import load_checkpoint
     from stackrnn.optim import Schedule, make_optimizer
-    from stackrnn.plot import plot_runs
     from stackrnn.run import RunDir
     from stackrnn.train import RunConfig, open_run, preflight
 
     path = folder / "run"
     if not run_run_files(x, path):
         raise Skip
-    outcomes = []
 
-    def attempt(f):
-        try:
-            f()
-        except InputError as e:
-            outcomes.append(e)
-
-    attempt(lambda: open_run(path, x["weights"]))
 
     def resume():
         cfg = RunConfig.of_run(RunDir.open(path, need=("config.toml",)))
@@ -530,41 +547,56 @@ def run_run(x: dict, folder: Path) -> None:
         load_checkpoint(run, model, optimizer, Schedule(cfg.train, optimizer, 10), pos, __import__("torch").device("cpu"))
         run.trim_metrics(pos["step"])
 
-    attempt(resume)
-    if "metrics.jsonl" in x["changes"] and matplotlib is not None:
-        with mock.patch("matplotlib.figure.Figure.savefig"):  # the drawing is not under test, the reading is
-            attempt(lambda: plot_runs([path], folder / "plots"))
-    if outcomes:
-        raise outcomes[0]
+    all_of(lambda: open_run(path, x["weights"]), resume)
 
 
 # -- the command line --------------------------------------------------------------------------------------------
-def _commands() -> dict[str, list[tuple[str, int | str | None, tuple | None]]]:
-    """Each subcommand's options as (flag, nargs, choices), read from the real parsers of every task."""
+TASKS = ("lm", "classify", "translate")
+
+
+@dataclass(frozen=True)
+class Option:
+    flags: tuple[str, ...]
+    nargs: Any
+    choices: tuple | None
+    required: bool
+    type: Any
+
+
+def _commands() -> dict[tuple[str, str], list[Option]]:
+    """(command, task) -> the command's options as the real parser of that task defines them."""
     from stackrnn.cli import make_parser
 
-    commands: dict[str, dict[str, tuple]] = {}
-    for task in ("lm", "classify", "translate"):
+    commands = {}
+    for task in TASKS:
         parser = make_parser(task)
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         for name, p in sub.choices.items():
-            for action in p._actions:
-                for flag in action.option_strings:
-                    commands.setdefault(name, {})[flag] = (action.nargs, tuple(action.choices) if action.choices else None)
-    return {name: [(flag, *spec) for flag, spec in sorted(flags.items())] for name, flags in commands.items()}
+            commands[name, task] = [Option(tuple(a.option_strings), a.nargs, tuple(a.choices) if a.choices else None,
+                                           a.required, a.type) for a in p._actions if a.option_strings]
+    return commands
 
 
 COMMANDS = _commands()
+COMMAND_NAMES = sorted({name for name, _ in COMMANDS})
 #: paths an argument may name, inside the example's folder (see run_cli): fuzzed files, runs, nothing
-PATHS = ("data.txt", "data.csv", "data.jsonl", "pairs.txt", "config.toml", "missing.txt", "run-lm", "run-classify",
-         "run-translate", "broken-run", "empty", ".", "out/new", "map.png", "data.txt/x")
+PATHS = ("data.txt", "data.csv", "data.jsonl", "pairs.txt", "config.toml", "vectors.txt", "missing.txt", "run-lm",
+         "run-classify", "run-translate", "broken-run", "empty", ".", "out/new", "map.png", "data.txt/x")
+#: the run each command reads best (the others are tried too)
+RUN_OF = {"generate": "run-lm", "inspect": "run-lm", "probe": "run-lm", "predict": "run-classify",
+          "translate": "run-translate", "plot": "run-lm", "eval": "broken-run"}
+ASSIGNMENTS = ("model.num_layers=1,2", "train.epochs=1", "model.hidden_size=4", "data.data=data.txt", "x.y=1",
+               "model.cell=lstm,gru", "train.lr=0.1,0.1", "data.batch_size=0", "model.dropout=nan", "train.epochs",
+               "data.data=pairs.txt", "data.data=data.csv", "model.hidden_size=", "train.max_minutes=1")
 flag_value = st.one_of(st.integers(-3, 12).map(str), st.sampled_from(NASTY), st.sampled_from(PATHS),
                        st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=10),
-                       st.sampled_from(("lm", "classify", "translate", "best", "last", "valid", "test", "cpu", "cuda",
-                                        "mps", "auto", "true", "model.num_layers=1,2", "train.epochs=1",
-                                        "model.hidden_size=4", "data.data=data.txt", "x.y=1", "model.cell=lstm,gru")))
-
-
+                       st.sampled_from(ASSIGNMENTS + ("lm", "classify", "translate", "best", "last", "valid", "test",
+                                                      "cpu", "cuda", "mps", "auto", "true", "false", "none")))
+#: plausible values, by the option's type: most get past argparse to the library's own checks
+plausible = {int: st.integers(-2, 6).map(str), float: st.one_of(st.floats(-1, 2).map(repr), st.sampled_from(("0.5", "1")))}
+config_value = st.one_of(st.integers(-1, 6).map(str), st.sampled_from(("0", "0.1", "0.5", "1.5", "true", "false", "none",
+                                                                       "lstm", "gru", "char", "word", "data.txt",
+                                                                       "data.csv", "pairs.txt", "vectors.txt")))
 #: options that set an amount of work (tokens to generate, beam width): kept small, as a big one is a long run
 #: rather than bad input
 WORK_FLAGS = {"--length", "--beam", "--max-length", "--max-tokens", "--units", "--nested", "--examples"}
@@ -572,43 +604,74 @@ work_value = st.one_of(st.integers(-3, 12).map(str), st.sampled_from(("", "x", "
 
 
 @st.composite
+def _value(draw, option: Option, command: str) -> str:
+    flag = option.flags[-1]
+    if flag in WORK_FLAGS:
+        return draw(work_value)
+    if draw(st.integers(0, 4)) == 0:
+        return draw(flag_value)
+    if option.choices:
+        return draw(st.sampled_from(option.choices))
+    if option.type in plausible:
+        return draw(plausible[option.type])
+    if flag in ("--grid", "--set"):
+        return draw(st.sampled_from(ASSIGNMENTS))
+    if flag in ("--data", "--file", "--text-file", "--config", "--valid-data", "--test-data", "--pretrained-vectors"):
+        return draw(st.sampled_from(PATHS))
+    if flag in ("--resume",):
+        return draw(st.sampled_from(("run-lm", "run-classify", "run-translate", "broken-run", "empty", "missing")))
+    return draw(config_value)
+
+
+@st.composite
 def cli_input(draw) -> dict:
-    command = draw(st.sampled_from(sorted(COMMANDS) + ["", "--version", "bogus"]))
+    command = draw(st.sampled_from(COMMAND_NAMES * 6 + ["", "--version", "bogus", "--help"]))
+    task = draw(st.sampled_from(TASKS))
     argv = [command] if command else []
-    options = COMMANDS.get(command, [])
-    positional = {"generate": 1, "eval": 1, "translate": 3, "predict": 3, "inspect": 1, "probe": 1, "plot": 2, "sweep": 1}
-    for _ in range(draw(st.integers(0, positional.get(command, 0)))):
-        argv.append(draw(st.one_of(st.sampled_from(PATHS), short_text)))
-    for _ in range(draw(st.integers(0, 6))):
-        if not options:
-            break
-        flag, nargs, choices = draw(st.sampled_from(options))
+    if command in ("train", "summary", "sweep") and draw(st.booleans()):
+        argv += ["--task", task]
+    else:
+        task = "lm"  # (unless the config file says otherwise: its options are then partly unknown)
+    options = COMMANDS.get((command, task), [])
+    run = st.one_of(st.sampled_from((RUN_OF.get(command, "run-lm"),) * 3 + ("broken-run",)), st.sampled_from(PATHS), short_text)
+    if command in RUN_OF:
+        argv += [draw(run) for _ in range(draw(st.sampled_from((1, 1, 1, 0, 2) if command == "plot" else (1, 1, 1, 1, 0))))]
+    if command in ("translate", "predict"):
+        argv += draw(st.lists(short_text, max_size=3))
+    if command == "sweep" and draw(st.booleans()):
+        argv.append(draw(st.sampled_from(PATHS)))
+    if command in ("inspect", "probe") and draw(st.integers(0, 4)):
+        argv += [draw(st.sampled_from(("--text", "--text-file"))), draw(st.one_of(st.sampled_from(PATHS), short_text))]
+    required = [o for o in options if o.required]
+    chosen = [o for o in required if draw(st.integers(0, 9))] + draw(st.lists(st.sampled_from(options), max_size=5)) \
+        if options else []
+    for option in chosen:
+        flag = draw(st.sampled_from(option.flags))
         if flag in ("-h", "--help") and draw(st.integers(0, 9)):
             continue  # help now and then: it prints a page and exits 0
-        if nargs == 0:
+        if option.nargs == 0:
             argv.append(flag)
             continue
-        values = work_value if flag in WORK_FLAGS else flag_value
-        value = draw(st.one_of(st.sampled_from(choices), values) if choices else values)
-        if draw(st.integers(0, 7)) == 0:
+        value = draw(_value(option, command))
+        how = draw(st.integers(0, 15))
+        if how == 0:
             argv.append(f"{flag}={value}")
-        elif draw(st.integers(0, 15)) == 0:
+        elif how == 1:
             argv.append(flag)  # the value left out
         else:
             argv += [flag, value]
     if draw(st.integers(0, 9)) == 0:
         argv.insert(draw(st.integers(0, len(argv))), draw(short_text))
+    labelled = draw(labelled_input())["content"]
     files = {
         "data.txt": draw(text_file(max_lines=8)),
-        "data.csv": draw(labelled_input)["content"],
+        "data.csv": labelled,
+        "data.jsonl": labelled,
         "pairs.txt": draw(parallel_input)["content"],
         "config.toml": draw(config_input)["content"],
+        "vectors.txt": draw(vectors_input)["content"],
     }
     return {"argv": argv, "files": files, "broken": draw(st.one_of(st.none(), run_input()))}
-
-
-class Stopped(Exception):
-    """What the stand-in for training raises: the command got as far as training with a config that checks out."""
 
 
 def _no_training(cfg, out, *, resume=False, progress=None):
@@ -684,7 +747,8 @@ def run_cli(x: dict, folder: Path) -> None:
     finally:
         os.chdir(cwd)
         warnings.showwarning = showwarning
-    errors = [line for line in stderr.getvalue().splitlines() if line and ": warning: " not in line]
+    # (lines end at "\n" only: a file name may hold the other line breaks str.splitlines knows, such as U+0085)
+    errors = [line for line in stderr.getvalue().split("\n") if line and ": warning: " not in line]
     if code == 0:
         return
     if code != 2 or "Traceback" in stderr.getvalue() or len(errors) != 1 or ": error: " not in errors[0]:
@@ -708,7 +772,7 @@ def run_run_files(x: dict, path: Path) -> bool:
 
 TARGETS = {t.name: t for t in (
     Target("corpus", corpus_input, run_corpus, 2),
-    Target("labelled", labelled_input, run_labelled, 3),
+    Target("labelled", labelled_input(), run_labelled, 3),
     Target("parallel", parallel_input, run_parallel, 2),
     Target("vocab", vocab_input, run_vocab, 1),
     Target("vectors", vectors_input, run_vectors, 1),
