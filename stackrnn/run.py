@@ -179,7 +179,12 @@ class RunDir:
                 step = (f.metadata() or {}).get("step")
         except Exception as e:
             raise InputError(f"{self / name} is corrupted or truncated ({str(e).splitlines()[0][:120]}): restore it or retrain") from None
-        return None if step is None else int(step)
+        if step is None:
+            return None
+        try:
+            return int(step)
+        except ValueError:
+            raise InputError(f"{self / name} is corrupted (its step {step[:40]!r} is not a number): restore it or retrain") from None
 
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
         path = self / name

@@ -480,6 +480,25 @@ def run_metrics(data: bytes, folder: Path) -> None:
             plot_runs([folder / "run"], folder / "plots")
 
 
+TENSOR_NAMES = ("hidden.0.0", "hidden.0.1", "hidden.1.0", "hidden.x.0", "hidden.0", "hidden..0", "hidden.-1.0",
+                "rng.torch", "rng.cuda.0", "0.exp_avg", "0.exp_avg_sq", "0.step", "embedding.weight", "")
+
+
+@st.composite
+def safetensors_file(draw) -> bytes:
+    """A well-formed safetensors file with random tensor names, shapes, dtypes and step metadata."""
+    import torch
+    from safetensors.torch import save
+
+    tensors = {}
+    for name in draw(st.lists(st.sampled_from(TENSOR_NAMES), max_size=4, unique=True)):
+        shape = draw(st.lists(st.integers(0, 3), max_size=3))
+        dtype = draw(st.sampled_from((torch.float32, torch.uint8, torch.int64, torch.float16)))
+        tensors[name] = torch.zeros(shape, dtype=dtype)
+    step = draw(st.one_of(st.none(), st.integers(-1, 3).map(str), short_text))
+    return save(tensors, metadata=None if step is None else {"step": step})
+
+
 RUN_FILES = ("config.toml", "vocab.json", "trainer.json", "metrics.jsonl", "model.safetensors", "last.safetensors",
              "optimizer.safetensors", "trainer.safetensors", "labels.json", "split.json", "source_vocab.json",
              "target_vocab.json")
@@ -498,6 +517,8 @@ def run_input(draw) -> dict:
             options += [_json_mutations(json.loads(original))] * 3
         if name == "config.toml":
             options += [toml_tables().map(_dumps)]
+        if name.endswith(".safetensors"):
+            options += [safetensors_file()] * 2
         if name == "metrics.jsonl":
             options += [metrics_input]
         changes[name] = draw(st.one_of(options))

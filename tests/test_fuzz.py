@@ -143,3 +143,14 @@ def test_header_with_a_digit_that_is_not_decimal_is_a_glove_line(tmp_path):
 
     (tmp_path / "v.txt").write_text("2 ²\nthe 0.5\n")
     _raises_one_line(lambda: load_vectors(tmp_path / "v.txt", ["<pad>", "<unk>", "the"]), r"v.txt line 1: '²' is not a number")
+
+
+@pytest.mark.parametrize("step", ["", "x", "²", "1" * 5000])
+def test_checkpoint_step_that_is_not_a_number(tmp_path, step):
+    import torch
+    from safetensors.torch import save_file
+
+    from stackrnn.run import RunDir
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "last.safetensors"), metadata={"step": step})
+    _raises_one_line(lambda: RunDir(tmp_path).tensors_step("last.safetensors"), "last.safetensors is corrupted .its step")
