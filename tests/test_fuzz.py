@@ -5,13 +5,14 @@ CI is deterministic; scripts/fuzz.py runs 10,000. Below them, plain regression t
 found that ended in another exception."""
 
 import json
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from stackrnn.cli import main
 from stackrnn.errors import InputError
-from tests.fuzz_strategies import TARGETS, check_one
+from tests.fuzz_strategies import TARGETS, check_one, tiny_run
 
 #: cases per target: a few hundred in all, the slow targets (tiny runs copied per case) fewer
 EXAMPLES = {"corpus": 40, "labelled": 60, "parallel": 40, "vocab": 30, "vectors": 30, "config": 40, "run": 25, "metrics": 25, "cli": 50}
@@ -154,3 +155,13 @@ def test_checkpoint_step_that_is_not_a_number(tmp_path, step):
 
     save_file({"w": torch.zeros(1)}, str(tmp_path / "last.safetensors"), metadata={"step": step})
     _raises_one_line(lambda: RunDir(tmp_path).tensors_step("last.safetensors"), "last.safetensors is corrupted .its step")
+
+
+def test_classifier_vocabulary_without_pad(tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run("classify"), run)
+    vocab = json.loads((run / "vocab.json").read_text())
+    vocab["itos"] = [t for t in vocab["itos"] if t != "<pad>"]
+    (run / "vocab.json").write_text(json.dumps(vocab))
+    assert main(["predict", str(run), "a text"]) == 2
+    assert "vocab.json lacks <pad>, which a classifier's vocabulary holds" in capsys.readouterr().err
