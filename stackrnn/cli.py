@@ -39,11 +39,16 @@ RESUMABLE = {"train.epochs", "train.max_minutes", "train.max_steps", "train.prog
              "train.tensorboard"}
 
 
+def one_line(text: object) -> str:
+    """A message on one line: a line break that a file name or an argument brought into it is shown as \\n."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: 'stackrnn train: error: ...' and exit status 2, no usage dump."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def add_config_options(parser: argparse.ArgumentParser, task: str) -> None:
@@ -613,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         task = peek_task(argv[1:]) if argv[:1] in (["train"], ["summary"]) else "lm"
     except (InputError, OSError) as e:  # the config file named on the command line cannot be read
-        print(f"stackrnn {argv[0]}: error: {e}", file=sys.stderr)
+        print(f"stackrnn {argv[0]}: error: {one_line(e)}", file=sys.stderr)
         return 2
     parser = make_parser(task)
     args, extra = parser.parse_known_args(argv)
@@ -626,15 +631,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv
     # library warnings (such as a damaged checkpoint passed over) as one line each, like the errors
-    warnings.showwarning = lambda message, *_, **__: print(f"stackrnn {args.command}: warning: {message}", file=sys.stderr)
+    warnings.showwarning = lambda message, *_, **__: print(f"stackrnn {args.command}: warning: {one_line(message)}", file=sys.stderr)
     try:
         return args.func(args)
     except InputError as e:
-        print(f"stackrnn {args.command}: error: {e}", file=sys.stderr)
+        print(f"stackrnn {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a read-only folder, a permission: the user's environment, not a bug
-        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        print(f"stackrnn {args.command}: error: {e.strerror or e}{where}: check the path, its permissions and free space", file=sys.stderr)
+        where = f" ({one_line(e.filename)})" if getattr(e, "filename", None) else ""
+        print(f"stackrnn {args.command}: error: {one_line(e.strerror or e)}{where}: check the path, its permissions and free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"stackrnn {args.command}: interrupted", file=sys.stderr)

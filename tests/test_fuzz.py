@@ -165,3 +165,14 @@ def test_classifier_vocabulary_without_pad(tmp_path, capsys):
     (run / "vocab.json").write_text(json.dumps(vocab))
     assert main(["predict", str(run), "a text"]) == 2
     assert "vocab.json lacks <pad>, which a classifier's vocabulary holds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["predict", "\r\n", "a text"], ["eval", "a\nb"], ["plot", "run", "--out", "x", "\n"]])
+def test_line_breaks_in_arguments_stay_on_the_error_line(capsys, argv):
+    # a run directory named "\r\n" went into the message as it is: the one error line became two
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "\r" not in err and ": error: " in err
