@@ -158,17 +158,23 @@ def check_one(target: Target, example: Any) -> str:
 
 
 # -- text corpora ----------------------------------------------------------------------------------------------
-corpus_input = st.fixed_dictionaries({
-    "files": st.one_of(
-        st.tuples(text_file()).map(lambda t: {"text.txt": t[0]}),
-        st.dictionaries(st.sampled_from(("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt", "other.txt")),
-                        text_file(max_lines=6), max_size=4).map(lambda d: {f"ptb/{k}": v for k, v in d.items()}),
-    ),
-    "d2l": st.booleans(),
-    "valid_fraction": st.one_of(st.sampled_from((0.0, 0.1, 0.5, 0.99, 1.0, -0.1)), st.floats(allow_nan=True)),
-    "test_fraction": st.one_of(st.sampled_from((0.0, 0.1, 0.5)), st.floats(allow_nan=True)),
-    "path": st.sampled_from(("text.txt", "ptb", "missing.txt", ".")),
-})
+@st.composite
+def corpus_input(draw) -> dict:
+    """A text file or a ptb folder (the path mostly naming what was written), and the split fractions."""
+    ptb = draw(st.booleans())
+    if ptb:
+        files = draw(st.dictionaries(st.sampled_from(("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt", "other.txt")),
+                                     text_file(max_lines=6), max_size=4))
+        files = {f"ptb/{k}": v for k, v in files.items()}
+    else:
+        files = {"text.txt": draw(text_file())}
+    return {
+        "files": files,
+        "d2l": draw(st.booleans()),
+        "valid_fraction": draw(st.one_of(st.sampled_from((0.0, 0.1, 0.1, 0.5, 0.99, 1.0, -0.1)), st.floats(allow_nan=True))),
+        "test_fraction": draw(st.one_of(st.sampled_from((0.0, 0.0, 0.1, 0.5)), st.floats(allow_nan=True))),
+        "path": draw(st.sampled_from(("ptb" if ptb else "text.txt",) * 6 + ("text.txt", "ptb", "missing.txt", "."))),
+    }
 
 
 def run_corpus(x: dict, folder: Path) -> None:
@@ -280,7 +286,10 @@ vocab_dict = st.fixed_dictionaries({}, optional={
     "itos": st.one_of(st.lists(st.sampled_from(("<unk>", "<eos>", "<pad>", "a", "b", "", " ", "\x00")), max_size=6),
                       json_value),
 })
+VALID_VOCAB = {"format": "stackrnn.tokenizer", "version": 1, "level": "word", "lower": False,
+               "itos": ["<unk>", "<eos>", "the", "cat", "ab"]}
 vocab_input = st.one_of(vocab_dict.map(lambda d: json.dumps(d, allow_nan=True).encode()),
+                        st.just(json.dumps(VALID_VOCAB).encode()), st.deferred(lambda: _json_mutations(VALID_VOCAB)),
                         json_value.map(lambda v: json.dumps(v).encode()),
                         st.sampled_from(JSON_BOMBS).map(str.encode),
                         vocab_dict.map(lambda d: json.dumps(d)).flatmap(encoded), st.binary(max_size=100))
@@ -792,7 +801,7 @@ def run_run_files(x: dict, path: Path) -> bool:
 
 
 TARGETS = {t.name: t for t in (
-    Target("corpus", corpus_input, run_corpus, 2),
+    Target("corpus", corpus_input(), run_corpus, 2),
     Target("labelled", labelled_input(), run_labelled, 3),
     Target("parallel", parallel_input, run_parallel, 2),
     Target("vocab", vocab_input, run_vocab, 1),

@@ -15,7 +15,8 @@ from stackrnn.errors import InputError
 from tests.fuzz_strategies import TARGETS, check_one, tiny_run
 
 #: cases per target: a few hundred in all, the slow targets (tiny runs copied per case) fewer
-EXAMPLES = {"corpus": 40, "labelled": 60, "parallel": 40, "vocab": 30, "vectors": 30, "config": 40, "run": 25, "metrics": 25, "cli": 50}
+EXAMPLES = {"corpus": 60, "labelled": 80, "parallel": 60, "vocab": 50, "vectors": 50, "config": 60, "run": 40, "metrics": 40,
+            "cli": 80}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
