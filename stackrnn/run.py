@@ -177,6 +177,8 @@ class RunDir:
         try:
             with safe_open(str(self / name), framework="pt") as f:
                 step = (f.metadata() or {}).get("step")
+        except FileNotFoundError:
+            raise InputError(f"{self / name} is missing: the run directory is incomplete") from None
         except Exception as e:
             raise InputError(f"{self / name} is corrupted or truncated ({str(e).splitlines()[0][:120]}): restore it or retrain") from None
         if step is None:

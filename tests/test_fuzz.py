@@ -177,3 +177,10 @@ def test_line_breaks_in_arguments_stay_on_the_error_line(capsys, argv):
         code = e.code
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "\r" not in err and ": error: " in err
+
+
+def test_missing_checkpoint_file_is_missing_not_corrupted(tmp_path):
+    from stackrnn.run import RunDir
+
+    _raises_one_line(lambda: RunDir(tmp_path).tensors_step("optimizer.safetensors"),
+                     "optimizer.safetensors is missing: the run directory is incomplete")
