@@ -184,3 +184,11 @@ def test_missing_checkpoint_file_is_missing_not_corrupted(tmp_path):
 
     _raises_one_line(lambda: RunDir(tmp_path).tensors_step("optimizer.safetensors"),
                      "optimizer.safetensors is missing: the run directory is incomplete")
+
+
+@pytest.mark.parametrize("name, match", [("token_back_" + "1" * 5000, "more positions back than a text has tokens"),
+                                         ("token_back_\u0663", "unknown probe property")])
+def test_probe_property_with_a_huge_or_non_ascii_n(name, match):
+    from stackrnn.inspect.probes import property_labels
+
+    _raises_one_line(lambda: property_labels(name, list("abc")), match)
