@@ -38,11 +38,16 @@ RESUMABLE = {"train.epochs", "train.max_minutes", "train.max_steps", "train.prog
              "train.tensorboard"}
 
 
+def one_line(text: object) -> str:
+    """A message on one line: a line break that a file name or an argument brought into it is shown as \\n."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: 'stackrnn train: error: ...' and exit status 2, no usage dump."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def add_config_options(parser: argparse.ArgumentParser, task: str) -> None:
@@ -95,10 +100,13 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict]:
 def peek_task(argv: list[str]) -> str:
     """The task of a train or summary command line, needed before its options can be defined: --task, else the
     config file's (or the resumed run's) `task`, else "lm"."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     for flag in ("--task", "--config", "--resume"):
         pre.add_argument(flag)
-    known, _ = pre.parse_known_args(argv)
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except argparse.ArgumentError:  # such as --config without its value: the full parser says so, in one line
+        return "lm"
     if known.task is not None:
         return known.task if known.task in TASK_NAMES else "lm"  # the full parser reports a bad --task
     for path in (known.config, known.resume and str(Path(known.resume) / "config.toml")):
@@ -441,7 +449,7 @@ def _text_argument(args: argparse.Namespace) -> str:
         raise InputError(f"--text-file {path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"--text-file {path} is a folder: give a text file") from None
-    except UnicodeDecodeError:
+    except UnicodeError:  # UnicodeDecodeError, or a codec such as "undefined" that refuses all
         raise InputError(f"--text-file {path} is not {args.encoding} text: pass its encoding with --encoding") from None
     except LookupError:
         raise InputError(f"--encoding {args.encoding}: unknown encoding (e.g. utf-8, latin-1)") from None
@@ -621,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         task = peek_task(argv[1:]) if argv[:1] in (["train"], ["summary"]) else "lm"
     except (InputError, OSError) as e:  # the config file named on the command line cannot be read
-        print(f"stackrnn {argv[0]}: error: {e}", file=sys.stderr)
+        print(f"stackrnn {argv[0]}: error: {one_line(e)}", file=sys.stderr)
         return 2
     parser = make_parser(task)
     args, extra = parser.parse_known_args(argv)
@@ -638,15 +646,15 @@ def main(argv: list[str] | None = None) -> int:
             command.error(f"unrecognized arguments: {' '.join(extra)}{near}")
     args.argv = argv
     # library warnings (such as a damaged checkpoint passed over) as one line each, like the errors
-    warnings.showwarning = lambda message, *_, **__: print(f"stackrnn {args.command}: warning: {message}", file=sys.stderr)
+    warnings.showwarning = lambda message, *_, **__: print(f"stackrnn {args.command}: warning: {one_line(message)}", file=sys.stderr)
     try:
         return args.func(args)
     except InputError as e:
-        print(f"stackrnn {args.command}: error: {e}", file=sys.stderr)
+        print(f"stackrnn {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a read-only folder, a permission: the user's environment, not a bug
-        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        print(f"stackrnn {args.command}: error: {e.strerror or e}{where}: check the path, its permissions and free space", file=sys.stderr)
+        where = f" ({one_line(e.filename)})" if getattr(e, "filename", None) else ""
+        print(f"stackrnn {args.command}: error: {one_line(e.strerror or e)}{where}: check the path, its permissions and free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"stackrnn {args.command}: interrupted", file=sys.stderr)

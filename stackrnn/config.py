@@ -232,8 +232,11 @@ def read_toml(path: str | Path) -> dict:
         raise InputError(f"config file {path} does not exist: pass the path of a TOML file (see examples/)") from None
     except IsADirectoryError:
         raise InputError(f"config file {path} is a directory: pass the path of a TOML file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"config file {path} is not valid TOML ({e}): fix the file") from None
+    except (ValueError, RecursionError) as e:
+        # TOMLDecodeError and UnicodeDecodeError are ValueErrors, and so is an integer of more than 4,300 digits,
+        # which Python refuses to convert; arrays nested thousands deep exhaust the parser's stack
+        reason = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())
+        raise InputError(f"config file {path} is not valid TOML ({reason}): fix the file") from None
 
 
 def dumps_toml(tables: dict) -> str:

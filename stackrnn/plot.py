@@ -23,8 +23,22 @@ FIGURES = [
 
 
 def _series(records: list[dict], split: str, key: str) -> tuple[list[int], list[float]]:
-    points = [(r["step"], r[key]) for r in records if r.get("split") == split and r.get(key) is not None]
+    # (a value that is not a number, in a damaged line, is passed over as a missing one is)
+    points = [(r["step"], r[key]) for r in records if r.get("split") == split and _number(r.get(key))]
     return [p[0] for p in points], [p[1] for p in points]
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float))
+
+
+def _grad_record(r: dict) -> bool:
+    """Whether `r` is a gradient record as train.grad_every writes it: layer_grad_norm a list of numbers (or
+    None), step_grad_norm a list of such lists; a damaged one is passed over."""
+    norms = lambda xs: isinstance(xs, list) and all(x is None or _number(x) for x in xs)  # noqa: E731
+    steps = r.get("step_grad_norm")
+    return (r.get("split") == "grad" and norms(r.get("layer_grad_norm")) and isinstance(steps, list)
+            and all(norms(xs) for xs in steps))
 
 
 def check_matplotlib() -> None:
@@ -88,7 +102,7 @@ def plot_runs(runs: list[str | Path], out: str | Path) -> list[Path]:
         fig.savefig(out / filename)
         plt.close(fig)
         written.append(out / filename)
-    grads = [(name, [r for r in records if r.get("split") == "grad"]) for name, records in loaded]
+    grads = [(name, [r for r in records if _grad_record(r)]) for name, records in loaded]
     grads = [(name, records) for name, records in grads if records]
     if grads:
         written.append(_plot_grad_layers(plt, grads, out / "grad_layers.png"))

@@ -172,11 +172,15 @@ class RunDir:
         if not path.exists():
             return []
         records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        # a line cut short by a crash, or otherwise damaged (bytes that are not UTF-8, JSON that is not a record
+        # with a numeric step), is passed over: the metrics are a log to read, the run does not depend on them
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
+                records.append(record)
         return records
 
     # -- tensors ----------------------------------------------------------------------------------------------
@@ -213,9 +217,16 @@ class RunDir:
         try:
             with safe_open(str(self / name), framework="pt") as f:
                 step = (f.metadata() or {}).get("step")
+        except FileNotFoundError:
+            raise InputError(f"{self / name} is missing: the run directory is incomplete") from None
         except Exception as e:
             raise InputError(f"{self / name} is corrupted or truncated ({str(e).splitlines()[0][:120]}): restore it or retrain") from None
-        return None if step is None else int(step)
+        if step is None:
+            return None
+        try:
+            return int(step)
+        except ValueError:
+            raise InputError(f"{self / name} is corrupted (its step {step[:40]!r} is not a number): restore it or retrain") from None
 
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
         path = self / name
@@ -235,8 +246,11 @@ class RunDir:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"{path} is missing: the run directory is incomplete") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{path} is corrupted ({e}): restore it or retrain") from None
+        except (ValueError, RecursionError) as e:
+            # ValueError: not UTF-8, not JSON, or an integer of more than 4,300 digits; RecursionError: nested
+            # thousands deep
+            reason = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())
+            raise InputError(f"{path} is corrupted ({reason}): restore it or retrain") from None
         if not isinstance(data, dict):
             raise InputError(f"{path} is corrupted (expected a JSON object): restore it or retrain")
         return data

@@ -156,6 +156,10 @@ def _read_jsonl(text: str, path: Path, text_key: str, label_key: str) -> Pairs:
         except json.JSONDecodeError as e:
             raise InputError(f"{path} line {number} is not valid JSON ({e.msg} at column {e.colno}): "
                              "write one JSON object a line") from None
+        except (ValueError, RecursionError) as e:  # an integer of more than 4,300 digits; nesting thousands deep
+            reason = "nested too deeply" if isinstance(e, RecursionError) else _one_line(e)
+            raise InputError(f"{path} line {number} cannot be read as JSON ({reason}): write one JSON object a "
+                             "line") from None
         if not isinstance(obj, dict):
             raise InputError(f"{path} line {number} holds a JSON {type(obj).__name__}, not an object: write one "
                              f'object a line, such as {{"{text_key}": "...", "{label_key}": 1}}')
@@ -252,10 +256,16 @@ def _read_text(path: Path, encoding: str) -> str:
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
-        # decoding the part before the bad byte counts lines in any encoding, UTF-16 included
-        line = raw[: e.start].decode(encoding, errors="replace").count("\n") + 1
+        # decoding the part before the bad byte counts lines in any encoding, UTF-16 included; idna and punycode
+        # have no "replace" error handler, but are ASCII where they fail, so their line ends are bytes
+        try:
+            line = raw[: e.start].decode(encoding, errors="replace").count("\n") + 1
+        except UnicodeError:
+            line = raw[: e.start].count(b"\n") + 1
         raise InputError(f"{path} line {line} is not {encoding} text (byte 0x{raw[e.start]:02x}: {e.reason}): "
                          f"{_ENCODING_HINT}") from None
+    except UnicodeError as e:  # a codec that refuses the bytes without saying where ("undefined", "idna")
+        raise InputError(f"{path} is not {encoding} text ({_one_line(e)}): {_ENCODING_HINT}") from None
     return text.removeprefix("\ufeff")  # a byte-order mark is not text (Excel writes one before a CSV header)
 
 

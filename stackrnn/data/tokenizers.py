@@ -213,8 +213,10 @@ class Tokenizer:
             d = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"vocabulary file {path} does not exist: pass the vocab.json of a run") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            reason = _one_line(e)
+        except (OSError, ValueError, RecursionError) as e:
+            # ValueError: not UTF-8, not JSON, or an integer of more than 4,300 digits; RecursionError: nested
+            # thousands deep
+            reason = "nested too deeply" if isinstance(e, RecursionError) else _one_line(e)
             raise InputError(f"vocabulary file {path} cannot be read ({reason}): restore it from the run") from None
         problem = _check_dict(d)
         if problem:

@@ -79,11 +79,14 @@ def load_vectors(
                 if not fields:
                     continue
                 if not dim:
-                    if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
-                        dim, origin = int(fields[1]), f"as the header on line {number} says"  # word2vec: count dim
-                        if dim < 1:
-                            raise InputError(f"{path} line {number}: the word2vec header 'count dim' has dim 0: "
-                                             "expected a vector size >= 1")
+                    # (isdecimal, not isdigit: int() refuses "²", a digit; it also refuses more than 4,300 digits)
+                    if len(fields) == 2 and fields[0].isdecimal() and fields[1].isdecimal():
+                        digits = fields[1].lstrip("0") or "0"
+                        if digits == "0" or len(digits) > 9:  # no vector has a billion values
+                            shown = digits if len(digits) <= 20 else digits[:20] + "..."
+                            raise InputError(f"{path} line {number}: the word2vec header 'count dim' has dim {shown}: "
+                                             "expected a vector size from 1 to 999999999")
+                        dim, origin = int(digits), f"as the header on line {number} says"  # word2vec: count dim
                         continue
                     dim, origin = len(fields) - 1, f"like line {number}"
                     if dim < 1:
@@ -153,6 +156,9 @@ def _decode(raw: bytes, encoding: str, path: Path, number: int) -> str:
     except UnicodeDecodeError as e:
         raise InputError(f"{path} line {number} is not {encoding} text ({e.reason} at byte {e.start} of the line): "
                          f"pass the file's encoding with --vectors-encoding (e.g. --vectors-encoding latin-1)") from None
+    except UnicodeError as e:  # a codec that refuses the bytes without saying where ("undefined", "idna")
+        raise InputError(f"{path} line {number} is not {encoding} text ({' '.join(str(e).split())}): pass the "
+                         "file's encoding with --vectors-encoding (e.g. --vectors-encoding latin-1)") from None
     return line.lstrip("\ufeff") if number == 1 else line  # a byte-order mark is not part of the first word
 
 

@@ -82,7 +82,9 @@ def token_back_labels(tokens: list[str], n: int, top: int = 20) -> tuple[list[in
 
 def property_labels(name: str, tokens: list[str]) -> tuple[Tensor, list[str]]:
     """Labels (N,) int64 (-1: not scored) and class names of the property `name` (see PROPERTIES)."""
-    back = re.fullmatch(r"token_back_(\d+)", name)
+    back = re.fullmatch(r"token_back_([0-9]+)", name)  # (not \d: int() refuses some of its digits)
+    if back and len(back.group(1)) > 9:  # int() refuses more than 4,300 digits; no text has a billion tokens
+        raise InputError(f"{name[:20]}...: more positions back than a text has tokens: use token_back_N with a small N")
     if back:
         labels, classes = token_back_labels(tokens, int(back.group(1)))
     elif name in LABELLERS:

@@ -176,6 +176,8 @@ class ClassifyTask(Task):
 
     def load_vocab(self, run: RunDir) -> None:
         self.tokenizer = run.load_tokenizer()
+        if self.tokenizer.pad_id is None:  # what short texts of a batch are padded with
+            raise InputError(f"{run / VOCAB} lacks <pad>, which a classifier's vocabulary holds: restore it or retrain")
         labels = run.load_json(LABELS).get("labels")
         if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
             raise InputError(f"{run / LABELS} is corrupted (expected at least two label names): restore it or retrain")
