@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ except ImportError:
     matplotlib = None
 
 from stackrnn.errors import InputError
+from stackrnn.train import preflight as real_preflight  # (the command line's cases replace it with _fake_preflight)
 
 # ---------------------------------------------------------------------------------------------- raw material
 ENCODINGS = ("utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32", "latin-1", "ascii", "cp1252", "shift_jis")
@@ -101,7 +101,7 @@ def mutated_bytes(draw, data: bytes) -> bytes:
 def text_file(lines: st.SearchStrategy[str] = line_text, max_lines: int = 12) -> st.SearchStrategy[bytes]:
     """File contents: random bytes, or random lines in a random encoding, now and then one huge line."""
     huge = st.sampled_from((1_000, 140_000)).map(lambda n: "x" * n)  # the csv module's field limit is 131,072
-    as_text = st.lists(st.one_of(lines, huge) if max_lines else lines, max_size=max_lines).map(lines_to_text)
+    as_text = st.lists(st.one_of(lines, huge), max_size=max_lines).map(lines_to_text)
     return st.one_of(st.binary(max_size=200), as_text.flatmap(encoded), as_text.map(lambda t: t.encode("utf-8", "surrogatepass")))
 
 
@@ -143,7 +143,8 @@ class Skip(Exception):
 def check_one(target: Target, example: Any) -> str:
     """Feed one input: "ok" when it loads, "input error" for a one-line InputError, "skipped" for an input the
     harness declines; anything else propagates."""
-    with tempfile.TemporaryDirectory(prefix="stackrnn-fuzz-") as tmp, warnings.catch_warnings():
+    offline = mock.patch("urllib.request.urlopen", side_effect=OSError("no downloads while fuzzing"))
+    with tempfile.TemporaryDirectory(prefix="stackrnn-fuzz-") as tmp, warnings.catch_warnings(), offline:
         warnings.simplefilter("ignore")
         try:
             target.run(example, Path(tmp))
@@ -737,17 +738,16 @@ def _no_training(cfg, out, *, resume=False, progress=None):
                        stopped="finished", seconds=0.0, model=torch.nn.Linear(1, 1))
 
 
-_real_preflight = None
-
-
 def _fake_preflight(cfg, out, *, resume, world_size=1, writer=True):
+    """Stand-in for train.preflight: the real one where the data is a local file and the model small, else the
+    checks that need no data."""
     from stackrnn.train import choose_device
 
     data = getattr(cfg.data, "data", None)
     if getattr(cfg.data, "dataset", None) is None and data is not None and Path(data).exists():
         model_sizes = [v for v in vars(cfg.model).values() if isinstance(v, int) and not isinstance(v, bool)]
         if all(v <= 64 for v in model_sizes) and not getattr(cfg.model, "pretrained_vectors", None):
-            return _real_preflight(cfg, out, resume=resume, world_size=world_size, writer=writer)
+            return real_preflight(cfg, out, resume=resume, world_size=world_size, writer=writer)
     choose_device(cfg.train.device)
     cfg.make_task().monitored(cfg.train.monitor)
 
@@ -755,11 +755,8 @@ def _fake_preflight(cfg, out, *, resume, world_size=1, writer=True):
 def run_cli(x: dict, folder: Path) -> None:
     """cli.main on the argv, in `folder` (which holds the fuzzed files and copies of the tiny runs), with training,
     summaries' model building, process launching and plotting replaced by stand-ins."""
-    global _real_preflight
-    import stackrnn.train as train_module
     from stackrnn.cli import main
 
-    _real_preflight = train_module.preflight
     for name, data in x["files"].items():
         write(folder, name, data)
     (folder / "empty").mkdir()
