@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ except ImportError:
     matplotlib = None
 
 from stackrnn.errors import InputError
+from stackrnn.train import preflight as real_preflight  # (the command line's cases replace it with _fake_preflight)
 
 # ---------------------------------------------------------------------------------------------- raw material
 ENCODINGS = ("utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32", "latin-1", "ascii", "cp1252", "shift_jis")
@@ -101,7 +101,7 @@ def mutated_bytes(draw, data: bytes) -> bytes:
 def text_file(lines: st.SearchStrategy[str] = line_text, max_lines: int = 12) -> st.SearchStrategy[bytes]:
     """File contents: random bytes, or random lines in a random encoding, now and then one huge line."""
     huge = st.sampled_from((1_000, 140_000)).map(lambda n: "x" * n)  # the csv module's field limit is 131,072
-    as_text = st.lists(st.one_of(lines, huge) if max_lines else lines, max_size=max_lines).map(lines_to_text)
+    as_text = st.lists(st.one_of(lines, huge), max_size=max_lines).map(lines_to_text)
     return st.one_of(st.binary(max_size=200), as_text.flatmap(encoded), as_text.map(lambda t: t.encode("utf-8", "surrogatepass")))
 
 
@@ -143,7 +143,8 @@ class Skip(Exception):
 def check_one(target: Target, example: Any) -> str:
     """Feed one input: "ok" when it loads, "input error" for a one-line InputError, "skipped" for an input the
     harness declines; anything else propagates."""
-    with tempfile.TemporaryDirectory(prefix="stackrnn-fuzz-") as tmp, warnings.catch_warnings():
+    offline = mock.patch("urllib.request.urlopen", side_effect=OSError("no downloads while fuzzing"))
+    with tempfile.TemporaryDirectory(prefix="stackrnn-fuzz-") as tmp, warnings.catch_warnings(), offline:
         warnings.simplefilter("ignore")
         try:
             target.run(example, Path(tmp))
@@ -610,7 +611,7 @@ def _commands() -> dict[tuple[str, str], list[Option]]:
 COMMANDS = _commands()
 COMMAND_NAMES = sorted({name for name, _ in COMMANDS})
 #: paths an argument may name, inside the example's folder (see run_cli): fuzzed files, runs, nothing
-PATHS = ("data.txt", "data.csv", "data.jsonl", "pairs.txt", "config.toml", "vectors.txt", "missing.txt", "run-lm",
+PATHS = ("data.txt", "long.txt", "data.csv", "data.jsonl", "pairs.txt", "config.toml", "vectors.txt", "missing.txt", "run-lm",
          "run-classify", "run-translate", "broken-run", "empty", ".", "out/new", "map.png", "data.txt/x")
 #: the run each command reads best (the others are tried too)
 RUN_OF = {"generate": "run-lm", "inspect": "run-lm", "probe": "run-lm", "predict": "run-classify",
@@ -627,17 +628,32 @@ plausible = {int: st.integers(-2, 6).map(str), float: st.one_of(st.floats(-1, 2)
 config_value = st.one_of(st.integers(-1, 6).map(str), st.sampled_from(("0", "0.1", "0.5", "1.5", "true", "false", "none",
                                                                        "lstm", "gru", "char", "word", "data.txt",
                                                                        "data.csv", "pairs.txt", "vectors.txt")))
+#: a text long enough for inspect and probe (100 tokens and more), in the tiny runs' words
+LONG_TEXT = "the cat sat on a mat and the dog ran to the cat on the mat\n" * 8
+long_text = st.one_of(st.just(LONG_TEXT), mutated_bytes(LONG_TEXT.encode()).map(lambda b: b.decode("utf-8", "replace")))
+#: values of the options whose values are not paths, numbers or config values
+SPECIAL = {"--properties": st.sampled_from(("char_class", "token_back_1", "token_back_0", "token_back_" + "9" * 12,
+                                            "token_back_\u0663", "bracket_depth,char_class", " , ", "position_in_word,x",
+                                            "token_back_1,token_back_1", "token_back_99999")),
+           "--prefix": st.sampled_from(("the", "", "zzz", "the cat", "\x00", " ", "\n", "<unk>")),
+           "--text": st.one_of(long_text, short_text), "--target": st.sampled_from(("the cat", "", "zzz", "\n")),
+           "--attention": st.sampled_from(("map.png", "map.PNG", "map.jpg", "out/new/map.png", "empty", "")),
+           "--out": st.sampled_from(("out/new",) * 4 + ("empty", "run-lm", "data.txt", ""))}
 #: options that set an amount of work (tokens to generate, beam width): kept small, as a big one is a long run
 #: rather than bad input
 WORK_FLAGS = {"--length", "--beam", "--max-length", "--max-tokens", "--units", "--nested", "--examples"}
-work_value = st.one_of(st.integers(-3, 12).map(str), st.sampled_from(("", "x", "1.5", "nan", "-0", "0x3", " 2", "1e3")))
+work_value = st.one_of(st.integers(-3, 12).map(str), st.sampled_from(("", "x", "1.5", "nan", "-0", "0x3", " 2", "1e3", "100", "300")))
 
 
 @st.composite
 def _value(draw, option: Option, command: str) -> str:
     flag = option.flags[-1]
+    if flag in ("--max-tokens", "--nested") and draw(st.integers(0, 3)):
+        return draw(st.sampled_from(("100", "300", "2000", "99", "0")))  # probes need 100 tokens
     if flag in WORK_FLAGS:
         return draw(work_value)
+    if flag in SPECIAL and draw(st.integers(0, 4)):
+        return draw(SPECIAL[flag])
     if draw(st.integers(0, 4)) == 0:
         return draw(flag_value)
     if option.choices:
@@ -663,15 +679,20 @@ def cli_input(draw) -> dict:
     else:
         task = "lm"  # (unless the config file says otherwise: its options are then partly unknown)
     options = COMMANDS.get((command, task), [])
-    run = st.one_of(st.sampled_from((RUN_OF.get(command, "run-lm"),) * 3 + ("broken-run",)), st.sampled_from(PATHS), short_text)
+    right = st.just(RUN_OF.get(command, "run-lm"))
+    run = st.one_of(right, right, right, right, st.just("broken-run"), st.sampled_from(PATHS), short_text)
     if command in RUN_OF:
         argv += [draw(run) for _ in range(draw(st.sampled_from((1, 1, 1, 0, 2) if command == "plot" else (1, 1, 1, 1, 0))))]
     if command in ("translate", "predict"):
-        argv += draw(st.lists(short_text, max_size=3))
+        argv += draw(st.lists(st.one_of(st.just("the cat sat"), short_text), min_size=draw(st.sampled_from((0, 1, 1))),
+                              max_size=3))
     if command == "sweep" and draw(st.booleans()):
         argv.append(draw(st.sampled_from(PATHS)))
     if command in ("inspect", "probe") and draw(st.integers(0, 4)):
-        argv += [draw(st.sampled_from(("--text", "--text-file"))), draw(st.one_of(st.sampled_from(PATHS), short_text))]
+        if draw(st.booleans()):
+            argv += ["--text", draw(long_text)]
+        else:
+            argv += ["--text-file", draw(st.sampled_from(("long.txt",) * 4 + PATHS))]
     required = [o for o in options if o.required]
     chosen = [o for o in required if draw(st.integers(0, 9))] + draw(st.lists(st.sampled_from(options), max_size=5)) \
         if options else []
@@ -695,6 +716,7 @@ def cli_input(draw) -> dict:
     labelled = draw(labelled_input())["content"]
     files = {
         "data.txt": draw(text_file(max_lines=8)),
+        "long.txt": draw(long_text).encode("utf-8", "surrogatepass"),
         "data.csv": labelled,
         "data.jsonl": labelled,
         "pairs.txt": draw(parallel_input)["content"],
@@ -716,17 +738,16 @@ def _no_training(cfg, out, *, resume=False, progress=None):
                        stopped="finished", seconds=0.0, model=torch.nn.Linear(1, 1))
 
 
-_real_preflight = None
-
-
 def _fake_preflight(cfg, out, *, resume, world_size=1, writer=True):
+    """Stand-in for train.preflight: the real one where the data is a local file and the model small, else the
+    checks that need no data."""
     from stackrnn.train import choose_device
 
     data = getattr(cfg.data, "data", None)
     if getattr(cfg.data, "dataset", None) is None and data is not None and Path(data).exists():
         model_sizes = [v for v in vars(cfg.model).values() if isinstance(v, int) and not isinstance(v, bool)]
         if all(v <= 64 for v in model_sizes) and not getattr(cfg.model, "pretrained_vectors", None):
-            return _real_preflight(cfg, out, resume=resume, world_size=world_size, writer=writer)
+            return real_preflight(cfg, out, resume=resume, world_size=world_size, writer=writer)
     choose_device(cfg.train.device)
     cfg.make_task().monitored(cfg.train.monitor)
 
@@ -734,11 +755,8 @@ def _fake_preflight(cfg, out, *, resume, world_size=1, writer=True):
 def run_cli(x: dict, folder: Path) -> None:
     """cli.main on the argv, in `folder` (which holds the fuzzed files and copies of the tiny runs), with training,
     summaries' model building, process launching and plotting replaced by stand-ins."""
-    global _real_preflight
-    import stackrnn.train as train_module
     from stackrnn.cli import main
 
-    _real_preflight = train_module.preflight
     for name, data in x["files"].items():
         write(folder, name, data)
     (folder / "empty").mkdir()
