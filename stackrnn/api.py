@@ -128,6 +128,35 @@ class TranslatorRun(Run):
         return results
 
 
+    def check_attention(self, target: str | None = None) -> None:
+        """An InputError now if `draw_attention` could not draw (no matplotlib, no attention, an empty target)."""
+        from .plot import check_matplotlib
+
+        check_matplotlib()
+        self.task.check_attention(self.model)
+        if target is not None:
+            self.task.prepare_input([target])
+
+    def draw_attention(self, source: str, path: str | Path, *, target: str | None = None, translation: str | None = None,
+                       max_length: int | None = None) -> Path:
+        """A PNG heat map at `path` of the attention of each target word over the words of `source`: for
+        `target`, else for the model's `translation` (its <eos> row only if it ended before the length limit,
+        else the decoder never produced one), else for its greedy translation."""
+        from .decode import length_limits
+        from .plot import plot_attention
+
+        if target is not None:
+            ended = True
+        else:
+            target = translation if translation is not None else self.translate(source, beam=1, max_length=max_length)
+            (prepared,) = self.task.prepare_input([source])
+            limit = length_limits(torch.tensor([len(self.task.source_tokenizer.encode(prepared))]), max_length)[0]
+            ended = len(target.split()) < limit
+        weights, source_words, target_words = self.task.attention_map(self.model, source, target, ended=ended)
+        return plot_attention(weights.numpy(), source_words, target_words, path,
+                              title=f"{self.path}: attention ({self.model.attention_kind})")
+
+
 RUN_CLASSES: dict[str, type[Run]] = {cls.kind: cls for cls in (LanguageModelRun, ClassifierRun, TranslatorRun)}
 
 
@@ -160,22 +189,62 @@ def fit(config: str | Path | dict | RunConfig | None = None, data: str | Path | 
         **overrides: any config field by name, as the command line's options: hidden_size=512, epochs=3,
             max_minutes=2, lr=1e-3 (each field belongs to one section; see `stackrnn train --help`).
     """
-    if resume:
-        if out is None or config is not None or data is not None or task is not None:
-            raise InputError("resume: name the run to continue with out=RUN, and leave out config, data and task")
-        cfg = RunConfig.of_run(RunDir.open(out, need=("config.toml",)))
-        for path, value in leaves(_sectioned(overrides, cfg.task)):
-            setattr(get_path(cfg, path[:-1]), path[-1], value)
-        cfg.train.validate()
-    else:
-        if data is not None:
-            overrides = {**overrides, "data": str(data)}
-        cfg = _config(config, overrides, task)
-        out = out if out is not None else default_out(cfg)
+    if resume and (out is None or config is not None or data is not None):
+        raise InputError("resume: name the run to continue with out=RUN, and leave out config and data")
+    if data is not None:
+        overrides = {**overrides, "data": str(data)}
+    if resume:  # the keywords are checked against the run's own task
+        task = task or RunConfig.of_run(RunDir.open(out, need=("config.toml",))).task
+    cfg, out = run_config(config, _sectioned(overrides, task or _task_of(config)), task=task,
+                          resume=out if resume else None, out=out)
     result = train(cfg, out, resume=resume, progress=progress, callbacks=tuple(callbacks))
     run = load(result.run)
     run.result = result
     return run
+
+
+#: what resuming a run may change: how much longer to train, and how it looks
+RESUMABLE = {"train.epochs", "train.max_minutes", "train.max_steps", "train.progress", "train.sample_prefix",
+             "train.sample_length", "train.device", "train.tensorboard"}
+
+
+def run_config(config: str | Path | dict | RunConfig | None, overrides: dict[str, dict], *, task: str | None = None,
+               resume: str | Path | None = None, out: str | Path | None = None) -> tuple[RunConfig, str | Path]:
+    """The config a training run starts with, and its directory: `config` (a TOML file, its tables or a
+    RunConfig; None for the defaults) under `overrides` ({section: {field: value}}), into `out` (default:
+    runs/NAME-DATE-TIME). With `resume` RUN, that run's own config, of which the overrides may change only what
+    RESUMABLE names; giving a value the run already has is no change (the same command line again works)."""
+    if resume is None:
+        cfg = _config(config, overrides, task)
+        return cfg, out if out is not None else default_out(cfg)
+    cfg = RunConfig.of_run(RunDir.open(resume, need=("config.toml",)))
+    if task is not None and task != cfg.task:
+        raise InputError(f"--resume keeps the run's task ({cfg.task}): leave out --task {task}")
+    changed = {".".join(path): (path, v) for path, v in leaves(overrides) if not _same_value(get_path(cfg, path), v, path[0])}
+    refused = sorted(set(changed) - RESUMABLE)
+    if refused:
+        raise InputError(f"--resume keeps the run's config; these options would change it: {', '.join(refused)}. "
+                         f"Only {', '.join(sorted(RESUMABLE))} may change")
+    for path, value in changed.values():
+        setattr(get_path(cfg, path[:-1]), path[-1], value)
+    cfg.train.validate()
+    return cfg, resume
+
+
+def _same_value(old, new, section: str) -> bool:
+    """Whether an option's value is the run's: a run keeps its data paths absolute, so a relative one is compared
+    as the absolute path it names."""
+    from .data.pipeline import absolute
+
+    return new == old or (section == "data" and isinstance(new, str) and isinstance(old, str) and absolute(new) == old)
+
+
+def _task_of(config) -> str:
+    """The task a config names (the default task without one), before its overrides can be checked."""
+    if isinstance(config, RunConfig):
+        return config.task
+    tables = config if isinstance(config, dict) else read_toml(config) if config is not None else {}
+    return tables.get("task", "lm")
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -188,15 +257,14 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 def _config(config, overrides: dict, task: str | None) -> RunConfig:
-    """The config `fit` trains: `config` (a file, its tables or a RunConfig) under the keyword overrides."""
+    """The config `fit` trains: `config` (a file, its tables or a RunConfig) under the overrides' tables."""
     if isinstance(config, RunConfig):
         config = {"task": config.task, **{s: to_dict(getattr(config, s)) for s in ("model", "data", "train")}}
     if isinstance(config, dict):
         tables, where = config, "config"
     else:
         tables, where = ({}, "options") if config is None else (read_toml(config), str(config))
-    # the overrides are checked against the fields of the run's task, so that task is needed first
-    return build_config(tables, _sectioned(overrides, task or tables.get("task", "lm")), task, where=where)
+    return build_config(tables, overrides, task, where=where)
 
 
 def _sectioned(overrides: dict, task: str) -> dict[str, dict]:

@@ -28,9 +28,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def option(default: Any, help: str, choices: tuple[str, ...] | None = None, cli: bool = True) -> Any:
-    """A config field with its one-line help, the allowed values for a string, and whether it is a CLI flag."""
-    metadata = {"help": help, "choices": choices, "cli": cli}
+def option(default: Any, help: str, choices: tuple[str, ...] | None = None, cli: bool = True, *,
+           positional: bool = False, required: bool = False, metavar: str | None = None) -> Any:
+    """A config field with its one-line help, the allowed values for a string, and whether it is a CLI flag; for
+    a command's options (commands.py) also whether it is a positional argument, required, and its metavar."""
+    metadata = {"help": help, "choices": choices, "cli": cli, "positional": positional, "required": required,
+                "metavar": metavar}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

@@ -106,6 +106,15 @@ def gather_batch_dim(t: torch.Tensor, world: World, dim: int = 1) -> torch.Tenso
     return torch.cat(parts, dim=dim)
 
 
+def check_launch(device: str, nproc: int) -> None:
+    """An InputError unless `nproc` processes can train on `device` ("auto", "cpu", "cuda", "mps") here."""
+    if device == "mps":
+        raise InputError("--nproc: data-parallel training runs on cpu or cuda, not mps")
+    if device in ("cuda", "auto") and torch.cuda.is_available() and torch.cuda.device_count() < nproc:
+        raise InputError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPUs, one per process is "
+                         "needed: use fewer processes, or --device cpu")
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run this command line again under torchrun with `nproc` processes on this machine; its exit status."""
     if nproc < 1:

@@ -62,13 +62,18 @@ def classification_metrics(predicted: torch.Tensor, gold: torch.Tensor, labels: 
     }
 
 
+def format_metrics(metrics: dict, keys: tuple[str, ...] | None = None) -> str:
+    """'split test  tokens 3034  loss 1.2345 ...': figures on one line, as `stackrnn eval` prints them."""
+    return "  ".join(f"{k} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
+                     for k in (keys or metrics) if k in metrics)
+
+
 def format_classification(metrics: dict) -> str:
     """`classification_metrics` (plus split and loss) as the table `stackrnn eval` prints."""
     labels = metrics["labels"]
     width = max(8, *(len(label) for label in labels))
-    head = [f"{k} {metrics[k]:.4f}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
-            for k in ("split", "examples", "loss", "accuracy", "macro_f1") if k in metrics]
-    lines = ["  ".join(head), "", f"{'class':<{width}}  precision  recall     f1  support"]
+    head = format_metrics(metrics, ("split", "examples", "loss", "accuracy", "macro_f1"))
+    lines = [head, "", f"{'class':<{width}}  precision  recall     f1  support"]
     for label in labels:
         m = metrics["per_class"][label]
         lines.append(f"{label:<{width}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}")
@@ -76,6 +81,15 @@ def format_classification(metrics: dict) -> str:
               " " * width + "  " + "  ".join(f"{label:>{width}}" for label in labels)]
     for label, row in zip(labels, metrics["confusion_matrix"]):
         lines.append(f"{label:<{width}}  " + "  ".join(f"{n:>{width}d}" for n in row))
+    return "\n".join(lines)
+
+
+def format_translation(metrics: dict) -> str:
+    """A translation run's `stackrnn eval` figures, its BLEU signature and its example translations."""
+    lines = [format_metrics(metrics, ("split", "pairs", "beam", "bleu", "exact_match", "loss")),
+             f"BLEU signature: {metrics['bleu_signature']}"]
+    for e in metrics["examples"]:
+        lines += ["", f"source:      {e['source']}", f"translation: {e['translation']}", f"reference:   {e['reference']}"]
     return "\n".join(lines)
 
 

@@ -118,7 +118,8 @@ def test_keras_replica_config_builds_the_keras_model(capsys):
 
 
 def _cli_config(flags):
-    from stackrnn.cli import build_config, make_parser, overrides_from
+    from stackrnn.cli import make_parser, overrides_from
+    from stackrnn.train import build_config
 
     args = make_parser("classify").parse_args(["train", *TINY, *flags])
     return build_config(None, overrides_from(args), "classify")

@@ -181,7 +181,8 @@ def test_resume_accepts_the_run_s_own_values_and_refuses_only_changes(tmp_path, 
 @pytest.mark.parametrize("given, value", [([], False), (["--{}"], True), (["--no-{}"], False), (["--{}", "3"], 3),
                                           (["--{}=2"], 2), (["--{}", "true"], True), (["--{}", "--lr", "0.1"], True)])
 def test_residual_options_are_a_switch_or_a_layer_number(task, flag, given, value):
-    from stackrnn.cli import build_config, overrides_from
+    from stackrnn.cli import overrides_from
+    from stackrnn.train import build_config
 
     layers = ["--num-layers", "3"] if task == "lm" else ["--encoder-num-layers", "3"]
     args = make_parser(task).parse_args(["train", *layers, *(a.format(flag) for a in given)])

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from stackrnn.cli import build_config, main, make_parser, overrides_from
+from stackrnn.cli import main, make_parser, overrides_from
+from stackrnn.train import build_config
 from stackrnn.data.batching import unigram_perplexity
 from stackrnn.data.pipeline import prepare, train_batches
 from stackrnn.errors import InputError
@@ -30,7 +31,7 @@ def test_run_directory_describes_itself(trained_run):
     assert {"config.toml", "vocab.json", "model.safetensors", "last.safetensors", "optimizer.safetensors",
             "trainer.json", "trainer.safetensors", "metrics.jsonl"} <= names
     cfg = RunConfig.of_run(RunDir(trained_run))
-    assert cfg.model.hidden_size == 32 and cfg.data.num_steps == 16 and cfg.train.epochs == 1
+    assert cfg.model.stack.hidden_size == 32 and cfg.data.num_steps == 16 and cfg.train.epochs == 1
     trainer = json.loads((trained_run / "trainer.json").read_text())
     assert trainer["epoch"] == 1 and trainer["step"] > 0
 
@@ -193,7 +194,7 @@ def test_awd_style_word_model_trains_end_to_end(tmp_path, text_file, capsys):
                  "--embedding-size", "16", "--batch-size", "4", "--num-steps", "12", "--max-steps", "12",
                  "--eval-batch-size", "4", "--lr", "5", "--no-progress", "--log-every", "4"]) == 0
     cfg = RunConfig.of_run(RunDir(out))
-    assert cfg.model.variational and cfg.model.weight_drop == 0.5 and cfg.data.variable_bptt
+    assert cfg.model.stack.variational and cfg.model.stack.weight_drop == 0.5 and cfg.data.variable_bptt
     records = RunDir(out).read_metrics()
     assert all(math.isfinite(r["loss"]) and math.isclose(r["perplexity"], math.exp(r["loss"])) for r in records)
     assert records[-1]["split"] == "valid"

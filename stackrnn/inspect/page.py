@@ -152,6 +152,18 @@ def gate_saturation(trace: LayerTrace) -> dict[str, dict[str, float]]:
 
 
 # ------------------------------------------------------------------------------------------------- the run
+def format_inspection(result: InspectResult) -> str:
+    """What `stackrnn inspect` prints: each layer's gate saturation and its top three units, and the page."""
+    lines = []
+    for layer in result.layers:
+        gates = "  ".join(f"{g} {v['below_0.1']:.0%}<0.1 {v['above_0.9']:.0%}>0.9" for g, v in layer.saturation.items())
+        lines.append(f"layer {layer.layer} ({layer.cell} {layer.hidden_size}{' x2' if layer.directions == 2 else ''})"
+                     + (f"  gates: {gates}" if gates else ""))
+        lines += [f"    {unit.label}" for unit in layer.top_units[:3]]
+    lines.append(f"page: {result.out / 'index.html'} ({result.tokens} tokens{', cut' if result.truncated else ''})")
+    return "\n".join(lines)
+
+
 def inspect_run(run: str | Path, text: str, out: str | Path, *, weights: str = BEST, units: int = 32,
                 max_tokens: int = 2000, plots: bool = True, device: str | torch.device = "cpu") -> InspectResult:
     """Read `text` through the language model of `run` and write the activation page, heat maps and summary

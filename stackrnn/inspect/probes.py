@@ -194,6 +194,18 @@ def probe_layers(states: list[Tensor], labels: dict[str, Tensor], **fit) -> dict
 
 
 # ------------------------------------------------------------------------------------------------- the run
+def format_probes(result: dict, out: str | Path) -> str:
+    """What `stackrnn probe` prints: held-out accuracy per layer and property, beside the majority baseline."""
+    names = list(result["properties"])
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'layer':<12}" + "".join(f"{n:>{width + 2}}" for n in names),
+             f"{'(majority)':<12}" + "".join(f"{result['properties'][n]['majority']:>{width + 2}.3f}" for n in names)]
+    lines += [f"{layer['name']:<12}" + "".join(f"{layer['accuracy'][n]:>{width + 2}.3f}" for n in names)
+              for layer in result["layers"]]
+    lines.append(f"held-out accuracy over {result['tokens']} tokens; plot and table in {out}")
+    return "\n".join(lines)
+
+
 def probe_run(run: str | Path, text: str, *, properties: tuple[str, ...] | list[str] = PROPERTIES,
               out: str | Path | None = None, weights: str = BEST, max_tokens: int = 20_000, seed: int = 0,
               plots: bool = True, device: str | torch.device = "cpu") -> dict:

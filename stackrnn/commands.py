@@ -1,0 +1,409 @@
+"""What each `stackrnn` command does, as library functions: one options dataclass and one function per command.
+
+The options are config dataclasses like the [model], [data] and [train] ones (config.option: a default and a
+one-line help), so the command line (cli.py) generates every flag, its help and its default from them, in one
+place; a command is `COMMAND(options) -> exit status`, printing what the command prints. From Python the same
+work is `stackrnn.fit` / `stackrnn.load` (api.py), which these functions call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .api import load, run_config
+from .config import check_value, option
+from .errors import InputError, plural
+from .tasks import TASK_NAMES, a_run_of
+
+
+@dataclass
+class RunOptions:
+    """What every command that reads a trained run takes."""
+
+    run: str = option(None, "a run directory written by stackrnn train", positional=True, required=True, metavar="RUN")
+    weights: str = option("best", "best-by-validation or last checkpoint", choices=("best", "last"))
+    json: bool = option(False, "print the result as JSON")
+
+
+@dataclass
+class TextOptions:
+    """A text to read through a model: given, or from a file."""
+
+    text: str | None = option(None, "the text to read")
+    text_file: str | None = option(None, "read the text from FILE instead", metavar="FILE")
+    encoding: str = option("utf-8", "the text encoding of the file")
+
+
+# -- train and summary: a config, with every config field as an option ---------------------------------------
+@dataclass
+class TrainOptions:
+    config: str | None = option(None, "a TOML file with [model], [data] and [train] tables (see examples/)",
+                                metavar="FILE.toml")
+    out: str | None = option(None, "the new run directory (default: runs/NAME-DATE-TIME); never overwritten", metavar="RUN")
+    resume: str | None = option(None, "continue the run in RUN from its last checkpoint", metavar="RUN")
+    nproc: int | None = option(None, "train data-parallel in N processes on this machine (torchrun with "
+                               "DistributedDataParallel; gloo on CPU, NCCL on GPU); each takes 1/N of every batch",
+                               metavar="N")
+    # set by the command line: the config options given ({section: {field: value}}), the task, the argv
+    overrides: dict = field(default_factory=dict, metadata={"cli": False})
+    task: str | None = field(default=None, metadata={"cli": False})
+    argv: list = field(default_factory=list, metadata={"cli": False})
+
+
+def train(opts: TrainOptions) -> int:
+    from . import distributed
+    from .train import preflight, train as train_run
+
+    if opts.nproc is not None and opts.nproc < 1:
+        raise InputError(f"--nproc: expected an integer >= 1, got {opts.nproc}")
+    launching = (opts.nproc or 1) > 1 and not distributed.launched()
+    if launching and not opts.resume and not opts.out:
+        raise InputError("--nproc: name the run directory with --out, so that every process trains into the same one")
+    if opts.resume and (opts.config or opts.out):
+        raise InputError("--resume RUN continues a run with its own config: leave out --config and --out")
+    cfg, out = run_config(opts.config, opts.overrides, task=opts.task, resume=opts.resume, out=opts.out)
+    if launching:
+        distributed.check_launch(cfg.train.device, opts.nproc)
+        preflight(cfg, out, resume=bool(opts.resume), world_size=opts.nproc)  # bad input: one line here, not N
+        return distributed.launch(opts.nproc, _without_nproc(opts.argv))
+    try:
+        result = train_run(cfg, out, resume=bool(opts.resume))
+    finally:
+        distributed.shutdown()
+    if distributed.launched() and int(os.environ.get("RANK", "0")) != 0:
+        distributed.exit_worker(0)  # rank 0 reports for all
+    print(result_line(result, cfg.task))
+    print(f"run directory: {result.run}")
+    if result.sample:
+        print(f"--- sample ---\n{result.sample}")
+    if distributed.launched():
+        distributed.exit_worker(0)
+    return 0
+
+
+def result_line(result, task: str) -> str:
+    """'finished after 374 steps, 1 epoch, 26s; train perplexity ...': how a training run ended."""
+    from .tasks.lm import perplexity
+
+    parts = [f"{result.stopped} after {plural(result.step, 'step')}, {plural(result.epoch, 'epoch')}, {result.seconds:.0f}s"]
+    if task == "lm":
+        parts += [f"{what} perplexity {perplexity(loss):.3f}" for what, loss in
+                  (("train", result.train_loss), ("best valid", result.best_valid_loss)) if loss is not None]
+    else:
+        if result.train_loss is not None:
+            parts.append(f"train loss {result.train_loss:.4f}")
+        if result.best_valid is not None:
+            parts.append("best valid " + " ".join(f"{k} {v:.4f}" for k, v in result.best_valid.items()))
+    return "; ".join(parts)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus --nproc N (or --nproc=N): what each torchrun process runs."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+@dataclass
+class SummaryOptions:
+    run: str | None = option(None, "a run directory written by stackrnn train (default: describe the model of "
+                             "--config and the options instead)", positional=True, metavar="RUN")
+    config: str | None = option(None, "a TOML config (see examples/); default: the built-in defaults", metavar="FILE.toml")
+    vocab_size: int | None = option(None, "vocabulary size to assume instead of reading the data (classifiers: with 2 "
+                                    "classes)")
+    overrides: dict = field(default_factory=dict, metadata={"cli": False})
+    task: str | None = field(default=None, metadata={"cli": False})
+
+
+def summary(opts: SummaryOptions) -> int:
+    from .summary import summary as table
+    from .train import build_config
+
+    if opts.run is not None:
+        given = ["--config"] * bool(opts.config) + ["--vocab-size"] * (opts.vocab_size is not None) + [
+            f"--{name.replace('_', '-')}" for values in opts.overrides.values() for name in _names(values)]
+        if given:
+            raise InputError(f"{' '.join(given)}: a run's model is described by its own config; give RUN alone, "
+                             "or leave out RUN to describe a config")
+        print(load(opts.run).summary())
+        return 0
+    if opts.vocab_size is not None and opts.vocab_size < 1:
+        raise InputError(f"--vocab-size: expected an integer >= 1, got {opts.vocab_size}")
+    cfg = build_config(opts.config, opts.overrides, opts.task)
+    model, shape, kwargs = cfg.make_task().summary_model(opts.vocab_size)
+    print(table(model, shape, **kwargs))
+    return 0
+
+
+def _names(values: dict) -> list[str]:
+    return [n for k, v in values.items() for n in (_names(v) if isinstance(v, dict) else [k])]
+
+
+# -- using a run ----------------------------------------------------------------------------------------------
+@dataclass
+class GenerateOptions(RunOptions):
+    prefix: list = option([], "text to continue; repeat for several (run as one batch)", required=True)
+    length: int = option(200, "tokens to generate per prefix")
+    temperature: float = option(1.0, "divide the logits by this; lower is more conservative, 0 is greedy")
+    top_k: int = option(0, "sample only from the K most likely tokens; 0 keeps all")
+    top_p: float = option(1.0, "sample from the smallest set of tokens whose probability reaches P")
+    greedy: bool = option(False, "always take the most likely token (same as --temperature 0)")
+    seed: int | None = option(None, "seed for sampling; the same seed gives the same text")
+
+
+def generate(opts: GenerateOptions) -> int:
+    from .generate import check_sampling
+
+    temperature = 0.0 if opts.greedy else opts.temperature
+    check_sampling(opts.length, temperature, opts.top_k, opts.top_p)  # before the (slower) load
+    texts = load(opts.run, weights=opts.weights, task="lm").generate(
+        opts.prefix, opts.length, temperature=temperature, top_k=opts.top_k, top_p=opts.top_p, seed=opts.seed)
+    if opts.json:
+        print(json.dumps([{"prefix": p, "text": t} for p, t in zip(opts.prefix, texts)], ensure_ascii=False))
+    elif len(texts) == 1:
+        print(texts[0])
+    else:  # samples may hold blank lines themselves: a line naming each prefix tells them apart
+        for prefix, text in zip(opts.prefix, texts):
+            print(f"--- prefix {prefix!r} ---\n{text}")
+    return 0
+
+
+@dataclass
+class SearchOptions:
+    """Beam search's settings, for translators."""
+
+    beam: int | None = option(None, "translators: beam size; 1 is greedy search (default: 1 in eval, 5 in translate)")
+    length_penalty: float | None = option(None, "translators: GNMT's length penalty alpha; 0 compares plain "
+                                          "log-probabilities, which favours short translations (default: 0.6)")
+    max_length: int | None = option(None, "translators: most words per translation (default: 2 x source words + 10)")
+
+    def search(self, beam: int) -> dict:
+        """The settings, defaults filled in and checked (as --beam, --max-length, ...)."""
+        from .decode import check_search
+
+        settings = {"beam": beam if self.beam is None else self.beam, "max_length": self.max_length,
+                    "length_penalty": 0.6 if self.length_penalty is None else self.length_penalty}
+        try:
+            check_search(**settings)
+        except ValueError as e:  # decode's "max_length: ..." as the option's "--max-length: ..."
+            raise InputError(f"--{e}".replace("_", "-", 1)) from None
+        return settings
+
+
+@dataclass
+class EvalOptions(RunOptions, SearchOptions):
+    split: str = option("valid", "which held-out split", choices=("valid", "test"))
+    data: str | None = option(None, "classifiers and translators: score this file instead of a split", metavar="FILE")
+    format: str | None = option(None, "classifiers: the format of --data (default: as the run's training data)")
+    text_column: str | None = option(None, "classifiers: the text column or key of --data (default: as the run's)")
+    label_column: str | None = option(None, "classifiers: the label column or key of --data (default: as the run's)")
+    encoding: str | None = option(None, "classifiers and translators: the text encoding of --data (default: as the run's)")
+    examples: int = option(10, "translators: translations to show beside their references")
+
+
+#: eval's options that only some tasks read, and whose they are
+_EVAL_ONLY = {"translate": ("format", "text_column", "label_column"), "lm": ("data", "format", "text_column",
+                                                                             "label_column", "encoding")}
+
+
+def evaluate(opts: EvalOptions) -> int:
+    from .evaluate import format_classification, format_metrics, format_translation
+
+    if opts.examples < 0:
+        raise InputError(f"--examples: expected an integer >= 0, got {opts.examples}")
+    searching = [f"--{n.replace('_', '-')}" for n in ("beam", "max_length", "length_penalty") if getattr(opts, n) is not None]
+    search = opts.search(beam=1)  # before the (slower) load
+    run = load(opts.run, weights=opts.weights)
+    task, data = run.config.task, run.config.data
+    if searching and task != "translate":
+        raise InputError(f"{' '.join(searching)}: for translation runs; this is {a_run_of(task)}")
+    given = [f"--{n.replace('_', '-')}" for n in _EVAL_ONLY.get(task, ()) if getattr(opts, n)]
+    if given:
+        raise InputError(f"{' '.join(given)}: for classification runs; " + (
+            "a translation run reads --data as source<TAB>target lines" if task == "translate"
+            else "a language model is scored on its own splits"))
+    for name in ("format", "text_column", "label_column", "encoding"):  # how to read --data, if not as the run did
+        if getattr(opts, name) is not None:
+            setattr(data, name, check_value(type(data), name, getattr(opts, name), "data", f"--{name.replace('_', '-')}"))
+    if task == "translate":
+        metrics = run.evaluate(opts.split, data=opts.data, examples=opts.examples, **search)
+    else:
+        metrics = run.evaluate(opts.split, **({} if task == "lm" else {"data": opts.data}))
+    formats = {"translate": format_translation, "classify": format_classification}
+    print(json.dumps(metrics) if opts.json else formats.get(task, format_metrics)(metrics))
+    return 0
+
+
+@dataclass
+class TranslateOptions(RunOptions, SearchOptions):
+    texts: list = option([], "sentences to translate", positional=True, metavar="TEXT")
+    file: str | None = option(None, "translate every non-blank line of FILE instead", metavar="FILE")
+    encoding: str = option("utf-8", "the text encoding of --file")
+    attention: str | None = option(None, "also draw the attention of each translated word over the source words as a "
+                                   "PNG heat map (one sentence)", metavar="MAP.png")
+    target: str | None = option(None, "with --attention: draw the attention for this translation instead of the "
+                                "model's own (a given sentence pair)", metavar="TEXT")
+
+
+def translate(opts: TranslateOptions) -> int:
+    search = opts.search(beam=5)  # before the (slower) load
+    texts = _texts(opts, "sentences to translate")
+    if opts.target is not None and opts.attention is None:
+        raise InputError("--target is the translation whose attention --attention draws: give --attention MAP.png too")
+    if opts.attention is not None and len(texts) != 1:
+        raise InputError(f"--attention draws one sentence's map, but {len(texts)} sentences were given: give one")
+    if opts.attention is not None and not opts.attention.lower().endswith(".png"):
+        raise InputError(f"--attention {opts.attention}: the map is written as PNG; give a file name ending in .png")
+    run = load(opts.run, weights=opts.weights, task="translate")
+    if opts.attention is not None:  # whatever can stop the map stops the command before anything is printed
+        run.check_attention(opts.target)
+    results = run.translate_details(texts, **search)
+    print(json.dumps(results, ensure_ascii=False) if opts.json else "\n".join(r["translation"] for r in results))
+    if opts.attention is not None:
+        drawn = run.draw_attention(texts[0], opts.attention, target=opts.target, translation=results[0]["translation"],
+                                   max_length=search["max_length"])
+        print(f"attention map: {drawn}", file=sys.stderr)
+    return 0
+
+
+@dataclass
+class PredictOptions(RunOptions):
+    texts: list = option([], "texts to classify", positional=True, metavar="TEXT")
+    file: str | None = option(None, "classify every non-blank line of FILE instead", metavar="FILE")
+    encoding: str = option("utf-8", "the text encoding of --file")
+
+
+def predict(opts: PredictOptions) -> int:
+    predictions = load(opts.run, weights=opts.weights, task="classify").predict(_texts(opts, "texts to classify"))
+    if opts.json:
+        print(json.dumps(predictions, ensure_ascii=False))
+    for p in [] if opts.json else predictions:
+        probs = "  ".join(f"{label} {prob:.3f}" for label, prob in p["probabilities"].items())
+        print(f"{p['label']}\t{probs}\t{p['text']}")
+    return 0
+
+
+def _texts(opts, what: str) -> list[str]:
+    """The texts given as arguments, or the lines of --file; exactly one of the two."""
+    from .data.labelled import read_lines
+
+    if bool(opts.texts) == bool(opts.file):
+        raise InputError(f"give the {what} as arguments or with --file FILE (one per line), not both or neither")
+    return opts.texts or read_lines(opts.file, encoding=opts.encoding)
+
+
+# -- looking inside -------------------------------------------------------------------------------------------
+@dataclass
+class InspectOptions(RunOptions, TextOptions):
+    out: str = option(None, "a new folder for index.html and the plots", required=True, metavar="DIR")
+    units: int = option(32, "units per layer offered on the page and drawn")
+    max_tokens: int = option(2000, "read at most this many tokens")
+
+
+def inspect(opts: InspectOptions) -> int:
+    from .inspect.page import format_inspection, inspect_run
+
+    result = inspect_run(opts.run, read_text(opts), opts.out, weights=load_weights(opts.weights), units=opts.units,
+                         max_tokens=opts.max_tokens)
+    print(json.dumps(result.to_dict(), default=str) if opts.json else format_inspection(result))
+    return 0
+
+
+@dataclass
+class ProbeOptions(RunOptions, TextOptions):
+    out: str = option(None, "a new folder for probes.json and probes.png", required=True, metavar="DIR")
+    nested: int | None = option(None, "read N characters of a synthetic nested-bracket language instead (for bracket "
+                                "depth; the model must know its characters)", metavar="N")
+    properties: str | None = option(None, "comma-separated properties (default: char_class, position_in_word, "
+                                    "bracket_depth, token_back_1, token_back_3)", metavar="P1,P2")
+    max_tokens: int = option(20_000, "read at most this many tokens")
+    seed: int = option(0, "which blocks of the text are held out")
+
+
+def probe(opts: ProbeOptions) -> int:
+    from .inspect.probes import PROPERTIES, format_probes, nested_text, probe_run
+
+    if opts.nested is not None and (opts.text is not None or opts.text_file is not None):
+        raise InputError("give the text to read with --text TEXT or --text-file FILE or --nested N (one of them)")
+    if opts.nested is not None and opts.nested < 1:
+        raise InputError(f"--nested: expected a number of characters >= 1, got {opts.nested}")
+    text = nested_text(opts.nested, seed=opts.seed) if opts.nested is not None else read_text(opts, " or --nested N")
+    properties = [p.strip() for p in opts.properties.split(",")] if opts.properties else list(PROPERTIES)
+    result = probe_run(opts.run, text, properties=properties, out=opts.out, max_tokens=opts.max_tokens,
+                       seed=opts.seed, weights=load_weights(opts.weights))
+    print(json.dumps(result, default=str) if opts.json else format_probes(result, opts.out))
+    return 0
+
+
+def load_weights(weights: str) -> str:
+    from .api import WEIGHTS
+
+    return WEIGHTS[weights]
+
+
+def read_text(opts: TextOptions, alternatives: str = "") -> str:
+    """--text TEXT or --text-file FILE (read whole, newlines kept); exactly one."""
+    if (opts.text is None) == (opts.text_file is None):
+        raise InputError(f"give the text to read with --text TEXT or --text-file FILE{alternatives} (one of them)")
+    if opts.text is not None:
+        return opts.text
+    path = Path(opts.text_file)
+    try:
+        return path.read_text(encoding=opts.encoding)
+    except FileNotFoundError:
+        raise InputError(f"--text-file {path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"--text-file {path} is a folder: give a text file") from None
+    except UnicodeError:  # (a codec may refuse bytes with a bare UnicodeError, not UnicodeDecodeError)
+        raise InputError(f"--text-file {path} is not {opts.encoding} text: pass its encoding with --encoding") from None
+    except LookupError:
+        raise InputError(f"--encoding {opts.encoding}: unknown encoding (e.g. utf-8, latin-1)") from None
+
+
+@dataclass
+class SweepOptions:
+    config: str | None = option(None, "a TOML config (see examples/); default: the built-in defaults", positional=True,
+                                metavar="CONFIG")
+    grid: list = option([], "values to sweep, e.g. model.num_layers=1,2,4,8; repeat for a grid (every combination)",
+                        metavar="SECTION.KEY=V1,V2,...")
+    set: list = option([], "a value for every run, e.g. data.data=PATH or train.epochs=100; repeatable",
+                       metavar="SECTION.KEY=VALUE")
+    budget_minutes: float | None = option(None, "train each run for at most M minutes (the same time budget for all); "
+                                          "default: the config's epochs and limits", metavar="M")
+    task: str | None = option(None, "the task, if the config file does not say (default: lm)", choices=TASK_NAMES)
+    out: str = option(None, "a new folder for the sweep (never overwritten)", required=True, metavar="DIR")
+    progress: bool = option(False, "show each run's progress bar")
+
+
+def sweep(opts: SweepOptions) -> int:
+    from .sweep import markdown_table, sweep as run_sweep
+
+    table = run_sweep(opts.config, opts.grid, opts.out, fixed=opts.set, task=opts.task,
+                      budget_minutes=opts.budget_minutes, progress=opts.progress)
+    print(markdown_table(table), end="")
+    print(f"sweep directory: {opts.out} (sweep.json, sweep.md, plots; each run in runs/)")
+    return 0
+
+
+@dataclass
+class PlotOptions:
+    runs: list = option([], "run directories written by stackrnn train", positional=True, required=True, metavar="RUN")
+    out: str = option(None, "folder for the PNG files (created if needed)", required=True, metavar="DIR")
+
+
+def plot(opts: PlotOptions) -> int:
+    from .plot import plot_runs
+
+    for path in plot_runs(opts.runs, opts.out):
+        print(path)
+    return 0
