@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import kernels, matmul, scratch
+from . import kernels, matmul, scratch, settings
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
 from .regularizers import zoneout_factors
 
@@ -66,7 +66,7 @@ def _pack(weight: Tensor, batch: int):
     """weight (N, K) packed for oneDNN's matmul at this batch size, or None where that is unavailable (not CPU,
     not float32, a build without oneDNN, a torch without these ops): the caller then uses torch.mm."""
     global _onednn_works
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or _onednn_works is False:
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or _onednn_works is False or not settings.onednn:
         return None
     if weight.numel() < _PACK_FROM:
         return None

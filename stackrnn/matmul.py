@@ -9,8 +9,8 @@ Intel processors MKL runs its own best code, and there the big products over all
 weight_grad, linear) go to torch.mm: on two cores of an Intel Xeon with AVX-512 and AMX (a virtual machine that
 reports family 6, model 167) it ran them at 185-228 GFLOPS where gemm.h ran 131-191. The recurrence's 32-row
 products stay with gemm.h (Packed) everywhere: 113-152 GFLOPS there against torch.mm's 92-109.
-`STACKRNN_MATMUL` overrides the choice of the big products: `compiled` (gemm.h), `torch`, or `auto` (the
-default, by the processor's maker as above). Layers that the fused kernel runs never come here.
+`stackrnn.settings.matmul` (default from $STACKRNN_MATMUL) overrides the choice of the big products: `compiled`
+(gemm.h), `torch`, or `auto` (the default, by the processor's maker as above). Layers that the fused kernel runs never come here.
 
 Dimension key: M rows, K the summed dimension, N columns (a (M, K) @ b (K, N)); D inputs, G outputs of a linear.
 """
@@ -18,7 +18,6 @@ Dimension key: M rows, K the summed dimension, N columns (a (M, K) @ b (K, N)); 
 from __future__ import annotations
 
 import functools
-import os
 import platform
 from pathlib import Path
 
@@ -26,22 +25,21 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import kernels, scratch
+from . import kernels, scratch, settings
 
 
 def library(*tensors: Tensor):
     """kernels.steps() for these tensors where the compiled gemm can multiply them (all on the CPU, of one dtype,
     float32 or float64), its threads set to torch's count; else None."""
     first = tensors[0]
+    if not settings.gemm:
+        return None
     if first.device.type != "cpu" or any(t.device != first.device or t.dtype != first.dtype for t in tensors):
         return None
     lib = kernels.steps(first.dtype)
     if lib is not None:
         lib.set_threads(torch.get_num_threads())
     return lib
-
-
-_CHOICES = ("auto", "compiled", "torch")
 
 
 @functools.cache
@@ -57,10 +55,10 @@ def _intel_with_mkl() -> bool:
 
 
 def big_products_by_torch() -> bool:
-    """Whether mm, weight_grad and linear hand their products to torch.mm ($STACKRNN_MATMUL, see above)."""
-    choice = os.environ.get("STACKRNN_MATMUL", "auto").strip().lower() or "auto"
-    if choice not in _CHOICES:
-        raise ValueError(f"STACKRNN_MATMUL is {choice!r}: use one of {', '.join(_CHOICES)} (auto by default)")
+    """Whether mm, weight_grad and linear hand their products to torch.mm (settings.matmul, see above)."""
+    choice = settings.matmul
+    if choice not in settings.MATMUL:  # as $STACKRNN_MATMUL gave it
+        raise ValueError(f"STACKRNN_MATMUL is {choice!r}: use one of {', '.join(settings.MATMUL)} (auto by default)")
     return choice == "torch" or (choice == "auto" and _intel_with_mkl())
 
 

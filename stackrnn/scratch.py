@@ -26,6 +26,8 @@ import weakref
 import torch
 from torch import Tensor
 
+from . import settings
+
 MAX_BYTES = 64 << 20  # kept per name and thread: beyond this, a page fault per 4 KiB is small beside the work
 
 POOL = 2  # memory kept per owner: a second forward pass before the first one's backward finds the second
@@ -39,7 +41,7 @@ _use_count = getattr(torch._C, "_storage_Use_Count", None)  # private; without i
 def buffer(name: str, like: Tensor, numel: int) -> Tensor:
     """A 1-D tensor of `numel` values of like's dtype, on like's device, whose contents are undefined: on the CPU
     the buffer kept under `name` for this thread where it fits in MAX_BYTES, else a fresh one."""
-    if like.device.type != "cpu" or numel * like.element_size() > MAX_BYTES:
+    if like.device.type != "cpu" or numel * like.element_size() > MAX_BYTES or not settings.pool:
         return like.new_empty(numel)
     kept = getattr(_local, "buffers", None)
     if kept is None:
@@ -61,7 +63,8 @@ def reusable(owner: Tensor, like: Tensor) -> Tensor:
     for `owner` that nothing else holds any more, else fresh memory, kept for owner's next call while fewer than
     POOL are. The tensor is a new one each time (its own autograd history and version counter) over that memory.
     Results over 4 MAX_BYTES get fresh memory: so much kept idle per weight would cost more than its faults."""
-    if like.device.type != "cpu" or _use_count is None or like.numel() * like.element_size() > 4 * MAX_BYTES:
+    big = like.numel() * like.element_size() > 4 * MAX_BYTES
+    if like.device.type != "cpu" or _use_count is None or big or not settings.pool:
         return torch.empty(like.shape, dtype=like.dtype, device=like.device)
     with _pools_lock:
         pool = _pools.get(id(owner))

@@ -4,7 +4,7 @@ backward pass. Checked against the reference step loop (fused=False) in float32 
 import pytest
 import torch
 
-from stackrnn import GRU, LSTM, RNN, StackedRNN
+from stackrnn import GRU, LSTM, RNN, StackedRNN, settings
 
 from .conftest import stack_gradcheck
 
@@ -31,7 +31,7 @@ def _outputs_and_grads(stack, x, lengths):
 @pytest.fixture(params=["compiled", "torch"])
 def products(request, monkeypatch):
     """The big products over all steps by the compiled gemm, then by torch.mm (matmul.big_products_by_torch)."""
-    monkeypatch.setenv("STACKRNN_MATMUL", request.param)
+    monkeypatch.setattr(settings, "matmul", request.param)
     return request.param
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from stackrnn import LSTM, StackedRNN, scratch
+from stackrnn import LSTM, StackedRNN, scratch, settings
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +73,7 @@ def test_training_steps_with_kept_buffers_match_fresh_memory(monkeypatch):
     operands are kept too, against the same with fresh memory for every buffer: the same gradients, bit for bit
     (a buffer that a computation still read when the next one wrote it would show here). The big products by the
     compiled gemm, whose packed operands are the kept ones (on Intel they would go to torch.mm)."""
-    monkeypatch.setenv("STACKRNN_MATMUL", "compiled")
+    monkeypatch.setattr(settings, "matmul", "compiled")
     torch.manual_seed(0)
     stack = StackedRNN(5, layers=[LSTM(8, layer_norm=True), LSTM(6, layer_norm=True)])
     x = torch.randn(7, 3, 5)
