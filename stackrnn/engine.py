@@ -46,13 +46,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import kernels, matmul, scratch, settings
+from . import kernels, matmul, scratch, settings, torch_private
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
 from .regularizers import zoneout_factors
 
 _EPS = 1e-5  # torch.nn.functional.layer_norm's and nn.LayerNorm's default, as the cells use
 # aten's layer-norm backward from saved mean and 1/std: the input gradient only (gains are summed over all steps)
-_ln_backward = torch.ops.aten.native_layer_norm_backward
+_ln_backward = torch_private.layer_norm_backward
 
 
 _onednn_works: bool | None = None  # whether oneDNN's packed matmul works here: tried once, on first use
@@ -72,14 +72,13 @@ def _pack(weight: Tensor, batch: int):
         return None
     weight = weight.contiguous()  # the backward's weight arrives transposed
     try:
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch)
+        packed = torch_private.onednn_pack(weight, batch)
         if _onednn_works is None:  # first use: check it against torch.mm on a small product
             # (its own generator: drawing from the global one would shift every later mask of a seeded run)
             x = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0))
-            got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+            got = torch_private.onednn_linear(x, packed)
             scale = float(weight.abs().max()) * weight.shape[1]
-            got_sum = torch.ops.mkldnn._linear_pointwise.binary(x, x[:, :1].expand(3, weight.shape[0]).contiguous(),
-                                                                packed, None, "add")
+            got_sum = torch_private.onednn_linear(x, packed, x[:, :1].expand(3, weight.shape[0]).contiguous())
             want = x @ weight.t()
             if not (torch.allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
                     and torch.allclose(got_sum, want + x[:, :1], rtol=1e-4, atol=1e-4 * scale)):
@@ -113,9 +112,7 @@ class _Product:
             return self.compiled(x, add)
         if self.onednn is None:
             return torch.mm(x, self.weight.t()) if add is None else torch.addmm(add, x, self.weight.t())
-        if add is None or add.dim() == 1:  # a vector (GRU's b_hh) is the product's bias
-            return torch.ops.mkldnn._linear_pointwise(x, self.onednn, add, "none", [], "")
-        return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.onednn, None, "add")  # the sum in oneDNN's pass
+        return torch_private.onednn_linear(x, self.onednn, add)  # a GRU's b_hh as the bias, a gi[t] in oneDNN's pass
 
 
 # A cell's `_Math` runs its gate math forward step by step, and backward from coefficients prepared for all steps

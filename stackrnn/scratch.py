@@ -26,7 +26,7 @@ import weakref
 import torch
 from torch import Tensor
 
-from . import settings
+from . import settings, torch_private
 
 MAX_BYTES = 64 << 20  # kept per name and thread: beyond this, a page fault per 4 KiB is small beside the work
 
@@ -35,7 +35,6 @@ POOL = 2  # memory kept per owner: a second forward pass before the first one's 
 _local = threading.local()
 _pools: dict[int, list[Tensor]] = {}  # id(owner) -> tensors whose storage this module keeps (dropped with owner)
 _pools_lock = threading.Lock()
-_use_count = getattr(torch._C, "_storage_Use_Count", None)  # private; without it reusable() hands out fresh memory
 
 
 def buffer(name: str, like: Tensor, numel: int) -> Tensor:
@@ -55,7 +54,7 @@ def buffer(name: str, like: Tensor, numel: int) -> Tensor:
 
 def _free(kept: Tensor) -> bool:
     """Whether only `kept` (and the storage object asked for here) refers to kept's memory."""
-    return _use_count(kept.untyped_storage()._cdata) == 2
+    return torch_private.storage_use_count(kept) == 2
 
 
 def reusable(owner: Tensor, like: Tensor) -> Tensor:
@@ -64,7 +63,8 @@ def reusable(owner: Tensor, like: Tensor) -> Tensor:
     POOL are. The tensor is a new one each time (its own autograd history and version counter) over that memory.
     Results over 4 MAX_BYTES get fresh memory: so much kept idle per weight would cost more than its faults."""
     big = like.numel() * like.element_size() > 4 * MAX_BYTES
-    if like.device.type != "cpu" or _use_count is None or big or not settings.pool:
+    # without torch's use count (private) nothing can tell when kept memory is free: fresh memory then
+    if like.device.type != "cpu" or not torch_private.HAS_USE_COUNT or big or not settings.pool:
         return torch.empty(like.shape, dtype=like.dtype, device=like.device)
     with _pools_lock:
         pool = _pools.get(id(owner))
