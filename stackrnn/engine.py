@@ -3,7 +3,7 @@ dropout), with a hand-written backward pass.
 
 Dimension key: T time, B batch, D input features, H hidden units, N gates, G = N * H.
 
-The reference loop (`layers.run_direction`) lets autograd record every step: per step it builds a dozen graph
+The reference loop (`recurrence.reference_loop`) lets autograd record every step: per step it builds a dozen graph
 nodes, and its backward pass computes W_hh's gradient as T small matrix products. Here autograd sees one node
 per direction instead:
 
@@ -48,7 +48,6 @@ from torch.autograd.function import once_differentiable
 
 from . import kernels, matmul, scratch, settings, torch_private
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
-from .regularizers import zoneout_factors
 
 _EPS = 1e-5  # torch.nn.functional.layer_norm's and nn.LayerNorm's default, as the cells use
 # aten's layer-norm backward from saved mean and 1/std: the input gradient only (gains are summed over all steps)
@@ -430,8 +429,6 @@ class _Recurrence(torch.autograd.Function):
         saved = [t if t is None else t.contiguous() for t in ctx.saved_tensors]
         w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, g_ih, b_in, H_all, c_all = saved[:12]
         norms = saved[12:12 + ctx.norms]
-        n = ctx.norms // 4 if ctx.lib is None else 0  # steps with layer norm, for the torch path
-        z_raw, z_norm, means, rstds = (norms[k * n:(k + 1) * n] for k in range(4))
         math, reverse = ctx.math, ctx.reverse
         math.unstash(list(saved[12 + ctx.norms:]))
         T, B, P = d_out.shape  # P: h's size (an LSTM's projection size, else H)
@@ -443,6 +440,7 @@ class _Recurrence(torch.autograd.Function):
             a_h = a_h.flip(0) if a_h is not None else None
             a_c = a_c.flip(0) if a_c is not None else None
         has_c = c_all is not None
+        cell_out = d_proj = project_t = None
         if w_hr is not None:
             cell_out = math.cell_outputs()  # (T, B, H), for W_hr's gradient
             d_proj = d_out.new_empty(T, B, P)  # gradient of every step's projected h
@@ -468,34 +466,8 @@ class _Recurrence(torch.autograd.Function):
                                                             a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in, reverse,
                                                             ctx.loop)
         else:
-            math.prepare(c_all[:-1] if has_c else H_all[:-1])
-            for s in range(T - 1, -1, -1):
-                dh = dh + d_out[s]
-                if a_h is not None:  # lerp(new, old, a): a share of the gradient goes straight to the old state
-                    dh_keep = dh * a_h[s]
-                    dh = dh - dh_keep
-                if has_c and a_c is not None:
-                    dc_keep = dc * a_c[s]
-                    dc = dc - dc_keep
-                if w_hr is not None:
-                    d_proj[s] = dh
-                    dh = project_t(dh)
-                dh_direct, dc_prev = math.step_back(s, dh, dc, d_gh[s])
-                if g_hh is not None:
-                    d_g.add_((d_gh[s] * z_norm[s]).sum(0))
-                    dzn = (d_gh[s] * g_hh).view(B, ctx.num_gates, H)
-                    d_z[s] = _ln_backward(dzn, z_raw[s], (H,), means[s], rstds[s], None, None,
-                                          (True, False, False))[0].view(B, G)
-                dh_prev = product_t(d_z[s])
-                if h_mask is not None:
-                    dh_prev = dh_prev * h_mask
-                if dh_direct is not None:
-                    dh_prev = dh_prev + dh_direct
-                if a_h is not None:
-                    dh_prev = dh_prev + dh_keep
-                dh = dh_prev
-                if has_c:
-                    dc = dc_prev + dc_keep if a_c is not None else dc_prev
+            dh, dc = _torch_backward(math, product_t, project_t, d_out, dh, dc, g_hh,
+                                     norms, ctx.norms, a_h, a_c, h_mask, H_all, c_all, d_gh, d_z, d_g, d_proj)
         # the weight gradients of all steps: one product over T * B rows
         h_in = H_all[:-1] * h_mask if h_mask is not None else H_all[:-1]
         d_w = matmul.weight_grad(d_z.reshape(T * B, G), h_in.reshape(T * B, P)) if ctx.needs_input_grad[5] else None
@@ -511,6 +483,49 @@ class _Recurrence(torch.autograd.Function):
         math.release()
         return (None, None, d_gi, dh, dc, d_w, d_b, d_g, d_gain, d_shift, None, None, None, None, d_w_hr, d_g_ih,
                 d_b_in)
+
+
+def _torch_backward(math, product_t, project_t, d_out: Tensor, dh: Tensor, dc: Tensor | None, g_hh: Tensor | None,
+                    norms, count: int, a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, H_all: Tensor,
+                    c_all: Tensor | None, d_gh: Tensor, d_z: Tensor, d_g: Tensor | None, d_proj: Tensor | None):
+    """_Recurrence's backward over all steps as PyTorch operations, everything in processing order: writes every
+    step's gradient of gh into d_gh, of h W_hh^T into d_z (the same tensor without layer norm) and, with a
+    projection (project_t), of the projected h into d_proj; sums g_hh's into d_g. Returns the gradients of h0 and
+    c0 (None without c). norms: per step z, LN(z), mean and 1 / std, in four runs of count // 4."""
+    T, B, G = d_gh.shape
+    H = G // math.num_gates
+    n = count // 4  # steps with layer norm
+    z_raw, z_norm, means, rstds = (norms[k * n:(k + 1) * n] for k in range(4))
+    has_c = c_all is not None
+    math.prepare(c_all[:-1] if has_c else H_all[:-1])
+    for s in range(T - 1, -1, -1):
+        dh = dh + d_out[s]
+        if a_h is not None:  # lerp(new, old, a): a share of the gradient goes straight to the old state
+            dh_keep = dh * a_h[s]
+            dh = dh - dh_keep
+        if has_c and a_c is not None:
+            dc_keep = dc * a_c[s]
+            dc = dc - dc_keep
+        if project_t is not None:
+            d_proj[s] = dh
+            dh = project_t(dh)
+        dh_direct, dc_prev = math.step_back(s, dh, dc, d_gh[s])
+        if g_hh is not None:
+            d_g.add_((d_gh[s] * z_norm[s]).sum(0))
+            dzn = (d_gh[s] * g_hh).view(B, math.num_gates, H)
+            d_z[s] = _ln_backward(dzn, z_raw[s], (H,), means[s], rstds[s], None, None,
+                                  (True, False, False))[0].view(B, G)
+        dh_prev = product_t(d_z[s])
+        if h_mask is not None:
+            dh_prev = dh_prev * h_mask
+        if dh_direct is not None:
+            dh_prev = dh_prev + dh_direct
+        if a_h is not None:
+            dh_prev = dh_prev + dh_keep
+        dh = dh_prev
+        if has_c:
+            dc = dc_prev + dc_keep if a_c is not None else dc_prev
+    return dh, dc
 
 
 def _kernel_for(math, gi: Tensor, g_hh: Tensor | None, w_hr: Tensor | None, g_ih: Tensor | None = None):
@@ -781,13 +796,11 @@ def _gru_kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, g_hh: 
 
 
 def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
-                  weight_hh: Tensor | None = None, h_mask: Tensor | None = None,
-                  zoneout_rates: tuple[float, float] = (0.0, 0.0), training: bool = False,
-                  generator: torch.Generator | None = None) -> tuple[Tensor, State]:
-    """layers.run_direction's contract and results, through the engine (its masks drawn the same way, from the
-    same generator). Under autocast the recurrence runs in the input projection's precision, and the final
-    state comes back in the precision of the state passed in: a state carried from window to window is not
-    rounded to bfloat16 or float16 between them."""
+                  options) -> tuple[Tensor, State]:
+    """recurrence.run_direction's contract and results, through the engine, `options` the pass's recurrence.Pass
+    (its masks drawn the same way, from the same generator). Under autocast the recurrence runs in the input
+    projection's precision, and the final state comes back in the precision of the state passed in: a state
+    carried from window to window is not rounded to bfloat16 or float16 between them."""
     steps, batch = x.shape[0], x.shape[1]
     size_h, size_c = cell.output_size, cell.hidden_size  # h is P wide in a projected LSTM, c always H
     lstm = isinstance(cell, LSTMCell)
@@ -806,8 +819,9 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     else:
         gi = cell.project_input(x, bias, linear=matmul.linear)
     dtype = gi.dtype  # under autocast the projection's precision; the recurrence follows it
-    # zoneout's keep factors (1 keeps the old value), drawn as the reference loop's masks (zoneout_keeps)
-    keep_h, keep_c = zoneout_factors(steps, batch, (size_h, size_c), zoneout_rates, training, x, dtype, generator)
+    # zoneout's keep factors (1 keeps the old value), drawn as the reference loop's masks
+    zoneout = options.zoneout
+    keep_h, keep_c = zoneout.factors(x, (size_h, size_c), options.training, options.generator, dtype)
 
     valid = mask.to(dtype) if mask is not None else None  # (T, B, 1): 1 at valid steps, 0 at padding
 
@@ -820,10 +834,10 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
             return kept.expand(steps, batch, size) if kept.dim() == 0 else kept
         return 1 - valid * (1 - kept)
 
-    zh, zc = zoneout_rates
+    zh, zc, h_mask = zoneout.h, zoneout.c, options.h_mask
     h0, c0 = (state[0], state[1]) if lstm else (state, None)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    w_hh = cell.weight_hh if weight_hh is None else weight_hh
+    w_hh = cell.weight_hh if options.weight_hh is None else options.weight_hh
     g_hh = cell.norm_hh.flatten() if cell.layer_norm else None
     ln_c = (cell.norm_c.weight, cell.norm_c.bias) if lstm and cell.layer_norm else (None, None)
     with torch.autocast(x.device.type, enabled=False):
