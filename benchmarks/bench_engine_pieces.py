@@ -6,9 +6,10 @@ is at least 10% faster with it. Pieces, each switched by stackrnn.settings (see 
     gemm    the compiled gemm (matmul.py, csrc/gemm.h) for every product of the engine; off, torch's products,
             and with them the LSTM's C time loops (csrc/loops.h run their products by the same gemm): the C step
             kernels run in a Python loop instead (on/off compares settings gemm=True with gemm=False)
-    pool    the kept buffers of scratch.py; off, fresh tensors every call (pool=True vs pool=False)
-    onednn  packing the recurrence's large weights for oneDNN's matmul (engine._pack); it only runs where the
-            compiled gemm does not, so it is measured with gemm off (gemm=False: onednn=True vs onednn=False)
+    pool    the kept memory of scratch.py; off, fresh tensors every call (pool=True vs pool=False)
+
+(A third piece, oneDNN packing of the recurrence's large weights where the compiled gemm does not run, was measured
+by this script with gemm off, and removed: docs/benchmarks.md has its figures.)
 
 Cases: input (T=35, B=32, D=28) as bench_stack.py, 2-layer LSTM stacks in training that run the engine: zoneout
 0.1, layer norm, recurrent dropout 0.25, at hidden 256 and 1024; and for the pool (whose other user is weight
@@ -38,10 +39,9 @@ from stackrnn import LSTM, StackedRNN, kernels, settings  # noqa: E402
 STEPS, BATCH, FEATURES = 35, 32, 28
 OPTIONS = {"zoneout": dict(zoneout=0.1), "layer norm": dict(layer_norm=True),
            "recurrent dropout": dict(recurrent_dropout=0.25), "weight drop": dict(weight_drop=0.5)}
-CONFIGS = {"all on": {}, "gemm off": dict(gemm=False), "pool off": dict(pool=False),
-           "gemm, onednn off": dict(gemm=False, onednn=False)}
+CONFIGS = {"all on": {}, "gemm off": dict(gemm=False), "pool off": dict(pool=False)}
 # piece -> (configuration with it off, with it on)
-PIECES = {"gemm": ("gemm off", "all on"), "pool": ("pool off", "all on"), "onednn": ("gemm, onednn off", "gemm off")}
+PIECES = {"gemm": ("gemm off", "all on"), "pool": ("pool off", "all on")}
 
 
 def training_step(stack, optimizer, x, w) -> float:

@@ -46,47 +46,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import kernels, matmul, scratch, settings, torch_private
+from . import kernels, matmul, scratch, torch_private
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
 
 _EPS = 1e-5  # torch.nn.functional.layer_norm's and nn.LayerNorm's default, as the cells use
 # aten's layer-norm backward from saved mean and 1/std: the input gradient only (gains are summed over all steps)
 _ln_backward = torch_private.layer_norm_backward
-
-
-_onednn_works: bool | None = None  # whether oneDNN's packed matmul works here: tried once, on first use
-# Smaller weights stay with torch.mm: packing costs about 0.6 ms per pass and oneDNN about 25 us per call, which
-# a 256-unit LSTM's W_hh (262k values) does not earn back over 35 steps (a whole training step measured 10-20%
-# slower with it on 2 cores), while from 512 units (1M values) packing is 10-15% faster.
-_PACK_FROM = 2 ** 19
-
-
-def _pack(weight: Tensor, batch: int):
-    """weight (N, K) packed for oneDNN's matmul at this batch size, or None where that is unavailable (not CPU,
-    not float32, a build without oneDNN, a torch without these ops): the caller then uses torch.mm."""
-    global _onednn_works
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or _onednn_works is False or not settings.onednn:
-        return None
-    if weight.numel() < _PACK_FROM:
-        return None
-    weight = weight.contiguous()  # the backward's weight arrives transposed
-    try:
-        packed = torch_private.onednn_pack(weight, batch)
-        if _onednn_works is None:  # first use: check it against torch.mm on a small product
-            # (its own generator: drawing from the global one would shift every later mask of a seeded run)
-            x = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0))
-            got = torch_private.onednn_linear(x, packed)
-            scale = float(weight.abs().max()) * weight.shape[1]
-            got_sum = torch_private.onednn_linear(x, packed, x[:, :1].expand(3, weight.shape[0]).contiguous())
-            want = x @ weight.t()
-            if not (torch.allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
-                    and torch.allclose(got_sum, want + x[:, :1], rtol=1e-4, atol=1e-4 * scale)):
-                raise RuntimeError("oneDNN's packed matmul disagrees with torch.mm")
-            _onednn_works = True
-        return packed
-    except (AttributeError, RuntimeError):
-        _onednn_works = False
-        return None
 
 
 class _Product:
@@ -95,23 +60,19 @@ class _Product:
 
     The recurrence's products have only B rows, which torch.mm (MKL) runs slowly on CPU: where the compiled gemm
     runs (matmul.py: CPU, float32 or float64) the weight is packed for it once per pass (`compiled`, which the
-    LSTM's time loops in C also read). Without it, in float32 on CPU a large weight (see _PACK_FROM) is packed
-    once per pass for oneDNN's matmul (the library behind torch.nn.LSTM's fused CPU kernel), which runs them
-    1.3-2x faster than torch.mm at batch 32. Elsewhere torch.mm.
+    LSTM's time loops in C also read). Elsewhere torch.mm. (oneDNN's packed matmul once ran them where the gemm
+    does not; a whole training step measured no faster with it: docs/benchmarks.md.)
     """
 
-    def __init__(self, weight: Tensor, batch: int, transposed: bool = False) -> None:
+    def __init__(self, weight: Tensor, transposed: bool = False) -> None:
         lib = matmul.library(weight)
         self.compiled = matmul.Packed(lib, weight if transposed else weight.t()) if lib is not None else None
         self.weight = weight.t() if transposed else weight  # (N, K): x -> x self.weight^T
-        self.onednn = None if lib is not None else _pack(self.weight, batch)
 
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         if self.compiled is not None:
             return self.compiled(x, add)
-        if self.onednn is None:
-            return torch.mm(x, self.weight.t()) if add is None else torch.addmm(add, x, self.weight.t())
-        return torch_private.onednn_linear(x, self.onednn, add)  # a GRU's b_hh as the bias, a gi[t] in oneDNN's pass
+        return torch.mm(x, self.weight.t()) if add is None else torch.addmm(add, x, self.weight.t())
 
 
 # A cell's `_Math` runs its gate math forward step by step, and backward from coefficients prepared for all steps
@@ -351,8 +312,8 @@ class _Recurrence(torch.autograd.Function):
         T, B, G = gi.shape
         math = make_math(None if ln_c_gain is None else (ln_c_gain, ln_c_shift))
         num_gates = math.num_gates
-        product = _Product(w_hh, B)  # h -> h W_hh^T
-        project = _Product(w_hr, B) if w_hr is not None else None  # an LSTM's o * tanh(c') -> h (B, P)
+        product = _Product(w_hh)  # h -> h W_hh^T
+        project = _Product(w_hr) if w_hr is not None else None  # an LSTM's o * tanh(c') -> h (B, P)
         order = range(T - 1, -1, -1) if reverse else range(T)
         math.begin(T, B, gi)
         # the compiled step (stackrnn/kernels.py): same math, one pass per step. An LSTM with layer norm needs the
@@ -444,7 +405,7 @@ class _Recurrence(torch.autograd.Function):
         if w_hr is not None:
             cell_out = math.cell_outputs()  # (T, B, H), for W_hr's gradient
             d_proj = d_out.new_empty(T, B, P)  # gradient of every step's projected h
-            project_t = _Product(w_hr, B, transposed=True)  # dh (B, P) -> dh W_hr (B, H)
+            project_t = _Product(w_hr, transposed=True)  # dh (B, P) -> dh W_hr (B, H)
         dh = d_hT if d_hT is not None else torch.zeros_like(H_all[0])
         dc = d_cT if has_c and d_cT is not None and d_cT.numel() else (torch.zeros_like(c_all[0]) if has_c else None)
         # the gradient of every step's gh (after layer norm), in processing order; the LSTM kernel with layer norm
@@ -454,7 +415,7 @@ class _Recurrence(torch.autograd.Function):
         # ... and of h W_hh^T before it: with layer norm, read only here (by d_w's product below), so kept memory
         d_z = scratch.buffer("d_z", d_out, T * B * G).view(T, B, G) if g_hh is not None else d_gh
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
-        product_t = _Product(w_hh, B, transposed=True)  # dz -> dz W_hh
+        product_t = _Product(w_hh, transposed=True)  # dz -> dz W_hh
         d_gi = d_g_ih = d_b_in = None  # d_gi: set here where a kernel computes it, else from math below
         if ctx.lib is not None:
             ctx.lib.set_threads(torch.get_num_threads())

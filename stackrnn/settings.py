@@ -15,10 +15,9 @@ matmul: whose products the engine uses for its big products over all of a layer'
     on Intel processors with MKL, else the compiled gemm), "compiled" or "torch" (STACKRNN_MATMUL); the
     recurrence's per-step products stay with the compiled gemm. See stackrnn/matmul.py.
 
-For benchmarks that measure what a piece of the engine buys (benchmarks/bench_engine_pieces.py) there are three
-more, not meant for users: gemm (False: no product at all by the compiled gemm, so no C time loop either), pool
-(False: scratch.py hands out fresh tensors) and onednn (False: the torch path's large recurrent products are not
-packed for oneDNN).
+For benchmarks that measure what a piece of the engine buys (benchmarks/bench_engine_pieces.py) there are two
+more, not meant for users: gemm (False: no product at all by the compiled gemm, so no C time loop either) and pool
+(False: scratch.reusable hands out fresh memory).
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import types
 KERNELS = ("auto", "steps", "off")
 MATMUL = ("auto", "compiled", "torch")
 _CHOICES = {"kernels": KERNELS, "matmul": MATMUL}
-_FLAGS = ("gemm", "pool", "onednn")
+_FLAGS = ("gemm", "pool")
 
 
 def from_environment(environ) -> dict[str, str]:
@@ -78,4 +77,3 @@ kernels: str = from_environment(os.environ)["kernels"]
 matmul: str = from_environment(os.environ)["matmul"]
 gemm: bool = True
 pool: bool = True
-onednn: bool = True

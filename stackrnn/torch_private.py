@@ -9,8 +9,6 @@ is noticed rather than silently slower.
     torch._C._storage_Use_Count                  how many references a storage has (scratch.reusable)
     torch._C._are_functorch_transforms_active    whether torch.func transforms run (weight drop's C path)
     torch.autograd.forward_ad._current_level     whether forward-mode AD runs (the same)
-    torch.ops.mkldnn._reorder_linear_weight,     oneDNN's packed matmul, for the engine's large recurrent
-    torch.ops.mkldnn._linear_pointwise(.binary)  products where the compiled gemm does not run (engine._Product)
     torch.ops.aten.native_layer_norm_backward    a layer norm's input gradient from saved mean and 1 / std
                                                  (engine.py; an aten op, not in torch's documented API)
 """
@@ -45,16 +43,3 @@ def transforms_active() -> bool:
     """Whether torch.func transforms (grad, vmap, ...) or forward-mode AD are active around this call."""
     return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
 
-
-def onednn_pack(weight: Tensor, batch: int):
-    """weight (N, K) packed for oneDNN's matmul at this batch size (raises AttributeError or RuntimeError where
-    this torch has no such op)."""
-    return torch.ops.mkldnn._reorder_linear_weight(weight, batch)
-
-
-def onednn_linear(x: Tensor, packed, add: Tensor | None = None) -> Tensor:
-    """x (B, K) times the packed weight transposed (B, N), plus add: a bias (N,), or (B, N) summed in oneDNN's
-    own pass."""
-    if add is None or add.dim() == 1:
-        return torch.ops.mkldnn._linear_pointwise(x, packed, add, "none", [], "")
-    return torch.ops.mkldnn._linear_pointwise.binary(x, add, packed, None, "add")

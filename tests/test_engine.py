@@ -174,11 +174,8 @@ def test_what_backward_reads_is_freed_once_backward_has_run():
 
 
 def test_the_engine_leaves_the_global_random_stream_alone():
-    """Masks from the global generator must follow the seed alone, on the first pass of a process as on any other
-    (the engine's one-time check of oneDNN draws from a generator of its own)."""
-    import stackrnn.engine as engine
-
-    engine._onednn_works = None  # as in a fresh process
+    """Masks from the global generator must follow the seed alone, on the first pass of a process as on any
+    other."""
     stack = StackedRNN(3, layers=[LSTM(4, zoneout=0.5), LSTM(4, zoneout=0.5)]).train()
     x = torch.randn(5, 2, 3)
     runs = []

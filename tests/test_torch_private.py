@@ -1,7 +1,6 @@
 """The private torch APIs stackrnn relies on (stackrnn/torch_private.py): each still there, each behaving as used.
 A failure here names the API a torch release changed; see torch_private.py for who uses it and why."""
 
-import pytest
 import torch
 from torch.autograd import forward_ad
 
@@ -40,19 +39,6 @@ def test_transforms_are_seen():
     assert seen == [True], "torch._C._are_functorch_transforms_active no longer sees torch.func.grad"
     with forward_ad.dual_level():
         assert torch_private.transforms_active(), "forward_ad._current_level no longer tells forward-mode AD"
-
-
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="a torch build without oneDNN")
-def test_onednns_packed_matmul_multiplies():
-    """torch.ops.mkldnn._reorder_linear_weight and _linear_pointwise (and .binary): x W^T, + a bias or a sum."""
-    g = torch.Generator().manual_seed(1)
-    w, x = torch.randn(40, 24, generator=g), torch.randn(5, 24, generator=g)
-    bias, add = torch.randn(40, generator=g), torch.randn(5, 40, generator=g)
-    packed = torch_private.onednn_pack(w, 5)
-    for got, want, api in ((torch_private.onednn_linear(x, packed), x @ w.t(), "_linear_pointwise"),
-                           (torch_private.onednn_linear(x, packed, bias), x @ w.t() + bias, "_linear_pointwise"),
-                           (torch_private.onednn_linear(x, packed, add), x @ w.t() + add, "_linear_pointwise.binary")):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=f"torch.ops.mkldnn.{api} changed")
 
 
 def test_the_layer_norm_backward_gives_the_input_gradient():
