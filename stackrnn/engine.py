@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import kernels, matmul, scratch, torch_private
+from . import kernels, matmul, torch_private
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
 
 _EPS = 1e-5  # torch.nn.functional.layer_norm's and nn.LayerNorm's default, as the cells use
@@ -412,8 +412,8 @@ class _Recurrence(torch.autograd.Function):
         # needs it only within a step (it sums the bias's gradient itself, and returns x W_ih^T's)
         lstm_ln_kernel = ctx.lib is not None and has_c and g_hh is not None
         d_gh = d_out.new_empty(T, B, G) if not lstm_ln_kernel else None
-        # ... and of h W_hh^T before it: with layer norm, read only here (by d_w's product below), so kept memory
-        d_z = scratch.buffer("d_z", d_out, T * B * G).view(T, B, G) if g_hh is not None else d_gh
+        # ... and of h W_hh^T before it: with layer norm, read only here (by d_w's product below)
+        d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
         product_t = _Product(w_hh, transposed=True)  # dz -> dz W_hh
         d_gi = d_g_ih = d_b_in = None  # d_gi: set here where a kernel computes it, else from math below

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import kernels, scratch, settings
+from . import kernels, settings
 
 
 def library(*tensors: Tensor):
@@ -72,13 +72,11 @@ class Packed:
     """b (K, N), any strides, packed once for the compiled gemm; then packed(a) = a @ b for any a (M, K), as
     often as the recurrence needs it (b's values are copied: later changes to b are not seen).
 
-    `lib` is library(b) (not None). `transient`: the packed form and the product's room come from scratch.py's
-    kept buffers, for a Packed that is used and dropped before the next transient one is made on this thread."""
+    `lib` is library(b) (not None)."""
 
-    def __init__(self, lib, b: Tensor, transient: bool = False) -> None:
-        self.lib, (self.K, self.N), self.transient = lib, b.shape, transient
-        size = lib.packed_size(self.K, self.N)
-        self.buffer = scratch.buffer("packed b", b, size) if transient else b.new_empty(size)
+    def __init__(self, lib, b: Tensor) -> None:
+        self.lib, (self.K, self.N) = lib, b.shape
+        self.buffer = b.new_empty(lib.packed_size(self.K, self.N))
         lib.pack_b(self.K, self.N, b.data_ptr(), b.stride(0), b.stride(1), self.buffer.data_ptr())
         self._tiles = {}  # (rows M, a's stride along K) -> the product's room: the recurrence asks the same each step
 
@@ -87,9 +85,7 @@ class Packed:
         run along memory), kept for the next call."""
         key = rows, step == 1
         if key not in self._tiles:
-            size = max(1, self.lib.tile_space(rows, self.K, step))
-            kept = self.transient  # a transient product's room is kept memory too
-            self._tiles[key] = scratch.buffer("tiles", self.buffer, size) if kept else self.buffer.new_empty(size)
+            self._tiles[key] = self.buffer.new_empty(max(1, self.lib.tile_space(rows, self.K, step)))
         return self._tiles[key]
 
     def __call__(self, a: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
@@ -131,7 +127,7 @@ def mm(a: Tensor, b: Tensor, add: Tensor | None = None) -> Tensor:
     lib = _big(a, b) if add is None else _big(a, b, add)
     if lib is None or a.numel() == 0 or b.numel() == 0:
         return torch.mm(a, b) if add is None else torch.addmm(add, a, b)
-    return Packed(lib, b, transient=True)(a, add)
+    return Packed(lib, b)(a, add)
 
 
 def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
@@ -143,9 +139,9 @@ def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
     if lib is None or dy.numel() == 0 or x.numel() == 0:
         return torch.mm(dy.t(), x)
     if x.shape[1] >= dy.shape[1]:
-        return Packed(lib, x, transient=True)(dy.t())
+        return Packed(lib, x)(dy.t())
     out = dy.new_empty(dy.shape[1], x.shape[1])
-    Packed(lib, dy, transient=True)(x.t(), out=out.t())
+    Packed(lib, dy)(x.t(), out=out.t())
     return out
 
 
