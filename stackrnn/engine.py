@@ -320,7 +320,7 @@ class _Recurrence(torch.autograd.Function):
         # input's raw product (g_ih), which run_direction hands over only where this kernel runs
         lib = _kernel_for(math, gi, g_hh, w_hr, g_ih)
         # an LSTM's whole loop runs in C (csrc/loops.h), its products by the compiled gemm, unless
-        # STACKRNN_KERNELS=steps asks for the Python loop over the same kernels; backward follows forward's choice
+        # settings.kernels "steps" asks for the Python loop over the same kernels; backward follows forward's choice
         ctx.loop = lib is not None and c0 is not None and lib.loops and product.compiled is not None
         inputs = (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, g_ih, b_in)
         if lib is not None and c0 is None:  # GRU
@@ -655,7 +655,7 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         d_pre, xn = d_z.new_empty(B, G), d_z.new_empty(B, G)  # scratch: a step's gradient of pre, and LN(xw)
         xw, kept = _Steps(norms[0]), _Steps(*norms[1:])
         ln_scratch = row_room.data_ptr(), xn.data_ptr()
-    # forward's choice, unless the compiled gemm has gone since (STACKRNN_KERNELS=0 set between the passes): then the
+    # forward's choice, unless the compiled gemm has gone since (settings.kernels "off" set between the passes): then the
     # Python loop over the same step kernels, its products torch's
     if loop and product_t.compiled is not None:
         size = d_z.element_size()

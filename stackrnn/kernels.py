@@ -13,7 +13,7 @@ A build that fails for good (the compiler rejects its flags, the OpenMP trial fa
 `.failed` marker with the reason, and later processes skip it until the marker is deleted; a killed compiler, a
 trial that could not run and the last, plainest build are never marked.
 
-Where there is no C compiler (or settings.kernels "off", STACKRNN_KERNELS=0, or the build fails), `steps()` returns None and the engine
+Where there is no C compiler (or settings.kernels is "off", or the build fails), `steps()` returns None and the engine
 runs the same math as PyTorch operations: the results agree to float rounding, only slower. The step kernels take
 contiguous float32 or float64 CPU tensors, the product any strides; the engine and matmul.py check the type and
 device before they use them.
