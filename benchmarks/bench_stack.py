@@ -12,7 +12,7 @@ Cases (input (T=35, B=32, D=28), the d2l configuration):
   7. zoneout 0.1, recurrent dropout 0.25 and layer-norm stacks, LSTM(H, ...) x 2 in training, vs torch.nn.LSTM,
      H = 256 and 1024 (these run the engine, stackrnn/engine.py)                             target <= 1.25
   8. for information: GRU(256, zoneout=0.1) x 2 and GRU(256, recurrent_dropout=0.25) x 2 vs torch.nn.GRU
-STACKRNN_KERNELS=0 runs the engine's cases without its C step kernels (stackrnn/kernels.py), for comparison.
+STACKRNN_KERNELS=0 (stackrnn.settings.kernels) runs the engine's cases without its C step kernels (stackrnn/kernels.py), for comparison.
 
 One iteration is: forward, loss = sum(output * W) with a fixed random W, backward, zero_grad(set_to_none=True).
 Both candidates of cases 1-4 hold the same weights, and their outputs and gradients are checked to match before
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from stackrnn import GRU, LSTM, StackedRNN, kernels, matmul  # noqa: E402
+from stackrnn import GRU, LSTM, StackedRNN, kernels, matmul, settings  # noqa: E402
 
 STEPS, BATCH, FEATURES = 35, 32, 28
 
@@ -174,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__} | device {name} | threads {torch.get_num_threads()} | "
           f"input (T={STEPS}, B={BATCH}, D={FEATURES}) | load avg {load}")
     if device.type == "cpu":  # whose the engine's products are decides much of its speed
-        choice = os.environ.get("STACKRNN_MATMUL", "auto")
+        choice = settings.matmul
         if kernels.steps() is None:
             print("engine: no compiled kernels here, every product by torch")
         else:
             whose = "torch.mm" if matmul.big_products_by_torch() else "the compiled gemm"
-            print(f"engine: products over all steps by {whose} (STACKRNN_MATMUL={choice}), the recurrence's by the "
+            print(f"engine: products over all steps by {whose} (settings.matmul={choice}), the recurrence's by the "
                   "compiled gemm")
     if hasattr(os, "getloadavg") and os.getloadavg()[0] > 1.0 and device.type == "cpu":
         print("note: the CPU looks busy (load avg above); timings may be noisy (with threads > 1, much slower: try --threads 1)")

@@ -3,7 +3,7 @@ dropout), with a hand-written backward pass.
 
 Dimension key: T time, B batch, D input features, H hidden units, N gates, G = N * H.
 
-The reference loop (`layers.run_direction`) lets autograd record every step: per step it builds a dozen graph
+The reference loop (`recurrence.reference_loop`) lets autograd record every step: per step it builds a dozen graph
 nodes, and its backward pass computes W_hh's gradient as T small matrix products. Here autograd sees one node
 per direction instead:
 
@@ -46,49 +46,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import kernels, matmul, scratch
+from . import kernels, matmul, torch_private
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, State
-from .regularizers import zoneout_factors
 
 _EPS = 1e-5  # torch.nn.functional.layer_norm's and nn.LayerNorm's default, as the cells use
 # aten's layer-norm backward from saved mean and 1/std: the input gradient only (gains are summed over all steps)
-_ln_backward = torch.ops.aten.native_layer_norm_backward
-
-
-_onednn_works: bool | None = None  # whether oneDNN's packed matmul works here: tried once, on first use
-# Smaller weights stay with torch.mm: packing costs about 0.6 ms per pass and oneDNN about 25 us per call, which
-# a 256-unit LSTM's W_hh (262k values) does not earn back over 35 steps (a whole training step measured 10-20%
-# slower with it on 2 cores), while from 512 units (1M values) packing is 10-15% faster.
-_PACK_FROM = 2 ** 19
-
-
-def _pack(weight: Tensor, batch: int):
-    """weight (N, K) packed for oneDNN's matmul at this batch size, or None where that is unavailable (not CPU,
-    not float32, a build without oneDNN, a torch without these ops): the caller then uses torch.mm."""
-    global _onednn_works
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or _onednn_works is False:
-        return None
-    if weight.numel() < _PACK_FROM:
-        return None
-    weight = weight.contiguous()  # the backward's weight arrives transposed
-    try:
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch)
-        if _onednn_works is None:  # first use: check it against torch.mm on a small product
-            # (its own generator: drawing from the global one would shift every later mask of a seeded run)
-            x = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0))
-            got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-            scale = float(weight.abs().max()) * weight.shape[1]
-            got_sum = torch.ops.mkldnn._linear_pointwise.binary(x, x[:, :1].expand(3, weight.shape[0]).contiguous(),
-                                                                packed, None, "add")
-            want = x @ weight.t()
-            if not (torch.allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
-                    and torch.allclose(got_sum, want + x[:, :1], rtol=1e-4, atol=1e-4 * scale)):
-                raise RuntimeError("oneDNN's packed matmul disagrees with torch.mm")
-            _onednn_works = True
-        return packed
-    except (AttributeError, RuntimeError):
-        _onednn_works = False
-        return None
+_ln_backward = torch_private.layer_norm_backward
 
 
 class _Product:
@@ -97,25 +60,19 @@ class _Product:
 
     The recurrence's products have only B rows, which torch.mm (MKL) runs slowly on CPU: where the compiled gemm
     runs (matmul.py: CPU, float32 or float64) the weight is packed for it once per pass (`compiled`, which the
-    LSTM's time loops in C also read). Without it, in float32 on CPU a large weight (see _PACK_FROM) is packed
-    once per pass for oneDNN's matmul (the library behind torch.nn.LSTM's fused CPU kernel), which runs them
-    1.3-2x faster than torch.mm at batch 32. Elsewhere torch.mm.
+    LSTM's time loops in C also read). Elsewhere torch.mm. (oneDNN's packed matmul once ran them where the gemm
+    does not; a whole training step measured no faster with it: docs/benchmarks.md.)
     """
 
-    def __init__(self, weight: Tensor, batch: int, transposed: bool = False) -> None:
+    def __init__(self, weight: Tensor, transposed: bool = False) -> None:
         lib = matmul.library(weight)
         self.compiled = matmul.Packed(lib, weight if transposed else weight.t()) if lib is not None else None
         self.weight = weight.t() if transposed else weight  # (N, K): x -> x self.weight^T
-        self.onednn = None if lib is not None else _pack(self.weight, batch)
 
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         if self.compiled is not None:
             return self.compiled(x, add)
-        if self.onednn is None:
-            return torch.mm(x, self.weight.t()) if add is None else torch.addmm(add, x, self.weight.t())
-        if add is None or add.dim() == 1:  # a vector (GRU's b_hh) is the product's bias
-            return torch.ops.mkldnn._linear_pointwise(x, self.onednn, add, "none", [], "")
-        return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.onednn, None, "add")  # the sum in oneDNN's pass
+        return torch.mm(x, self.weight.t()) if add is None else torch.addmm(add, x, self.weight.t())
 
 
 # A cell's `_Math` runs its gate math forward step by step, and backward from coefficients prepared for all steps
@@ -355,15 +312,15 @@ class _Recurrence(torch.autograd.Function):
         T, B, G = gi.shape
         math = make_math(None if ln_c_gain is None else (ln_c_gain, ln_c_shift))
         num_gates = math.num_gates
-        product = _Product(w_hh, B)  # h -> h W_hh^T
-        project = _Product(w_hr, B) if w_hr is not None else None  # an LSTM's o * tanh(c') -> h (B, P)
+        product = _Product(w_hh)  # h -> h W_hh^T
+        project = _Product(w_hr) if w_hr is not None else None  # an LSTM's o * tanh(c') -> h (B, P)
         order = range(T - 1, -1, -1) if reverse else range(T)
         math.begin(T, B, gi)
         # the compiled step (stackrnn/kernels.py): same math, one pass per step. An LSTM with layer norm needs the
         # input's raw product (g_ih), which run_direction hands over only where this kernel runs
         lib = _kernel_for(math, gi, g_hh, w_hr, g_ih)
         # an LSTM's whole loop runs in C (csrc/loops.h), its products by the compiled gemm, unless
-        # STACKRNN_KERNELS=steps asks for the Python loop over the same kernels; backward follows forward's choice
+        # settings.kernels "steps" asks for the Python loop over the same kernels; backward follows forward's choice
         ctx.loop = lib is not None and c0 is not None and lib.loops and product.compiled is not None
         inputs = (w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, g_ih, b_in)
         if lib is not None and c0 is None:  # GRU
@@ -433,8 +390,6 @@ class _Recurrence(torch.autograd.Function):
         saved = [t if t is None else t.contiguous() for t in ctx.saved_tensors]
         w_hh, b_hh, g_hh, a_h, a_c, valid, h_mask, w_hr, g_ih, b_in, H_all, c_all = saved[:12]
         norms = saved[12:12 + ctx.norms]
-        n = ctx.norms // 4 if ctx.lib is None else 0  # steps with layer norm, for the torch path
-        z_raw, z_norm, means, rstds = (norms[k * n:(k + 1) * n] for k in range(4))
         math, reverse = ctx.math, ctx.reverse
         math.unstash(list(saved[12 + ctx.norms:]))
         T, B, P = d_out.shape  # P: h's size (an LSTM's projection size, else H)
@@ -446,20 +401,21 @@ class _Recurrence(torch.autograd.Function):
             a_h = a_h.flip(0) if a_h is not None else None
             a_c = a_c.flip(0) if a_c is not None else None
         has_c = c_all is not None
+        cell_out = d_proj = project_t = None
         if w_hr is not None:
             cell_out = math.cell_outputs()  # (T, B, H), for W_hr's gradient
             d_proj = d_out.new_empty(T, B, P)  # gradient of every step's projected h
-            project_t = _Product(w_hr, B, transposed=True)  # dh (B, P) -> dh W_hr (B, H)
+            project_t = _Product(w_hr, transposed=True)  # dh (B, P) -> dh W_hr (B, H)
         dh = d_hT if d_hT is not None else torch.zeros_like(H_all[0])
         dc = d_cT if has_c and d_cT is not None and d_cT.numel() else (torch.zeros_like(c_all[0]) if has_c else None)
         # the gradient of every step's gh (after layer norm), in processing order; the LSTM kernel with layer norm
         # needs it only within a step (it sums the bias's gradient itself, and returns x W_ih^T's)
         lstm_ln_kernel = ctx.lib is not None and has_c and g_hh is not None
         d_gh = d_out.new_empty(T, B, G) if not lstm_ln_kernel else None
-        # ... and of h W_hh^T before it: with layer norm, read only here (by d_w's product below), so kept memory
-        d_z = scratch.buffer("d_z", d_out, T * B * G).view(T, B, G) if g_hh is not None else d_gh
+        # ... and of h W_hh^T before it: with layer norm, read only here (by d_w's product below)
+        d_z = d_out.new_empty(T, B, G) if g_hh is not None else d_gh
         d_g = torch.zeros_like(g_hh) if g_hh is not None else None  # summed step by step: no (T, B, G) copies
-        product_t = _Product(w_hh, B, transposed=True)  # dz -> dz W_hh
+        product_t = _Product(w_hh, transposed=True)  # dz -> dz W_hh
         d_gi = d_g_ih = d_b_in = None  # d_gi: set here where a kernel computes it, else from math below
         if ctx.lib is not None:
             ctx.lib.set_threads(torch.get_num_threads())
@@ -471,34 +427,8 @@ class _Recurrence(torch.autograd.Function):
                                                             a_c, h_mask, c_all, d_gh, d_z, d_g, g_ih, b_in, reverse,
                                                             ctx.loop)
         else:
-            math.prepare(c_all[:-1] if has_c else H_all[:-1])
-            for s in range(T - 1, -1, -1):
-                dh = dh + d_out[s]
-                if a_h is not None:  # lerp(new, old, a): a share of the gradient goes straight to the old state
-                    dh_keep = dh * a_h[s]
-                    dh = dh - dh_keep
-                if has_c and a_c is not None:
-                    dc_keep = dc * a_c[s]
-                    dc = dc - dc_keep
-                if w_hr is not None:
-                    d_proj[s] = dh
-                    dh = project_t(dh)
-                dh_direct, dc_prev = math.step_back(s, dh, dc, d_gh[s])
-                if g_hh is not None:
-                    d_g.add_((d_gh[s] * z_norm[s]).sum(0))
-                    dzn = (d_gh[s] * g_hh).view(B, ctx.num_gates, H)
-                    d_z[s] = _ln_backward(dzn, z_raw[s], (H,), means[s], rstds[s], None, None,
-                                          (True, False, False))[0].view(B, G)
-                dh_prev = product_t(d_z[s])
-                if h_mask is not None:
-                    dh_prev = dh_prev * h_mask
-                if dh_direct is not None:
-                    dh_prev = dh_prev + dh_direct
-                if a_h is not None:
-                    dh_prev = dh_prev + dh_keep
-                dh = dh_prev
-                if has_c:
-                    dc = dc_prev + dc_keep if a_c is not None else dc_prev
+            dh, dc = _torch_backward(math, product_t, project_t, d_out, dh, dc, g_hh,
+                                     norms, ctx.norms, a_h, a_c, h_mask, H_all, c_all, d_gh, d_z, d_g, d_proj)
         # the weight gradients of all steps: one product over T * B rows
         h_in = H_all[:-1] * h_mask if h_mask is not None else H_all[:-1]
         d_w = matmul.weight_grad(d_z.reshape(T * B, G), h_in.reshape(T * B, P)) if ctx.needs_input_grad[5] else None
@@ -514,6 +444,49 @@ class _Recurrence(torch.autograd.Function):
         math.release()
         return (None, None, d_gi, dh, dc, d_w, d_b, d_g, d_gain, d_shift, None, None, None, None, d_w_hr, d_g_ih,
                 d_b_in)
+
+
+def _torch_backward(math, product_t, project_t, d_out: Tensor, dh: Tensor, dc: Tensor | None, g_hh: Tensor | None,
+                    norms, count: int, a_h: Tensor | None, a_c: Tensor | None, h_mask: Tensor | None, H_all: Tensor,
+                    c_all: Tensor | None, d_gh: Tensor, d_z: Tensor, d_g: Tensor | None, d_proj: Tensor | None):
+    """_Recurrence's backward over all steps as PyTorch operations, everything in processing order: writes every
+    step's gradient of gh into d_gh, of h W_hh^T into d_z (the same tensor without layer norm) and, with a
+    projection (project_t), of the projected h into d_proj; sums g_hh's into d_g. Returns the gradients of h0 and
+    c0 (None without c). norms: per step z, LN(z), mean and 1 / std, in four runs of count // 4."""
+    T, B, G = d_gh.shape
+    H = G // math.num_gates
+    n = count // 4  # steps with layer norm
+    z_raw, z_norm, means, rstds = (norms[k * n:(k + 1) * n] for k in range(4))
+    has_c = c_all is not None
+    math.prepare(c_all[:-1] if has_c else H_all[:-1])
+    for s in range(T - 1, -1, -1):
+        dh = dh + d_out[s]
+        if a_h is not None:  # lerp(new, old, a): a share of the gradient goes straight to the old state
+            dh_keep = dh * a_h[s]
+            dh = dh - dh_keep
+        if has_c and a_c is not None:
+            dc_keep = dc * a_c[s]
+            dc = dc - dc_keep
+        if project_t is not None:
+            d_proj[s] = dh
+            dh = project_t(dh)
+        dh_direct, dc_prev = math.step_back(s, dh, dc, d_gh[s])
+        if g_hh is not None:
+            d_g.add_((d_gh[s] * z_norm[s]).sum(0))
+            dzn = (d_gh[s] * g_hh).view(B, math.num_gates, H)
+            d_z[s] = _ln_backward(dzn, z_raw[s], (H,), means[s], rstds[s], None, None,
+                                  (True, False, False))[0].view(B, G)
+        dh_prev = product_t(d_z[s])
+        if h_mask is not None:
+            dh_prev = dh_prev * h_mask
+        if dh_direct is not None:
+            dh_prev = dh_prev + dh_direct
+        if a_h is not None:
+            dh_prev = dh_prev + dh_keep
+        dh = dh_prev
+        if has_c:
+            dc = dc_prev + dc_keep if a_c is not None else dc_prev
+    return dh, dc
 
 
 def _kernel_for(math, gi: Tensor, g_hh: Tensor | None, w_hr: Tensor | None, g_ih: Tensor | None = None):
@@ -682,7 +655,7 @@ def _kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, dc: Tensor
         d_pre, xn = d_z.new_empty(B, G), d_z.new_empty(B, G)  # scratch: a step's gradient of pre, and LN(xw)
         xw, kept = _Steps(norms[0]), _Steps(*norms[1:])
         ln_scratch = row_room.data_ptr(), xn.data_ptr()
-    # forward's choice, unless the compiled gemm has gone since (STACKRNN_KERNELS=0 set between the passes): then the
+    # forward's choice, unless the compiled gemm has gone since (settings.kernels "off" set between the passes): then the
     # Python loop over the same step kernels, its products torch's
     if loop and product_t.compiled is not None:
         size = d_z.element_size()
@@ -784,13 +757,11 @@ def _gru_kernel_backward(lib, math, product_t, d_out: Tensor, dh: Tensor, g_hh: 
 
 
 def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
-                  weight_hh: Tensor | None = None, h_mask: Tensor | None = None,
-                  zoneout_rates: tuple[float, float] = (0.0, 0.0), training: bool = False,
-                  generator: torch.Generator | None = None) -> tuple[Tensor, State]:
-    """layers.run_direction's contract and results, through the engine (its masks drawn the same way, from the
-    same generator). Under autocast the recurrence runs in the input projection's precision, and the final
-    state comes back in the precision of the state passed in: a state carried from window to window is not
-    rounded to bfloat16 or float16 between them."""
+                  options) -> tuple[Tensor, State]:
+    """recurrence.run_direction's contract and results, through the engine, `options` the pass's recurrence.Pass
+    (its masks drawn the same way, from the same generator). Under autocast the recurrence runs in the input
+    projection's precision, and the final state comes back in the precision of the state passed in: a state
+    carried from window to window is not rounded to bfloat16 or float16 between them."""
     steps, batch = x.shape[0], x.shape[1]
     size_h, size_c = cell.output_size, cell.hidden_size  # h is P wide in a projected LSTM, c always H
     lstm = isinstance(cell, LSTMCell)
@@ -809,8 +780,9 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     else:
         gi = cell.project_input(x, bias, linear=matmul.linear)
     dtype = gi.dtype  # under autocast the projection's precision; the recurrence follows it
-    # zoneout's keep factors (1 keeps the old value), drawn as the reference loop's masks (zoneout_keeps)
-    keep_h, keep_c = zoneout_factors(steps, batch, (size_h, size_c), zoneout_rates, training, x, dtype, generator)
+    # zoneout's keep factors (1 keeps the old value), drawn as the reference loop's masks
+    zoneout = options.zoneout
+    keep_h, keep_c = zoneout.factors(x, (size_h, size_c), options.training, options.generator, dtype)
 
     valid = mask.to(dtype) if mask is not None else None  # (T, B, 1): 1 at valid steps, 0 at padding
 
@@ -823,10 +795,10 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
             return kept.expand(steps, batch, size) if kept.dim() == 0 else kept
         return 1 - valid * (1 - kept)
 
-    zh, zc = zoneout_rates
+    zh, zc, h_mask = zoneout.h, zoneout.c, options.h_mask
     h0, c0 = (state[0], state[1]) if lstm else (state, None)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    w_hh = cell.weight_hh if weight_hh is None else weight_hh
+    w_hh = cell.weight_hh if options.weight_hh is None else options.weight_hh
     g_hh = cell.norm_hh.flatten() if cell.layer_norm else None
     ln_c = (cell.norm_c.weight, cell.norm_c.bias) if lstm and cell.layer_norm else (None, None)
     with torch.autocast(x.device.type, enabled=False):

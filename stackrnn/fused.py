@@ -18,14 +18,10 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from . import torch_private
 from .layers import LayerState, RecurrentLayer
 
-_KERNELS = {
-    "lstm": torch._VF.lstm,
-    "gru": torch._VF.gru,
-    "rnn_tanh": torch._VF.rnn_tanh,
-    "rnn_relu": torch._VF.rnn_relu,
-}
+_KERNELS = torch_private.RNN_KERNELS
 
 
 def can_fuse(a: RecurrentLayer, b: RecurrentLayer) -> bool:

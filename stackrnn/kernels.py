@@ -13,7 +13,7 @@ A build that fails for good (the compiler rejects its flags, the OpenMP trial fa
 `.failed` marker with the reason, and later processes skip it until the marker is deleted; a killed compiler, a
 trial that could not run and the last, plainest build are never marked.
 
-Where there is no C compiler (or STACKRNN_KERNELS=0, or the build fails), `steps()` returns None and the engine
+Where there is no C compiler (or settings.kernels is "off", or the build fails), `steps()` returns None and the engine
 runs the same math as PyTorch operations: the results agree to float rounding, only slower. The step kernels take
 contiguous float32 or float64 CPU tensors, the product any strides; the engine and matmul.py check the type and
 device before they use them.
@@ -36,6 +36,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from . import settings
 
 _SOURCE = Path(__file__).with_name("csrc") / "steps.c"
 _HEADERS = [_SOURCE.with_name(name)  # the headers steps.c includes
@@ -105,8 +107,8 @@ def kernel_dir() -> Path:
 
 
 def enabled() -> bool:
-    """False when STACKRNN_KERNELS is 0 (or false/no/off): the engine then runs its PyTorch path."""
-    return os.environ.get("STACKRNN_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
+    """False when settings.kernels is "off" (STACKRNN_KERNELS=0): the engine then runs its PyTorch path."""
+    return settings.kernels != "off"
 
 
 def _compiler() -> str | None:
@@ -293,8 +295,8 @@ def _load():
         why = (f" Why is written in {markers[0].parent}/*.failed; delete those files to try again." if markers
                else "")
         warnings.warn(f"stackrnn could not {what}; the engine's steps and weight drop run as PyTorch operations, "
-                      f"which is slower.{why} Set STACKRNN_KERNELS=0 to skip the attempt.", RuntimeWarning,
-                      stacklevel=3)
+                      f"which is slower.{why} Set STACKRNN_KERNELS=0 (or stackrnn.settings.kernels = 'off') to skip "
+                      f"the attempt.", RuntimeWarning, stacklevel=3)
         return None
     for suffix, real in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
         for name, args in _signatures(real).items():
@@ -315,7 +317,7 @@ class Steps:
     their arguments); the matrix product's pack_b, gemm_packed, packed_size and tile_space (csrc/gemm.h, for
     stackrnn/matmul.py); the LSTM's time loops lstm_forward_loop, lstm_backward_loop, lstm_ln_forward_loop and
     lstm_ln_backward_loop (csrc/loops.h), and `loops`, whether the engine runs them (False under
-    STACKRNN_KERNELS=steps: it loops over the steps in Python); set_threads(n), the most threads a step or product
+    settings.kernels "steps": it loops over the steps in Python); set_threads(n), the most threads a step or product
     may share its work between from now on (n >= 1; it returns the count, 0 in a build without OpenMP, where one
     thread runs them); kernel_team(), the number of threads the last layer norm's backward step ran on;
     loop_chunks(B, H), how many chunks of rows the time loops would give their threads now (1: step by step); and
@@ -326,13 +328,17 @@ class Steps:
         for name in [*_signatures(ctypes.c_float), *_SIZES]:
             setattr(self, name.removesuffix("_step"), getattr(lib, name + suffix))
         self.set_threads, self.kernel_team, self.loop_chunks = lib.set_threads, lib.kernel_team, lib.loop_chunks
-        self.loops = os.environ.get("STACKRNN_KERNELS", "").strip().lower() != "steps"
+
+    @property
+    def loops(self) -> bool:
+        """Whether the engine runs the LSTM's time loops in C (not under settings.kernels "steps")."""
+        return settings.kernels != "steps"
 
 
 def steps(dtype: torch.dtype = torch.float32) -> Steps | None:
     """The kernels for float32 or float64, or None where they cannot be had (another dtype, no compiler,
-    STACKRNN_KERNELS=0). Built at most once per process, loaded from the cache after that. STACKRNN_KERNELS=steps
-    keeps the kernels but not the LSTM's time loops (for comparison: the engine then loops in Python)."""
+    settings.kernels "off"). Built at most once per process, loaded from the cache after that. settings.kernels
+    "steps" keeps the kernels but not the LSTM's time loops (for comparison: the engine then loops in Python)."""
     if not enabled() or dtype not in _SUFFIX:
         return None
     if "steps" not in _loaded:

@@ -4,8 +4,8 @@ Dimension key: T time, B batch, D input features, H hidden units per direction, 
 P an LSTM's projection size (h has P features when it is set, H otherwise).
 
 A layer specification (`LSTM(256)`, `GRU(128, bidirectional=True)`, `LSTM(256, proj_size=128)`) says what a
-layer is; `RecurrentLayer` is the module built from it once the input size is known. The step loop in
-`RecurrentLayer.forward` is the readable reference every faster path is tested against.
+layer is; `RecurrentLayer` is the module built from it once the input size is known, which runs each direction
+through recurrence.run_direction: the readable reference loop, or the engine.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from . import engine as fast
-from .cells import CELLS, RecurrentCell, State, check_proj_size, make_cell
-from .regularizers import check_probability, check_rate, drop_weight, recurrent_mask, zoneout, zoneout_keeps
+from .cells import CELLS, RecurrentCell, check_proj_size, make_cell
+from .recurrence import LayerNorm, Recurrence, RecurrentDropout, Zoneout, run_direction
+from .regularizers import check_probability, check_rate, drop_weight
 
 # A layer's state: h (K, B, H), or for an LSTM the pair (h, c) of that shape (h (K, B, P) when projected).
 # The torch.nn layout, per layer.
@@ -46,7 +46,8 @@ class LayerSpec:
         layer_norm: layer-normalised cell (Ba et al. 2016; see cells.py).
         proj_size: P, LSTM only: h is projected to P < H features (LSTMP, Sak et al. 2014; torch.nn.LSTM's
             proj_size), so the layer's output has K * P features; c keeps H. 0: no projection.
-    Layers with recurrent dropout, zoneout or layer norm run through the engine (engine.py), not the fused kernel.
+    Layers with recurrent dropout, zoneout or layer norm (`recurrence`, one object per option: recurrence.py) run
+    through the engine (engine.py), not the fused kernel.
     """
 
     cell: str
@@ -91,10 +92,17 @@ class LayerSpec:
         return (h, c) if self.cell == "lstm" else (h, 0.0)
 
     @property
+    def recurrence(self) -> Recurrence:
+        """The options that act inside the recurrence, one object each (recurrence.py)."""
+        return Recurrence(Zoneout(*self.zoneout_rates) if self.zoneout_rates != (0.0, 0.0) else None,
+                          RecurrentDropout(self.recurrent_dropout) if self.recurrent_dropout else None,
+                          LayerNorm() if self.layer_norm else None)
+
+    @property
     def fusable(self) -> bool:
         """Whether torch's fused kernel can run this layer: not with a mask, a choice or a normalisation inside
         the recurrence."""
-        return self.recurrent_dropout == 0 and self.zoneout_rates == (0.0, 0.0) and not self.layer_norm
+        return not self.recurrence
 
     @property
     def num_directions(self) -> int:
@@ -230,19 +238,13 @@ class RecurrentLayer(nn.Module):
         if weights_hh is None:
             weights_hh = self.hidden_weights()
         outputs, finals, records = [], [], []
+        recurrence = self.spec.recurrence
         for k, cell in enumerate(self.cells):
             # (h, c)[k] or h[k]: this direction's (B, H) slice of the layer state (h (B, P) when projected)
             s0 = (state[0][k], state[1][k]) if self.is_lstm else state[k]
-            h_mask = None
-            if self.training and self.spec.recurrent_dropout > 0:  # on h, so (B, P) when projected
-                h_mask = recurrent_mask(x.shape[1], cell.output_size, self.spec.recurrent_dropout, x, generator)
-            options = dict(reverse=k == 1, weight_hh=weights_hh[k], h_mask=h_mask, zoneout_rates=self.spec.zoneout_rates,
-                           training=self.training, generator=generator)
+            options = recurrence.sample(cell, x, self.training, weights_hh[k], generator)
             record = [] if trace is not None else None
-            if engine and trace is None and fast.supports(cell):
-                out, s = fast.run_direction(cell, x, s0, mask, **options)
-            else:
-                out, s = run_direction(cell, x, s0, mask, record=record, **options)
+            out, s = run_direction(cell, x, s0, mask, k == 1, options, fast=engine, record=record)
             outputs.append(out)
             finals.append(s)
             records.append(record)
@@ -258,45 +260,3 @@ class RecurrentLayer(nn.Module):
         return (f"{s.cell}, {self.input_size} -> {s.hidden_size}" + (f", proj_size={s.proj_size}" if s.proj_size else "")
                 + (", bidirectional" if s.bidirectional else ""))
 
-
-def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool,
-                  weight_hh: Tensor | None = None, h_mask: Tensor | None = None,
-                  zoneout_rates: tuple[float, float] = (0.0, 0.0), training: bool = False,
-                  generator: torch.Generator | None = None, record: list | None = None) -> tuple[Tensor, State]:
-    """Run `cell` over x (T, B, D) from `state`, forward in time or in reverse. Returns (output (T, B, H), final state);
-    for a projected LSTM h and the output have P features (cell.output_size), c has H.
-
-    `weight_hh` replaces W_hh for the whole pass (weight drop). `h_mask` (B, H) multiplies h_{t-1} in h W_hh^T at
-    every step (recurrent dropout); the state, the output and a GRU's interpolation keep the undropped h. `zoneout_rates` (h, c) let units keep their previous values (see regularizers.zoneout). With a
-    mask, a padded step leaves the state unchanged and outputs zeros. Padding is on the right, so the
-    reverse direction keeps its initial state through the padding and starts at each sequence's last valid step.
-    With `record` (a list), every step appends (t, state after the step, the cell's gate values) for inspection.
-    """
-    zh, zc = zoneout_rates
-    # one mask per part of the state: h (T, B, H), or (T, B, P) when projected; c (T, B, H)
-    keep_h, keep_c = zoneout_keeps(x.shape[0], x.shape[1], (cell.output_size, cell.hidden_size), zoneout_rates,
-                                    training, x, generator)  # (T, B, P) and (T, B, H) bool, or None
-    gi = cell.project_input(x)  # (T, B, G): the input half of every step in one matrix product
-    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
-    outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]
-    for t in steps:
-        new = cell.recur(gi[t], state, weight_hh, h_mask)
-        if zh or zc:
-            if isinstance(new, tuple):
-                new = (zoneout(new[0], state[0], zh, None if keep_h is None else keep_h[t]),
-                       zoneout(new[1], state[1], zc, None if keep_c is None else keep_c[t]))
-            else:
-                new = zoneout(new, state, zh, None if keep_h is None else keep_h[t])
-        if mask is not None:
-            valid = mask[t]  # (B, 1)
-            if isinstance(new, tuple):
-                new = tuple(torch.where(valid, n, s) for n, s in zip(new, state))
-            else:
-                new = torch.where(valid, new, state)
-            outputs[t] = torch.where(valid, cell.output(new), 0.0)
-        else:
-            outputs[t] = cell.output(new)
-        if record is not None:
-            record.append((t, new, cell.gates(gi[t], state, weight_hh, h_mask)))
-        state = new
-    return torch.stack(outputs), state

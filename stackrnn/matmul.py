@@ -9,8 +9,8 @@ Intel processors MKL runs its own best code, and there the big products over all
 weight_grad, linear) go to torch.mm: on two cores of an Intel Xeon with AVX-512 and AMX (a virtual machine that
 reports family 6, model 167) it ran them at 185-228 GFLOPS where gemm.h ran 131-191. The recurrence's 32-row
 products stay with gemm.h (Packed) everywhere: 113-152 GFLOPS there against torch.mm's 92-109.
-`STACKRNN_MATMUL` overrides the choice of the big products: `compiled` (gemm.h), `torch`, or `auto` (the
-default, by the processor's maker as above). Layers that the fused kernel runs never come here.
+`stackrnn.settings.matmul` (default from $STACKRNN_MATMUL) overrides the choice of the big products: `compiled`
+(gemm.h), `torch`, or `auto` (the default, by the processor's maker as above). Layers that the fused kernel runs never come here.
 
 Dimension key: M rows, K the summed dimension, N columns (a (M, K) @ b (K, N)); D inputs, G outputs of a linear.
 """
@@ -18,7 +18,6 @@ Dimension key: M rows, K the summed dimension, N columns (a (M, K) @ b (K, N)); 
 from __future__ import annotations
 
 import functools
-import os
 import platform
 from pathlib import Path
 
@@ -26,22 +25,21 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import kernels, scratch
+from . import kernels, settings
 
 
 def library(*tensors: Tensor):
     """kernels.steps() for these tensors where the compiled gemm can multiply them (all on the CPU, of one dtype,
     float32 or float64), its threads set to torch's count; else None."""
     first = tensors[0]
+    if not settings.gemm:
+        return None
     if first.device.type != "cpu" or any(t.device != first.device or t.dtype != first.dtype for t in tensors):
         return None
     lib = kernels.steps(first.dtype)
     if lib is not None:
         lib.set_threads(torch.get_num_threads())
     return lib
-
-
-_CHOICES = ("auto", "compiled", "torch")
 
 
 @functools.cache
@@ -57,10 +55,10 @@ def _intel_with_mkl() -> bool:
 
 
 def big_products_by_torch() -> bool:
-    """Whether mm, weight_grad and linear hand their products to torch.mm ($STACKRNN_MATMUL, see above)."""
-    choice = os.environ.get("STACKRNN_MATMUL", "auto").strip().lower() or "auto"
-    if choice not in _CHOICES:
-        raise ValueError(f"STACKRNN_MATMUL is {choice!r}: use one of {', '.join(_CHOICES)} (auto by default)")
+    """Whether mm, weight_grad and linear hand their products to torch.mm (settings.matmul, see above)."""
+    choice = settings.matmul
+    if choice not in settings.MATMUL:  # as $STACKRNN_MATMUL gave it
+        raise ValueError(f"STACKRNN_MATMUL is {choice!r}: use one of {', '.join(settings.MATMUL)} (auto by default)")
     return choice == "torch" or (choice == "auto" and _intel_with_mkl())
 
 
@@ -74,13 +72,11 @@ class Packed:
     """b (K, N), any strides, packed once for the compiled gemm; then packed(a) = a @ b for any a (M, K), as
     often as the recurrence needs it (b's values are copied: later changes to b are not seen).
 
-    `lib` is library(b) (not None). `transient`: the packed form and the product's room come from scratch.py's
-    kept buffers, for a Packed that is used and dropped before the next transient one is made on this thread."""
+    `lib` is library(b) (not None)."""
 
-    def __init__(self, lib, b: Tensor, transient: bool = False) -> None:
-        self.lib, (self.K, self.N), self.transient = lib, b.shape, transient
-        size = lib.packed_size(self.K, self.N)
-        self.buffer = scratch.buffer("packed b", b, size) if transient else b.new_empty(size)
+    def __init__(self, lib, b: Tensor) -> None:
+        self.lib, (self.K, self.N) = lib, b.shape
+        self.buffer = b.new_empty(lib.packed_size(self.K, self.N))
         lib.pack_b(self.K, self.N, b.data_ptr(), b.stride(0), b.stride(1), self.buffer.data_ptr())
         self._tiles = {}  # (rows M, a's stride along K) -> the product's room: the recurrence asks the same each step
 
@@ -89,9 +85,7 @@ class Packed:
         run along memory), kept for the next call."""
         key = rows, step == 1
         if key not in self._tiles:
-            size = max(1, self.lib.tile_space(rows, self.K, step))
-            kept = self.transient  # a transient product's room is kept memory too
-            self._tiles[key] = scratch.buffer("tiles", self.buffer, size) if kept else self.buffer.new_empty(size)
+            self._tiles[key] = self.buffer.new_empty(max(1, self.lib.tile_space(rows, self.K, step)))
         return self._tiles[key]
 
     def __call__(self, a: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
@@ -133,7 +127,7 @@ def mm(a: Tensor, b: Tensor, add: Tensor | None = None) -> Tensor:
     lib = _big(a, b) if add is None else _big(a, b, add)
     if lib is None or a.numel() == 0 or b.numel() == 0:
         return torch.mm(a, b) if add is None else torch.addmm(add, a, b)
-    return Packed(lib, b, transient=True)(a, add)
+    return Packed(lib, b)(a, add)
 
 
 def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
@@ -145,9 +139,9 @@ def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
     if lib is None or dy.numel() == 0 or x.numel() == 0:
         return torch.mm(dy.t(), x)
     if x.shape[1] >= dy.shape[1]:
-        return Packed(lib, x, transient=True)(dy.t())
+        return Packed(lib, x)(dy.t())
     out = dy.new_empty(dy.shape[1], x.shape[1])
-    Packed(lib, dy, transient=True)(x.t(), out=out.t())
+    Packed(lib, dy)(x.t(), out=out.t())
     return out
 
 

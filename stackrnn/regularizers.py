@@ -10,9 +10,8 @@ import sys
 
 import torch
 from torch import Tensor
-from torch.autograd import forward_ad
 
-from . import kernels, scratch
+from . import kernels, scratch, torch_private
 
 
 def check_probability(name: str, p: float) -> float:
@@ -106,7 +105,7 @@ def _drop_kernel(weight: Tensor):
 def _transformed() -> bool:
     """Whether torch.func transforms or forward-mode AD are active: _DropConnect has no jvp or vmap rule, and the
     PyTorch path (the same mask from the same words) supports both."""
-    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
+    return torch_private.transforms_active()
 
 
 class _DropConnect(torch.autograd.Function):

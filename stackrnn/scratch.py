@@ -1,17 +1,11 @@
-"""Buffers kept from call to call for the engine's transient work on the CPU: room that a computation needs only
-until it returns (a product's packed operand, a layer-normalised recurrence's gradient of h W_hh^T).
+"""Memory kept from call to call for weight drop's dropped W_hh on the CPU (reusable()).
 
-Why keep them: glibc hands a large block back to the system when it is freed (or trims the top of its heap once
+Why keep it: glibc hands a large block back to the system when it is freed (or trims the top of its heap once
 more than a threshold lies free there), so a fresh multi-megabyte tensor costs a page fault for every 4 KiB the
-first time it is written. On the project's build machine a layer-normalised LSTM stack at hidden 256 took about
-2,500 such faults per training step, several milliseconds of a 40-50 ms step; packing a weight gradient's
-operand into fresh memory took twice as long as into memory written before. GPU memory comes from torch's
-caching allocator, which already keeps blocks: there this module hands out fresh tensors.
-
-buffer(): one buffer per name, per thread (autograd may run backward on threads of its own) and per dtype, on
-the CPU (like's device, whatever torch's default device is); it grows to the largest size asked for, up to
-MAX_BYTES; larger requests get fresh tensors that are not kept. A caller must be done with a buffer before
-anything on its thread asks for the same name again.
+first time it is written. A weight-dropped stack's training step measured 12% (hidden 256) and 22% (hidden 1024)
+slower with fresh memory (docs/benchmarks.md). GPU memory comes from torch's caching allocator, which already
+keeps blocks: there this module hands out fresh tensors. (Per-name buffers for the engine's transient work were
+kept here too, until a whole training step measured no faster with them.)
 
 reusable(): memory for a result that outlives the call (a weight-dropped W_hh, which the fused kernel's
 autograd node holds until backward), kept per owner (the weight it is made from) and handed out again only once
@@ -26,42 +20,29 @@ import weakref
 import torch
 from torch import Tensor
 
-MAX_BYTES = 64 << 20  # kept per name and thread: beyond this, a page fault per 4 KiB is small beside the work
+from . import settings, torch_private
+
+MAX_BYTES = 256 << 20  # kept per weight: beyond this, a page fault per 4 KiB is small beside the work
 
 POOL = 2  # memory kept per owner: a second forward pass before the first one's backward finds the second
 
-_local = threading.local()
 _pools: dict[int, list[Tensor]] = {}  # id(owner) -> tensors whose storage this module keeps (dropped with owner)
 _pools_lock = threading.Lock()
-_use_count = getattr(torch._C, "_storage_Use_Count", None)  # private; without it reusable() hands out fresh memory
-
-
-def buffer(name: str, like: Tensor, numel: int) -> Tensor:
-    """A 1-D tensor of `numel` values of like's dtype, on like's device, whose contents are undefined: on the CPU
-    the buffer kept under `name` for this thread where it fits in MAX_BYTES, else a fresh one."""
-    if like.device.type != "cpu" or numel * like.element_size() > MAX_BYTES:
-        return like.new_empty(numel)
-    kept = getattr(_local, "buffers", None)
-    if kept is None:
-        kept = _local.buffers = {}
-    key = name, like.dtype
-    held = kept.get(key)
-    if held is None or held.numel() < numel:
-        held = kept[key] = like.new_empty(numel)  # like's device (the CPU), not torch's default one
-    return held[:numel]
 
 
 def _free(kept: Tensor) -> bool:
     """Whether only `kept` (and the storage object asked for here) refers to kept's memory."""
-    return _use_count(kept.untyped_storage()._cdata) == 2
+    return torch_private.storage_use_count(kept) == 2
 
 
 def reusable(owner: Tensor, like: Tensor) -> Tensor:
     """An empty tensor of like's shape, dtype and device (contiguous), contents undefined: on the CPU, memory kept
     for `owner` that nothing else holds any more, else fresh memory, kept for owner's next call while fewer than
     POOL are. The tensor is a new one each time (its own autograd history and version counter) over that memory.
-    Results over 4 MAX_BYTES get fresh memory: so much kept idle per weight would cost more than its faults."""
-    if like.device.type != "cpu" or _use_count is None or like.numel() * like.element_size() > 4 * MAX_BYTES:
+    Results over MAX_BYTES get fresh memory: so much kept idle per weight would cost more than its faults."""
+    big = like.numel() * like.element_size() > MAX_BYTES
+    # without torch's use count (private) nothing can tell when kept memory is free: fresh memory then
+    if like.device.type != "cpu" or not torch_private.HAS_USE_COUNT or big or not settings.pool:
         return torch.empty(like.shape, dtype=like.dtype, device=like.device)
     with _pools_lock:
         pool = _pools.get(id(owner))
@@ -84,9 +65,7 @@ def reusable(owner: Tensor, like: Tensor) -> Tensor:
 
 
 def release() -> None:
-    """Drops this thread's buffers and every owner's kept memory (for tests, and for users who want the memory
-    back)."""
-    _local.buffers = {}
+    """Drops every owner's kept memory (for tests, and for users who want the memory back)."""
     with _pools_lock:
         for pool in _pools.values():
             pool.clear()

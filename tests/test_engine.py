@@ -4,7 +4,7 @@ backward pass. Checked against the reference step loop (fused=False) in float32 
 import pytest
 import torch
 
-from stackrnn import GRU, LSTM, RNN, StackedRNN
+from stackrnn import GRU, LSTM, RNN, StackedRNN, settings
 
 from .conftest import stack_gradcheck
 
@@ -31,7 +31,7 @@ def _outputs_and_grads(stack, x, lengths):
 @pytest.fixture(params=["compiled", "torch"])
 def products(request, monkeypatch):
     """The big products over all steps by the compiled gemm, then by torch.mm (matmul.big_products_by_torch)."""
-    monkeypatch.setenv("STACKRNN_MATMUL", request.param)
+    monkeypatch.setattr(settings, "matmul", request.param)
     return request.param
 
 
@@ -174,11 +174,8 @@ def test_what_backward_reads_is_freed_once_backward_has_run():
 
 
 def test_the_engine_leaves_the_global_random_stream_alone():
-    """Masks from the global generator must follow the seed alone, on the first pass of a process as on any other
-    (the engine's one-time check of oneDNN draws from a generator of its own)."""
-    import stackrnn.engine as engine
-
-    engine._onednn_works = None  # as in a fresh process
+    """Masks from the global generator must follow the seed alone, on the first pass of a process as on any
+    other."""
     stack = StackedRNN(3, layers=[LSTM(4, zoneout=0.5), LSTM(4, zoneout=0.5)]).train()
     x = torch.randn(5, 2, 3)
     runs = []

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from stackrnn import GRU, LSTM, RNN, StackedRNN, kernels
+from stackrnn import GRU, LSTM, RNN, StackedRNN, kernels, settings
 from stackrnn.engine import _LSTMMath, _make_math, _Recurrence
 
 from .conftest import stack_gradcheck
@@ -133,7 +133,7 @@ def test_the_kernels_equal_the_torch_path_and_the_loop_in_float32(make, option, 
 
     out_k, grads_k = _run(fast, x, lengths, state)
     assert counted["forward"] == 9 * 2 * dirs and counted["backward"] == 9 * 2 * dirs
-    monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    monkeypatch.setattr(settings, "kernels", "off")
     out_t, grads_t = _run(fast, x, lengths, state)
     assert counted["forward"] == 9 * 2 * dirs  # the torch path this time
     out_l, grads_l = _run(loop, x, lengths, state)
@@ -167,7 +167,7 @@ def test_layer_norm_kernels_equal_the_torch_path_in_float64_both_directions_and_
     x, lengths = torch.randn(7, 4, 5, dtype=torch.float64), torch.tensor([7, 3, 5, 1])
     out_k, grads_k = _run(stack, x, lengths)
     assert counted["backward"] > 0
-    monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    monkeypatch.setattr(settings, "kernels", "off")
     out_t, grads_t = _run(stack, x, lengths)
     for a, b in zip([*out_k, *grads_k], [*out_t, *grads_t]):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
@@ -213,7 +213,7 @@ def test_the_time_loops_in_c_equal_the_python_loop_over_the_same_steps(option, d
     dirs = 2 if CASES[option].get("bidirectional") else 1
     in_c = _run(stack, x, lengths)
     assert counted["loops"] == 2 * 2 * dirs and counted["forward"] == counted["backward"] == 8 * 2 * dirs
-    monkeypatch.setenv("STACKRNN_KERNELS", "steps")
+    monkeypatch.setattr(settings, "kernels", "steps")
     monkeypatch.setattr(kernels, "_loaded", {})  # loaded again (from the cache), without the loops
     in_python = _run(stack, x, lengths)
     assert counted["loops"] == 2 * 2 * dirs and counted["forward"] == 8 * 2 * dirs * 2  # steps from Python now
@@ -250,7 +250,7 @@ def test_a_chunk_of_rows_per_thread_through_all_steps_equals_the_loop_step_by_st
     the loop goes step by step, sharing each product's panels and each step's rows. Bit for bit the same: every
     product's sums and every row's work, the gains' sums included, are the same either way. The big products by
     gemm.h too (on Intel they go to MKL by default, whose sums depend on the thread count)."""
-    monkeypatch.setenv("STACKRNN_MATMUL", "compiled")
+    monkeypatch.setattr(settings, "matmul", "compiled")
     torch.manual_seed(12)
     stack = StackedRNN(6, layers=[LSTM(256, **CASES[option])]).train()
     x, lengths = torch.randn(4, 17, 6), torch.tensor([4, 1, 2, 3] * 4 + [4])
@@ -466,9 +466,9 @@ def test_a_build_that_will_not_load_gives_way_to_the_next(fresh, monkeypatch):
 
 
 def test_stackrnn_kernels_0_switches_them_off(monkeypatch):
-    monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    monkeypatch.setattr(settings, "kernels", "off")
     assert kernels.steps() is None
-    monkeypatch.setenv("STACKRNN_KERNELS", "1")
+    monkeypatch.setattr(settings, "kernels", "auto")
     assert kernels.steps() is not None
 
 
@@ -506,7 +506,7 @@ def test_saved_tensors_handed_back_in_another_layout_give_the_same_gradients(opt
     read them by forward's layout. (Not with layer norm: torch's own LayerNorm backward, which the input side
     uses, gives wrong gradients under this hook.)"""
     if not kernel:
-        monkeypatch.setenv("STACKRNN_KERNELS", "0")
+        monkeypatch.setattr(settings, "kernels", "off")
     torch.manual_seed(6)
     stack = StackedRNN(5, layers=[LSTM(12, **CASES[option]), LSTM(8, **CASES[option])]).train()
     x = torch.randn(7, 3, 5)
@@ -534,7 +534,7 @@ def test_a_strided_carry_factor_is_read_as_its_values(counted, monkeypatch):
 
     with_kernel = run()
     assert counted["forward"] == T
-    monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    monkeypatch.setattr(settings, "kernels", "off")
     without = run()
     for p, q in zip(with_kernel, without):
         torch.testing.assert_close(p, q)
@@ -564,7 +564,7 @@ def test_a_gru_without_biases_and_under_a_layout_changing_hook(counted, monkeypa
     with torch.autograd.graph.saved_tensors_hooks(lambda t: t, relaid):
         fast = _run(stack.train(), x, torch.tensor([7, 5, 2]))
     assert counted["forward"] > 0
-    monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    monkeypatch.setattr(settings, "kernels", "off")
     slow = _run(stack.train(), x, torch.tensor([7, 5, 2]))
     for a, b in zip([*fast[0], *fast[1]], [*slow[0], *slow[1]]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -579,9 +579,9 @@ def test_kernels_switched_off_between_forward_and_backward(counted, monkeypatch)
     xr = x.clone().requires_grad_(True)
     out, _ = stack(xr, generator=torch.Generator().manual_seed(3))
     assert counted["loops"] == 2  # both forward passes in C
-    monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    monkeypatch.setattr(settings, "kernels", "off")
     got = torch.autograd.grad(out.sum(), [xr, *stack.parameters()])
-    monkeypatch.delenv("STACKRNN_KERNELS")
+    monkeypatch.setattr(settings, "kernels", "auto")
     plain = torch.autograd.grad(stack(x.clone().requires_grad_(True), generator=torch.Generator().manual_seed(3))[0]
                                 .sum(), list(stack.parameters()))
     for g, p in zip(got[1:], plain):

@@ -8,14 +8,14 @@ import warnings
 import pytest
 import torch
 
-from stackrnn import kernels, matmul
+from stackrnn import kernels, matmul, settings
 
 
 @pytest.fixture(autouse=True)
 def built(monkeypatch):
     """The kernels built, and every product here chosen for the compiled gemm (on Intel it leaves the big ones
     to torch.mm by default)."""
-    monkeypatch.setenv("STACKRNN_MATMUL", "compiled")
+    monkeypatch.setattr(settings, "matmul", "compiled")
     if kernels._compiler() is None:
         pytest.skip("no C compiler here")
     with warnings.catch_warnings():
@@ -158,7 +158,7 @@ def test_linear_under_autocast_and_without_kernels_is_torchs(monkeypatch):
     x, w, b = _linear_case(torch.float32, generator=torch.Generator().manual_seed(6))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert matmul.linear(x, w, b).dtype == torch.bfloat16  # autocast's precision, as torch's linear gives
-    monkeypatch.setenv("STACKRNN_KERNELS", "0")
+    monkeypatch.setattr(settings, "kernels", "off")
     assert "Linear" not in type(matmul.linear(x, w, b).grad_fn).__name__
 
 
@@ -209,8 +209,8 @@ def test_the_big_products_go_to_torch_where_chosen_and_the_recurrences_stay_comp
     monkeypatch.setattr(matmul.torch, "mm", lambda *args: calls.append("mm") or real_mm(*args))
     a, b = torch.randn(40, 12), torch.randn(12, 9)
     for choice, by_torch in (("torch", True), ("compiled", False), ("auto", True), ("", False)):
-        monkeypatch.setenv("STACKRNN_MATMUL", choice)
-        # "" is auto too, here as on a processor where torch.mm is not chosen
+        # "" ($STACKRNN_MATMUL set empty) is auto too, here as on a processor where torch.mm is not chosen
+        monkeypatch.setattr(settings, "matmul", settings.from_environment({"STACKRNN_MATMUL": choice})["matmul"])
         monkeypatch.setattr(matmul, "_intel_with_mkl", lambda: choice == "auto")
         calls.clear()
         torch.testing.assert_close(matmul.mm(a, b), a @ b)
@@ -222,7 +222,10 @@ def test_the_big_products_go_to_torch_where_chosen_and_the_recurrences_stay_comp
 
 
 def test_an_unknown_product_choice_is_refused_with_the_ones_there_are(monkeypatch):
-    monkeypatch.setenv("STACKRNN_MATMUL", "mkl")
+    with pytest.raises(ValueError, match=r"stackrnn.settings.matmul is 'mkl': use one of auto, compiled, torch"):
+        settings.matmul = "mkl"
+    # from the environment it is kept as given (importing stackrnn never fails for it) and refused where it is read
+    monkeypatch.setitem(vars(settings), "matmul", settings.from_environment({"STACKRNN_MATMUL": "MKL"})["matmul"])
     with pytest.raises(ValueError, match=r"STACKRNN_MATMUL is 'mkl': use one of auto, compiled, torch"):
         matmul.mm(torch.randn(2, 3), torch.randn(3, 4))
 

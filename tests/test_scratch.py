@@ -1,13 +1,12 @@
-"""The kept buffers for transient work (stackrnn/scratch.py): the same memory from call to call where it fits,
-per name, dtype and thread, fresh tensors above the size limit and off the CPU; and the products and the
-layer-normalised recurrence that use them give the same results as with fresh memory every time."""
+"""The memory kept for weight drop's dropped W_hh (stackrnn/scratch.py, reusable): the same memory from call to
+call once nothing holds it, fresh memory off the CPU."""
 
 import threading
 
 import pytest
 import torch
 
-from stackrnn import LSTM, StackedRNN, scratch
+from stackrnn import LSTM, StackedRNN, scratch, settings
 
 
 @pytest.fixture(autouse=True)
@@ -15,93 +14,6 @@ def clean():
     scratch.release()
     yield
     scratch.release()
-
-
-def test_same_memory_for_the_same_name_and_a_smaller_or_equal_size():
-    like = torch.empty(0)
-    a = scratch.buffer("x", like, 100)
-    b = scratch.buffer("x", like, 60)
-    assert a.shape == (100,) and b.shape == (60,)
-    assert a.data_ptr() == b.data_ptr()
-
-
-def test_grows_to_the_largest_size_asked_for():
-    like = torch.empty(0)
-    small = scratch.buffer("x", like, 10)
-    big = scratch.buffer("x", like, 1000)
-    assert big.numel() == 1000 and big.data_ptr() != small.data_ptr()
-    assert scratch.buffer("x", like, 500).data_ptr() == big.data_ptr()
-
-
-def test_names_and_dtypes_are_kept_apart():
-    a = scratch.buffer("x", torch.empty(0), 100)
-    b = scratch.buffer("y", torch.empty(0), 100)
-    c = scratch.buffer("x", torch.empty(0, dtype=torch.float64), 100)
-    assert len({a.data_ptr(), b.data_ptr(), c.data_ptr()}) == 3
-    assert c.dtype == torch.float64 and a.dtype == torch.float32
-
-
-def test_above_the_limit_a_fresh_tensor_that_is_not_kept(monkeypatch):
-    monkeypatch.setattr(scratch, "MAX_BYTES", 400)
-    like = torch.empty(0)
-    kept = scratch.buffer("x", like, 100)  # 400 bytes: kept
-    first, second = scratch.buffer("x", like, 101), scratch.buffer("x", like, 101)
-    assert first.data_ptr() != second.data_ptr()
-    assert scratch.buffer("x", like, 100).data_ptr() == kept.data_ptr()
-
-
-def test_each_thread_has_its_own():
-    like = torch.empty(0)
-    mine = scratch.buffer("x", like, 100).data_ptr()
-    theirs = []
-    thread = threading.Thread(target=lambda: theirs.append(scratch.buffer("x", like, 100).data_ptr()))
-    thread.start()
-    thread.join()
-    assert theirs[0] != mine
-    assert scratch.buffer("x", like, 100).data_ptr() == mine
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_gpu_tensors_are_always_fresh():
-    like = torch.empty(0, device="cuda")
-    a, b = scratch.buffer("x", like, 100), scratch.buffer("x", like, 100)
-    assert a.device.type == "cuda" and a.data_ptr() != b.data_ptr()
-
-
-def test_training_steps_with_kept_buffers_match_fresh_memory(monkeypatch):
-    """A layer-normalised stack (its gradient of h W_hh^T kept) over two backward passes, whose products' packed
-    operands are kept too, against the same with fresh memory for every buffer: the same gradients, bit for bit
-    (a buffer that a computation still read when the next one wrote it would show here). The big products by the
-    compiled gemm, whose packed operands are the kept ones (on Intel they would go to torch.mm)."""
-    monkeypatch.setenv("STACKRNN_MATMUL", "compiled")
-    torch.manual_seed(0)
-    stack = StackedRNN(5, layers=[LSTM(8, layer_norm=True), LSTM(6, layer_norm=True)])
-    x = torch.randn(7, 3, 5)
-
-    def grads():
-        out = []
-        for _ in range(2):
-            stack.zero_grad()
-            stack(x)[0].square().sum().backward()
-            out.append([p.grad.clone() for p in stack.parameters()])
-        return out
-
-    kept = grads()
-    monkeypatch.setattr(scratch, "buffer", lambda name, like, numel: torch.full((numel,), float("nan")))
-    fresh = grads()
-    for a, b in zip(kept, fresh):
-        for ga, gb in zip(a, b):
-            assert torch.equal(ga, gb)
-
-
-def test_buffers_are_on_the_cpu_whatever_torchs_default_device():
-    like = torch.empty(0)
-    torch.set_default_device("meta")
-    try:
-        buf = scratch.buffer("x", like, 10)
-    finally:
-        torch.set_default_device(None)
-    assert buf.device.type == "cpu"
 
 
 def test_reusable_memory_comes_back_once_nothing_holds_it():

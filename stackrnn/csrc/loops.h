@@ -66,6 +66,14 @@ static void FN(previous_dh)(int alone, int B, int N, int H, const real *d_z, con
         for (long j = 0; j < n; j++) dh[j] = tmp[j] * mask[j];
 }
 
+/* The first product's input for the chunk of rows b0..b1: its rows of h0 (h_all's row 0), or with h_mask their
+   h0 * mask, written into spare's second half (spare: (2, B, H)). */
+static inline const real *FN(chunk_input)(int b0, int b1, int H, long bh, const real *h_all, const real *h_mask,
+                                          real *spare) {
+    long o1 = (long)b0 * H;
+    return FN(first_input)((long)(b1 - b0) * H, h_all + o1, h_mask ? h_mask + o1 : 0, spare ? spare + bh + o1 : 0);
+}
+
 /* A carry factor's values at time t, or NULL. */
 static inline const real *FN(carry_at)(const real *a, long step, int t) { return a ? a + (long)t * step : 0; }
 
@@ -79,8 +87,7 @@ static void FN(lstm_forward_chunk)(int alone, int b0, int b1, int T, int B, int 
                                    const real *a_c, long ac_st, long ac_sb, long ac_sj, const real *h_mask,
                                    real *pre, real *spare, real *act, real *tc, real *c_all, real *h_all) {
     long bh = (long)B * H, g = 4 * bh, o1 = (long)b0 * H, o4 = 4 * o1;  /* the chunk's first row's offsets */
-    const real *h_in = FN(first_input)((long)(b1 - b0) * H, h_all + o1, h_mask ? h_mask + o1 : 0,
-                                       spare ? spare + bh + o1 : 0);
+    const real *h_in = FN(chunk_input)(b0, b1, H, bh, h_all, h_mask, spare);
     for (int s = 0; s < T; s++) {
         int t = reverse ? T - 1 - s : s;
         real *h_next = h_mask ? spare + (s % 2) * bh : 0;
@@ -166,8 +173,7 @@ static void FN(lstm_ln_forward_chunk)(int alone, int b0, int b1, int T, int B, i
                                       real *rx, real *zn, real *rz, real *tc, real *cn, real *rc, real *c_all,
                                       real *h_all) {
     long bh = (long)B * H, g = 4 * bh, o1 = (long)b0 * H, o4 = 4 * o1;
-    const real *h_in = FN(first_input)((long)(b1 - b0) * H, h_all + o1, h_mask ? h_mask + o1 : 0,
-                                       spare ? spare + bh + o1 : 0);
+    const real *h_in = FN(chunk_input)(b0, b1, H, bh, h_all, h_mask, spare);
     for (int s = 0; s < T; s++) {
         int t = reverse ? T - 1 - s : s;
         real *h_next = h_mask ? spare + (s % 2) * bh : 0;
