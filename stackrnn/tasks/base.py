@@ -149,3 +149,8 @@ class Task(ABC):
     def finish(self, run: RunDir, device: torch.device) -> str | None:
         """After training: something to show the user (a generated sample), or None."""
         return None
+
+    def closing_items(self) -> tuple[float, float]:
+        """For the time budget, until they have been timed: about how many items (`Step.items`' unit) of forward
+        passes an evaluation and `finish` each come to (0: unknown, nothing is reserved)."""
+        return 0.0, 0.0

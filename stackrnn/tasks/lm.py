@@ -123,6 +123,12 @@ class LMTask(Task):
             parts.append(f"valid ppl {valid['perplexity']:.2f}")
         return parts
 
+    def closing_items(self) -> tuple[float, float]:
+        # a generated token is one time step of one sequence; a training window's time step runs batch_size
+        # sequences side by side at about that cost, so a token counts as batch_size items
+        sample = self.cfg.train.sample_length * self.cfg.data.batch_size if self.cfg.train.sample_prefix else 0
+        return float(self.data.valid.numel()), float(sample)
+
     def finish(self, run: RunDir, device: torch.device) -> str | None:
         tc = self.cfg.train
         if not tc.sample_prefix:

@@ -287,6 +287,12 @@ class TranslateTask(Task):
         return {"loss": self._loss(model, self.valid_set, device), "bleu": metrics["bleu"],
                 "exact_match": metrics["exact_match"]}
 
+    def closing_items(self) -> tuple[float, float]:
+        # the evaluation reads the validation targets twice: the loss, then greedy translations of about their
+        # length; finish translates a few sentences, one time step of a batch per target token
+        tokens = sum(len(t) for t in self.valid_set.target)
+        return 2.0 * tokens, float(tokens / max(len(self.valid_set.target), 1) * self.cfg.data.batch_size)
+
     def epoch_summary(self, train_loss: float | None, valid: dict | None) -> list[str]:
         parts = super().epoch_summary(train_loss, valid)
         if valid:
