@@ -1,6 +1,10 @@
 """The training loop, the same for every task: batch, forward, backward, clip, step — and around that loop,
 evaluation, checkpoints, the time and step budgets, Ctrl-C, and the progress bar. What differs between a
 language model and a classifier (data, model, loss, metrics) comes from the run's `Task` (see tasks/).
+
+`_loop` is the loop; its helpers come from below: the position and checkpoints (checkpoint.py), precision
+(precision.py), data-parallel work (distributed.py), and instruments that look inside the steps, such as the
+gradient probe of train.grad_every (instruments.py, which modules above this one fill).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,13 +26,13 @@ from torch import nn
 from tqdm.auto import tqdm  # a bar in a terminal, a widget in a notebook
 
 from . import distributed
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import Checkpointer, Position, resume as resume_checkpoint
 from .config import dumps_toml, from_dict, read_toml, to_dict
 from .data.tokenizers import Tokenizer
 from .errors import InputError, did_you_mean, plural
 from .instruments import Instrument, from_config as instruments_for
-from .layers import map_state
 from .optim import Schedule, TrainConfig, make_optimizer
+from .precision import Precision
 from .run import BEST, CONFIG, TRAINER, RunDir
 from .tasks import TASK_NAMES, Step, Task, a_run_of, task_class
 from .tensorboard import TensorBoardLog, check_available
@@ -248,68 +252,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         raise
 
 
-# -- the loop's helpers: where it stands, precision, the time budget, logging, evaluation, checkpoints -----------
-
-@dataclass
-class Position:
-    """Where a run stands: what trainer.json records, and a resumed run starts from."""
-
-    step: int = 0  # optimizer steps taken, skipped ones included
-    epoch: int = 0  # epochs finished
-    batch: int = 0  # batches of the current epoch done
-    best_valid_loss: float | None = None  # the best monitored figure, lower is better (named before monitor existed)
-    best_valid: dict | None = None  # the validation metrics of the best weights
-    seconds: float = 0.0  # seconds of training in all, across resumes
-    skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient
-    scaler_skipped: int = 0  # fp16 steps the loss scaler skipped
-
-
-# fp16 overflow steps in a row before training stops: the scale halves at each, and 40 take the default 2**16 below
-# 2**-24, float16's smallest step, where no scale can help
-_MAX_OVERFLOWS_IN_A_ROW = 40
-
-
-class Precision:
-    """The forward pass's number format (train.precision): fp32; bf16 autocast; or fp16 autocast with a loss scale.
-
-    fp16's exponent range ends near 6e-8, below which small gradients become zero: the scaler multiplies the
-    loss up before backward and divides the gradients back. bf16 has float32's exponent range and needs none.
-    Under fp16 a finite loss with a non-finite gradient is the loss scale overflowing float16: the scaler's
-    normal business (`step` skips the update, `update` lowers the scale), not a bad step, unless it goes on at
-    every scale.
-    """
-
-    def __init__(self, name: str, device: torch.device) -> None:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
-        self.autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        self.scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
-        self.overflows_in_a_row = 0
-
-    def backward(self, objective: torch.Tensor) -> None:
-        self.scaler.scale(objective).backward()  # (the scaler is the identity unless fp16)
-
-    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
-        self.scaler.unscale_(optimizer)  # so that clipping and the logged norm are in true units
-
-    def overflowed(self, loss: float, norm: float) -> bool:
-        return self.scaler.is_enabled() and math.isfinite(loss) and not math.isfinite(norm)
-
-    def count(self, overflow: bool, step: int, run: RunDir) -> None:
-        """Count a step's overflow, or its absence; overflows at every scale stop training."""
-        self.overflows_in_a_row = self.overflows_in_a_row + 1 if overflow else 0
-        if self.overflows_in_a_row >= _MAX_OVERFLOWS_IN_A_ROW:
-            raise InputError(
-                f"training stopped: {self.overflows_in_a_row} fp16 steps in a row had a non-finite gradient while the "
-                f"loss scale fell to {self.scaler.get_scale():.3g} (up to step {step}): the gradients are not finite "
-                f"in float16 at any scale; train with --precision bf16 or fp32, lower --lr or clip with --clip (the "
-                f"last checkpoint in {run.path} is intact)")
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.scaler.step(optimizer)  # optimizer.step(), unless fp16 found an inf or nan gradient
-
-    def update(self) -> None:
-        self.scaler.update()  # fp16: halve the scale after an overflow, double it after 2000 clean steps
-
+# -- the loop's helpers: the time budget, logging, evaluation (and from their own modules: Position and
+# Checkpointer, Precision, distributed.DataParallel) ------------------------------------------------------------
 
 # how fast a checkpoint is assumed to be written until one has been timed: a slow disk's pace, in bytes per second
 _DISK_PACE = 100e6
@@ -321,10 +265,11 @@ class Budget:
 
     Each part is timed whenever it runs; evaluations and checkpoints run during training too (at each epoch's
     end or every eval_every steps), so nothing is run just to be timed. Until a part has run, an estimate
-    stands in: an evaluation and `finish` are forward passes over `Task.closing_items` items, and a forward pass
-    costs about a third of a training step (whose backward pass costs about two forwards) at training's
-    measured pace; a checkpoint writes about four copies of the weights (last, and the optimizer's moments; the
-    best weights are written by the evaluation) at a slow disk's pace.
+    stands in: an evaluation and `finish` take as long as training on `Task.closing_items` items at its measured
+    pace, and a checkpoint writes about four copies of the weights (last, and the optimizer's moments; the best
+    weights are written by the evaluation) at a slow disk's pace. The pace is measured from the end of this
+    invocation's first step on: that step also warms up (allocations, kernel choices) and can take many times
+    as long as the others.
     """
 
     def __init__(self, minutes: float | None, begun: float, task: Task, model: nn.Module) -> None:
@@ -333,20 +278,32 @@ class Budget:
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.checkpoint_estimate = 4 * weight_bytes / _DISK_PACE
         self.seconds: dict[str, float] = {}  # measured: "evaluate", "checkpoint", "finish"
+        self.since: float | None = None  # when the first step ended
+        self.items, self.paused = 0, 0.0  # trained since then, and seconds spent on other work since then
 
     def took(self, part: str, seconds: float) -> None:
         self.seconds[part] = seconds
+        self.paused += seconds
 
-    def out_of_time(self, pace: float) -> bool:
-        """Whether training must stop now for the closing work to end by the deadline; `pace`: training's items
-        per second (0 while unknown)."""
+    def trained(self, items: int) -> None:
+        """Count a training step's items, for the pace."""
+        if self.deadline == math.inf:
+            return
+        if self.since is None:
+            self.since, self.paused = time.monotonic(), 0.0
+        else:
+            self.items += items
+
+    def out_of_time(self) -> bool:
+        """Whether training must stop now for the closing work to end by the deadline."""
         if self.deadline == math.inf:
             return False
-        forward = 1 / (3 * pace) if pace > 0 else 0.0  # seconds per item of a forward pass
-        reserve = (self.seconds.get("evaluate", self.evaluation_items * forward)
+        now = time.monotonic()
+        per_item = (now - self.since - self.paused) / self.items if self.items else 0.0  # seconds (0: not known yet)
+        reserve = (self.seconds.get("evaluate", self.evaluation_items * per_item)
                    + self.seconds.get("checkpoint", self.checkpoint_estimate)
-                   + self.seconds.get("finish", self.finish_items * forward))
-        return time.monotonic() + reserve > self.deadline
+                   + self.seconds.get("finish", self.finish_items * per_item))
+        return now + reserve > self.deadline
 
 
 class Window:
@@ -429,46 +386,6 @@ class Evaluator:
         return time.monotonic() - t0
 
 
-class Checkpointer:
-    """Writes the checkpoint of a position (see checkpoint.py), once per step at most; rank 0 writes it, with every
-    process's carried state gathered in a data-parallel run, as one process would carry it."""
-
-    def __init__(self, run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
-                 scaler: torch.amp.GradScaler, world: distributed.World, saved_at: int | None, started: float) -> None:
-        self.run, self.model, self.optimizer, self.schedule, self.scaler = run, model, optimizer, schedule, scaler
-        self.world, self.saved_at, self.started = world, saved_at, started
-
-    def save(self, pos: Position, state) -> float | None:
-        """Write the checkpoint of `pos` and the carried `state`: the seconds it took, or None when this step is on
-        disk already (writing it again would push an older one out of previous/)."""
-        if self.saved_at == pos.step:
-            return None
-        self.saved_at = pos.step
-        t0 = time.monotonic()
-        pos.seconds = t0 - self.started
-        if self.world.size > 1 and state is not None:
-            state = map_state(lambda t: distributed.gather_batch_dim(t, self.world), state)
-        if self.world.main:
-            save_checkpoint(self.run, self.model, self.optimizer, self.schedule, asdict(pos), state, self.scaler)
-        return time.monotonic() - t0
-
-
-def _resume(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, device: torch.device,
-            scaler: torch.amp.GradScaler, world: distributed.World, monitor: str) -> tuple[Position, object]:
-    """The position and carried state of the run's checkpoint, loaded into the model, optimizer, schedule and scaler."""
-    fields = asdict(Position())
-    state = load_checkpoint(run, model, optimizer, schedule, fields, device, scaler)
-    pos = Position(**fields)
-    if state is not None and world.size > 1:  # the checkpoint holds every stream's state: keep this process's
-        state = map_state(lambda t: t[:, distributed.block(t.shape[1], world)], state)
-    # a process killed after its last checkpoint logged steps that will now be trained again: drop them
-    if world.main:
-        run.trim_metrics(pos.step)
-    if pos.best_valid is None and pos.best_valid_loss is not None and monitor == "loss":
-        pos.best_valid = {"loss": pos.best_valid_loss}  # a checkpoint from before best_valid was kept
-    return pos, state
-
-
 @dataclass
 class _Loop:
     """What the loop works with, made once by `_train`."""
@@ -510,7 +427,7 @@ def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.
     schedule = Schedule(tc, optimizer, min(tc.epochs * batches_per_epoch, tc.max_steps or math.inf))
     pos, state = Position(), None
     if resume:
-        pos, state = _resume(run, model, optimizer, schedule, device, precision.scaler, world, monitor)
+        pos, state = resume_checkpoint(run, model, optimizer, schedule, device, precision.scaler, world, monitor)
     elif world.main:
         task.save_vocab(run)
     if world.main:
@@ -577,6 +494,7 @@ def _loop(lp: _Loop, pos: Position, state, stop: StopRequest) -> tuple[str, obje
             _update(lp, pos, out.lr_scale, norm, overflow)
             state = out.state
             window.add(loss, items)
+            lp.budget.trained(items)
             lp.bar.update(1)
             lp.bar.set_postfix(**lp.task.postfix(loss), refresh=False, **{f"{lp.task.unit}/s": f"{window.pace:,.0f}"})
             if pos.step % tc.log_every == 0:
@@ -597,7 +515,7 @@ def _why_stop(lp: _Loop, pos: Position, stop: StopRequest) -> str | None:
     """Why training must stop before the next step, if it must; agreed by every process, so that all stop at the
     same step (a time budget runs out on one clock, Ctrl-C reaches one process first)."""
     tc = lp.tc
-    code = (1 if stop.requested else 2 if lp.budget.out_of_time(lp.window.pace)
+    code = (1 if stop.requested else 2 if lp.budget.out_of_time()
             else 3 if tc.max_steps is not None and pos.step >= tc.max_steps
             else 4 if tc.early_stop and lp.schedule.since_best >= tc.early_stop else 0)
     return _REASONS[lp.parallel.agree(code)]
@@ -628,7 +546,7 @@ def _update(lp: _Loop, pos: Position, lr_scale: float, norm: float, overflow: bo
         pos.scaler_skipped += 1  # the weights stay; the stream goes on from this step's state
     else:
         lp.window.grad_norm = norm
-    lp.precision.count(overflow, pos.step, lp.run)
+    lp.precision.count(overflow, pos.step, lp.run.path)
     lp.schedule.before_step(pos.step - 1)  # warmup and cosine, from the step count before this one
     groups = lp.optimizer.param_groups
     saved = [g["lr"] for g in groups]
@@ -648,7 +566,7 @@ def _skip(lp: _Loop, pos: Position, out: Step, bad_in_a_row: int):
     survivable, a run of them is not. The state to carry on with."""
     lp.optimizer.zero_grad(set_to_none=True)
     pos.skipped_steps += 1
-    lp.precision.count(False, pos.step, lp.run)
+    lp.precision.count(False, pos.step, lp.run.path)
     lp.metrics.log({"step": pos.step, "epoch": pos.epoch + 1, "split": "train", "skipped": "non-finite loss or gradient"})
     if bad_in_a_row >= lp.tc.max_bad_steps:
         raise InputError(f"training stopped: {plural(bad_in_a_row, 'step')} in a row had a non-finite loss or gradient "

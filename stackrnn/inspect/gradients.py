@@ -21,6 +21,8 @@ the top downward.
 
 The probe works for any stack (mixed cells, bidirectional, residual): it reads only the layer outputs. While
 it is active the stack runs one fused kernel call per layer (so every output exists); otherwise nothing changes.
+During training, `GradientInstrument` (registered with stackrnn.instruments for train.grad_every) probes every
+N-th step and logs the norms as metrics records of split "grad".
 
 Dimension key: L layers, T steps of the window, B batch, K directions, H hidden units.
 """

@@ -151,6 +151,7 @@ class Task(ABC):
         return None
 
     def closing_items(self) -> tuple[float, float]:
-        """For the time budget, until they have been timed: about how many items (`Step.items`' unit) of forward
-        passes an evaluation and `finish` each come to (0: unknown, nothing is reserved)."""
+        """For the time budget, until they have been timed: about how many training items (`Step.items`' unit)
+        an evaluation and `finish` each take as long as (0: unknown, nothing is reserved). A forward pass costs
+        about a third of a training step, whose backward pass costs about two forwards."""
         return 0.0, 0.0

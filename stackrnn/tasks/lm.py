@@ -124,10 +124,11 @@ class LMTask(Task):
         return parts
 
     def closing_items(self) -> tuple[float, float]:
-        # a generated token is one time step of one sequence; a training window's time step runs batch_size
-        # sequences side by side at about that cost, so a token counts as batch_size items
+        # the evaluation is a forward pass over the validation tokens; a generated token (one time step of one
+        # sequence, and the sampling) takes about as long as one time step of a training window's forward pass,
+        # whose batch_size sequences run side by side
         sample = self.cfg.train.sample_length * self.cfg.data.batch_size if self.cfg.train.sample_prefix else 0
-        return float(self.data.valid.numel()), float(sample)
+        return self.data.valid.numel() / 3, sample / 3
 
     def finish(self, run: RunDir, device: torch.device) -> str | None:
         tc = self.cfg.train
