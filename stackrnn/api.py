@@ -25,6 +25,8 @@ from torch import nn
 from .config import check_value, get_path, leaves, options, read_toml, set_path, to_dict
 from .errors import InputError, did_you_mean, plural
 from .generate import generate
+from .inspect import gradients as _gradients  # noqa: F401 (registers train.grad_every's instrument)
+from .instruments import Instrument
 from .run import BEST, LAST, RunDir
 from .summary import Summary, summary as summarize_model
 from .tasks import Task, a_run_of
@@ -173,7 +175,8 @@ def load(path: str | Path, *, weights: str = "best", device: str | torch.device 
 
 def fit(config: str | Path | dict | RunConfig | None = None, data: str | Path | None = None,
         out: str | Path | None = None, *, task: str | None = None, resume: bool = False, progress: bool | None = None,
-        callbacks: Iterable[Callable[[dict], None]] = (), **overrides: Any) -> Run:
+        callbacks: Iterable[Callable[[dict], None]] = (), instruments: Iterable[Instrument] = (),
+        **overrides: Any) -> Run:
     """Train a run from Python, as `stackrnn train` does, and return it loaded (best weights, on the CPU).
 
     Args:
@@ -186,6 +189,8 @@ def fit(config: str | Path | dict | RunConfig | None = None, data: str | Path | 
             the config's train.progress.
         callbacks: functions called with every record written to metrics.jsonl (a dict with "step", "split" and
             the figures), for custom logging.
+        instruments: objects that look inside the training steps and log what they see (see
+            stackrnn.instruments; grad_every=N's gradient probe is one, added by the config).
         **overrides: any config field by name, as the command line's options: hidden_size=512, epochs=3,
             max_minutes=2, lr=1e-3 (each field belongs to one section; see `stackrnn train --help`).
     """
@@ -197,7 +202,8 @@ def fit(config: str | Path | dict | RunConfig | None = None, data: str | Path | 
         task = task or RunConfig.of_run(RunDir.open(out, need=("config.toml",))).task
     cfg, out = run_config(config, _sectioned(overrides, task or _task_of(config)), task=task,
                           resume=out if resume else None, out=out)
-    result = train(cfg, out, resume=resume, progress=progress, callbacks=tuple(callbacks))
+    result = train(cfg, out, resume=resume, progress=progress, callbacks=tuple(callbacks),
+                   instruments=tuple(instruments))
     run = load(result.run)
     run.result = result
     return run

@@ -91,6 +91,51 @@ def agree(code: int, world: World, device: torch.device) -> int:
     return int(t.item())
 
 
+class DataParallel:
+    """What a training step does differently when it is one of `world.size` processes: each process trains on
+    its shard of the global batch, the gradients are averaged by DistributedDataParallel, and the decisions to
+    stop are taken together. In a single process every method is the identity.
+
+        net = parallel.wrap(model)
+        batch = parallel.shard(task, batch)
+        parallel.objective(step).backward()      # weighted: the gradient of the whole batch's mean loss
+        loss, items = parallel.batch_loss(step)  # the whole batch's
+    """
+
+    def __init__(self, world: World, device: torch.device) -> None:
+        self.world, self.device = world, device
+        self._sums = (0.0, 0.0)  # the whole batch's loss sum and items, of the last step weighed
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What the steps run: the model, or its DistributedDataParallel wrapper, which averages the gradients."""
+        return torch.nn.parallel.DistributedDataParallel(model) if self.world.size > 1 else model
+
+    def shard(self, task, batch):
+        """This process's part of the global `batch` (task: the run's tasks.Task)."""
+        return task.shard(batch, self.world) if self.world.size > 1 else batch
+
+    def objective(self, step) -> torch.Tensor:
+        """What to backpropagate of a tasks.Step. DDP averages gradients over processes; weighting each by its
+        share of the batch's items makes that the gradient of the whole batch's mean, even when shards differ
+        in size."""
+        if self.world.size == 1:
+            return step.objective
+        self._sums = all_sum([step.loss.item() * step.items, step.items], self.world, self.device)
+        return step.objective * (step.items * self.world.size / self._sums[1])
+
+    def batch_loss(self, step) -> tuple[float, int]:
+        """The whole batch's mean loss and its items, for the step `objective` weighed last (read after the
+        backward pass, so that a single process waits for the loss only once it is needed)."""
+        if self.world.size == 1:
+            return step.loss.item(), step.items
+        loss_sum, items = self._sums
+        return loss_sum / items, int(items)
+
+    def agree(self, code: int) -> int:
+        """The largest of every process's `code` (see `agree`)."""
+        return agree(code, self.world, self.device)
+
+
 def block(total: int, world: World) -> slice:
     """This process's contiguous block of `total` rows (total divisible by the world size)."""
     size = total // world.size

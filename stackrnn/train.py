@@ -1,6 +1,10 @@
 """The training loop, the same for every task: batch, forward, backward, clip, step — and around that loop,
 evaluation, checkpoints, the time and step budgets, Ctrl-C, and the progress bar. What differs between a
 language model and a classifier (data, model, loss, metrics) comes from the run's `Task` (see tasks/).
+
+`_loop` is the loop; its helpers come from below: the position and checkpoints (checkpoint.py), precision
+(precision.py), data-parallel work (distributed.py), and instruments that look inside the steps, such as the
+gradient probe of train.grad_every (instruments.py, which modules above this one fill).
 """
 
 from __future__ import annotations
@@ -22,15 +26,15 @@ from torch import nn
 from tqdm.auto import tqdm  # a bar in a terminal, a widget in a notebook
 
 from . import distributed
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import Checkpointer, Position, resume as resume_checkpoint
 from .config import dumps_toml, from_dict, lift_flat_keys, merge, read_toml, to_dict
 from .data.tokenizers import Tokenizer
 from .errors import InputError, did_you_mean, plural
-from .inspect.gradients import finite_or_none, probe_model
-from .layers import map_state
+from .instruments import Instrument, from_config as instruments_for
 from .optim import Schedule, TrainConfig, make_optimizer
+from .precision import Precision
 from .run import BEST, CONFIG, TRAINER, RunDir
-from .tasks import TASK_NAMES, Task, a_run_of, task_class
+from .tasks import TASK_NAMES, Step, Task, a_run_of, task_class
 from .tensorboard import TensorBoardLog, check_available
 
 
@@ -224,15 +228,11 @@ def preflight(cfg: RunConfig, out: str | Path, *, resume: bool, world_size: int 
     return task, run, monitor
 
 
-# fp16 overflow steps in a row before training stops: the scale halves at each, and 40 take the default 2**16 below
-# 2**-24, float16's smallest step, where no scale can help
-_MAX_OVERFLOWS_IN_A_ROW = 40
-
-
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
-          callbacks: Sequence[Callable[[dict], None]] = ()) -> TrainResult:
+          callbacks: Sequence[Callable[[dict], None]] = (), instruments: Sequence[Instrument] = ()) -> TrainResult:
     """Train the model of `cfg` into run directory `out` (a new one, or an existing one with resume).
     `callbacks` are called with every record written to metrics.jsonl, in the process that writes it.
+    `instruments` look inside the steps (see instruments.py), besides those the config asks for (grad_every).
 
     Everything that can fail on the user's input (device, data, batch sizes, the sample prefix) is checked
     before the run directory is created or touched.
@@ -245,15 +245,174 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     if run is None:
         run = RunDir.create(out) if new else RunDir(out)  # (rank 0 makes it; the other processes write nothing)
     try:
-        return _train(cfg, task, run, monitor, device, world, begun, resume=resume, progress=progress, callbacks=callbacks)
+        return _train(cfg, task, run, monitor, device, world, begun, resume=resume, progress=progress,
+                      callbacks=callbacks, instruments=[*instruments_for(cfg.train), *instruments])
     except BaseException:
         if new and not (run / TRAINER).exists():  # nothing to resume: free the --out for the next try (a full disk, Ctrl-C)
             run.discard()
         raise
 
 
+# -- the loop's helpers: the time budget, logging, evaluation (and from their own modules: Position and
+# Checkpointer, Precision, distributed.DataParallel) ------------------------------------------------------------
+
+# how fast a checkpoint is assumed to be written until one has been timed: a slow disk's pace, in bytes per second
+_DISK_PACE = 100e6
+
+
+class Budget:
+    """train.max_minutes: this invocation's deadline, and the closing work it must leave time for (the last
+    evaluation and checkpoint, and the task's `finish`, such as the sample).
+
+    Each part is timed whenever it runs; evaluations and checkpoints run during training too (at each epoch's
+    end or every eval_every steps), so nothing is run just to be timed. Until a part has run, an estimate
+    stands in: an evaluation and `finish` take as long as training on `Task.closing_items` items at its measured
+    pace, and a checkpoint writes about four copies of the weights (last, and the optimizer's moments; the best
+    weights are written by the evaluation) at a slow disk's pace. The pace is measured from the end of this
+    invocation's first step on: that step also warms up (allocations, kernel choices) and can take many times
+    as long as the others.
+    """
+
+    def __init__(self, minutes: float | None, begun: float, task: Task, model: nn.Module) -> None:
+        self.deadline = begun + minutes * 60 if minutes else math.inf
+        self.evaluation_items, self.finish_items = task.closing_items()
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self.checkpoint_estimate = 4 * weight_bytes / _DISK_PACE
+        self.seconds: dict[str, float] = {}  # measured: "evaluate", "checkpoint", "finish"
+        self.since: float | None = None  # when the first step ended
+        self.items, self.paused = 0, 0.0  # trained since then, and seconds spent on other work since then
+
+    def took(self, part: str, seconds: float) -> None:
+        self.seconds[part] = seconds
+        self.paused += seconds
+
+    def trained(self, items: int) -> None:
+        """Count a training step's items, for the pace."""
+        if self.deadline == math.inf:
+            return
+        if self.since is None:
+            self.since, self.paused = time.monotonic(), 0.0
+        else:
+            self.items += items
+
+    def out_of_time(self) -> bool:
+        """Whether training must stop now for the closing work to end by the deadline."""
+        if self.deadline == math.inf:
+            return False
+        now = time.monotonic()
+        per_item = (now - self.since - self.paused) / self.items if self.items else 0.0  # seconds (0: not known yet)
+        reserve = (self.seconds.get("evaluate", self.evaluation_items * per_item)
+                   + self.seconds.get("checkpoint", self.checkpoint_estimate)
+                   + self.seconds.get("finish", self.finish_items * per_item))
+        return now + reserve > self.deadline
+
+
+class Window:
+    """The training steps since the last train record: their mean loss and pace (with the time of evaluations and
+    checkpoints left out, so that the pace is training's)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        self.pace = 0.0  # items per second
+        self.mean_loss: float | None = None  # of the last window logged, or of the epoch at its end
+        self.grad_norm: float | None = None  # of the last step that updated the weights
+
+    def reset(self) -> None:
+        self.loss, self.items, self.start = 0.0, 0, time.monotonic()
+
+    def add(self, loss: float, items: int) -> None:
+        self.loss += loss * items
+        self.items += items
+        self.pace = self.items / max(time.monotonic() - self.start, 1e-9)
+
+    def pause(self, seconds: float) -> None:
+        self.start += seconds
+
+    def close(self) -> float:
+        self.mean_loss = self.loss / self.items
+        return self.mean_loss
+
+
+class Metrics:
+    """metrics.jsonl, which rank 0 writes; TensorBoard and the callbacks are views of it."""
+
+    def __init__(self, run: RunDir, world: distributed.World, board: TensorBoardLog | None,
+                 callbacks: Sequence[Callable[[dict], None]], started: float) -> None:
+        self.run, self.world, self.board, self.callbacks, self.started = run, world, board, callbacks, started
+
+    def time(self) -> float:
+        """Seconds of training in all, across resumes."""
+        return round(time.monotonic() - self.started, 2)
+
+    def log(self, record: dict) -> None:
+        if not self.world.main:
+            return
+        self.run.append_metrics(record)
+        if self.board is not None:
+            self.board.write(record)
+        for callback in self.callbacks:
+            callback(record)
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
+class Evaluator:
+    """Validation: score the model, keep the best weights (model.safetensors) by the monitored figure, tell the
+    schedule, log the figures. Every process evaluates, so that all take the same schedule decisions."""
+
+    def __init__(self, task: Task, model: nn.Module, device: torch.device, monitor: str, schedule: Schedule,
+                 run: RunDir, metrics: Metrics) -> None:
+        self.task, self.model, self.device, self.monitor = task, model, device, monitor
+        self.schedule, self.run, self.metrics = schedule, run, metrics
+        self.valid: dict | None = None  # the last validation metrics
+        self.at: int | None = None  # the step last evaluated
+
+    def __call__(self, pos: Position, epoch: int, schedule_step: bool = True) -> float:
+        """Evaluate at `pos` (logged as epoch `epoch`); the seconds it took."""
+        t0 = time.monotonic()
+        valid = self.task.evaluate(self.model, self.device)
+        score = None if valid is None else self.task.score(valid, self.monitor)
+        if schedule_step:
+            self.schedule.after_eval(score)
+        if score is None or pos.best_valid_loss is None or score < pos.best_valid_loss:
+            pos.best_valid_loss, pos.best_valid = score, valid
+            if self.metrics.world.main:
+                self.run.save_model(self.model, BEST)
+        self.metrics.log({"step": pos.step, "epoch": epoch, "split": "valid", **(valid or {"loss": None}),
+                          "lr": self.schedule.lr, "time": self.metrics.time()})
+        self.valid, self.at = valid, pos.step
+        self.model.train()
+        return time.monotonic() - t0
+
+
+@dataclass
+class _Loop:
+    """What the loop works with, made once by `_train`."""
+
+    tc: TrainConfig
+    task: Task
+    run: RunDir
+    device: torch.device
+    model: nn.Module
+    net: nn.Module  # what the steps run: the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    precision: Precision
+    parallel: distributed.DataParallel
+    instruments: Sequence[Instrument]
+    metrics: Metrics
+    evaluate: Evaluator
+    checkpointer: Checkpointer
+    budget: Budget
+    window: Window
+    bar: tqdm
+
+
 def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.device, world: distributed.World,
-           begun: float, *, resume: bool, progress: bool | None, callbacks: Sequence[Callable[[dict], None]]) -> TrainResult:
+           begun: float, *, resume: bool, progress: bool | None, callbacks: Sequence[Callable[[dict], None]],
+           instruments: Sequence[Instrument]) -> TrainResult:
     """`train`, once the run directory is there (and, when resuming, opened and checked); `begun`: when train was
     called, by time.monotonic()."""
     tc = cfg.train
@@ -263,245 +422,206 @@ def _train(cfg: RunConfig, task: Task, run: RunDir, monitor: str, device: torch.
         task.init_weights(model)
     model = model.to(device)
     optimizer = make_optimizer(tc, model)
-    # fp16's exponent range ends near 6e-8, below which small gradients become zero: the scaler multiplies the
-    # loss up before backward and divides the gradients back. bf16 has float32's exponent range and needs none.
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
-    # what the steps run: the model, or its DistributedDataParallel wrapper, which averages the gradients
-    net = nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
+    precision, parallel = Precision(tc.precision, device), distributed.DataParallel(world, device)
+    net = parallel.wrap(model)
     batches_per_epoch = len(task.batches(0))
-    total_steps = min(tc.epochs * batches_per_epoch, tc.max_steps or math.inf)
-    schedule = Schedule(tc, optimizer, total_steps)
-    pos = {"step": 0, "epoch": 0, "batch": 0, "best_valid_loss": None, "best_valid": None, "seconds": 0.0,
-           "skipped_steps": 0, "scaler_skipped": 0}  # (scaler_skipped: fp16 steps the loss scaler skipped)
-    state = None
+    schedule = Schedule(tc, optimizer, min(tc.epochs * batches_per_epoch, tc.max_steps or math.inf))
+    pos, state = Position(), None
     if resume:
-        state = load_checkpoint(run, model, optimizer, schedule, pos, device, scaler)
-        if state is not None and world.size > 1:  # the checkpoint holds every stream's state: keep this process's
-            state = map_state(lambda t: t[:, distributed.block(t.shape[1], world)], state)
-        # a process killed after its last checkpoint logged steps that will now be trained again: drop them
-        if world.main:
-            run.trim_metrics(pos["step"])
-        if pos["best_valid"] is None and pos["best_valid_loss"] is not None and monitor == "loss":
-            pos["best_valid"] = {"loss": pos["best_valid_loss"]}  # a checkpoint from before best_valid was kept
+        pos, state = resume_checkpoint(run, model, optimizer, schedule, device, precision.scaler, world, monitor)
     elif world.main:
         task.save_vocab(run)
     if world.main:
         run.save_config_text(cfg.to_toml())  # on resume too: a longer --epochs must survive the next resume
-    board = TensorBoardLog(run.path, pos["step"] if resume else None) if tc.tensorboard and world.main else None
-
-    def log(record: dict) -> None:
-        if not world.main:
-            return
-        run.append_metrics(record)  # metrics.jsonl is the record; TensorBoard and callbacks are views of it
-        if board is not None:
-            board.write(record)
-        for callback in callbacks:
-            callback(record)
-
-    described = task.describe() + (f", {world.size} processes" if world.size > 1 else "")
-    if world.main:
+        described = task.describe() + (f", {world.size} processes" if world.size > 1 else "")
         tqdm.write(f"{'resuming' if resume else 'training into'} {run.path}: {described + ', ' if described else ''}"
-               f"device {device}", file=sys.stderr)
-
-    best = pos["best_valid_loss"]  # the best monitored figure so far, lower is better (named before monitor existed)
-    started = time.monotonic() - pos["seconds"]  # seconds of training in all, across resumes
-    deadline = begun + tc.max_minutes * 60 if tc.max_minutes else math.inf  # this invocation's budget
-    # seconds the work that ends a run took when last done: the budget must leave room for it
-    closing = {"evaluate": 0.0, "checkpoint": 0.0, "finish": 0.0}
-    bar = tqdm(total=tc.epochs * batches_per_epoch, initial=min(pos["step"], tc.epochs * batches_per_epoch),
+                   f"device {device}", file=sys.stderr)
+    started = time.monotonic() - pos.seconds  # seconds of training in all, across resumes
+    board = TensorBoardLog(run.path, pos.step if resume else None) if tc.tensorboard and world.main else None
+    metrics = Metrics(run, world, board, callbacks, started)
+    bar = tqdm(total=tc.epochs * batches_per_epoch, initial=min(pos.step, tc.epochs * batches_per_epoch),
                # None lets tqdm hide the bar when stderr is not a terminal (CI logs, pipes)
                disable=None if (tc.progress if progress is None else progress) and world.main else True,
                unit="batch", dynamic_ncols=True, leave=False)
-    window_loss, window_items, window_start = 0.0, 0, time.monotonic()
-    last_train_loss, valid, stopped, evaluated_at = None, None, "finished", None
-    bad_in_a_row, overflows_in_a_row, grad_norm = 0, 0, None
-
-    saved_at = pos["step"] if resume else None
-
-    def checkpoint() -> None:
-        nonlocal window_start, saved_at
-        if saved_at == pos["step"]:
-            return  # this step is on disk already; writing it again would push an older one out of previous/
-        saved_at = pos["step"]
-        t0 = time.monotonic()
-        pos["seconds"] = t0 - started
-        pos["best_valid_loss"] = best
-        saved_state = state
-        if world.size > 1 and state is not None:  # every process's streams, as one process would carry them
-            saved_state = map_state(lambda t: distributed.gather_batch_dim(t, world), state)
-        if world.main:
-            save_checkpoint(run, model, optimizer, schedule, pos, saved_state, scaler)
-        closing["checkpoint"] = time.monotonic() - t0
-        window_start += closing["checkpoint"]  # the logged rate measures training, not checkpoint writing
-
-    def evaluate_and_keep_best(epoch: int, schedule_step: bool = True) -> None:
-        nonlocal best, valid, window_start, evaluated_at
-        t0 = time.monotonic()
-        valid = task.evaluate(model, device)  # every process, so that all take the same schedule decisions
-        score = None if valid is None else task.score(valid, monitor)
-        if schedule_step:
-            schedule.after_eval(score)
-        if score is None or best is None or score < best:
-            best = score
-            pos["best_valid"] = valid
-            if world.main:
-                run.save_model(model, BEST)
-        log({"step": pos["step"], "epoch": epoch, "split": "valid",
-                            **(valid or {"loss": None}), "lr": schedule.lr,
-                            "time": round(time.monotonic() - started, 2)})
-        evaluated_at = pos["step"]
-        closing["evaluate"] = time.monotonic() - t0
-        window_start += closing["evaluate"]  # nor evaluation
-        model.train()
-
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    reasons = (None, "interrupted", "time budget", "step budget", "early stop")
-
-    def why_stop() -> str | None:
-        code = (1 if stop.requested else 2 if time.monotonic() + sum(closing.values()) > deadline
-                else 3 if tc.max_steps is not None and pos["step"] >= tc.max_steps
-                else 4 if tc.early_stop and schedule.since_best >= tc.early_stop else 0)
-        return reasons[distributed.agree(code, world, device)]
-
+    lp = _Loop(tc, task, run, device, model, net, optimizer, schedule, precision, parallel, instruments, metrics,
+               Evaluator(task, model, device, monitor, schedule, run, metrics),
+               Checkpointer(run, model, optimizer, schedule, precision.scaler, world, pos.step if resume else None,
+                            started),
+               Budget(tc.max_minutes, begun, task, model), Window(), bar)
     with run.lock() if world.main else contextlib.nullcontext(), StopRequest() as stop:
         try:
-            if deadline < math.inf:
-                # the closing work (evaluation, checkpoint, the task's sample) must end within the budget too: do it
-                # once now, scoring the starting weights as nanoGPT does at step 0, to know how long it takes
-                evaluate_and_keep_best(pos["epoch"] + 1, schedule_step=False)
-                checkpoint()
-                t0 = time.monotonic()
-                if world.main:
-                    task.finish(run, device)
-                closing["finish"] = time.monotonic() - t0
-            while pos["epoch"] < tc.epochs and stopped == "finished":
-                model.train()
-                epoch_batches = task.batches(pos["epoch"])
-                if pos["batch"] == 0:
-                    state = None  # each epoch starts from zeros (d2l, Zaremba): the streams restart
-                for batch in epoch_batches.iter_from(pos["batch"]):
-                    # budgets and Ctrl-C are honoured between steps, never inside one
-                    if (reason := why_stop()) is not None:
-                        stopped = reason
-                        break
-                    if world.size > 1:
-                        batch = task.shard(batch, world)
-                    # train.grad_every: this step's forward pass is probed, its backward pass fills the probe
-                    probe = probe_model(model) if tc.grad_every and (pos["step"] + 1) % tc.grad_every == 0 else None
-                    with autocast, probe or contextlib.nullcontext():
-                        out = task.step(net, batch, state, device)
-                    objective = out.objective
-                    if world.size > 1:
-                        # DDP averages gradients over processes; weighting each by its share of the batch's items
-                        # makes that the gradient of the whole batch's mean, even when shards differ in size
-                        loss_sum, items = distributed.all_sum([out.loss.item() * out.items, out.items], world, device)
-                        objective = objective * (out.items * world.size / items)
-                    scaler.scale(objective).backward()  # (the scaler is the identity unless fp16)
-                    loss_value = out.loss.item() if world.size == 1 else loss_sum / items  # the whole batch's
-                    if math.isfinite(loss_value):
-                        scaler.unscale_(optimizer)  # so that clipping and the logged norm are in true units
-                    # the norm is needed anyway to catch a non-finite gradient; clip only when asked
-                    norm = nn.utils.clip_grad_norm_(model.parameters(), tc.clip if tc.clip > 0 else math.inf)
-                    pos["step"] += 1
-                    pos["batch"] += 1
-                    if probe is not None:
-                        norms = probe.norms(scale=scaler.get_scale())  # (its hooks saw the scaled gradients)
-                        log({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "grad",
-                             **{key: finite_or_none(values) for key, values in norms.items()},
-                             "time": round(time.monotonic() - started, 2)})
-                    # with fp16, a finite loss and a non-finite gradient is the loss scale overflowing float16: the
-                    # scaler's normal business (scaler.step skips the update, scaler.update lowers the scale), not a
-                    # bad step
-                    overflow = scaler.is_enabled() and math.isfinite(loss_value) and not math.isfinite(norm.item())
-                    if not (math.isfinite(loss_value) and (math.isfinite(norm.item()) or overflow)):
-                        # skip the update, keep the weights; a few such steps are survivable, a run of them is not
-                        optimizer.zero_grad(set_to_none=True)
-                        pos["skipped_steps"] += 1
-                        bad_in_a_row, overflows_in_a_row = bad_in_a_row + 1, 0
-                        log({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",
-                                            "skipped": "non-finite loss or gradient"})
-                        if bad_in_a_row >= tc.max_bad_steps:
-                            raise InputError(f"training stopped: {plural(bad_in_a_row, 'step')} in a row had a non-finite loss or "
-                                             f"gradient (up to step {pos['step']}); lower --lr or clip with --clip (the "
-                                             f"last checkpoint in {run.path} is intact)")
-                        # (in a data-parallel run every process drops its state alike, so all stay in step)
-                        state = out.state if world.size == 1 and all(torch.isfinite(t).all() for t in _tensors(out.state)) else None
-                        continue
-                    bad_in_a_row = 0
-                    if overflow:
-                        pos["scaler_skipped"] += 1  # the weights stay; the stream goes on from this step's state
-                        overflows_in_a_row += 1
-                        if overflows_in_a_row >= _MAX_OVERFLOWS_IN_A_ROW:
-                            raise InputError(
-                                f"training stopped: {overflows_in_a_row} fp16 steps in a row had a non-finite gradient "
-                                f"while the loss scale fell to {scaler.get_scale():.3g} (up to step {pos['step']}): the "
-                                f"gradients are not finite in float16 at any scale; train with --precision bf16 or "
-                                f"fp32, lower --lr or clip with --clip (the last checkpoint in {run.path} is intact)")
-                    else:
-                        grad_norm, overflows_in_a_row = norm.item(), 0
-                    schedule.before_step(pos["step"] - 1)  # warmup and cosine, from the step count before this one
-                    saved = [g["lr"] for g in optimizer.param_groups]
-                    for g in optimizer.param_groups:
-                        g["lr"] *= out.lr_scale
-                    try:
-                        scaler.step(optimizer)  # optimizer.step(), unless fp16 found an inf or nan gradient
-                    finally:
-                        for g, lr in zip(optimizer.param_groups, saved):
-                            g["lr"] = lr
-                    scaler.update()  # fp16: halve the scale after an overflow, double it after 2000 clean steps
-                    optimizer.zero_grad(set_to_none=True)  # free the gradients now; the next forward does not need them
-                    state = out.state
-
-                    batch_items = out.items if world.size == 1 else int(items)
-                    window_loss += loss_value * batch_items
-                    window_items += batch_items
-                    elapsed = time.monotonic() - window_start
-                    bar.update(1)
-                    bar.set_postfix(**task.postfix(loss_value), refresh=False,
-                                    **{f"{task.unit}/s": f"{window_items / max(elapsed, 1e-9):,.0f}"})
-                    if pos["step"] % tc.log_every == 0:
-                        last_train_loss = window_loss / window_items
-                        log({"step": pos["step"], "epoch": pos["epoch"] + 1, "split": "train",
-                                            "loss": last_train_loss, **task.train_metrics(last_train_loss),
-                                            "lr": schedule.lr,
-                                            f"{task.unit}_per_s": round(window_items / max(elapsed, 1e-9), 1),
-                                            "grad_norm": grad_norm,
-                                            **({"loss_scale": scaler.get_scale(), "scaler_skipped": pos["scaler_skipped"]}
-                                               if scaler.is_enabled() else {}),
-                                            "time": round(time.monotonic() - started, 2)})
-                        window_loss, window_items, window_start = 0.0, 0, time.monotonic()
-                    if tc.eval_every and pos["step"] % tc.eval_every == 0:
-                        evaluate_and_keep_best(pos["epoch"] + 1)
-                        checkpoint()
-                    elif tc.save_every and pos["step"] % tc.save_every == 0:
-                        checkpoint()
-                else:  # the epoch ran to its end
-                    pos["epoch"] += 1
-                    pos["batch"] = 0
-                    if window_items:
-                        last_train_loss = window_loss / window_items
-                    if not tc.eval_every:
-                        evaluate_and_keep_best(pos["epoch"])
-                    schedule.after_epoch(pos["epoch"])
-                    checkpoint()
-                    parts = [f"epoch {pos['epoch']}", f"step {pos['step']}", *task.epoch_summary(last_train_loss, valid),
-                             f"lr {schedule.lr:.3g}", f"{time.monotonic() - started:.0f}s"]
-                    if world.main:
-                        bar.write(" | ".join(parts))
+            stopped, state = _loop(lp, pos, state, stop)
             if stopped != "finished":
                 # keep what was learnt: unless this step was just evaluated, score it so the best weights include
                 # it (without touching the schedule, which sees only the evaluations an uninterrupted run makes)
-                if evaluated_at != pos["step"]:
-                    evaluate_and_keep_best(pos["epoch"] + 1, schedule_step=False)
-                checkpoint()
+                if lp.evaluate.at != pos.step:
+                    _evaluate(lp, pos, pos.epoch + 1, schedule_step=False)
+                _checkpoint(lp, pos, state)
         finally:
             bar.close()
-            if board is not None:
-                board.close()
-
+            metrics.close()
     sample = task.finish(run, device) if world.main else None
-    best_valid = pos["best_valid"]
-    return TrainResult(run.path, pos["step"], pos["epoch"], last_train_loss, None if valid is None else valid["loss"],
+    valid, best_valid = lp.evaluate.valid, pos.best_valid
+    return TrainResult(run.path, pos.step, pos.epoch, lp.window.mean_loss, None if valid is None else valid["loss"],
                        None if best_valid is None else best_valid["loss"], stopped, time.monotonic() - started, sample,
                        run.read_metrics(), model, valid, best_valid)
+
+
+# -- the loop ------------------------------------------------------------------------------------------------------
+
+def _loop(lp: _Loop, pos: Position, state, stop: StopRequest) -> tuple[str, object]:
+    """Train from `pos` (the carried `state`) until the epochs are done or something stops it: why it ended
+    ("finished", "interrupted", "time budget", "step budget" or "early stop") and the state carried then."""
+    tc, window, bad_in_a_row = lp.tc, lp.window, 0
+    while pos.epoch < tc.epochs:
+        lp.model.train()
+        if pos.batch == 0:
+            state = None  # each epoch starts from zeros (d2l, Zaremba): the streams restart
+        for batch in lp.task.batches(pos.epoch).iter_from(pos.batch):
+            # budgets and Ctrl-C are honoured between steps, never inside one
+            if (stopped := _why_stop(lp, pos, stop)) is not None:
+                return stopped, state
+            out, loss, items, norm, watched = _forward_backward(lp, batch, state, pos.step + 1)
+            pos.step += 1
+            pos.batch += 1
+            if watched:
+                _log_instruments(lp, pos, watched)
+            overflow = lp.precision.overflowed(loss, norm)
+            if not (math.isfinite(loss) and (math.isfinite(norm) or overflow)):
+                bad_in_a_row += 1
+                state = _skip(lp, pos, out, bad_in_a_row)
+                continue
+            bad_in_a_row = 0
+            _update(lp, pos, out.lr_scale, norm, overflow)
+            state = out.state
+            window.add(loss, items)
+            lp.budget.trained(items)
+            lp.bar.update(1)
+            lp.bar.set_postfix(**lp.task.postfix(loss), refresh=False, **{f"{lp.task.unit}/s": f"{window.pace:,.0f}"})
+            if pos.step % tc.log_every == 0:
+                _log_train(lp, pos)
+            if tc.eval_every and pos.step % tc.eval_every == 0:
+                _evaluate(lp, pos, pos.epoch + 1)
+                _checkpoint(lp, pos, state)
+            elif tc.save_every and pos.step % tc.save_every == 0:
+                _checkpoint(lp, pos, state)
+        _end_epoch(lp, pos, state)
+    return "finished", state
+
+
+_REASONS = (None, "interrupted", "time budget", "step budget", "early stop")
+
+
+def _why_stop(lp: _Loop, pos: Position, stop: StopRequest) -> str | None:
+    """Why training must stop before the next step, if it must; agreed by every process, so that all stop at the
+    same step (a time budget runs out on one clock, Ctrl-C reaches one process first)."""
+    tc = lp.tc
+    code = (1 if stop.requested else 2 if lp.budget.out_of_time()
+            else 3 if tc.max_steps is not None and pos.step >= tc.max_steps
+            else 4 if tc.early_stop and lp.schedule.since_best >= tc.early_stop else 0)
+    return _REASONS[lp.parallel.agree(code)]
+
+
+def _forward_backward(lp: _Loop, batch, state, step: int) -> tuple[Step, float, int, float, list]:
+    """Step `step`'s forward and backward pass, and its gradient clipped: the task's Step, the whole batch's mean
+    loss and items, the gradient's norm before clipping (not finite when the gradient is not), and the
+    instruments that watched the step."""
+    watched = [(i, c) for i in lp.instruments if (c := i.before_step(step, lp.model)) is not None]
+    with lp.precision.autocast, contextlib.ExitStack() as contexts:
+        for _, context in watched:
+            contexts.enter_context(context)
+        out = lp.task.step(lp.net, lp.parallel.shard(lp.task, batch), state, lp.device)
+    lp.precision.backward(lp.parallel.objective(out))
+    loss, items = lp.parallel.batch_loss(out)
+    if math.isfinite(loss):
+        lp.precision.unscale(lp.optimizer)
+    # the norm is needed anyway to catch a non-finite gradient; clip only when asked
+    norm = nn.utils.clip_grad_norm_(lp.model.parameters(), lp.tc.clip if lp.tc.clip > 0 else math.inf)
+    return out, loss, items, norm.item(), watched
+
+
+def _update(lp: _Loop, pos: Position, lr_scale: float, norm: float, overflow: bool) -> None:
+    """The optimizer step of a step whose loss and gradient are finite (or whose fp16 gradient overflowed, which
+    the scaler skips); `lr_scale` multiplies the learning rate for this step only."""
+    if overflow:
+        pos.scaler_skipped += 1  # the weights stay; the stream goes on from this step's state
+    else:
+        lp.window.grad_norm = norm
+    lp.precision.count(overflow, pos.step, lp.run.path)
+    lp.schedule.before_step(pos.step - 1)  # warmup and cosine, from the step count before this one
+    groups = lp.optimizer.param_groups
+    saved = [g["lr"] for g in groups]
+    for g in groups:
+        g["lr"] *= lr_scale
+    try:
+        lp.precision.step(lp.optimizer)
+    finally:
+        for g, lr in zip(groups, saved):
+            g["lr"] = lr
+    lp.precision.update()
+    lp.optimizer.zero_grad(set_to_none=True)  # free the gradients now; the next forward does not need them
+
+
+def _skip(lp: _Loop, pos: Position, out: Step, bad_in_a_row: int):
+    """A step whose loss or gradient is not finite: skip the update and keep the weights; a few such steps are
+    survivable, a run of them is not. The state to carry on with."""
+    lp.optimizer.zero_grad(set_to_none=True)
+    pos.skipped_steps += 1
+    lp.precision.count(False, pos.step, lp.run.path)
+    lp.metrics.log({"step": pos.step, "epoch": pos.epoch + 1, "split": "train", "skipped": "non-finite loss or gradient"})
+    if bad_in_a_row >= lp.tc.max_bad_steps:
+        raise InputError(f"training stopped: {plural(bad_in_a_row, 'step')} in a row had a non-finite loss or gradient "
+                         f"(up to step {pos.step}); lower --lr or clip with --clip (the last checkpoint in "
+                         f"{lp.run.path} is intact)")
+    # (in a data-parallel run every process drops its state alike, so all stay in step)
+    finite = lp.parallel.world.size == 1 and all(torch.isfinite(t).all() for t in _tensors(out.state))
+    return out.state if finite else None
+
+
+def _log_instruments(lp: _Loop, pos: Position, watched: list) -> None:
+    scale = lp.precision.scaler.get_scale()  # (1 unless fp16)
+    for instrument, _ in watched:
+        figures = instrument.after_backward(pos.step, scale)
+        if figures is not None:
+            lp.metrics.log({"step": pos.step, "epoch": pos.epoch + 1, "split": instrument.split, **figures,
+                            "time": lp.metrics.time()})
+
+
+def _log_train(lp: _Loop, pos: Position) -> None:
+    loss, scaler = lp.window.close(), lp.precision.scaler
+    lp.metrics.log({"step": pos.step, "epoch": pos.epoch + 1, "split": "train", "loss": loss,
+                    **lp.task.train_metrics(loss), "lr": lp.schedule.lr,
+                    f"{lp.task.unit}_per_s": round(lp.window.pace, 1), "grad_norm": lp.window.grad_norm,
+                    **({"loss_scale": scaler.get_scale(), "scaler_skipped": pos.scaler_skipped}
+                       if scaler.is_enabled() else {}),
+                    "time": lp.metrics.time()})
+    lp.window.reset()
+
+
+def _evaluate(lp: _Loop, pos: Position, epoch: int, schedule_step: bool = True) -> None:
+    seconds = lp.evaluate(pos, epoch, schedule_step)
+    lp.budget.took("evaluate", seconds)
+    lp.window.pause(seconds)  # the logged pace measures training, not evaluation
+
+
+def _checkpoint(lp: _Loop, pos: Position, state) -> None:
+    seconds = lp.checkpointer.save(pos, state)
+    if seconds is not None:
+        lp.budget.took("checkpoint", seconds)
+        lp.window.pause(seconds)  # nor checkpoint writing
+
+
+def _end_epoch(lp: _Loop, pos: Position, state) -> None:
+    """The epoch ran to its end: evaluate (unless eval_every does), step the schedule, checkpoint, say so."""
+    pos.epoch += 1
+    pos.batch = 0
+    if lp.window.items:
+        lp.window.close()
+    if not lp.tc.eval_every:
+        _evaluate(lp, pos, pos.epoch)
+    lp.schedule.after_epoch(pos.epoch)
+    _checkpoint(lp, pos, state)
+    parts = [f"epoch {pos.epoch}", f"step {pos.step}", *lp.task.epoch_summary(lp.window.mean_loss, lp.evaluate.valid),
+             f"lr {lp.schedule.lr:.3g}", f"{time.monotonic() - lp.metrics.started:.0f}s"]
+    if lp.parallel.world.main:
+        lp.bar.write(" | ".join(parts))

@@ -405,7 +405,9 @@ def test_a_full_disk_before_the_first_checkpoint_leaves_the_out_folder_free(tmp_
 
 def test_the_time_budget_includes_the_closing_evaluation_checkpoint_and_sample(tmp_path, text_file, monkeypatch):
     """--max-minutes is the whole run's: it stops early enough for the last evaluation, checkpoint and sample to end
-    within the budget (here an evaluation takes 1 s of a 6 s budget)."""
+    within the budget (here an evaluation takes 1 s of a 6 s budget). The closing work is timed when it first runs
+    during training (here every 20 steps: an estimate from the data's size stands in until then, and cannot
+    foresee the sleep below)."""
     import time
 
     from stackrnn.tasks import lm
@@ -419,10 +421,59 @@ def test_the_time_budget_includes_the_closing_evaluation_checkpoint_and_sample(t
     monkeypatch.setattr(lm, "evaluate_lm", slow_evaluation)
     budget = 0.1  # minutes
     cfg = _config(text_file, "--epochs", "1000", "--max-minutes", str(budget), "--sample-prefix", "The",
-                  "--sample-length", "20")
+                  "--sample-length", "20", "--eval-every", "20")
     t0 = time.monotonic()
     result = train(cfg, tmp_path / "run", progress=False)
     elapsed = time.monotonic() - t0
     assert result.stopped == "time budget" and result.sample
     assert elapsed <= budget * 60 * 1.05 + 0.3, elapsed  # at most about one training step over
     assert elapsed >= budget * 60 - 2.5, elapsed  # and the budget was used, not given up early
+
+
+def test_an_instrument_watches_the_steps_it_asks_for_and_logs_its_figures(tmp_path, text_file):
+    """train knows instruments only by their protocol (stackrnn.instruments): the context of the forward pass of
+    the steps each asks for, and after the backward pass (gradients in place, not yet cleared) the figures it logs."""
+    import contextlib
+
+    from stackrnn.instruments import Instrument
+
+    class EveryOther(Instrument):
+        split = "other"
+
+        def __init__(self):
+            self.entered, self.model = [], None
+
+        def before_step(self, step, model):
+            if step % 2:
+                return None
+            self.model = model
+            return self.forward_pass(step)
+
+        @contextlib.contextmanager
+        def forward_pass(self, step):
+            yield
+            self.entered.append(step)
+
+        def after_backward(self, step, scale):
+            with_grad = sum(p.grad is not None for p in self.model.parameters())
+            return {"with_grad": with_grad, "scale": scale}
+
+    instrument = EveryOther()
+    result = train(_config(text_file, "--max-steps", "6"), tmp_path / "run", progress=False, instruments=[instrument])
+    records = [r for r in result.history if r["split"] == "other"]
+    assert [r["step"] for r in records] == instrument.entered == [2, 4, 6]
+    n_params = sum(1 for _ in result.model.parameters())
+    assert all(r["with_grad"] == n_params and r["scale"] == 1.0 and r["epoch"] == 1 and "time" in r for r in records)
+
+
+def test_train_imports_nothing_above_it():
+    """train sits below inspect and cli (DESIGN.md): the gradient probe reaches it as a registered instrument."""
+    import ast
+    from pathlib import Path
+
+    import stackrnn.train
+
+    tree = ast.parse(Path(stackrnn.train.__file__).read_text(encoding="utf-8"))
+    modules = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
+    modules += [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
+    assert not [m for m in modules if m.split(".")[0] in ("inspect", "cli", "api", "sweep", "plot")], modules

@@ -21,6 +21,8 @@ the top downward.
 
 The probe works for any stack (mixed cells, bidirectional, residual): it reads only the layer outputs. While
 it is active the stack runs one fused kernel call per layer (so every output exists); otherwise nothing changes.
+During training, `GradientInstrument` (registered with stackrnn.instruments for train.grad_every) probes every
+N-th step and logs the norms as metrics records of split "grad".
 
 Dimension key: L layers, T steps of the window, B batch, K directions, H hidden units.
 """
@@ -31,6 +33,7 @@ import math
 
 from torch import Tensor
 
+from ..instruments import Instrument, register
 from ..stack import StackedRNN
 
 
@@ -100,3 +103,32 @@ def probe_model(model) -> GradientProbe | None:
 def finite_or_none(values: list) -> list:
     """Non-finite floats (an exploding step) as None, so that the record stays valid JSON; nested lists too."""
     return [finite_or_none(v) if isinstance(v, list) else v if math.isfinite(v) else None for v in values]
+
+
+class GradientInstrument(Instrument):
+    """train.grad_every as a training instrument: every `every` steps, the step's forward pass runs under a
+    probe and its backward pass fills it; the norms are logged as a metrics record of split "grad"."""
+
+    split = "grad"
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.probe: GradientProbe | None = None
+
+    @classmethod
+    def from_config(cls, train_config) -> GradientInstrument | None:
+        return cls(train_config.grad_every) if train_config.grad_every else None
+
+    def before_step(self, step: int, model) -> GradientProbe | None:
+        self.probe = probe_model(model) if step % self.every == 0 else None
+        return self.probe
+
+    def after_backward(self, step: int, scale: float) -> dict | None:
+        if self.probe is None:
+            return None
+        norms = self.probe.norms(scale=scale)  # (its hooks saw the scaled gradients)
+        self.probe = None
+        return {key: finite_or_none(values) for key, values in norms.items()}
+
+
+register("grad_every", GradientInstrument.from_config)

@@ -123,6 +123,13 @@ class LMTask(Task):
             parts.append(f"valid ppl {valid['perplexity']:.2f}")
         return parts
 
+    def closing_items(self) -> tuple[float, float]:
+        # the evaluation is a forward pass over the validation tokens; a generated token (one time step of one
+        # sequence, and the sampling) takes about as long as one time step of a training window's forward pass,
+        # whose batch_size sequences run side by side
+        sample = self.cfg.train.sample_length * self.cfg.data.batch_size if self.cfg.train.sample_prefix else 0
+        return self.data.valid.numel() / 3, sample / 3
+
     def finish(self, run: RunDir, device: torch.device) -> str | None:
         tc = self.cfg.train
         if not tc.sample_prefix:

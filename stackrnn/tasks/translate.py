@@ -287,6 +287,13 @@ class TranslateTask(Task):
         return {"loss": self._loss(model, self.valid_set, device), "bleu": metrics["bleu"],
                 "exact_match": metrics["exact_match"]}
 
+    def closing_items(self) -> tuple[float, float]:
+        # the evaluation makes two forward passes over the validation targets: the loss, then greedy translations
+        # of about their length; finish translates a few sentences side by side, each output token taking about
+        # as long as one time step of a training batch's forward pass
+        tokens = sum(len(t) for t in self.valid_set.target)
+        return 2 * tokens / 3, tokens / max(len(self.valid_set.target), 1) * self.cfg.data.batch_size / 3
+
     def epoch_summary(self, train_loss: float | None, valid: dict | None) -> list[str]:
         parts = super().epoch_summary(train_loss, valid)
         if valid:
