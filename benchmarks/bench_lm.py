@@ -40,6 +40,7 @@ from stackrnn.data.pipeline import DataConfig  # noqa: E402
 from stackrnn.data.tokenizers import Tokenizer  # noqa: E402
 from stackrnn.generate import generate  # noqa: E402
 from stackrnn.models.lm import LanguageModel, ModelConfig  # noqa: E402
+from stackrnn.models.stack_config import StackConfig  # noqa: E402
 from stackrnn.optim import TrainConfig  # noqa: E402
 from stackrnn.run import RunDir  # noqa: E402
 from stackrnn.train import RunConfig, train  # noqa: E402
@@ -147,7 +148,7 @@ def d2l_loop(ids: torch.Tensor, V: int, steps: int, window: int) -> list[float]:
 def stackrnn_train(path: Path, tmp: Path, steps: int, window: int, r: int) -> tuple[list[float], float]:
     """The logged training tokens/s of each window, and the whole run's tokens per wall-clock second."""
     cfg = RunConfig(
-        ModelConfig(hidden_size=HIDDEN, num_layers=LAYERS, embedding_size=0),
+        ModelConfig(stack=StackConfig(hidden_size=HIDDEN, num_layers=LAYERS), embedding_size=0),
         DataConfig(data=str(path), d2l_preprocess=True, valid_fraction=0.1, batch_size=BATCH, num_steps=STEPS),
         TrainConfig(epochs=10_000, max_steps=steps, optimizer="sgd", lr=2.0, clip=1.0, lr_schedule="none",
                     log_every=window, progress=True),

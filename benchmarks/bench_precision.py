@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from stackrnn.data.corpora import embedded_text, preprocess_d2l  # noqa: E402
 from stackrnn.data.pipeline import DataConfig  # noqa: E402
 from stackrnn.models.lm import ModelConfig  # noqa: E402
+from stackrnn.models.stack_config import StackConfig  # noqa: E402
 from stackrnn.optim import TrainConfig  # noqa: E402
 from stackrnn.run import RunDir  # noqa: E402
 from stackrnn.train import RunConfig, train  # noqa: E402
@@ -42,7 +43,7 @@ TOKENS_PER_STEP = 32 * 35
 def run(path: Path, out: Path, precision: str, steps: int) -> tuple[list[float], float]:
     """Seconds per step of each 20-step window, and the final validation perplexity."""
     cfg = RunConfig(
-        ModelConfig(hidden_size=256, num_layers=2, embedding_size=0),
+        ModelConfig(stack=StackConfig(hidden_size=256, num_layers=2), embedding_size=0),
         DataConfig(data=str(path), train_chars=10_000, valid_chars=5_000, batch_size=32, num_steps=35),
         TrainConfig(epochs=10_000, max_steps=steps, optimizer="sgd", lr=2.0, clip=1.0, lr_schedule="none",
                     log_every=20, eval_every=steps, progress=False, precision=precision),
