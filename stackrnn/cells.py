@@ -93,8 +93,13 @@ class RecurrentCell(nn.Module):
         """The parameters in the order torch's fused kernels take them; `weight_hh` replaces W_hh (weight drop)."""
         whh = self.weight_hh if weight_hh is None else weight_hh
         if self.bias:
-            return [self.weight_ih, whh, self.bias_ih, self.bias_hh]
+            return [self.weight_ih, whh, self.bias_ih, self.hidden_bias()]
         return [self.weight_ih, whh]
+
+    def hidden_bias(self) -> Tensor | None:
+        """b_hh as every path (this cell's step, torch's fused kernel, the engine) adds it to h W_hh^T: the one
+        place a cell can shape its gates' bias without a parameter of its own."""
+        return self.bias_hh
 
     # -- the step ---------------------------------------------------------------------------------------------
     def project_input(self, x: Tensor, bias: Tensor | None = None, linear=nn.functional.linear) -> Tensor:
@@ -120,8 +125,8 @@ class RecurrentCell(nn.Module):
             h = h * h_mask
         weight = self.weight_hh if weight_hh is None else weight_hh
         if not self.layer_norm:
-            return nn.functional.linear(h, weight, self.bias_hh)
-        return self._normalised(nn.functional.linear(h, weight), self.norm_hh, self.bias_hh)
+            return nn.functional.linear(h, weight, self.hidden_bias())
+        return self._normalised(nn.functional.linear(h, weight), self.norm_hh, self.hidden_bias())
 
     def recur(self, gi: Tensor, state: State, weight_hh: Tensor | None = None, h_mask: Tensor | None = None) -> State:
         """One step from the projected input gi (B, G) and the previous state. Subclasses write the math."""

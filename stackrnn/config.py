@@ -125,9 +125,10 @@ def merge(base: dict, over: dict) -> dict:
 
 
 def fields(cls) -> list[tuple[dataclasses.Field, Any]]:
-    """(field, resolved type) for each field of a config dataclass."""
+    """(field, resolved type) for each field of a config dataclass, keyword-only ones (a base's, such as the layer
+    options a StackConfig takes from LayerOptions) last, as the dataclass's __init__ orders them."""
     hints = typing.get_type_hints(cls)
-    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+    return [(f, hints[f.name]) for f in sorted(dataclasses.fields(cls), key=lambda f: f.kw_only is True)]
 
 
 def allowed_types(tp) -> tuple[tuple[type, ...], bool]:

@@ -768,7 +768,7 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     math_class, extra = _math_for(cell)
     make_math = functools.partial(_make_math, math_class, cell.hidden_size, extra)
     # (T, B, G), its backward autograd's: one product. A cell that reads gi + gh takes b_hh here, inside the product
-    bias = cell.bias_ih + cell.bias_hh if math_class.additive and cell.bias else None
+    bias = cell.bias_ih + cell.hidden_bias() if math_class.additive and cell.bias else None
     g_ih = None
     if lstm and cell.layer_norm and not cell.proj_size:
         # the LSTM kernel normalises x W_ih^T itself, step by step, in the pass it makes anyway
@@ -803,7 +803,7 @@ def run_direction(cell: RecurrentCell, x: Tensor, state: State, mask: Tensor | N
     ln_c = (cell.norm_c.weight, cell.norm_c.bias) if lstm and cell.layer_norm else (None, None)
     with torch.autocast(x.device.type, enabled=False):
         out, h, c = _Recurrence.apply(
-            make_math, reverse, gi, cast(h0), cast(c0), cast(w_hh), None if math_class.additive else cast(cell.bias_hh),
+            make_math, reverse, gi, cast(h0), cast(c0), cast(w_hh), None if math_class.additive else cast(cell.hidden_bias()),
             cast(g_hh), cast(ln_c[0]), cast(ln_c[1]), carry(zh, keep_h, size_h),
             carry(zc, keep_c, size_c) if lstm else None, valid, cast(h_mask),
             cast(cell.weight_hr) if lstm and cell.proj_size else None, cast(g_ih),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .config import option
 from .cells import CELLS, RecurrentCell, check_proj_size, make_cell
 from .recurrence import LayerNorm, Recurrence, RecurrentDropout, Zoneout, run_direction
 from .regularizers import check_probability, check_rate, drop_weight
@@ -29,9 +30,31 @@ def map_state(fn, state: list[LayerState]) -> list[LayerState]:
     return [tuple(fn(t) for t in s) if isinstance(s, tuple) else fn(s) for s in state]
 
 
+@dataclass(frozen=True, kw_only=True)
+class LayerOptions:
+    """What a layer may have besides its cell, size, direction and biases, declared once: each field is a keyword of
+    LSTM()/GRU()/RNN() and LayerSpec, a key of a `layers` table, and, through StackConfig (which takes these fields),
+    a setting of every layer of a stack in every task's config, with its --flag and help."""
+
+    weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights (AWD-LSTM's wdrop)")
+    recurrent_dropout: float = option(0.0, "dropout on h inside every layer's recurrence, one mask per sequence "
+                                      "(Gal & Ghahramani); such layers run the engine, not the fused kernel")
+    zoneout: float | tuple | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] "
+                                           "for LSTMs; such layers run the engine")
+    layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the engine")
+    proj_size: int = option(0, "project every LSTM layer's h to this many features, below hidden_size (LSTMP, Sak et "
+                            "al.; torch.nn.LSTM's proj_size); 0: none")
+
+    @property
+    def cell_options(self) -> dict:
+        """The options the cell itself takes (make_cell's keywords)."""
+        return {"layer_norm": self.layer_norm, "proj_size": self.proj_size}
+
+
 @dataclass(frozen=True)
-class LayerSpec:
-    """What one layer of a stack is: cell type, hidden size per direction, direction, biases.
+class LayerSpec(LayerOptions):
+    """What one layer of a stack is: cell type, hidden size per direction, direction, biases, and its options
+    (LayerOptions, keywords only).
 
     Attributes:
         cell: one of "rnn_tanh", "rnn_relu", "gru", "lstm".
@@ -54,11 +77,6 @@ class LayerSpec:
     hidden_size: int
     bidirectional: bool = False
     bias: bool = True
-    weight_drop: float = 0.0
-    recurrent_dropout: float = 0.0
-    zoneout: float | tuple[float, float] = 0.0
-    layer_norm: bool = False
-    proj_size: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.cell, str) or self.cell not in CELLS:
@@ -120,28 +138,24 @@ class LayerSpec:
         return self.num_directions * self.state_sizes[0]
 
 
-def LSTM(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0,
-         recurrent_dropout: float = 0.0, zoneout: float | tuple[float, float] = 0.0, layer_norm: bool = False,
-         proj_size: int = 0) -> LayerSpec:
-    """An LSTM layer of `hidden_size` units per direction; with `proj_size` P, its h projected to P features."""
-    return LayerSpec("lstm", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout, layer_norm,
-                     proj_size)
+def LSTM(hidden_size: int, bidirectional: bool = False, bias: bool = True, **options) -> LayerSpec:
+    """An LSTM layer of `hidden_size` units per direction; `options` any of LayerOptions (weight_drop,
+    recurrent_dropout, zoneout, layer_norm, proj_size: with P, its h projected to P features)."""
+    return LayerSpec("lstm", hidden_size, bidirectional, bias, **options)
 
 
-def GRU(hidden_size: int, bidirectional: bool = False, bias: bool = True, weight_drop: float = 0.0,
-        recurrent_dropout: float = 0.0, zoneout: float = 0.0, layer_norm: bool = False) -> LayerSpec:
-    """A GRU layer of `hidden_size` units per direction."""
-    return LayerSpec("gru", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout, layer_norm)
+def GRU(hidden_size: int, bidirectional: bool = False, bias: bool = True, **options) -> LayerSpec:
+    """A GRU layer of `hidden_size` units per direction; `options` any of LayerOptions."""
+    return LayerSpec("gru", hidden_size, bidirectional, bias, **options)
 
 
 def RNN(hidden_size: int, nonlinearity: str = "tanh", bidirectional: bool = False, bias: bool = True,
-        weight_drop: float = 0.0, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
-        layer_norm: bool = False) -> LayerSpec:
-    """An Elman RNN layer of `hidden_size` units per direction; nonlinearity "tanh" or "relu"."""
+        **options) -> LayerSpec:
+    """An Elman RNN layer of `hidden_size` units per direction; nonlinearity "tanh" or "relu"; `options` any of
+    LayerOptions."""
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-    return LayerSpec(f"rnn_{nonlinearity}", hidden_size, bidirectional, bias, weight_drop, recurrent_dropout, zoneout,
-                     layer_norm)
+    return LayerSpec(f"rnn_{nonlinearity}", hidden_size, bidirectional, bias, **options)
 
 
 @dataclass
@@ -196,10 +210,9 @@ class RecurrentLayer(nn.Module):
         super().__init__()
         self.spec = spec
         self.input_size = input_size
-        self.cell = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias, spec.layer_norm, spec.proj_size)
+        self.cell = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias, **spec.cell_options)
         if spec.bidirectional:
-            self.cell_reverse = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias, spec.layer_norm,
-                                          spec.proj_size)
+            self.cell_reverse = make_cell(spec.cell, input_size, spec.hidden_size, spec.bias, **spec.cell_options)
 
     @property
     def cells(self) -> list[RecurrentCell]:

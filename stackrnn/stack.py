@@ -18,6 +18,8 @@ through the engine (engine.py, a hand-written backward). `fused=False` runs the 
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Sequence
 
 import torch
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 from .cells import CELLS
 from .fused import can_fuse, run_fused
-from .layers import LayerSpec, LayerState, RecurrentLayer
+from .layers import LayerOptions, LayerSpec, LayerState, RecurrentLayer
 from .regularizers import locked_dropout
 
 _TORCH_CELL = {nn.LSTM: "lstm", nn.GRU: "gru"}
@@ -337,12 +339,15 @@ class StackedRNN(nn.Module):
         if any(s != first for s in self.specs):
             raise ValueError(f"to_torch: torch.nn needs one cell type, hidden size, projection, direction and bias for "
                              f"every layer, got {self.specs}")
-        if not first.fusable:
-            raise ValueError(f"to_torch: torch.nn has no recurrent dropout, zoneout or layer norm; got recurrent_dropout="
-                             f"{first.recurrent_dropout}, zoneout={first.zoneout}, layer_norm={first.layer_norm}")
-        if self.residual_from or first.weight_drop or (self.variational and self.dropout):  # (highway needs residual)
-            raise ValueError("to_torch: torch.nn has no residual connections, weight drop or variational dropout; "
-                             f"got residual={bool(self.residual_from)}, weight_drop={first.weight_drop}, variational={self.variational}")
+        # every layer option but the projection is one torch.nn lacks: any other that differs from its default
+        plain = LayerSpec(first.cell, first.hidden_size, first.bidirectional, first.bias, proj_size=first.proj_size)
+        extra = [f"{f.name}={getattr(first, f.name)!r}" for f in dataclasses.fields(LayerOptions)
+                 if getattr(first, f.name) != getattr(plain, f.name)]
+        if extra:
+            raise ValueError(f"to_torch: torch.nn has no {', '.join(e.split('=')[0] for e in extra)}; got {', '.join(extra)}")
+        if self.residual_from or (self.variational and self.dropout):  # (highway needs residual)
+            raise ValueError("to_torch: torch.nn has no residual connections or variational dropout; "
+                             f"got residual={bool(self.residual_from)}, variational={self.variational}")
         cls = self.layers[0].cell.torch_class
         extra = {"nonlinearity": first.cell[4:]} if first.cell.startswith("rnn_") else {}
         if first.proj_size:

@@ -66,7 +66,7 @@ def test_layer_norm_layers_run_the_loop_and_the_others_stay_fused():
     reference = StackedRNN(4, layers=mixed.specs, fused=False).eval()
     reference.load_state_dict(mixed.state_dict())
     torch.testing.assert_close(mixed(x)[0], reference(x)[0], rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="layer norm"):
+    with pytest.raises(ValueError, match="layer_norm"):
         StackedRNN(4, layers=[LSTM(5, layer_norm=True)] * 2).to_torch()
     with pytest.raises(ValueError, match="layer_norm"):
         LSTM(4, layer_norm=1)

@@ -14,21 +14,23 @@ A setting of every layer (zoneout, weight_drop, proj_size, ...) is the default o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..cells import CELLS
 from ..config import option
 from ..errors import InputError
-from ..layers import LayerSpec
+from ..layers import LayerOptions, LayerSpec
 from ..stack import StackedRNN
 
-#: what a `layers` table may set, besides cell and hidden_size
-_TABLE_KEYS = ("bidirectional", "bias", "weight_drop", "recurrent_dropout", "zoneout", "layer_norm", "proj_size")
+#: what a `layers` table may set, besides cell and hidden_size: the direction, the biases and every layer option
+_TABLE_KEYS = ("bidirectional", "bias", *(f.name for f in dataclasses.fields(LayerOptions)))
 
 
-@dataclass
-class StackConfig:
-    """The recurrent layers of a model and the stack's options (see StackedRNN and LayerSpec)."""
+@dataclass(frozen=True)
+class StackConfig(LayerOptions):
+    """The recurrent layers of a model and the stack's options (see StackedRNN), with every layer option
+    (LayerOptions: weight_drop, zoneout, ...) as the setting of every layer."""
 
     cell: str = option("lstm", "cell of every layer", choices=tuple(CELLS))
     hidden_size: int = option(256, "hidden units of every layer (per direction)")
@@ -41,14 +43,6 @@ class StackConfig:
     variational: bool = option(False, "dropout uses one mask per sequence for all steps (Gal & Ghahramani)")
     residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
     highway: bool = option(False, "gate the residual connections (highway: g * h + (1 - g) * x, g learned per unit)")
-    weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights (AWD-LSTM's wdrop)")
-    recurrent_dropout: float = option(0.0, "dropout on h inside every layer's recurrence, one mask per sequence "
-                                      "(Gal & Ghahramani); such layers run the engine, not the fused kernel")
-    zoneout: float | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] for LSTMs; "
-                                   "such layers run the engine")
-    layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the engine")
-    proj_size: int = option(0, "project every LSTM layer's h to this many features, below hidden_size (LSTMP, Sak et "
-                            "al.; torch.nn.LSTM's proj_size); 0: none")
 
     def specs(self, where: str = "model.stack", *, causal: bool = False) -> list[LayerSpec]:
         """The layers, bottom first. `causal` stacks (a language model, a decoder) read left to right and may not
@@ -82,7 +76,9 @@ class StackConfig:
                              f"{', '.join(sorted(keys - {'cell', 'hidden_size'}))}), got {layer!r}")
         cell = layer.get("cell", "lstm")
         # a table's own setting wins; the stack's setting of every layer is its default (proj_size: LSTMs only)
-        own = {key: layer.get(key, getattr(self, key) if key != "bias" else True) for key in _TABLE_KEYS}
+        # (a table's direction and biases are its own: the stack's bidirectional is for the uniform form only)
+        own = {key: layer.get(key, {"bidirectional": False, "bias": True}.get(key, getattr(self, key, None)))
+               for key in _TABLE_KEYS}
         if "proj_size" not in layer and cell != "lstm":
             own["proj_size"] = 0
         try:
