@@ -220,6 +220,8 @@ class LSTMCell(RecurrentCell):
         h' = o * tanh(c')                              (with layer_norm: o * tanh(LN(c')))
         h' = W_hr (o * tanh(c'))                       with a projection (proj_size = P > 0; LSTMP, Sak et al. 2014)
 
+    With forget_bias b_f (TensorFlow's), f = sigmoid(... + b_hf + b_f): a constant, in no parameter and no gradient.
+
     The state is the pair (h, c): h (B, H), or (B, P) when projected, and c (B, H); the output is h. The
     projection shrinks what the recurrence multiplies, W_hh (G, P), and what the next layer reads, while the
     memory c keeps H units; weight_hr (P, H) is torch.nn.LSTM's weight_hr_l{k}.
@@ -231,15 +233,23 @@ class LSTMCell(RecurrentCell):
     torch_class = nn.LSTM
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, layer_norm: bool = False,
-                 proj_size: int = 0) -> None:
+                 proj_size: int = 0, forget_bias: float = 0.0) -> None:
         check_proj_size(proj_size, hidden_size)
         self.proj_size = proj_size  # before the base class makes W_hh, which is as wide as h
         super().__init__(input_size, hidden_size, bias, layer_norm)
+        self.forget_bias = forget_bias
+        if forget_bias:  # (G,): b_f on the forget gate's quarter; a buffer, so it moves with the cell but is not saved
+            offset = torch.zeros(self.num_gates * hidden_size)
+            offset[hidden_size:2 * hidden_size] = forget_bias
+            self.register_buffer("forget_offset", offset, persistent=False)
         if self.layer_norm:  # LN(c') in the output, with a gain and a shift of its own
             self.norm_c = nn.LayerNorm(hidden_size)
         if proj_size:
             self.weight_hr = nn.Parameter(torch.empty(proj_size, hidden_size))
             self.reset_parameters()  # again, now with W_hr: torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for it too
+
+    def hidden_bias(self) -> Tensor | None:
+        return self.bias_hh + self.forget_offset.to(self.bias_hh.dtype) if self.forget_bias else self.bias_hh
 
     def flat_weights(self, weight_hh: Tensor | None = None) -> list[Tensor]:
         # torch's kernels take W_hr last: (w_ih, w_hh, b_ih, b_hh, w_hr) per layer and direction
@@ -282,12 +292,13 @@ CELLS: dict[str, tuple[type[RecurrentCell], dict]] = {
 
 
 def make_cell(name: str, input_size: int, hidden_size: int, bias: bool = True, layer_norm: bool = False,
-              proj_size: int = 0) -> RecurrentCell:
-    """Build the cell registered under `name` (one of CELLS); `proj_size` only for an LSTM."""
+              proj_size: int = 0, **options) -> RecurrentCell:
+    """Build the cell registered under `name` (one of CELLS); `proj_size` and `options` (forget_bias) only for an
+    LSTM."""
     cls, kwargs = CELLS[name]
     if proj_size:
         kwargs = {**kwargs, "proj_size": proj_size}
-    return cls(input_size, hidden_size, bias=bias, layer_norm=layer_norm, **kwargs)
+    return cls(input_size, hidden_size, bias=bias, layer_norm=layer_norm, **kwargs, **options)
 
 
 def check_proj_size(proj_size, hidden_size: int) -> None:

@@ -10,6 +10,7 @@ through recurrence.run_direction: the readable reference loop, or the engine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,11 +45,14 @@ class LayerOptions:
     layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the engine")
     proj_size: int = option(0, "project every LSTM layer's h to this many features, below hidden_size (LSTMP, Sak et "
                             "al.; torch.nn.LSTM's proj_size); 0: none")
+    forget_bias: float = option(0.0, "a constant added to every LSTM layer's forget gate at every step, not learned "
+                                "(TensorFlow's forget_bias; Jozefowicz et al. use 1): an untrained LSTM remembers")
 
     @property
     def cell_options(self) -> dict:
         """The options the cell itself takes (make_cell's keywords)."""
-        return {"layer_norm": self.layer_norm, "proj_size": self.proj_size}
+        return {"layer_norm": self.layer_norm, "proj_size": self.proj_size,
+                **({"forget_bias": float(self.forget_bias)} if self.forget_bias else {})}
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,11 @@ class LayerSpec(LayerOptions):
             raise ValueError(f"bidirectional: expected True or False, got {self.bidirectional!r}")
         if not isinstance(self.bias, bool):
             raise ValueError(f"bias: expected True or False, got {self.bias!r}")
+        if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)) or not math.isfinite(self.forget_bias):
+            raise ValueError(f"forget_bias: expected a finite number, got {self.forget_bias!r}")
+        if self.forget_bias and (self.cell != "lstm" or not self.bias):
+            raise ValueError(f"forget_bias: shifts an LSTM's forget-gate bias, but this is a {self.cell!r} layer with "
+                             f"bias={self.bias}; got forget_bias={self.forget_bias!r}")
         if not isinstance(self.layer_norm, bool):
             raise ValueError(f"layer_norm: expected True or False, got {self.layer_norm!r}")
         if self.cell != "lstm" and self.proj_size != 0:
