@@ -67,7 +67,27 @@ def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     return ids[: rows * batch_size].view(batch_size, rows).t().contiguous()  # (R, B)
 
 
-class SequentialBatches:
+class Replayable:
+    """One epoch's batches, replayable from any index (for exact resume): a subclass gives __len__ and _from(start),
+    the batches from index `start` on."""
+
+    def __iter__(self) -> Iterator:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator:
+        """The batches from index `start` on (0 <= start <= len(self)), to resume an epoch part-way."""
+        if not 0 <= start <= len(self):
+            raise InputError(f"batch index {start} is outside this epoch of {len(self)} batches: pass 0..{len(self)}")
+        return self._from(start)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _from(self, start: int) -> Iterator:
+        raise NotImplementedError
+
+
+class SequentialBatches(Replayable):
     """Consecutive (x, y) windows down B parallel streams, for truncated backpropagation through time.
 
     Args:
@@ -121,13 +141,7 @@ class SequentialBatches:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def __iter__(self) -> Iterator[Batch]:
-        return self.iter_from(0)
-
-    def iter_from(self, start: int) -> Iterator[Batch]:
-        """The batches from index `start` on (0 <= start <= len(self)), to resume an epoch part-way."""
-        if not 0 <= start <= len(self):
-            raise InputError(f"batch index {start} is outside this epoch of {len(self)} batches: pass 0..{len(self)}")
+    def _from(self, start: int) -> Iterator[Batch]:
         for i, n in zip(self._starts[start:], self.lengths[start:]):
             yield self.data[i : i + n], self.data[i + 1 : i + 1 + n]  # (T, B), (T, B)
 
@@ -156,7 +170,7 @@ def window_lengths(total: int, num_steps: int, *, variable: bool = False, seed: 
     return lengths
 
 
-class RandomBatches:
+class RandomBatches(Replayable):
     """(x, y) windows taken from the corpus in random order (d2l's random sampling); no state links batches.
 
     The corpus, after dropping its first `offset` tokens, is cut into non-overlapping windows of num_steps
@@ -208,13 +222,7 @@ class RandomBatches:
     def __len__(self) -> int:
         return self.starts.shape[0]
 
-    def __iter__(self) -> Iterator[Batch]:
-        return self.iter_from(0)
-
-    def iter_from(self, start: int) -> Iterator[Batch]:
-        """The batches from index `start` on (0 <= start <= len(self)), to resume an epoch part-way."""
-        if not 0 <= start <= len(self):
-            raise InputError(f"batch index {start} is outside this epoch of {len(self)} batches: pass 0..{len(self)}")
+    def _from(self, start: int) -> Iterator[Batch]:
         steps = torch.arange(self.num_steps + 1)  # (T+1,)
         for starts in self.starts[start:]:
             window = self.ids[steps[:, None] + starts[None, :]]  # (T+1, B)

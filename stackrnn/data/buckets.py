@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from ..errors import InputError
+from .batching import Replayable
 
 
 class LabelledBatch(NamedTuple):
@@ -42,7 +43,7 @@ class LabelledBatch(NamedTuple):
     index: Tensor
 
 
-class BucketBatches:
+class BucketBatches(Replayable):
     """Padded batches of sequences of similar length, every example once per epoch.
 
     Args:
@@ -108,13 +109,7 @@ class BucketBatches:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __iter__(self) -> Iterator[LabelledBatch]:
-        return self.iter_from(0)
-
-    def iter_from(self, start: int) -> Iterator[LabelledBatch]:
-        """The batches from index `start` on (0 <= start <= len(self)), to resume an epoch part-way."""
-        if not 0 <= start <= len(self):
-            raise InputError(f"batch index {start} is outside this epoch of {len(self)} batches: pass 0..{len(self)}")
+    def _from(self, start: int) -> Iterator[LabelledBatch]:
         for idx in self.batches[start:]:
             yield self._batch(idx)
 
