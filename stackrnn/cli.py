@@ -24,46 +24,34 @@ from .train import sections
 
 
 class Command(NamedTuple):
-    options: type  # the options dataclass
-    run: Callable[[Any], int]  # the library function
-    help: str
-    description: str
-    config_options: bool = False  # also every config field of the task (train, summary)
+    """A subcommand: its options dataclass (whose docstring gives the command's one-line help, then its
+    description), the library function that runs it, and whether it also takes every config field of the task."""
+
+    options: type
+    run: Callable[[Any], int]
+    config_options: bool = False
+
+    @property
+    def help(self) -> str:
+        first = self.options.__doc__.split("\n\n")[0].strip().rstrip(".")
+        return first[0].lower() + first[1:]  # (argparse lists commands in lower case)
+
+    @property
+    def description(self) -> str:
+        return " ".join(" ".join(self.options.__doc__.split("\n\n")[1:]).split())
 
 
 COMMANDS = {
-    "train": Command(commands.TrainOptions, commands.train, "train a language model, a text classifier or a translator "
-                     "into a run directory", "Train a model (--task classify for a text classifier, --task translate for "
-                     "sequence to sequence). Options override --config, which overrides the defaults.", True),
-    "generate": Command(commands.GenerateOptions, commands.generate, "generate text from a trained run",
-                        "Continue one or more prefixes with text sampled from a trained language model."),
-    "eval": Command(commands.EvalOptions, commands.evaluate, "evaluate a trained run on its validation or test split",
-                    "Score a trained run. Language models: loss, perplexity and (character models) bits per character. "
-                    "Classifiers: accuracy, precision, recall and F1 per class, macro F1 and the confusion matrix. "
-                    "Translators: BLEU, exact match and loss, with example translations."),
-    "translate": Command(commands.TranslateOptions, commands.translate, "translate sentences with a trained translation "
-                         "run", "Translate each sentence with beam search (greedy with --beam 1), one translation per "
-                         "line; optionally draw the attention map of one sentence as PNG."),
-    "predict": Command(commands.PredictOptions, commands.predict, "classify texts with a trained classification run",
-                       "Print each text's predicted label and the probability of every label."),
-    "plot": Command(commands.PlotOptions, commands.plot, "draw training curves of one or more runs as PNG files",
-                    "Plot loss, perplexity, learning rate and gradient norm against steps, comparing runs."),
-    "inspect": Command(commands.InspectOptions, commands.inspect, "look inside a language model: units, activations "
-                       "and gates, layer by layer", "Read a text through a trained language model and write a "
-                       "self-contained HTML page (the text coloured by a chosen unit's activation, layer by layer, the "
-                       "units most correlated with simple features first), PNG heat maps and per-layer gate saturation."),
-    "probe": Command(commands.ProbeOptions, commands.probe, "fit linear probes from each layer's states to properties of "
-                     "a text", "Freeze a trained language model, read a text through it once, and fit a linear "
-                     "classifier from each layer's states (the embedding as layer 0) to each property: character class, "
-                     "position in the word, bracket depth, the token N steps back (token_back_N). Held-out accuracy per "
-                     "layer goes to probes.json and probes.png."),
-    "sweep": Command(commands.SweepOptions, commands.sweep, "train a grid of configs under one budget each; tabulate and "
-                     "plot the results", "Train one run per combination of the --grid values (on top of CONFIG and the "
-                     "--set values), each for at most --budget-minutes, one after another; then write a table and plots "
-                     "of the best validation figure against the first numeric grid key and against wall time."),
-    "summary": Command(commands.SummaryOptions, commands.summary, "print a table of a run's or a config's model: layers, "
-                       "output shapes, parameters", "Print each layer of a trained run's model (or of the model a config "
-                       "describes), its output shape and parameter count.", True),
+    "train": Command(commands.TrainOptions, commands.train, config_options=True),
+    "generate": Command(commands.GenerateOptions, commands.generate),
+    "eval": Command(commands.EvalOptions, commands.evaluate),
+    "translate": Command(commands.TranslateOptions, commands.translate),
+    "predict": Command(commands.PredictOptions, commands.predict),
+    "plot": Command(commands.PlotOptions, commands.plot),
+    "inspect": Command(commands.InspectOptions, commands.inspect),
+    "probe": Command(commands.ProbeOptions, commands.probe),
+    "sweep": Command(commands.SweepOptions, commands.sweep),
+    "summary": Command(commands.SummaryOptions, commands.summary, config_options=True),
 }
 
 

@@ -41,6 +41,12 @@ class TextOptions:
 # -- train and summary: a config, with every config field as an option ---------------------------------------
 @dataclass
 class TrainOptions:
+    """Train a language model, a text classifier or a translator into a run directory.
+
+    Train a model (--task classify for a text classifier, --task translate for sequence to sequence). Options
+    override --config, which overrides the defaults.
+    """
+
     config: str | None = option(None, "a TOML file with [model], [data] and [train] tables (see examples/)",
                                 metavar="FILE.toml")
     out: str | None = option(None, "the new run directory (default: runs/NAME-DATE-TIME); never overwritten", metavar="RUN")
@@ -116,6 +122,12 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 @dataclass
 class SummaryOptions:
+    """Print a table of a run's or a config's model: layers, output shapes, parameters.
+
+    Print each layer of a trained run's model (or of the model a config describes), its output shape and
+    parameter count.
+    """
+
     run: str | None = option(None, "a run directory written by stackrnn train (default: describe the model of "
                              "--config and the options instead)", positional=True, metavar="RUN")
     config: str | None = option(None, "a TOML config (see examples/); default: the built-in defaults", metavar="FILE.toml")
@@ -152,6 +164,11 @@ def _names(values: dict) -> list[str]:
 # -- using a run ----------------------------------------------------------------------------------------------
 @dataclass
 class GenerateOptions(RunOptions):
+    """Generate text from a trained run.
+
+    Continue one or more prefixes with text sampled from a trained language model.
+    """
+
     prefix: list = option([], "text to continue; repeat for several (run as one batch)", required=True)
     length: int = option(200, "tokens to generate per prefix")
     temperature: float = option(1.0, "divide the logits by this; lower is more conservative, 0 is greedy")
@@ -202,6 +219,13 @@ class SearchOptions:
 
 @dataclass
 class EvalOptions(RunOptions, SearchOptions):
+    """Evaluate a trained run on its validation or test split.
+
+    Score a trained run. Language models: loss, perplexity and (character models) bits per character.
+    Classifiers: accuracy, precision, recall and F1 per class, macro F1 and the confusion matrix. Translators:
+    BLEU, exact match and loss, with example translations.
+    """
+
     split: str = option("valid", "which held-out split", choices=("valid", "test"))
     data: str | None = option(None, "classifiers and translators: score this file instead of a split", metavar="FILE")
     format: str | None = option(None, "classifiers: the format of --data (default: as the run's training data)")
@@ -246,6 +270,12 @@ def evaluate(opts: EvalOptions) -> int:
 
 @dataclass
 class TranslateOptions(RunOptions, SearchOptions):
+    """Translate sentences with a trained translation run.
+
+    Translate each sentence with beam search (greedy with --beam 1), one translation per line; optionally draw
+    the attention map of one sentence as PNG.
+    """
+
     texts: list = option([], "sentences to translate", positional=True, metavar="TEXT")
     file: str | None = option(None, "translate every non-blank line of FILE instead", metavar="FILE")
     encoding: str = option("utf-8", "the text encoding of --file")
@@ -278,6 +308,11 @@ def translate(opts: TranslateOptions) -> int:
 
 @dataclass
 class PredictOptions(RunOptions):
+    """Classify texts with a trained classification run.
+
+    Print each text's predicted label and the probability of every label.
+    """
+
     texts: list = option([], "texts to classify", positional=True, metavar="TEXT")
     file: str | None = option(None, "classify every non-blank line of FILE instead", metavar="FILE")
     encoding: str = option("utf-8", "the text encoding of --file")
@@ -305,6 +340,13 @@ def _texts(opts, what: str) -> list[str]:
 # -- looking inside -------------------------------------------------------------------------------------------
 @dataclass
 class InspectOptions(RunOptions, TextOptions):
+    """Look inside a language model: units, activations and gates, layer by layer.
+
+    Read a text through a trained language model and write a self-contained HTML page (the text coloured by a
+    chosen unit's activation, layer by layer, the units most correlated with simple features first), PNG heat
+    maps and per-layer gate saturation.
+    """
+
     out: str = option(None, "a new folder for index.html and the plots", required=True, metavar="DIR")
     units: int = option(32, "units per layer offered on the page and drawn")
     max_tokens: int = option(2000, "read at most this many tokens")
@@ -321,6 +363,13 @@ def inspect(opts: InspectOptions) -> int:
 
 @dataclass
 class ProbeOptions(RunOptions, TextOptions):
+    """Fit linear probes from each layer's states to properties of a text.
+
+    Freeze a trained language model, read a text through it once, and fit a linear classifier from each layer's
+    states (the embedding as layer 0) to each property: character class, position in the word, bracket depth,
+    the token N steps back (token_back_N). Held-out accuracy per layer goes to probes.json and probes.png.
+    """
+
     out: str = option(None, "a new folder for probes.json and probes.png", required=True, metavar="DIR")
     nested: int | None = option(None, "read N characters of a synthetic nested-bracket language instead (for bracket "
                                 "depth; the model must know its characters)", metavar="N")
@@ -372,6 +421,13 @@ def read_text(opts: TextOptions, alternatives: str = "") -> str:
 
 @dataclass
 class SweepOptions:
+    """Train a grid of configs under one budget each; tabulate and plot the results.
+
+    Train one run per combination of the --grid values (on top of CONFIG and the --set values), each for at most
+    --budget-minutes, one after another; then write a table and plots of the best validation figure against the
+    first numeric grid key and against wall time.
+    """
+
     config: str | None = option(None, "a TOML config (see examples/); default: the built-in defaults", positional=True,
                                 metavar="CONFIG")
     grid: list = option([], "values to sweep, e.g. model.num_layers=1,2,4,8; repeat for a grid (every combination)",
@@ -397,6 +453,11 @@ def sweep(opts: SweepOptions) -> int:
 
 @dataclass
 class PlotOptions:
+    """Draw training curves of one or more runs as PNG files.
+
+    Plot loss, perplexity, learning rate and gradient norm against steps, comparing runs.
+    """
+
     runs: list = option([], "run directories written by stackrnn train", positional=True, required=True, metavar="RUN")
     out: str = option(None, "folder for the PNG files (created if needed)", required=True, metavar="DIR")
 
