@@ -181,6 +181,24 @@ def _type_name(kinds) -> str:
                         "list": "a list", "dict": "a table"}.get(k.__name__, k.__name__) for k in kinds)
 
 
+def check_minimums(cfg: Any, section: str, minimums: dict[str, int]) -> None:
+    """An InputError naming `section`.field for the first field of `cfg` below its minimum (None, where a field
+    allows it, is no value and passes)."""
+    for name, low in minimums.items():
+        value = getattr(cfg, name)
+        if value is not None and value < low:
+            raise InputError(f"{section}.{name}: expected an integer >= {low}, got {value}")
+
+
+def check_source(cfg: Any, datasets: tuple[str, ...] | None = None) -> None:
+    """A [data] config names its data once: a named dataset (one of `datasets`, when given) or a local path."""
+    if cfg.dataset is not None and cfg.data is not None:
+        raise InputError("data: give either dataset or data (a local path), not both")
+    if datasets is not None and cfg.dataset is not None and cfg.dataset not in datasets:
+        raise InputError(f"data.dataset: unknown dataset {cfg.dataset!r}: use one of {', '.join(datasets)}, or pass a "
+                         "file with --data")
+
+
 def from_dict(cls, data: dict, where: str):
     """Build config dataclass `cls` from a TOML table, checking every key and type."""
     if not isinstance(data, dict):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import option
+from ..config import check_minimums, check_source, option
 from ..errors import InputError
 from .batching import RandomBatches, SequentialBatches, epoch_seed
 from .corpora import DATASETS, Corpus, load_corpus
@@ -40,15 +40,9 @@ class DataConfig:
     eval_batch_size: int = option(10, "sequences per batch when evaluating")
 
     def validate(self) -> None:
-        if self.dataset is not None and self.data is not None:
-            raise InputError("data: give either dataset or data (a local path), not both")
-        for name in ("min_freq", "batch_size", "num_steps", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"data.{name}: expected an integer >= 1, got {getattr(self, name)}")
-        for name in ("max_vocab", "train_chars", "valid_chars"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(f"data.{name}: expected an integer >= 1, got {value}")
+        check_source(self)
+        check_minimums(self, "data", dict.fromkeys(("min_freq", "batch_size", "num_steps", "eval_batch_size", "max_vocab",
+                                                    "train_chars", "valid_chars"), 1))
         if (self.train_chars is None) != (self.valid_chars is None):
             raise InputError("data.train_chars and data.valid_chars: give both or neither")
         if self.variable_bptt and self.sampling != "sequential":

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import option
+from ..config import check_minimums, check_source, option
 from ..data.batching import epoch_seed
 from ..data.buckets import BucketBatches, LabelledBatch
 from ..data.pipeline import absolute
@@ -59,21 +59,11 @@ class ClassifyDataConfig:
     eval_batch_size: int = option(256, "texts per batch when evaluating and predicting")
 
     def validate(self) -> None:
-        if self.dataset is not None and self.data is not None:
-            raise InputError("data: give either dataset or data (a local path), not both")
+        check_source(self, CLASSIFY_DATASETS)
         if self.dataset is not None and (self.valid_data is not None or self.test_data is not None):
             raise InputError("data.valid_data and data.test_data go with data (local files); a named dataset brings "
                              "its own splits: pass all three as files instead")
-        if self.dataset is not None and self.dataset not in CLASSIFY_DATASETS:
-            raise InputError(f"data.dataset: unknown dataset {self.dataset!r}: use one of "
-                             f"{', '.join(CLASSIFY_DATASETS)}, or pass a file with --data")
-        for name in ("min_freq", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"data.{name}: expected an integer >= 1, got {getattr(self, name)}")
-        for name in ("max_vocab", "max_length"):
-            value = getattr(self, name)
-            if value is not None and value < (3 if name == "max_vocab" else 1):
-                raise InputError(f"data.{name}: expected an integer >= {3 if name == 'max_vocab' else 1}, got {value}")
+        check_minimums(self, "data", {"min_freq": 1, "batch_size": 1, "eval_batch_size": 1, "max_vocab": 3, "max_length": 1})
         if not 0 < self.valid_fraction < 1:
             raise InputError(f"data.valid_fraction: expected a number in (0, 1), got {self.valid_fraction}")
         if self.classes is not None and not all(isinstance(c, str) for c in self.classes):

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import option
+from ..config import check_minimums, check_source, option
 from ..data.batching import epoch_seed
 from ..data.buckets import PairBatch, PairBatches
 from ..data.parallel import (BOS, TRANSLATE_DATASETS, ParallelText, dataset_path, prepare_sentence, read_parallel,
@@ -61,18 +61,9 @@ class TranslateDataConfig:
     eval_batch_size: int = option(256, "pairs per batch when evaluating and translating")
 
     def validate(self) -> None:
-        if self.dataset is not None and self.data is not None:
-            raise InputError("data: give either dataset or data (a local path), not both")
-        if self.dataset is not None and self.dataset not in TRANSLATE_DATASETS:
-            raise InputError(f"data.dataset: unknown dataset {self.dataset!r}: use one of "
-                             f"{', '.join(TRANSLATE_DATASETS)}, or pass a file with --data")
-        for name in ("min_freq", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"data.{name}: expected an integer >= 1, got {getattr(self, name)}")
-        for name, low in (("max_vocab", 5), ("max_length", 1), ("max_pairs", 3)):
-            value = getattr(self, name)
-            if value is not None and value < low:
-                raise InputError(f"data.{name}: expected an integer >= {low}, got {value}")
+        check_source(self, TRANSLATE_DATASETS)
+        check_minimums(self, "data", {"min_freq": 1, "batch_size": 1, "eval_batch_size": 1, "max_vocab": 5, "max_length": 1,
+                                      "max_pairs": 3})
         for name in ("valid_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise InputError(f"data.{name}: expected a number in [0, 1), got {getattr(self, name)}")
