@@ -558,7 +558,7 @@ def _small_enough(path: Path) -> bool:
 
 
 def run_run(x: dict, folder: Path) -> None:
-    from stackrnn.checkpoint import load_checkpoint
+    from stackrnn.checkpoint import Position, load_checkpoint
     from stackrnn.optim import Schedule, make_optimizer
     from stackrnn.run import RunDir
     from stackrnn.train import RunConfig, open_run, preflight
@@ -573,10 +573,9 @@ def run_run(x: dict, folder: Path) -> None:
         task, run, _ = preflight(cfg, path, resume=True)
         model = task.build_model()
         optimizer = make_optimizer(cfg.train, model)
-        pos = {"step": 0, "epoch": 0, "batch": 0, "best_valid_loss": None, "best_valid": None, "seconds": 0.0,
-               "skipped_steps": 0, "scaler_skipped": 0}
+        pos = Position()
         load_checkpoint(run, model, optimizer, Schedule(cfg.train, optimizer, 10), pos, __import__("torch").device("cpu"))
-        run.trim_metrics(pos["step"])
+        run.trim_metrics(pos.step)
 
     all_of(lambda: open_run(path, x["weights"]), resume)
 
