@@ -129,7 +129,6 @@ class TranslatorRun(Run):
                           f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}", stacklevel=3)
         return results
 
-
     def check_attention(self, target: str | None = None) -> None:
         """An InputError now if `draw_attention` could not draw (no matplotlib, no attention, an empty target)."""
         from .plot import check_matplotlib

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .api import load, run_config
+from .api import WEIGHTS, load, run_config
 from .config import check_value, option
 from .errors import InputError, plural
 from .tasks import TASK_NAMES, a_run_of
@@ -395,8 +395,6 @@ def probe(opts: ProbeOptions) -> int:
 
 
 def load_weights(weights: str) -> str:
-    from .api import WEIGHTS
-
     return WEIGHTS[weights]
 
 

@@ -48,6 +48,9 @@ class LayerOptions:
     forget_bias: float = option(0.0, "a constant added to every LSTM layer's forget gate at every step, not learned "
                                 "(TensorFlow's forget_bias; Jozefowicz et al. use 1): an untrained LSTM remembers")
 
+    #: the options only an LSTM layer has: a stack's setting of them is the default of its LSTM layers alone
+    LSTM_ONLY = ("proj_size", "forget_bias")
+
     @property
     def cell_options(self) -> dict:
         """The options the cell itself takes (make_cell's keywords)."""

@@ -1,12 +1,10 @@
 """The memory kept for weight drop's dropped W_hh (stackrnn/scratch.py, reusable): the same memory from call to
 call once nothing holds it, fresh memory off the CPU."""
 
-import threading
-
 import pytest
 import torch
 
-from stackrnn import LSTM, StackedRNN, scratch, settings
+from stackrnn import scratch
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,8 @@ from ..stack import StackedRNN
 
 #: what a `layers` table may set, besides cell and hidden_size: the direction, the biases and every layer option
 _TABLE_KEYS = ("bidirectional", "bias", *(f.name for f in dataclasses.fields(LayerOptions)))
+#: a table's own direction and biases when it does not say (the stack's bidirectional is for the uniform form)
+_TABLE_DEFAULTS = {"bidirectional": False, "bias": True}
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,18 @@ class StackConfig(LayerOptions):
             raise InputError(f"{where}.bidirectional: this stack reads left to right (it must not see the future); "
                              "set it to false")
         keys = {"cell", "hidden_size", *_TABLE_KEYS} - ({"bidirectional"} if causal else set())
-        if self.layers is None:  # (here proj_size is every layer's own: another cell than LSTM with it is an error)
-            layer = {"cell": self.cell, "hidden_size": self.hidden_size, "proj_size": self.proj_size}
+        if self.layers is None:  # (here the LSTM-only options are every layer's own: another cell with them is an error)
+            layer = {"cell": self.cell, "hidden_size": self.hidden_size,
+                     **{key: getattr(self, key) for key in LayerOptions.LSTM_ONLY}}
             raw = [layer if causal else {**layer, "bidirectional": self.bidirectional}] * self.num_layers
         else:
             raw = self.layers
         if not raw:
             raise InputError(f"{where}.layers: expected at least one layer, got an empty list")
-        if self.layers is not None and self.proj_size and not any(isinstance(t, dict) and t.get("cell", "lstm") == "lstm"
-                                                                  for t in raw):
-            raise InputError(f"{where}.proj_size: projects LSTM layers, but {where}.layers has none; got "
-                             f"proj_size={self.proj_size}")
+        given = [key for key in LayerOptions.LSTM_ONLY if getattr(self, key)]
+        if self.layers is not None and given and not any(isinstance(t, dict) and t.get("cell", "lstm") == "lstm" for t in raw):
+            raise InputError(f"{where}.{given[0]}: applies to LSTM layers, but {where}.layers has none; got "
+                             f"{given[0]}={getattr(self, given[0])}")
         return [self._spec(i, layer, keys, where) for i, layer in enumerate(raw)]
 
     def _spec(self, i: int, layer, keys: set[str], where: str) -> LayerSpec:
@@ -75,12 +78,10 @@ class StackConfig(LayerOptions):
             raise InputError(f"{where}.layers[{i}]: expected a table with cell, hidden_size (and optionally "
                              f"{', '.join(sorted(keys - {'cell', 'hidden_size'}))}), got {layer!r}")
         cell = layer.get("cell", "lstm")
-        # a table's own setting wins; the stack's setting of every layer is its default (proj_size: LSTMs only)
-        # (a table's direction and biases are its own: the stack's bidirectional is for the uniform form only)
-        own = {key: layer.get(key, {"bidirectional": False, "bias": True}.get(key, getattr(self, key, None)))
-               for key in _TABLE_KEYS}
-        if "proj_size" not in layer and cell != "lstm":
-            own["proj_size"] = 0
+        # a table's own setting wins; the stack's setting of every layer is its default (of an LSTM-only option:
+        # the LSTM layers' default)
+        defaults = {**_TABLE_DEFAULTS, **({} if cell == "lstm" else {k: 0 for k in LayerOptions.LSTM_ONLY})}
+        own = {key: layer.get(key, defaults[key] if key in defaults else getattr(self, key)) for key in _TABLE_KEYS}
         try:
             return LayerSpec(cell, layer["hidden_size"], **own)
         except ValueError as e:
