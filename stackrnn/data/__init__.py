@@ -1,5 +1,6 @@
 """Data: tokenizers; for language modelling, corpora (embedded, downloaded, local) and TBPTT/random batches; for
-classification, labelled texts (local files and named datasets) and length-bucketed padded batches."""
+classification, labelled texts (local files and named datasets) and length-bucketed padded batches; for
+forecasting, time series from CSV files (wide as M4's, long, single) with their timestamps and calendar features."""
 
 from stackrnn.data.batching import (
     RandomBatches,
@@ -21,6 +22,7 @@ from stackrnn.data.corpora import (
     preprocess_d2l,
 )
 from stackrnn.data.labelled import CLASSIFY_DATASETS, FORMATS, Examples, load_dataset, read_labelled, read_lines
+from stackrnn.data.series import SERIES_FORMATS, SeriesSet, read_series, read_wide_test
 from stackrnn.data.tokenizers import Tokenizer
 
 __all__ = [
@@ -47,4 +49,8 @@ __all__ = [
     "load_dataset",
     "BucketBatches",
     "LabelledBatch",
+    "SERIES_FORMATS",
+    "SeriesSet",
+    "read_series",
+    "read_wide_test",
 ]

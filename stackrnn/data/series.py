@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, did_you_mean, plural
-from .calendar import (  # noqa: F401  (re-exported: the forecasting task reads these from here)
+from .calendar import (  # re-exported (__all__): the forecasting task reads these from here
     CALENDAR_FEATURES,
     FREQS,
     SEASONALITY,
@@ -40,6 +40,13 @@ from .calendar import (  # noqa: F401  (re-exported: the forecasting task reads 
     phase_features,
     seasonality,
 )
+
+__all__ = [
+    "SERIES_FORMATS", "MISSING", "SeriesSet", "read_series", "read_wide", "read_wide_test", "read_long", "read_single",
+    # from calendar.py
+    "FREQS", "SEASONALITY", "CALENDAR_FEATURES", "check_freq", "seasonality", "parse_timestamp", "infer_freq",
+    "grid_positions", "date_range", "calendar_features", "phase_features",
+]
 
 SERIES_FORMATS = ("auto", "wide", "long", "single")
 #: cells read as a missing value (compared lower-cased, without surrounding spaces)
@@ -98,8 +105,8 @@ class SeriesSet:
         short = [i for i, v in enumerate(self.values) if len(v) <= n]
         if short:
             i = short[0]
-            raise InputError(f"series {self.ids[i]!r} in {self.source or 'the data'} has {plural(len(self.values[i]), 'value')}, "
-                             f"so holding out the last {n} leaves nothing to learn from: hold out fewer, or drop "
+            raise InputError(f"series {self.ids[i]!r} in {self.source or 'the data'} has "
+                             f"{plural(len(self.values[i]), 'value')}, so holding out the last {n} leaves nothing to learn from: hold out fewer, or drop "
                              f"series shorter than {n + 1} ({plural(len(short), 'series')} of {len(self)} are)")
         head = replace(self, values=[v[:-n] for v in self.values],
                        covariates=None if self.covariates is None else [c[:-n] for c in self.covariates])
