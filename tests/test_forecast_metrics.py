@@ -61,6 +61,8 @@ def test_score_all_and_owa_by_hand():
     assert scores["smape"] == pytest.approx((200 / 9 / 2 + 200 * 10 / 50 / 2) / 2)
     assert scores["rmse"] == pytest.approx((math.sqrt(0.5) + math.sqrt(50)) / 2)
     assert owa(scores, scores) == 1
+    with_unknown = score_all([*histories, [1, 2]], [*actuals, [np.nan, np.nan]], [*forecasts, [0, 0]], m=1)
+    assert with_unknown == scores  # a series with no actual value is left out
     assert owa({"smape": 10, "mase": 3}, {"smape": 20, "mase": 2}) == pytest.approx(0.5 * (0.5 + 1.5))
 
 

@@ -65,6 +65,8 @@ def test_wide_rows_of_unequal_length_with_missing_values_inside(tmp_path):
     assert same(data.values[1], [5])  # missing cells at the end of a row are where the series ends
     assert same(data.values[2], [7, np.nan, 8])  # inside it, they are NaN
     assert read_wide(path, freq="h").freq == "H"
+    one_line_error(lambda: read_series(path, covariates=("price",)), str(path), "wide series file",
+                   "no 'covariates' option", "it takes freq")
 
 
 def test_wide_test_file_follows_the_training_ids(tmp_path):

@@ -18,6 +18,7 @@ public names are re-exported here.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import math
 from collections.abc import Iterator, Sequence
@@ -146,6 +147,11 @@ def read_series(path: str | Path, format: str = "auto", **options) -> SeriesSet:
         header = next(_rows(path), (1, []))[1]
         format = "wide" if header[:1] == ["V1"] else "single" if len(header) <= 2 else "long"
     reader = {"wide": read_wide, "long": read_long, "single": read_single}[format]
+    unknown = [name for name in options if name not in inspect.signature(reader).parameters]
+    if unknown:
+        raise InputError(f"{path} is a {format} series file, which takes no {unknown[0]!r} option (it takes "
+                         f"{', '.join(list(inspect.signature(reader).parameters)[1:])}): leave it out, or pass the "
+                         "file's format")
     return reader(path, **options)
 
 

@@ -85,6 +85,8 @@ def theta(history, h: int, m: int) -> np.ndarray:
     line = intercept + slope * steps  # (T + h,) theta line 0
     with warnings.catch_warnings():  # statsmodels warns when the optimiser stops at a bound: a fit, not an error
         warnings.simplefilter("ignore")
+        # use_brute=False: the optimiser starts from statsmodels' default parameters, not the best point of a coarse
+        # grid; that reproduces M4's published Hourly Theta (18.138 / 2.455; the grid start gives 18.136 / 2.454)
         ses = smoothing(2 * adjusted - line[: len(x)], initialization_method="estimated").fit(use_brute=False)
     forecast = 0.5 * np.asarray(ses.forecast(h)) + 0.5 * line[len(x):]
     return np.maximum(forecast, 0.0) * ahead

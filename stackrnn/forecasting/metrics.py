@@ -11,7 +11,8 @@ Point forecasts of one series (y the actual values, f the forecast, both (H,)):
 A dataset's score is the mean over its series of each (score_all), and its OWA the mean of its sMAPE and MASE
 relative to Naive2's on the same series (owa): M4 divides the dataset means, not each series' scores.
 
-Missing actual values (NaN) are left out of every mean; a series with no actual value scores NaN. Where M4's
+Missing actual values (NaN) are left out of every mean; a series with no actual value scores NaN, and score_all
+leaves it out of the dataset's means. Where M4's
 own code would divide by zero, so do these: a history with no change over m steps has MASE inf (nan when the
 forecast is exact too). One case M4's code leaves undefined is defined here: sMAPE counts a step where both
 the actual and the forecast are 0 as exact (0), not 0/0.
@@ -81,7 +82,8 @@ def rmse(y, f) -> float:
 
 
 def score_all(insamples: Sequence, actuals: Sequence, forecasts: Sequence, m: int) -> dict[str, float]:
-    """The mean over series of each point metric: {"smape", "mase", "mae", "rmse"}.
+    """The mean over series of each point metric: {"smape", "mase", "mae", "rmse"}, over the series with at least
+    one actual value (NaN when none has).
 
     Args:
         insamples: each series' history, (T_i,).
@@ -92,7 +94,8 @@ def score_all(insamples: Sequence, actuals: Sequence, forecasts: Sequence, m: in
         raise ValueError(f"{len(insamples)} histories, {len(actuals)} actuals and {len(forecasts)} forecasts: "
                          "give one of each per series")
     per_series = np.array([[smape(y, f), mase(x, y, f, m), mae(y, f), rmse(y, f)]
-                           for x, y, f in zip(insamples, actuals, forecasts)]).reshape(-1, len(POINT_METRICS))
+                           for x, y, f in zip(insamples, actuals, forecasts)
+                           if not np.isnan(np.asarray(y, dtype=np.float64)).all()]).reshape(-1, len(POINT_METRICS))
     return {name: _mean(per_series[:, j]) for j, name in enumerate(POINT_METRICS)}
 
 
