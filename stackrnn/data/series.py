@@ -246,17 +246,38 @@ def read_single(path: str | Path, *, time_column: str | None = None, value_colum
 
 
 # ------------------------------------------------------------------------------------------------ tables
+# a table row as read: (line, timestamp or None, value, covariates)
+Record = tuple[int, "np.datetime64 | None", float, list[float]]
+
+
 def _read_table(path: Path, columns: dict[str, str], covariates: tuple[str, ...], freq: str | None,
                 single_id: str | None) -> SeriesSet:
     """A long table (or, with `single_id`, one series' table) as a SeriesSet: rows grouped by id in order of first
     appearance, timestamps checked and put on the frequency's grid."""
+    records = _records(path, columns, covariates, single_id)
+    timed = "time" in columns
+    ids = list(records)
+    if timed and freq is None:
+        freq = infer_freq([np.array([r[1] for r in records[s]], dtype="datetime64[s]") for s in ids], f" in {path}")
+    values, covs, starts = [], [], []
+    for sid in ids:
+        times = np.array([r[1] for r in records[sid]], dtype="datetime64[s]") if timed else None  # (R,)
+        series_values, series_covs = _on_grid(records[sid], times, freq, len(covariates), f"series {sid!r} in {path}")
+        values.append(series_values)
+        covs.append(series_covs)
+        starts.append(None if times is None else times[0])
+    return SeriesSet(ids, values, freq=freq, starts=starts if timed else None, covariates=covs if covariates else None,
+                     covariate_names=covariates, source=str(path))
+
+
+def _records(path: Path, columns: dict[str, str], covariates: tuple[str, ...],
+             single_id: str | None) -> dict[str, list[Record]]:
+    """Each series' rows in file order, checked: numbers, dates, and timestamps increasing within a series."""
     rows = _rows(path)
     header = [name.strip() for name in next(rows, (1, []))[1]]
     index = {role: _column(header, name, role, path) for role, name in columns.items()}
     cov_index = [_column(header, name, "covariate", path) for name in covariates]
-    timed = "time" in index
-    # per series: its rows' (line, timestamp, value, covariates), in file order
-    records: dict[str, list[tuple[int, np.datetime64 | None, float, list[float]]]] = {}
+    records: dict[str, list[Record]] = {}
     stamps: dict[str, np.datetime64 | None] = {}  # parsed once: a long file repeats its timestamps per series
     for line, row in rows:
         if not row or row == [""]:
@@ -270,7 +291,7 @@ def _read_table(path: Path, columns: dict[str, str], covariates: tuple[str, ...]
             raise InputError(f"{path} line {line}: the series id in column {columns['id']!r} is empty: give every "
                              "row its series' id")
         stamp = None
-        if timed:
+        if "time" in index:
             text = row[index["time"]]
             if text not in stamps:
                 stamps[text] = parse_timestamp(text)
@@ -279,7 +300,7 @@ def _read_table(path: Path, columns: dict[str, str], covariates: tuple[str, ...]
                 raise InputError(f"{where}: timestamp {text.strip()[:40]!r} is not a date: write ISO dates or times "
                                  "(2020-01-31, 2020-01-31 13:00) or months (2020-01)")
         series = records.setdefault(sid, [])
-        if timed and series and stamp <= series[-1][1]:
+        if stamp is not None and series and stamp <= series[-1][1]:
             before_line, before = series[-1][0], series[-1][1]
             problem = (f"timestamp {stamp} is also on line {before_line}: give each step one row" if stamp == before
                        else f"timestamp {stamp} comes before {before} on line {before_line}: sort each series' rows "
@@ -289,33 +310,24 @@ def _read_table(path: Path, columns: dict[str, str], covariates: tuple[str, ...]
         series.append((line, stamp, value, [_float(row[j], where, covariates[k]) for k, j in enumerate(cov_index)]))
     if not records:
         raise InputError(f"{path} holds no rows after its header: pass a file with one row per step")
+    return records
 
-    ids = list(records)
-    if timed and freq is None:
-        times = [np.array([r[1] for r in records[s]], dtype="datetime64[s]") for s in ids]
-        freq = infer_freq(times, f" in {path}")
-    values, covs, starts = [], [], []
-    for sid in ids:
-        steps = records[sid]
-        if timed:
-            times = np.array([r[1] for r in steps], dtype="datetime64[s]")  # (R,)
-            positions = grid_positions(times, freq, f" in {path} (series {sid!r})") if freq else np.arange(len(steps))
-            starts.append(times[0])
-        else:
-            positions = np.arange(len(steps))
-        length = int(positions[-1]) + 1
-        if length > _MAX_GAP_FACTOR * len(steps) + _GAP_MARGIN:
-            raise InputError(f"series {sid!r} in {path} spans {length} steps of {freq} from {starts[-1]} but has only "
-                             f"{plural(len(steps), 'row')}: check its timestamps (a typo in a year?) or the frequency")
-        series_values = np.full(length, np.nan)  # (T,) gaps stay NaN
-        series_values[positions] = [r[2] for r in steps]
-        values.append(series_values)
-        if covariates:
-            series_covs = np.full((length, len(covariates)), np.nan)  # (T, C)
-            series_covs[positions] = [r[3] for r in steps]
-            covs.append(series_covs)
-    return SeriesSet(ids, values, freq=freq, starts=starts if timed else None, covariates=covs if covariates else None,
-                     covariate_names=covariates, source=str(path))
+
+def _on_grid(records: list[Record], times: np.ndarray | None, freq: str | None, covariates: int,
+             what: str) -> tuple[np.ndarray, np.ndarray]:
+    """One series' values (T,) and covariates (T, C) on the grid of its frequency: NaN where a step has no row.
+    Without timestamps (or a frequency) each row is the next step."""
+    positions = np.arange(len(records)) if times is None or freq is None else grid_positions(times, freq, f" in {what}")
+    length = int(positions[-1]) + 1
+    if length > _MAX_GAP_FACTOR * len(records) + _GAP_MARGIN:
+        raise InputError(f"{what} spans {length} steps of {freq} from {times[0]} but has only "
+                         f"{plural(len(records), 'row')}: check its timestamps (a typo in a year?) or the frequency")
+    values = np.full(length, np.nan)  # (T,) gaps stay NaN
+    values[positions] = [r[2] for r in records]
+    covs = np.full((length, covariates), np.nan)  # (T, C)
+    if covariates:
+        covs[positions] = [r[3] for r in records]
+    return values, covs
 
 
 def _column(header: list[str], name: str, role: str, path: Path) -> int:
