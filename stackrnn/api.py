@@ -158,7 +158,49 @@ class TranslatorRun(Run):
                               title=f"{self.path}: attention ({self.model.attention_kind})")
 
 
-RUN_CLASSES: dict[str, type[Run]] = {cls.kind: cls for cls in (LanguageModelRun, ClassifierRun, TranslatorRun)}
+class ForecasterRun(Run):
+    kind = "forecast"
+
+    @property
+    def series(self) -> list[str]:
+        """The ids of the series the run was trained on."""
+        return self.task.shape.ids
+
+    def forecast(self, series: str | Sequence[str] | None = None, *, horizon: int | None = None, samples: int = 100,
+                 split: str | None = None) -> dict | list[dict]:
+        """Forecast `series` (default: every series of the run's data) `horizon` steps (default: the trained
+        horizon) after the end of the data, or with split="test" the run's test steps (returned as "actual").
+        Each forecast is {"series", "history", "timestamps", "median", "mean", "quantiles": {level: values},
+        "actual"}; one dict for one id, a list otherwise. Sample paths come from each series' own seed, so a
+        series' forecast is the same alone and among others."""
+        if split not in (None, "valid", "test"):
+            raise InputError(f"split: expected valid, test or None (the future), got {split!r}")
+        if samples < 1:
+            raise InputError(f"samples: expected an integer >= 1, got {samples}")
+        ids = None if series is None else _texts(series, "series")
+        results = self.task.forecast(self.model, ids, horizon=horizon, samples=samples, split=split, device=self.device)
+        return results[0] if isinstance(series, str) else results
+
+    def plot(self, forecasts: dict | Sequence[dict], folder: str | Path) -> list[Path]:
+        """Fan charts (PNG, one per series) of `forecasts` into `folder`: the history's end, the median, the 80%
+        and 95% bands and the actual values where known."""
+        from .plot import check_matplotlib, plot_forecast
+
+        check_matplotlib()
+        forecasts = [forecasts] if isinstance(forecasts, dict) else list(forecasts)
+        return [plot_forecast(f, Path(folder) / f"{_file_name(f['series'])}.png", title=f"{self.path.name}: {f['series']}")
+                for f in forecasts]
+
+
+def _file_name(name: str) -> str:
+    """A series id as a safe file name (ids come from user files)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name))[:100] or "series"
+
+
+RUN_CLASSES: dict[str, type[Run]] = {cls.kind: cls for cls in (LanguageModelRun, ClassifierRun, TranslatorRun,
+                                                                 ForecasterRun)}
 
 
 def load(path: str | Path, *, weights: str = "best", device: str | torch.device = "cpu", task: str | None = None) -> Run:

@@ -47,6 +47,7 @@ COMMANDS = {
     "eval": Command(commands.EvalOptions, commands.evaluate),
     "translate": Command(commands.TranslateOptions, commands.translate),
     "predict": Command(commands.PredictOptions, commands.predict),
+    "forecast": Command(commands.ForecastOptions, commands.forecast),
     "plot": Command(commands.PlotOptions, commands.plot),
     "inspect": Command(commands.InspectOptions, commands.inspect),
     "probe": Command(commands.ProbeOptions, commands.probe),

@@ -233,15 +233,16 @@ class EvalOptions(RunOptions, SearchOptions):
     label_column: str | None = option(None, "classifiers: the label column or key of --data (default: as the run's)")
     encoding: str | None = option(None, "classifiers and translators: the text encoding of --data (default: as the run's)")
     examples: int = option(10, "translators: translations to show beside their references")
+    samples: int | None = option(None, "forecasters: sample paths per series (default: the run's data.eval_samples)")
 
 
 #: eval's options that only some tasks read, and whose they are
-_EVAL_ONLY = {"translate": ("format", "text_column", "label_column"), "lm": ("data", "format", "text_column",
-                                                                             "label_column", "encoding")}
+_EVAL_ONLY = {"translate": ("format", "text_column", "label_column"),
+              **{task: ("data", "format", "text_column", "label_column", "encoding") for task in ("lm", "forecast")}}
 
 
 def evaluate(opts: EvalOptions) -> int:
-    from .evaluate import format_classification, format_metrics, format_translation
+    from .evaluate import format_classification, format_forecast, format_metrics, format_translation
 
     if opts.examples < 0:
         raise InputError(f"--examples: expected an integer >= 0, got {opts.examples}")
@@ -255,15 +256,20 @@ def evaluate(opts: EvalOptions) -> int:
     if given:
         raise InputError(f"{' '.join(given)}: for classification runs; " + (
             "a translation run reads --data as source<TAB>target lines" if task == "translate"
-            else "a language model is scored on its own splits"))
+            else f"{a_run_of(task)} is scored on its own splits"))
+    if opts.samples is not None and (task != "forecast" or opts.samples < 1):
+        raise InputError(f"--samples: expected an integer >= 1, got {opts.samples}" if task == "forecast"
+                         else f"--samples: for forecasting runs; this is {a_run_of(task)}")
     for name in ("format", "text_column", "label_column", "encoding"):  # how to read --data, if not as the run did
         if getattr(opts, name) is not None:
             setattr(data, name, check_value(type(data), name, getattr(opts, name), "data", f"--{name.replace('_', '-')}"))
     if task == "translate":
         metrics = run.evaluate(opts.split, data=opts.data, examples=opts.examples, **search)
+    elif task == "forecast":
+        metrics = run.evaluate(opts.split, samples=opts.samples)
     else:
         metrics = run.evaluate(opts.split, **({} if task == "lm" else {"data": opts.data}))
-    formats = {"translate": format_translation, "classify": format_classification}
+    formats = {"translate": format_translation, "classify": format_classification, "forecast": format_forecast}
     print(json.dumps(metrics) if opts.json else formats.get(task, format_metrics)(metrics))
     return 0
 
@@ -326,6 +332,77 @@ def predict(opts: PredictOptions) -> int:
         probs = "  ".join(f"{label} {prob:.3f}" for label, prob in p["probabilities"].items())
         print(f"{p['label']}\t{probs}\t{p['text']}")
     return 0
+
+
+@dataclass
+class ForecastOptions(RunOptions):
+    """Forecast time series with a trained forecasting run.
+
+    Forecast each series of the run's data (or those named with --series) after the end of its values: the
+    median and every quantile per step, as CSV; optionally fan charts as PNG. With --split test, forecast the
+    run's held-out test steps instead, beside their actual values.
+    """
+
+    series: list = option([], "forecast only this series (repeat for several); default: all", metavar="ID")
+    horizon: int | None = option(None, "steps to forecast (default: the trained horizon, which is also the most)")
+    samples: int = option(100, "sample paths per series (distribution heads); the quantiles come from them")
+    split: str | None = option(None, "forecast the run's held-out split's steps, beside their actual values, instead "
+                               "of the future", choices=("valid", "test"))
+    out: str | None = option(None, "write the forecasts to this CSV file (default: print them)", metavar="FILE.csv")
+    plot: str | None = option(None, "also draw a fan chart per series into this folder (PNG)", metavar="DIR")
+
+
+def forecast(opts: ForecastOptions) -> int:
+    from .files import atomic_write_text
+
+    if opts.out is not None and Path(opts.out).is_dir():
+        raise InputError(f"--out {opts.out} is a folder: give the CSV file to write")
+    run = load(opts.run, weights=opts.weights, task="forecast")
+    if opts.plot is not None:
+        from .plot import check_matplotlib
+
+        check_matplotlib()
+    results = run.forecast(opts.series or None, horizon=opts.horizon, samples=opts.samples, split=opts.split)
+    if opts.json:
+        print(json.dumps([_listed(r) for r in results]))
+    else:
+        text = forecasts_csv(results)
+        if opts.out is None:
+            print(text, end="")
+        else:
+            atomic_write_text(Path(opts.out), text)
+            print(f"{plural(len(results), 'forecast')} of {results[0]['median'].size} steps written to {opts.out}",
+                  file=sys.stderr)
+    if opts.plot is not None:
+        drawn = run.plot(results, opts.plot)
+        print(f"{plural(len(drawn), 'fan chart')} drawn in {opts.plot}", file=sys.stderr)
+    return 0
+
+
+def forecasts_csv(results: list[dict]) -> str:
+    """series, step, timestamp, median, mean, one column per quantile (q0.1, ...), actual: a row per series and step."""
+    import csv
+    import io
+
+    levels = list(results[0]["quantiles"])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["series", "step", "timestamp", "median", "mean", *(f"q{lv:g}" for lv in levels), "actual"])
+    for r in results:
+        for h in range(r["median"].size):
+            actual = "" if r["actual"] is None else f"{r['actual'][h]:.6g}"
+            writer.writerow([r["series"], h + 1, "" if r["timestamps"] is None else r["timestamps"][h],
+                             f"{r['median'][h]:.6g}", f"{r['mean'][h]:.6g}",
+                             *(f"{r['quantiles'][lv][h]:.6g}" for lv in levels), actual])
+    return buffer.getvalue()
+
+
+def _listed(forecast: dict) -> dict:
+    """A forecast as JSON takes it: arrays as lists, quantile levels as strings, no history."""
+    as_list = lambda a: None if a is None else [None if x != x else float(x) for x in a]  # noqa: E731  (NaN: null)
+    return {"series": forecast["series"], "timestamps": forecast["timestamps"], "median": as_list(forecast["median"]),
+            "mean": as_list(forecast["mean"]), "quantiles": {f"{k:g}": as_list(v) for k, v in forecast["quantiles"].items()},
+            "actual": as_list(forecast["actual"])}
 
 
 def _texts(opts, what: str) -> list[str]:

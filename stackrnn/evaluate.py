@@ -93,6 +93,18 @@ def format_translation(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def format_forecast(metrics: dict) -> str:
+    """A forecasting run's `stackrnn eval` figures: the model's line, then a table of it beside every baseline."""
+    head = format_metrics(metrics, ("split", "series", "horizon", "smape", "mase", "owa", "mae", "rmse", "quantile_loss",
+                                    "crps", "coverage_80", "coverage_95"))
+    rows = {"model": metrics, **metrics["baselines"]}
+    width = max(len(name) for name in rows)
+    lines = [head, "", f"{'':<{width}}  {'sMAPE':>8}  {'MASE':>7}  {'OWA':>6}  {'MAE':>10}  {'RMSE':>10}"]
+    for name, m in rows.items():
+        lines.append(f"{name:<{width}}  {m['smape']:8.3f}  {m['mase']:7.3f}  {m['owa']:6.3f}  {m['mae']:10.4g}  {m['rmse']:10.4g}")
+    return "\n".join(lines)
+
+
 def check_bleu_available() -> None:
     """Translation runs score BLEU with sacrebleu, an optional extra: fail before training, not after an epoch."""
     try:

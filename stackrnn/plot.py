@@ -198,3 +198,40 @@ def plot_attention(weights, source: list[str], target: list[str], path: str | Pa
     finally:
         plt.close(fig)
     return path
+
+
+def plot_forecast(forecast: dict, path: str | Path, title: str | None = None, history: int = 0) -> Path:
+    """A fan chart of one series' forecast (as ForecasterRun.forecast returns it), as PNG at `path`: the last
+    `history` values before it (default: four horizons), the median, the 80% and 95% bands (the quantiles 0.1/0.9
+    and 0.025/0.975, where the run forecasts them) and the actual values where known."""
+    import numpy as np
+
+    plt = _pyplot()
+    path = Path(path)
+    median = np.asarray(forecast["median"])
+    H = len(median)
+    past = np.asarray(forecast["history"])[-(history or 4 * H):]
+    x_past, x_future = np.arange(-len(past), 0), np.arange(H)
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
+    ax.plot(x_past, past, color="black", lw=1, label="history")
+    q = forecast["quantiles"]
+    for lo, hi, alpha, name in ((0.025, 0.975, 0.18, "95%"), (0.1, 0.9, 0.32, "80%")):
+        if lo in q and hi in q:
+            ax.fill_between(x_future, q[lo], q[hi], color="tab:blue", alpha=alpha, lw=0, label=f"{name} interval")
+    ax.plot(x_future, median, color="tab:blue", lw=1.5, label="median forecast")
+    if forecast.get("actual") is not None:
+        ax.plot(x_future, forecast["actual"], color="tab:red", lw=1, label="actual")
+    ax.axvline(-0.5, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("steps from the forecast origin")
+    ax.legend(fontsize=7, loc="upper left", ncol=5, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    except OSError as e:
+        raise InputError(f"cannot write {path} ({e.strerror}): choose another path") from None
+    finally:
+        plt.close(fig)
+    return path

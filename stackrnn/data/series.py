@@ -143,9 +143,7 @@ def read_series(path: str | Path, format: str = "auto", **options) -> SeriesSet:
     if format not in SERIES_FORMATS:
         raise InputError(f"unknown series format {format!r}: use one of {', '.join(SERIES_FORMATS)}")
     if format == "auto":
-        path = _check_path(path)
-        header = next(_rows(path), (1, []))[1]
-        format = "wide" if header[:1] == ["V1"] else "single" if len(header) <= 2 else "long"
+        format = series_format(path)
     reader = {"wide": read_wide, "long": read_long, "single": read_single}[format]
     unknown = [name for name in options if name not in inspect.signature(reader).parameters]
     if unknown:
@@ -153,6 +151,13 @@ def read_series(path: str | Path, format: str = "auto", **options) -> SeriesSet:
                          f"{', '.join(list(inspect.signature(reader).parameters)[1:])}): leave it out, or pass the "
                          "file's format")
     return reader(path, **options)
+
+
+def series_format(path: str | Path) -> str:
+    """The format of a series file by its header: a first column "V1" is wide (M4's), at most two columns a
+    single series, anything else long."""
+    header = next(_rows(_check_path(path)), (1, []))[1]
+    return "wide" if header[:1] == ["V1"] else "single" if len(header) <= 2 else "long"
 
 
 def read_wide(path: str | Path, freq: str | None = None) -> SeriesSet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import InputError
 from .base import Step, Task
 
-TASK_NAMES = ("lm", "classify", "translate")
+TASK_NAMES = ("lm", "classify", "translate", "forecast")
 
 
 def task_class(name: str) -> type[Task]:
@@ -22,6 +22,10 @@ def task_class(name: str) -> type[Task]:
         from .translate import TranslateTask
 
         return TranslateTask
+    if name == "forecast":
+        from .forecast import ForecastTask
+
+        return ForecastTask
     raise InputError(f"task: expected one of {', '.join(TASK_NAMES)}, got {name!r}")
 
 
