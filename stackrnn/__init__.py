@@ -4,6 +4,8 @@ The public names below are imported on first use, not with the package: `stackrn
 alone) must load where torch is too big to install, and `import stackrnn.runtime` runs this file first.
 """
 
+import sys
+import types
 from importlib import import_module
 
 __version__ = "0.1.0"
@@ -37,3 +39,16 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_PUBLIC])
+
+
+class _Package(types.ModuleType):
+    """The package, which keeps a public name from being replaced by the submodule of the same name: importing
+    stackrnn.summary (the module) binds it as the attribute `summary`, and stackrnn.summary is the function."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _PUBLIC and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
