@@ -53,6 +53,7 @@ COMMANDS = {
     "probe": Command(commands.ProbeOptions, commands.probe),
     "sweep": Command(commands.SweepOptions, commands.sweep),
     "summary": Command(commands.SummaryOptions, commands.summary, config_options=True),
+    "export": Command(commands.ExportOptions, commands.export),
 }
 
 

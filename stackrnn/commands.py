@@ -414,6 +414,35 @@ def _texts(opts, what: str) -> list[str]:
     return opts.texts or read_lines(opts.file, encoding=opts.encoding)
 
 
+# -- deploying ------------------------------------------------------------------------------------------------
+@dataclass
+class ExportOptions(RunOptions):
+    """Export a trained run as ONNX or torch.export files, checked against PyTorch.
+
+    Write the model's graph (time a dynamic loop, lengths and the recurrent state as inputs) and export.json (the
+    vocabulary, labels and config it needs) into a new folder, after running the written graph and the PyTorch
+    model on sample inputs of several lengths and batch sizes: the largest difference is printed, and above the
+    tolerance nothing is written. stackrnn.runtime runs an ONNX folder with onnxruntime and numpy alone.
+    """
+
+    format: str = option(None, "onnx (onnxruntime) or torch-export (torch.export's .pt2)", required=True,
+                         choices=("onnx", "torch-export"))
+    out: str = option(None, "a new folder for the exported files", required=True, metavar="DIR")
+    tolerance: float = option(1e-4, "the largest difference from PyTorch's outputs the parity check accepts")
+
+
+def export(opts: ExportOptions) -> int:
+    from .export import export as export_run
+
+    result = export_run(opts.run, opts.format, opts.out, weights=opts.weights, tolerance=opts.tolerance)
+    if opts.json:
+        print(json.dumps({"out": str(result.out), "format": result.format, "files": result.files,
+                          "tolerance": result.tolerance, "largest": result.largest, "checks": result.checks}))
+    else:
+        print(result.line())
+    return 0
+
+
 # -- looking inside -------------------------------------------------------------------------------------------
 @dataclass
 class InspectOptions(RunOptions, TextOptions):

@@ -17,6 +17,7 @@ the other.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from importlib import import_module
 from typing import Callable
 
 from torch import nn
@@ -40,6 +41,9 @@ class Instrument:
 
 #: name -> factory(train_config) -> an instrument, or None when the config does not ask for it
 _FACTORIES: dict[str, Callable[[object], Instrument | None]] = {}
+#: the modules that register the instruments a config can ask for, imported (by name: they sit above this one)
+#: before the config is read, since the package no longer imports everything with `import stackrnn`
+PROVIDERS = ("stackrnn.inspect.gradients",)
 
 
 def register(name: str, factory: Callable[[object], Instrument | None]) -> None:
@@ -50,4 +54,6 @@ def register(name: str, factory: Callable[[object], Instrument | None]) -> None:
 
 def from_config(train_config) -> list[Instrument]:
     """The instruments a run's [train] config (an optim.TrainConfig) asks for."""
+    for module in PROVIDERS:
+        import_module(module)
     return [i for factory in _FACTORIES.values() if (i := factory(train_config)) is not None]

@@ -11,6 +11,8 @@ is noticed rather than silently slower.
     torch.autograd.forward_ad._current_level     whether forward-mode AD runs (the same)
     torch.ops.aten.native_layer_norm_backward    a layer norm's input gradient from saved mean and 1 / std
                                                  (engine.py; an aten op, not in torch's documented API)
+    torch._higher_order_ops.scan.scan            a loop over time that torch.export keeps as a loop and torch.onnx
+                                                 writes as an ONNX Scan (graphs.py: exported models keep T dynamic)
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ RNN_KERNELS = {
 }
 
 layer_norm_backward = torch.ops.aten.native_layer_norm_backward
+
+try:
+    from torch._higher_order_ops.scan import scan
+except ImportError:  # pragma: no cover - a torch without it: export says so (export.py)
+    scan = None
 
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
 HAS_USE_COUNT = _use_count is not None

@@ -79,3 +79,11 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def export_runs(tmp_path_factory):
+    """Tiny runs of every task and their exports, made on first use (tests/export_runs.py)."""
+    from .export_runs import Runs
+
+    return Runs(tmp_path_factory.mktemp("export-runs"))

@@ -50,3 +50,17 @@ def test_the_layer_norm_backward_gives_the_input_gradient():
     xr = x.clone().requires_grad_(True)
     want = torch.autograd.grad(torch.nn.functional.layer_norm(xr, (6,), eps=1e-5), xr, dy)[0]
     torch.testing.assert_close(got, want, msg="torch.ops.aten.native_layer_norm_backward changed")
+
+
+def test_scan_is_a_loop_over_the_first_dimension_both_ways():
+    """torch._higher_order_ops.scan: graphs.py's loop over time, carry first, forward and with reverse=True."""
+    assert torch_private.scan is not None, "torch._higher_order_ops.scan is gone: stackrnn export cannot keep T dynamic"
+    xs = torch.arange(1.0, 5.0).unsqueeze(-1)  # (4, 1)
+
+    def step(carry, x):
+        new = carry + x
+        return new, new.clone()
+
+    for reverse, want in ((False, [1.0, 3.0, 6.0, 10.0]), (True, [10.0, 9.0, 7.0, 4.0])):
+        final, ys = torch_private.scan(step, torch.zeros(1), xs, reverse=reverse)
+        assert ys.squeeze(-1).tolist() == want and final.item() == 10.0, "torch._higher_order_ops.scan changed"

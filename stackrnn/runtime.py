@@ -1,0 +1,299 @@
+"""stackrnn.runtime: a folder written by `stackrnn export --format onnx`, run with onnxruntime and numpy alone.
+
+    from stackrnn import runtime
+    lm = runtime.load("exported/")                 # the task's class: LanguageModel, Classifier or Translator
+    lm.generate("The time ", length=100, temperature=0)
+    runtime.load("sentiment/").predict(["I like food"])
+    runtime.load("fr-en/").translate(["je suis content ."])
+
+For deployment where torch is too big: this module imports no torch (nor does `import stackrnn.runtime`), only
+numpy, onnxruntime and the project's tokenizers. The results are the PyTorch run's for the same inputs: the same
+text from greedy generation, the same labels and probabilities (within the export's parity tolerance), the same
+greedy translations. Sampling with temperature draws from numpy's generator, so a seed gives the same text every
+time here, but not the text `stackrnn generate --seed` gives (torch's generator draws other numbers).
+
+Dimension key: T time, B batch, S source steps, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .data.parallel import prepare_sentence, words
+from .data.tokenizers import Tokenizer
+from .errors import InputError
+
+MANIFEST = "export.json"
+
+
+def load(path: str | Path, *, providers: Sequence[str] = ("CPUExecutionProvider",)) -> Exported:
+    """The exported model in the folder `path`, as its task's class; `providers`: onnxruntime's execution providers."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path} has no {MANIFEST}: give a folder written by stackrnn export --format onnx") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path / MANIFEST} cannot be read ({e}): export the run again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "stackrnn.export" or manifest.get("version") != 1:
+        raise InputError(f"{path / MANIFEST} is not a stackrnn export of version 1: export the run again")
+    if manifest.get("exported_as") != "onnx":
+        raise InputError(f"{path} holds a {manifest.get('exported_as')} export; the runtime runs onnx ones: "
+                         "stackrnn export RUN --format onnx --out DIR")
+    return TASKS[manifest["task"]](path, manifest, list(providers))
+
+
+class Exported:
+    """An exported model: its graphs as onnxruntime sessions and its manifest (export.json).
+
+    Attributes: path, task, manifest (the JSON: graphs' inputs and outputs, preprocessing, the run's config).
+    """
+
+    task: str
+
+    def __init__(self, path: Path, manifest: dict, providers: list[str]) -> None:
+        import onnxruntime
+
+        self.path, self.manifest = path, manifest
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        self.sessions = {name: onnxruntime.InferenceSession(str(path / g["file"]), options, providers=providers)
+                         for name, g in manifest["graphs"].items()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    def run(self, graph: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """One call of a graph: its inputs by name -> its outputs by name."""
+        names = [o["name"] for o in self.manifest["graphs"][graph]["outputs"]]
+        return dict(zip(names, self.sessions[graph].run(names, inputs)))
+
+    def specs(self, graph: str, kind: str, prefix: str) -> list[dict]:
+        """The graph's inputs or outputs whose names start with `prefix`."""
+        return [s for s in self.manifest["graphs"][graph][kind] if s["name"].startswith(prefix)]
+
+
+def pad(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token id lists -> right-padded ids (T, B) int64 and lengths (B,) int64."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    ids = np.full((int(lengths.max()), len(sequences)), pad_id, dtype=np.int64)
+    for b, s in enumerate(sequences):
+        ids[: len(s), b] = s
+    return ids, lengths
+
+
+def _texts(texts: str | Sequence[str], name: str) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Sequence) or not texts or not all(isinstance(t, str) for t in texts):
+        raise InputError(f"{name}: expected a string or a non-empty list of strings")
+    return list(texts)
+
+
+# -- language models ------------------------------------------------------------------------------------------------
+class LanguageModel(Exported):
+    """generate(prefix, ...) as LanguageModelRun.generate; forward(tokens, lengths, state) one call of the graph,
+    the state carried by the caller (a dict of arrays, "state.0.h" ...) for step-by-step use."""
+
+    task = "lm"
+
+    def __init__(self, path: Path, manifest: dict, providers: list[str]) -> None:
+        super().__init__(path, manifest, providers)
+        self.tokenizer = Tokenizer.from_dict(manifest["preprocess"]["tokenizer"])
+
+    def zero_state(self, batch: int) -> dict[str, np.ndarray]:
+        """The all-zeros state of `batch` sequences: {"state.0.h": (K, B, P), ...}."""
+        return {s["name"]: np.zeros([batch if d == "B" else d for d in s["shape"]], dtype=np.float32)
+                for s in self.specs("model", "inputs", "state.")}
+
+    def forward(self, tokens: np.ndarray, lengths: np.ndarray | None = None, state: dict | None = None
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """tokens (T, B) ids, lengths (B,) (default: all T), state (default: zeros) -> logits (T, B, V) and the
+        state after each sequence's last valid step."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        steps, batch = tokens.shape
+        lengths = np.full(batch, steps, dtype=np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
+        out = self.run("model", tokens=tokens, lengths=lengths, **(state or self.zero_state(batch)))
+        new = {name.removeprefix("new_"): value for name, value in out.items() if name.startswith("new_state.")}
+        return out["logits"], new
+
+    def generate(self, prefix: str | Sequence[str], length: int = 200, *, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None) -> str | list[str]:
+        """Continue `prefix` (or each of a list, as one batch) by `length` tokens: the prefix and its continuation.
+        temperature 0 is greedy: then the text is the PyTorch run's."""
+        prefixes = _texts(prefix, "prefix")
+        _check_sampling(length, temperature, top_k, top_p)
+        ids = []
+        for p in prefixes:
+            unknown = self.tokenizer.unknown_tokens(p)
+            if unknown:
+                raise InputError(f"prefix {p!r}: {len(unknown)} token(s) not in the model's vocabulary "
+                                 f"({', '.join(map(repr, unknown[:10]))}): use only tokens seen in training")
+            ids.append(self.tokenizer.encode(p))
+            if not ids[-1]:
+                raise InputError(f"prefix {p!r}: is empty after tokenization: give at least one token")
+        rng = np.random.default_rng(seed)
+        tokens, lengths = pad(ids, 0)
+        logits, state = self.forward(tokens, lengths)
+        logits = logits[lengths - 1, np.arange(len(ids))]  # (B, V) after each prompt's last token
+        new = []
+        for t in range(length):
+            chosen = sample(logits, temperature, top_k, top_p, rng)  # (B,)
+            new.append(chosen)
+            if t + 1 < length:
+                out, state = self.forward(chosen[None, :], np.ones(len(ids), dtype=np.int64), state)
+                logits = out[0]
+        joiner = "" if self.tokenizer.level == "char" else " "
+        texts = [p + joiner + self.tokenizer.decode([int(n[b]) for n in new]) for b, p in enumerate(prefixes)]
+        return texts[0] if isinstance(prefix, str) else texts
+
+
+def sample(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           rng: np.random.Generator | None = None) -> np.ndarray:
+    """One token per row of logits (B, V) -> (B,), as stackrnn.generate.sample draws (numpy's generator)."""
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    logits = logits.astype(np.float64) / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = np.sort(logits, axis=-1)[:, -top_k][:, None]  # (B, 1)
+        logits = np.where(logits < kth, -np.inf, logits)
+    if top_p < 1.0:
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        probs = _softmax(np.take_along_axis(logits, order, axis=-1))
+        # drop a token when the tokens before it already reach top_p; the most likely token always stays
+        drop_sorted = np.cumsum(probs, axis=-1) - probs >= top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        logits = np.where(drop, -np.inf, logits)
+    cdf = np.cumsum(_softmax(logits), axis=-1)  # (B, V)
+    u = (rng or np.random.default_rng()).random((cdf.shape[0], 1)) * cdf[:, -1:]
+    index = np.array([np.searchsorted(row, x, side="right") for row, x in zip(cdf, u[:, 0])])
+    return np.minimum(index, cdf.shape[-1] - 1)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _check_sampling(length: int, temperature: float, top_k: int, top_p: float) -> None:
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise InputError(f"length: expected an integer >= 1, got {length!r}")
+    if not all(math.isfinite(v) for v in (temperature, top_p)) or temperature < 0:
+        raise InputError(f"temperature: expected a finite number >= 0 (0 is greedy), got {temperature}")
+    if top_k < 0:
+        raise InputError(f"top_k: expected an integer >= 0 (0 keeps every token), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise InputError(f"top_p: expected a number in (0, 1], got {top_p}")
+
+
+# -- classifiers ----------------------------------------------------------------------------------------------------
+class Classifier(Exported):
+    """predict(texts) as ClassifierRun.predict: {"text", "label", "probabilities": {label: p}} per text."""
+
+    task = "classify"
+    #: texts per call of the graph
+    batch_size = 64
+
+    def __init__(self, path: Path, manifest: dict, providers: list[str]) -> None:
+        super().__init__(path, manifest, providers)
+        pre = manifest["preprocess"]
+        self.tokenizer, self.labels = Tokenizer.from_dict(pre["tokenizer"]), list(pre["labels"])
+        self.max_length = pre.get("max_length")
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, C) every label's probability for each text."""
+        ids = [self.tokenizer.encode(t)[: self.max_length] or [self.tokenizer.unk_id] for t in texts]
+        out = []
+        for at in range(0, len(ids), self.batch_size):
+            tokens, lengths = pad(ids[at: at + self.batch_size], self.tokenizer.pad_id)
+            out.append(self.run("model", tokens=tokens, lengths=lengths)["probabilities"])
+        return np.concatenate(out)
+
+    def predict(self, texts: str | Sequence[str]) -> dict | list[dict]:
+        batch = _texts(texts, "texts")
+        for i, text in enumerate(batch):
+            if not text.strip():
+                raise InputError(f"text {i + 1} is empty: give some words to classify")
+        probs = self.probabilities(batch)
+        results = [{"text": t, "label": self.labels[int(p.argmax())],
+                    "probabilities": {label: round(float(q), 6) for label, q in zip(self.labels, p)}}
+                   for t, p in zip(batch, probs)]
+        return results[0] if isinstance(texts, str) else results
+
+
+# -- translators ----------------------------------------------------------------------------------------------------
+class Translator(Exported):
+    """translate(texts) by greedy search, as TranslatorRun.translate(texts, beam=1); translate_details also gives
+    each translation's attention (a row per target word, a column per source word)."""
+
+    task = "translate"
+    batch_size = 64
+
+    def __init__(self, path: Path, manifest: dict, providers: list[str]) -> None:
+        super().__init__(path, manifest, providers)
+        pre = manifest["preprocess"]
+        self.source_tokenizer = Tokenizer.from_dict(pre["source_tokenizer"])
+        self.target_tokenizer = Tokenizer.from_dict(pre["target_tokenizer"])
+        self.normalize, self.lower = pre["normalize"], pre["lower"]
+        self.bos, self.eos, self.pad, self.source_pad = pre["bos"], pre["eos"], pre["pad"], pre["source_pad"]
+
+    def translate(self, texts: str | Sequence[str], *, max_length: int | None = None) -> str | list[str]:
+        translations = [r["translation"] for r in self.translate_details(texts, max_length=max_length)]
+        return translations[0] if isinstance(texts, str) else translations
+
+    def translate_details(self, texts: str | Sequence[str], *, max_length: int | None = None) -> list[dict]:
+        """Each as {"source", "translation", "unknown": [source words read as <unk>], "attention": [[...]]}."""
+        batch = _texts(texts, "texts")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+            raise InputError(f"max_length: expected an integer >= 1, got {max_length!r}")
+        prepared = [prepare_sentence(t, normalize=self.normalize, lower=self.lower) for t in batch]
+        for i, p in enumerate(prepared):
+            if not words(p):
+                raise InputError(f"sentence {i + 1} is empty: give some words to translate")
+        ids = [self.source_tokenizer.encode(p) for p in prepared]
+        results = []
+        for at in range(0, len(ids), self.batch_size):
+            results += self._greedy(ids[at: at + self.batch_size], max_length)
+        return [{"source": t, "translation": " ".join(self.target_tokenizer.itos[i] for i in hyp),
+                 "unknown": self.source_tokenizer.unknown_tokens(p), "attention": attention}
+                for t, p, (hyp, attention) in zip(batch, prepared, results)]
+
+    def _greedy(self, ids: list[list[int]], max_length: int | None) -> list[tuple[list[int], list]]:
+        """decode.greedy_search: encode once, then one decoder step per token; <pad> and <bos> never chosen."""
+        source, lengths = pad(ids, self.source_pad)
+        limits = [max_length if max_length is not None else 2 * n + 10 for n in lengths.tolist()]
+        carried = self.run("encoder", source=source, lengths=lengths)
+        batch = len(ids)
+        tokens = np.full(batch, self.bos, dtype=np.int64)
+        out: list[list[int]] = [[] for _ in range(batch)]
+        attention: list[list] = [[] for _ in range(batch)]
+        done = [False] * batch
+        for _ in range(max(limits)):
+            step = self.run("decoder", tokens=tokens, **carried)
+            logits = step["logits"].astype(np.float32)
+            logits[:, [self.pad, self.bos]] = -np.inf
+            tokens = logits.argmax(axis=-1).astype(np.int64)  # (B,)
+            for name in carried:  # the new state and feed replace the old; the memory stays
+                carried[name] = step.get(f"new_{name}", carried[name])
+            for b, token in enumerate(tokens.tolist()):
+                if done[b]:
+                    continue
+                if "attention" in step:
+                    attention[b].append(step["attention"][: lengths[b], b].astype(np.float64).round(6).tolist())
+                if token == self.eos:
+                    done[b] = True
+                else:
+                    out[b].append(token)
+                    done[b] = len(out[b]) >= limits[b]
+            if all(done):
+                break
+        return list(zip(out, attention))
+
+
+TASKS: dict[str, type[Exported]] = {cls.task: cls for cls in (LanguageModel, Classifier, Translator)}
