@@ -115,6 +115,7 @@ class Forecaster(nn.Module):
         self.head, self.scaling, self.time_features = head, scaling, time_features
         self.season, self.weighting, self.baseline = season, weighting, baseline
         self.register_buffer("levels", torch.tensor(quantiles, dtype=torch.float32), persistent=False)
+        self.median_index = list(quantiles).index(0.5) if 0.5 in quantiles else len(quantiles) // 2
         self.embedding = nn.Embedding(num_series, embedding_size) if embedding_size and num_series else None
         static = (embedding_size if self.embedding is not None else 0) + 1  # + log scale
         self.rnn = StackedRNN(len(self.lags) + time_features + static, layers=layers, batch_first=True, **stack_options)
@@ -128,6 +129,7 @@ class Forecaster(nn.Module):
                                      nn.Linear(mlp_size, len(quantiles)))
             if baseline != "none":  # start as the baseline itself: the corrections begin at zero
                 nn.init.zeros_(self.out[-1].weight)
+                nn.init.zeros_(self.out[-1].bias)
 
     @property
     def past_length(self) -> int:
@@ -264,8 +266,16 @@ class Forecaster(nn.Module):
         parts = [h[:, None].expand(-1, H, -1), time[:, L:L + H],
                  torch.eye(self.horizon, device=h.device, dtype=h.dtype)[:H].expand(h.shape[0], -1, -1)]
         raw = self.out(torch.cat(parts + [torch.stack(seasonal, -1)] if seasonal else parts, -1))  # (B, H, Q)
-        q = torch.cat([raw[..., :1], nn.functional.softplus(raw[..., 1:])], -1).cumsum(-1)
-        return q + self._reference(z_past, steps)[..., None]
+        return self._ordered(raw) + self._reference(z_past, steps)[..., None]
+
+    def _ordered(self, raw: Tensor) -> Tensor:
+        """Quantiles (..., Q) increasing by construction from raw outputs (..., Q): the median is its own output,
+        and each quantile away from it a softplus further out, so intervals never cross."""
+        k = self.median_index
+        up = nn.functional.softplus(raw[..., k + 1:]).cumsum(-1)
+        down = nn.functional.softplus(raw[..., :k].flip(-1)).cumsum(-1).flip(-1)
+        median = raw[..., k:k + 1]
+        return torch.cat([median - down, median, median + up], -1)
 
     def _reference(self, z: Tensor, steps: Tensor) -> Tensor:
         """What the head's outputs are offsets from, at steps (T,) counted from the origin (0: the first step
@@ -295,7 +305,7 @@ class Forecaster(nn.Module):
         z, _, loc, scale, static = self._prepare(past, series)
         if self.head == "quantile":
             q = self._quantiles(z, time, static, H) * scale[..., None] + loc[..., None]
-            median = q[..., self.levels.tolist().index(0.5)]
+            median = q[..., self.median_index]
             return {"quantiles": q, "median": median, "mean": median}
         paths = self._sample(z, time, static, loc, scale, H, samples, seeds)
         levels = self.levels.to(paths.dtype)
