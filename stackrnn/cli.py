@@ -52,6 +52,7 @@ COMMANDS = {
     "probe": Command(commands.ProbeOptions, commands.probe),
     "sweep": Command(commands.SweepOptions, commands.sweep),
     "summary": Command(commands.SummaryOptions, commands.summary, config_options=True),
+    "serve": Command(commands.ServeOptions, commands.serve),
 }
 
 
