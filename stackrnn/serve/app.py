@@ -107,6 +107,10 @@ def make_app(runs: dict, limits: Limits | None = None, *, batching: bool = True,
                                        "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'",
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return Response(status_code=204)  # (browsers ask for one; an empty answer keeps their consoles quiet)
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "runs": sorted(served)}
