@@ -489,6 +489,9 @@ class ServeOptions(Limits):
                                     metavar="MS")
     weights: str = option("best", "best-by-validation or last checkpoint", choices=("best", "last"))
     device: str = option("cpu", "where the models run: cpu, cuda, cuda:N, mps or auto")
+    threads: int = option(0, "CPU threads of each forward pass (torch.set_num_threads); 0 keeps torch's default (one "
+                          "per core). Batching is the server's parallelism: 1 is often fastest for small models, and "
+                          "far faster where other work shares the cores")
     log_level: str = option("warning", "uvicorn's log level", choices=("critical", "error", "warning", "info", "debug"))
 
 
@@ -499,6 +502,8 @@ def serve(opts: ServeOptions) -> int:
     check_installed()
     limits = Limits(**{name: getattr(opts, name) for name in Limits.__dataclass_fields__})
     check_limits(limits)
+    if opts.threads < 0:
+        raise InputError(f"--threads: expected an integer >= 0 (0: torch's default), got {opts.threads}")
     if not 0 <= opts.batch_window_ms <= 1000:
         raise InputError(f"--batch-window-ms: expected a number of milliseconds in 0..1000, got {opts.batch_window_ms}")
     runs = load_runs(opts.runs, weights=opts.weights, device=opts.device)
@@ -511,5 +516,5 @@ def serve(opts: ServeOptions) -> int:
                   "authentication", file=sys.stderr, flush=True)
 
     run_server(runs, host=opts.host, port=opts.port, limits=limits, batching=opts.batching,
-               window=opts.batch_window_ms / 1000, log_level=opts.log_level, ready=ready)
+               window=opts.batch_window_ms / 1000, threads=opts.threads, log_level=opts.log_level, ready=ready)
     return 0

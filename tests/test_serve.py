@@ -275,6 +275,8 @@ def test_serve_refuses_bad_arguments_in_one_line(trained_run, tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "no-run" in err
     code, err = _main(capsys, "serve", str(trained_run), "--max-batch", "0")
     assert code == 2 and len(err.splitlines()) == 1 and "--max-batch" in err
+    code, err = _main(capsys, "serve", str(trained_run), "--threads", "-1")
+    assert code == 2 and len(err.splitlines()) == 1 and "--threads" in err
     code, err = _main(capsys, "serve", str(trained_run), str(trained_run))
     assert code == 2 and len(err.splitlines()) == 1 and "two runs are named" in err
     with socket.socket() as taken:

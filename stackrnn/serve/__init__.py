@@ -77,11 +77,16 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(runs: dict, *, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-          batching: bool = True, window: float = 0.005, log_level: str = "warning", ready=None) -> None:
-    """Serve `runs` ({name: api.Run}) until interrupted. `ready(url)` is called once the socket listens."""
+          batching: bool = True, window: float = 0.005, threads: int = 0, log_level: str = "warning",
+          ready=None) -> None:
+    """Serve `runs` ({name: api.Run}) until interrupted. `threads` > 0 sets torch's CPU threads per forward pass.
+    `ready(url)` is called once the socket listens."""
     check_installed()
+    import torch
     import uvicorn
 
+    if threads:
+        torch.set_num_threads(threads)
     limits = limits or Limits()
     check_limits(limits)
     sock = bind(host, port)
