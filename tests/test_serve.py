@@ -198,6 +198,7 @@ def test_without_batching_every_pass_is_one_request(runs):
     ("sentiment/predict", {"texts": ["a"] * 9}, 422, "max_batch"),
     ("sentiment/predict", {"text": "great " * 201}, 422, "max_input_tokens"),
     ("fr/translate", {"text": "the cat", "max_length": 301}, 422, "max_new_tokens"),
+    ("fr/translate", {"text": "the cat " * 100}, 422, "max_new_tokens"),  # its default length: 2 x 200 + 10
     ("tiny/generate", {"prompt": "a" * 70_000}, 413, "max_body_bytes"),
 ])
 def test_a_request_past_a_limit_gets_a_4xx_naming_it(server, route, body, status, limit):

@@ -166,12 +166,20 @@ def make_app(runs: dict, limits: Limits | None = None, *, batching: bool = True,
     async def translate(name: str, body: TranslateRequest, request: Request):
         s = run_for(name, "translate")
         texts = _texts(body, limits, s.run.task.source_tokenizer)
+        _check_prepared(s.run.task, texts)
         if body.max_length is not None and body.max_length > limits.max_new_tokens:
             raise past("max_new_tokens", f"max_length: {body.max_length} is more than the {limits.max_new_tokens} "
                                          "tokens a translation may have")
+        if body.max_length is None:  # the decoder's default, twice the source's length plus 10, within the limit too
+            task = s.run.task
+            for i, prepared in enumerate(task.prepare_input(texts)):
+                default = 2 * len(task.source_tokenizer.encode(prepared)) + 10
+                if default > limits.max_new_tokens:
+                    raise past("max_new_tokens", f"text {i + 1}: its translation may have {default} tokens (twice "
+                                                 f"the source's, plus 10), more than the {limits.max_new_tokens} "
+                                                 "allowed: give a max_length")
         if body.attention and s.run.model.attention is None:
             raise ServeError(422, f"attention: run {name!r} has no attention (model.attention = 'none')")
-        _check_prepared(s.run.task, texts)
         request_fields = body.model_dump(exclude={"text", "texts"})
         return await _answer(_submit(s, "translate", {**request_fields, "texts": texts}, limits), request, limits)
 
