@@ -54,6 +54,7 @@ COMMANDS = {
     "sweep": Command(commands.SweepOptions, commands.sweep),
     "summary": Command(commands.SummaryOptions, commands.summary, config_options=True),
     "export": Command(commands.ExportOptions, commands.export),
+    "serve": Command(commands.ServeOptions, commands.serve),
 }
 
 

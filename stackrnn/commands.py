@@ -17,6 +17,7 @@ from pathlib import Path
 from .api import WEIGHTS, load, run_config
 from .config import check_value, option
 from .errors import InputError, plural
+from .serve.limits import Limits
 from .tasks import TASK_NAMES, a_run_of
 
 
@@ -571,4 +572,55 @@ def plot(opts: PlotOptions) -> int:
 
     for path in plot_runs(opts.runs, opts.out):
         print(path)
+    return 0
+
+
+# -- serving --------------------------------------------------------------------------------------------------
+
+@dataclass
+class ServeOptions(Limits):
+    """Serve trained runs over HTTP: a JSON API with streaming, and a page at /.
+
+    Serve language-model, classifier and translation runs: POST /v1/runs/NAME/generate (server-sent events with
+    "stream": true), /predict, /translate, GET /health, /metrics and the OpenAPI docs at /docs; the page at /
+    lets people generate, classify and translate. A run is named by its directory's name. Requests that arrive
+    together run as one forward pass. Needs the serve extra (pip install 'stackrnn[serve]').
+    """
+
+    runs: list = option([], "run directories written by stackrnn train", positional=True, required=True, metavar="RUN")
+    host: str = option("127.0.0.1", "the address to listen on; 0.0.0.0 opens the server to other machines")
+    port: int = option(8000, "the port to listen on (0: any free port, printed)")
+    batching: bool = option(True, "run requests that arrive together as one batch (--no-batching: one at a time)")
+    batch_window_ms: float = option(5.0, "how long an idle run waits for more requests to batch with the first",
+                                    metavar="MS")
+    weights: str = option("best", "best-by-validation or last checkpoint", choices=("best", "last"))
+    device: str = option("cpu", "where the models run: cpu, cuda, cuda:N, mps or auto")
+    threads: int = option(0, "CPU threads of each forward pass (torch.set_num_threads); 0 keeps torch's default (one "
+                          "per core). Batching is the server's parallelism: 1 is often fastest for small models, and "
+                          "far faster where other work shares the cores")
+    log_level: str = option("warning", "uvicorn's log level", choices=("critical", "error", "warning", "info", "debug"))
+
+
+def serve(opts: ServeOptions) -> int:
+    from .serve import check_installed, load_runs, serve as run_server
+    from .serve.limits import check_limits
+
+    check_installed()
+    limits = Limits(**{name: getattr(opts, name) for name in Limits.__dataclass_fields__})
+    check_limits(limits)
+    if opts.threads < 0:
+        raise InputError(f"--threads: expected an integer >= 0 (0: torch's default), got {opts.threads}")
+    if not 0 <= opts.batch_window_ms <= 1000:
+        raise InputError(f"--batch-window-ms: expected a number of milliseconds in 0..1000, got {opts.batch_window_ms}")
+    runs = load_runs(opts.runs, weights=opts.weights, device=opts.device)
+
+    def ready(url: str) -> None:
+        served = ", ".join(f"{name} ({run.kind})" for name, run in runs.items())
+        print(f"serving {served} at {url} (the page; API docs at {url}docs); Ctrl-C stops", flush=True)
+        if opts.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: listening on {opts.host}: other machines can reach this server; it has no "
+                  "authentication", file=sys.stderr, flush=True)
+
+    run_server(runs, host=opts.host, port=opts.port, limits=limits, batching=opts.batching,
+               window=opts.batch_window_ms / 1000, threads=opts.threads, log_level=opts.log_level, ready=ready)
     return 0
