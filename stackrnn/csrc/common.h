@@ -81,42 +81,33 @@ static void FN(end_row_back)(int H, real *RESTRICT gh, real *RESTRICT gc, const 
 
 typedef real FN(sumv) __attribute__((vector_size(GEMM_VBYTES)));
 typedef real FN(sumv_u) __attribute__((vector_size(GEMM_VBYTES), aligned(REAL_BYTES)));  /* unaligned access */
+typedef real FN(lanes16) __attribute__((vector_size(16 * REAL_BYTES)));
 typedef real FN(lanes8) __attribute__((vector_size(8 * REAL_BYTES)));
 typedef real FN(lanes4) __attribute__((vector_size(4 * REAL_BYTES)));
 typedef real FN(lanes2) __attribute__((vector_size(2 * REAL_BYTES)));
 
-/* The halves of vector `v` added: into `out`, of the half's type (no lane moves but the one addition) */
-#define ADD_HALVES(v, half_type, out)                                                              \
-    do {                                                                                          \
-        half_type lo_, hi_;                                                                       \
-        memcpy(&lo_, &(v), sizeof lo_), memcpy(&hi_, (const char *)&(v) + sizeof lo_, sizeof hi_); \
-        (out) = lo_ + hi_;                                                                        \
-    } while (0)
+/* FN(total_N)(v): the total of an N-lane vector, pairwise: lane k + lane k + N/2 (its halves added as vectors of
+   the half's type, no lane moved but the one addition), then the same for the N/2 lanes, down to two. */
+static inline real FN(total_2)(const FN(lanes2) *v) { return (*v)[0] + (*v)[1]; }
+#define TOTAL_OF_HALVES(n, half)                                                                    \
+    static inline real FN(total_##n)(const FN(lanes##n) *v) {                                      \
+        FN(lanes##half) lo, hi;                                                                     \
+        memcpy(&lo, v, sizeof lo), memcpy(&hi, (const char *)v + sizeof lo, sizeof hi);             \
+        lo += hi;                                                                                    \
+        return FN(total_##half)(&lo);                                                                \
+    }
+TOTAL_OF_HALVES(4, 2)
+TOTAL_OF_HALVES(8, 4)
+TOTAL_OF_HALVES(16, 8)
 
 /* The partial sums' total, pairwise, the same order every time: part[k] += part[k + w] for w = 16, 8, ..., 1,
-   where part[k] is lane k % SUM_VL of vector k / SUM_VL. */
+   where part[k] is lane k % SUM_VL of vector k / SUM_VL: across the vectors, then across part[0]'s lanes (the
+   total_N of its width). */
 static real FN(total)(FN(sumv) *part) {
     for (int w = SUM_NV / 2; w > 0; w /= 2)
         for (int k = 0; k < w; k++) part[k] += part[k + w];
-#if SUM_VL == 16
-    FN(lanes8) v8;
-    ADD_HALVES(part[0], FN(lanes8), v8);
-#elif SUM_VL == 8
-    FN(lanes8) v8 = part[0];
-#endif
-#if SUM_VL >= 8
-    FN(lanes4) v4;
-    ADD_HALVES(v8, FN(lanes4), v4);
-#elif SUM_VL == 4
-    FN(lanes4) v4 = part[0];
-#endif
-#if SUM_VL >= 4
-    FN(lanes2) v2;
-    ADD_HALVES(v4, FN(lanes2), v2);
-#else
-    FN(lanes2) v2 = part[0];
-#endif
-    return v2[0] + v2[1];
+    return _Generic(part, FN(lanes16) *: FN(total_16), FN(lanes8) *: FN(total_8), FN(lanes4) *: FN(total_4),
+                    FN(lanes2) *: FN(total_2))(part);
 }
 
 /* x[j ..] as PARTS values in vectors: all of them where PARTS remain (`left`), else the `left` there and zeros
