@@ -76,6 +76,7 @@ def add_option(group, o, dest: str) -> None:
     help_text = meta["help"]
     if "default:" not in help_text and o.default not in (None, []) and not meta.get("required"):
         help_text += f" (default: {o.default})"  # (some say their default in words: "default: torch's init")
+    help_text = help_text.replace("%", "%%")  # argparse formats help with %: "80% intervals" is text, not a format
     if meta.get("positional"):
         nargs = ("+" if meta.get("required") else "*") if list in kinds else None if meta.get("required") else "?"
         # (a '*' positional is always set: texts after the options join it, see parse)
