@@ -15,9 +15,13 @@ class InputError(ValueError):
     """Bad user input. The message is one line: what is wrong, and how to fix it."""
 
 
+#: nouns whose plural is not the noun + "s"
+_PLURALS = {"series": "series"}
+
+
 def plural(n: int, word: str) -> str:
-    """'1 step', '2 steps': a count and its noun."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    """'1 step', '2 steps', '2 series': a count and its noun."""
+    return f"{n} {word if n == 1 else _PLURALS.get(word, word + 's')}"
 
 
 def did_you_mean(word: str, known: Iterable[str], show: Callable[[str], str] = repr) -> str:
