@@ -477,7 +477,8 @@ def _loop(lp: _Loop, pos: Position, state, stop: StopRequest) -> tuple[str, obje
         lp.model.train()
         if pos.batch == 0:
             state = None  # each epoch starts from zeros (d2l, Zaremba): the streams restart
-        for batch in lp.task.batches(pos.epoch).iter_from(pos.batch):
+        batches = lp.task.batches(pos.epoch)
+        for batch in batches.iter_from(pos.batch):
             # budgets and Ctrl-C are honoured between steps, never inside one
             if (stopped := _why_stop(lp, pos, stop)) is not None:
                 return stopped, state
@@ -503,7 +504,9 @@ def _loop(lp: _Loop, pos: Position, state, stop: StopRequest) -> tuple[str, obje
             if tc.eval_every and pos.step % tc.eval_every == 0:
                 _evaluate(lp, pos, pos.epoch + 1)
                 _checkpoint(lp, pos, state)
-            elif tc.save_every and pos.step % tc.save_every == 0:
+            elif tc.save_every and pos.step % tc.save_every == 0 and pos.batch < len(batches):
+                # (not at the epoch's last batch: _end_epoch saves after its evaluation, which a checkpoint saved
+                # before it would make a resumed run evaluate, and log, a second time)
                 _checkpoint(lp, pos, state)
         _end_epoch(lp, pos, state)
     return "finished", state
