@@ -309,8 +309,10 @@ class Forecaster(nn.Module):
             return {"quantiles": q, "median": median, "mean": median}
         paths = self._sample(z, time, static, loc, scale, H, samples, seeds)
         levels = self.levels.to(paths.dtype)
+        # (the median as torch.quantile takes it, as the 0.5 quantile is: Tensor.median takes the lower of the
+        # middle two of an even number of paths)
         return {"paths": paths, "quantiles": torch.quantile(paths, levels, dim=1).permute(1, 2, 0),
-                "median": paths.median(1).values, "mean": paths.mean(1)}
+                "median": torch.quantile(paths, 0.5, dim=1), "mean": paths.mean(1)}
 
     def _sample(self, z: Tensor, time: Tensor, static: Tensor, loc: Tensor, scale: Tensor, H: int, N: int,
                 seeds: Tensor | None) -> Tensor:
