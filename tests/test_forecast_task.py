@@ -155,6 +155,29 @@ def test_training_windows_never_see_the_held_out_steps(tmp_path):
     assert (window.actual == 1e6).all() and window.past.max() < 1e5
 
 
+def test_missing_values_and_gaps_are_masked_in_training_and_scoring(tmp_path, capsys):
+    """Empty cells and steps missing from the timestamps are NaN, never filled: training, eval and forecasts stay
+    finite, and a missing actual value is missing (null) in the forecasts, not a number."""
+    values = sines()
+    values["s0"][[3, 40, 41, DAYS - 20, DAYS - 5]] = math.nan  # in the training part, valid and test
+    f = write_long(tmp_path / "gaps.csv", values)
+    lines = [line.replace(",nan", ",") for line in f.read_text().splitlines() if not line.startswith("s2,2020-02-1")]
+    f.write_text("\n".join(lines) + "\n")  # s0: empty cells; s2: ten days without a row
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(f), "--out", str(out), "--max-steps", "10", *TINY]) == 0
+    assert all(math.isfinite(r["loss"]) for r in RunDir(out).read_metrics())
+    capsys.readouterr()
+    assert main(["eval", str(out), "--split", "test", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert all(math.isfinite(scores[k]) for k in ("smape", "mase", "owa", "crps"))
+    assert main(["forecast", str(out), "--split", "test", "--json", "--samples", "20"]) == 0
+    forecasts = {f["series"]: f for f in json.loads(capsys.readouterr().out)}
+    assert forecasts["s0"]["actual"][H - 5] is None and None not in forecasts["s1"]["actual"]
+    assert all(math.isfinite(x) for f in forecasts.values() for x in f["median"])
+    history = stackrnn.load(out).forecast("s2", split="test", samples=20)["history"]
+    assert np.isnan(history[40:50]).all() and not np.isnan(history[:40]).any()  # 2020-02-10 .. 19: the gap
+
+
 # -- forecasting from the command line ------------------------------------------------------------------------
 def test_forecast_writes_a_csv_and_fan_charts(quantile_run, tmp_path, capsys):
     plotting = _has_matplotlib()
