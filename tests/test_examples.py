@@ -14,7 +14,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 
 
 def test_there_are_examples():
-    assert {p.name for p in EXAMPLES} >= {"timemachine.toml", "shakespeare.toml", "ptb-small.toml"}
+    assert {p.name for p in EXAMPLES} >= {"timemachine.toml", "shakespeare.toml", "ptb-small.toml", "airline.toml"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
