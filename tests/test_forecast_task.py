@@ -89,7 +89,7 @@ def test_train_and_forecast_have_help(capsys):
 @pytest.mark.parametrize("head", ["quantile", "student_t"])
 def test_a_noisy_sine_with_a_trend_is_forecast_better_than_seasonal_naive(head, request):
     """Seasonal naive repeats the last week, so it falls behind the trend; the model (seeded, so the figures are
-    the same at every run) learns the trend: quantile 0.60, Student-t 1.13 against seasonal naive's 1.43 MASE."""
+    the same at every run) learns the trend: quantile 0.78, Student-t 1.00 against seasonal naive's 1.41 MASE."""
     run = stackrnn.load(request.getfixturevalue(f"{head}_run"))
     scores = run.evaluate("test", baselines=("naive2", "seasonal_naive"))
     assert scores["series"] == 3 and scores["horizon"] == H
