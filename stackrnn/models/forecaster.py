@@ -200,28 +200,34 @@ class Forecaster(nn.Module):
         L, H = self.past_length, future.shape[1]
         self._check_time(time, L + H)
         z, seen, loc, scale, static = self._prepare(past, series, future)
+        unit = self._unit(past[:, -L:], scale)
         if self.head == "quantile":
-            q = self._quantiles(z[:, :L], time, static, H)  # (B, H, Q)
-            losses, mask = pinball(z[:, L:], q, self.levels).mean(-1), seen[:, L:]
+            q = self._quantiles(z[:, :L], time, static, H, unit)  # (B, H, Q)
+            # in the head's units: with weighting "seasonal", MASE's (the errors count as MASE counts them)
+            losses, mask = pinball(z[:, L:], q, self.levels).mean(-1) / unit, seen[:, L:]
         else:
             first = L - self.context
             out, _ = self.rnn(self._inputs(z, time, static, first, L + H))
             target = (past[:, -L:] if H == 0 else torch.cat([past[:, -L:], future], 1))[:, first:]
-            losses, mask = -self._log_prob(self.out(out), target, loc, scale), seen[:, first:]
-        weight = self._weight(past[:, -L:], scale)
-        return (losses * mask * weight).sum() / mask.sum().clamp(min=1)
+            # a likelihood's outputs are not in those units, so a weight stands for them, bounded against outliers
+            losses = -self._log_prob(self.out(out), target, loc, scale) * (1 / unit).clamp(max=100.0)
+            mask = seen[:, first:]
+        return (losses * mask).sum() / mask.sum().clamp(min=1)
 
-    def _weight(self, past: Tensor, scale: Tensor) -> Tensor:
-        """(B, 1) each series' weight in the loss: 1, or with weighting "seasonal" its scale over the mean
-        absolute seasonal difference of its past, so that the loss, made on scaled values, counts errors in the
-        units MASE counts them in (a series whose seasons repeat closely weighs more)."""
+    def _unit(self, past: Tensor, scale: Tensor) -> Tensor:
+        """(B, 1) the unit of each series' corrections and loss, in scaled values: 1, or with weighting
+        "seasonal" the mean absolute seasonal difference of its past (MASE's denominator) over its scale. A
+        series whose seasons repeat closely has a small unit: the quantile head's corrections of its seasonal
+        naive forecast are as small, and its errors weigh in the loss as much as MASE makes them weigh (on M4
+        Hourly the ratio spans 0.6 to 1,800: in scaled units alone, training made those series' MASE 30 times
+        the seasonal naive forecast's)."""
         if self.weighting == "none":
             return torch.ones_like(scale)
         m = self.season if past.shape[1] > self.season else 1
         diff = (past[:, m:] - past[:, :-m]).abs()
         seen = ~torch.isnan(diff)
         d = torch.where(seen, diff, torch.zeros_like(diff)).sum(1, keepdim=True) / seen.sum(1, keepdim=True).clamp(min=1)
-        return torch.where(d > 0, scale / d, torch.ones_like(d)).clamp(max=100.0)
+        return torch.where(d > 0, d / scale, torch.ones_like(d))
 
     def _check_time(self, time: Tensor, steps: int) -> None:
         if time.dim() != 3 or time.shape[1] != steps or time.shape[2] != self.time_features:
@@ -254,9 +260,9 @@ class Forecaster(nn.Module):
             value = torch.where(seen, (target - loc) / scale, torch.zeros_like(target))
         return self._distribution(params, loc, scale).log_prob(value)
 
-    def _quantiles(self, z_past: Tensor, time: Tensor, static: Tensor, H: int) -> Tensor:
+    def _quantiles(self, z_past: Tensor, time: Tensor, static: Tensor, H: int, unit: Tensor) -> Tensor:
         """The quantile head: (B, H, Q) scaled quantiles, increasing along Q by construction (each above the one
-        below by a softplus), so intervals never cross."""
+        below by a softplus), so intervals never cross; the MLP's outputs are corrections in `unit`s (B, 1)."""
         L = self.past_length
         out, _ = self.rnn(self._inputs(z_past, time, static, L - self.context + 1, L + 1))
         h = out[:, -1]  # (B, top): the stack after reading the last past value
@@ -266,7 +272,7 @@ class Forecaster(nn.Module):
         parts = [h[:, None].expand(-1, H, -1), time[:, L:L + H],
                  torch.eye(self.horizon, device=h.device, dtype=h.dtype)[:H].expand(h.shape[0], -1, -1)]
         raw = self.out(torch.cat(parts + [torch.stack(seasonal, -1)] if seasonal else parts, -1))  # (B, H, Q)
-        return self._ordered(raw) + self._reference(z_past, steps)[..., None]
+        return self._ordered(raw) * unit[..., None] + self._reference(z_past, steps)[..., None]
 
     def _ordered(self, raw: Tensor) -> Tensor:
         """Quantiles (..., Q) increasing by construction from raw outputs (..., Q): the median is its own output,
@@ -304,7 +310,7 @@ class Forecaster(nn.Module):
         self._check_time(time, L + H)
         z, _, loc, scale, static = self._prepare(past, series)
         if self.head == "quantile":
-            q = self._quantiles(z, time, static, H) * scale[..., None] + loc[..., None]
+            q = self._quantiles(z, time, static, H, self._unit(past[:, -L:], scale)) * scale[..., None] + loc[..., None]
             median = q[..., self.median_index]
             return {"quantiles": q, "median": median, "mean": median}
         paths = self._sample(z, time, static, loc, scale, H, samples, seeds)
