@@ -252,7 +252,7 @@ def fit(config: str | Path | dict | RunConfig | None = None, data: str | Path | 
 
 #: what resuming a run may change: how much longer to train, and how it looks
 RESUMABLE = {"train.epochs", "train.max_minutes", "train.max_steps", "train.progress", "train.sample_prefix",
-             "train.sample_length", "train.device", "train.tensorboard"}
+             "train.sample_length", "train.device", "train.tensorboard", "train.threads"}
 
 
 def run_config(config: str | Path | dict | RunConfig | None, overrides: dict[str, dict], *, task: str | None = None,

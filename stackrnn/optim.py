@@ -49,6 +49,8 @@ class TrainConfig:
                              "window (metrics.jsonl split 'grad'); 0: never")
     seed: int = option(0, "seed of every random number generator")
     device: str = option("auto", "auto, cpu, cuda or mps")
+    threads: int = option(0, "CPU threads of the training process (torch.set_num_threads); 0 keeps torch's default "
+                          "(one per core). Small models on a busy machine often train fastest with 1")
     sample_prefix: str = option("", "after training, print text generated from this prefix ('' for none)")
     sample_length: int = option(200, "tokens to generate after training")
     progress: bool = option(True, "show a progress bar")
@@ -64,7 +66,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise InputError(f"train.{name}: expected an integer >= 1, got {getattr(self, name)}")
         for name in ("lr_decay_start", "patience", "eval_every", "save_every", "warmup_steps", "early_stop",
-                     "grad_every"):
+                     "grad_every", "threads"):
             if getattr(self, name) < 0:
                 raise InputError(f"train.{name}: expected an integer >= 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**63:

@@ -238,6 +238,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     before the run directory is created or touched.
     """
     begun = time.monotonic()  # --max-minutes counts from here: reading the data is part of the run
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     device = distributed.device_of(choose_device(cfg.train.device))
     world = distributed.setup(device)
     task, run, monitor = preflight(cfg, out, resume=resume, world_size=world.size, writer=world.main)
