@@ -358,6 +358,8 @@ def forecast(opts: ForecastOptions) -> int:
 
     if opts.out is not None and Path(opts.out).is_dir():
         raise InputError(f"--out {opts.out} is a folder: give the CSV file to write")
+    if opts.samples < 1:
+        raise InputError(f"--samples: expected an integer >= 1, got {opts.samples}")
     run = load(opts.run, weights=opts.weights, task="forecast")
     if opts.plot is not None:
         from .plot import check_matplotlib

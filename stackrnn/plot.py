@@ -222,7 +222,8 @@ def plot_forecast(forecast: dict, path: str | Path, title: str | None = None, hi
     if forecast.get("actual") is not None:
         ax.plot(x_future, forecast["actual"], color="tab:red", lw=1, label="actual")
     ax.axvline(-0.5, color="grey", lw=0.6, ls=":")
-    ax.set_xlabel("steps from the forecast origin")
+    stamps = forecast.get("timestamps")
+    ax.set_xlabel("steps from the forecast origin" + (f" (step 0: {stamps[0]})" if stamps else ""))
     ax.legend(fontsize=7, loc="upper left", ncol=5, frameon=False)
     if title:
         ax.set_title(title, fontsize=9)

@@ -198,6 +198,7 @@ class ForecastTask(Task):
         # the training part must hold one window (L + H); after it come valid, and test unless a file gives it
         needed = L + 2 * H + (H if test is None else 0)
         kept, dropped = data.drop_short(needed)
+        self.skipped = {i: needed for i in set(data.ids) - set(kept.ids)}
         if dropped:
             warnings.warn(f"{data.source}: skipped {plural(dropped, 'series')} of {len(data)} shorter than the {needed} "
                           f"values that a training window (context {self.shape.context} + largest lag "
@@ -234,6 +235,10 @@ class ForecastTask(Task):
         horizon = d.horizon or 2 * season
         context = d.context_length or max(horizon, 3 * season)
         lags = sorted(set(d.lags or [1, season] + ([_WEEK_HOURS] if freq == "H" else [])))
+        if context + max(lags) < season:  # the seasonal naive forecast (baseline, MASE's unit) reads a season back
+            raise InputError(f"data.context_length: the model reads context_length + the largest lag = "
+                             f"{context + max(lags)} past values, less than a season ({season}): give a longer "
+                             f"context_length or a lag of {season}")
         return Shape([], freq, season, horizon, context, lags, data.starts is not None, list(data.covariate_names))
 
     @property
@@ -437,7 +442,11 @@ class ForecastTask(Task):
         H = s.horizon if horizon is None else horizon
         if not 1 <= H <= s.horizon:
             raise InputError(f"--horizon {H}: the run was trained to forecast {s.horizon} steps; give 1 to {s.horizon}")
-        ids = list(self.data.ids) if not series else series
+        ids = list(self.data.ids) if not series else list(dict.fromkeys(series))  # (each once, in the order given)
+        for i in ids:
+            if i in self.skipped:
+                raise InputError(f"series {i!r} of {self.data.source} was skipped: it has fewer than the "
+                                 f"{self.skipped[i]} values the run's window and held-out steps need")
         rows = [self.data.index(i) for i in ids]  # an unknown id: a clear error naming the data
         cut = {None: 0, "test": s.horizon, "valid": 2 * s.horizon}[split]
         origins = [len(self.full[r]) - cut for r in rows]
