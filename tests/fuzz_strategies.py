@@ -278,6 +278,72 @@ def run_parallel(x: dict, folder: Path) -> None:
     split_indices(text, x["valid_fraction"], x["test_fraction"])
 
 
+# -- time series -------------------------------------------------------------------------------------------------
+SERIES_HEADERS = ("V1", "series", "timestamp", "value", "Month", "Passengers", "price", "", " value", "V1\x00")
+series_cell = st.one_of(st.integers(-10**6, 10**6).map(str), st.integers(0, 500).map(str),
+                        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                        st.sampled_from(("", "NA", "nan", "x", "1,5", "1e999", "H1", "H2", "2020-01-01", "2020-01",
+                                         "2020-01-01 01:00:00", "2020-13-01", "2019-12-31T23:00", "1949-02")),
+                        short_text)
+timestamp = st.one_of(st.dates(min_value=__import__("datetime").date(1900, 1, 1)).map(str),
+                      st.datetimes().map(lambda t: t.isoformat(sep=" ")),
+                      st.integers(1940, 2030).flatmap(lambda y: st.integers(0, 13).map(lambda m: f"{y}-{m:02d}")),
+                      short_text)
+
+
+@st.composite
+def series_input(draw) -> dict:
+    """A series file in one of the three layouts (or junk), half of them well formed but for their numbers (so
+    that the readers' good paths run too), a test file, a format and reader options."""
+    layout = draw(st.sampled_from(("wide", "long", "single", "junk")))
+    clean = draw(st.booleans())
+    cell = st.integers(0, 10**4).map(str) if clean else series_cell
+    cells = st.lists(cell, min_size=6 if clean else 0, max_size=10)
+    if layout == "wide":
+        ids = st.sampled_from(("H1", "H2", "H3")) if not clean else st.just(None)
+        rows = [["V1", "V2", "V3", "V4"]] + [[f"H{i + 1}" if i_ is None else i_, *draw(cells)]
+                                               for i, i_ in enumerate(draw(st.lists(ids, min_size=1, max_size=4)))]
+    elif layout == "long":
+        rows = [draw(st.sampled_from((["series", "timestamp", "value"], ["series", "timestamp", "value", "price"])
+                                     if clean else (["series", "timestamp", "value"], ["id", "time", "y"], ["series", "value"])))]
+        if clean:
+            rows += [[sid, f"2020-01-{day:02d}", draw(cell), draw(cell)] for sid in ("a", "b") for day in range(1, 9)]
+        else:
+            rows += draw(st.lists(st.tuples(st.sampled_from(("a", "b", "")), timestamp, series_cell, series_cell)
+                                  .map(list), max_size=10))
+    elif layout == "single":
+        start = draw(st.integers(1940, 2000))
+        n = draw(st.integers(6 if clean else 0, 30))
+        rows = [["Month", "Passengers"]] + [[f"{start + i // 12}-{i % 12 + 1:02d}", draw(cell)] for i in range(n)]
+        if not clean and draw(st.booleans()):
+            rows = [rows[0]] + draw(st.permutations(rows[1:]))
+    else:
+        rows = draw(st.lists(st.lists(series_cell, max_size=4), max_size=5))
+    content = "\n".join(",".join(r) for r in rows)
+    return {"content": content.encode("utf-8", "surrogatepass"),
+            "test": draw(st.one_of(st.none(), st.none(), st.lists(st.lists(series_cell, max_size=4), max_size=3)
+                                   .map(lambda rs: "\n".join(",".join(r) for r in [["V1", "V2"], *rs]).encode()))),
+            "format": draw(st.sampled_from(("auto", "auto", "auto", "wide", "long", "single", "csv"))),
+            "freq": draw(st.sampled_from((None, None, None, None, "H", "D", "M", "Y", "h", "X", ""))),
+            "hold": draw(st.sampled_from((1, 1, 2, 3, 0, -1, 12))), "min_length": draw(st.sampled_from((0, 1, 3, 5, 20, -1)))}
+
+
+def run_series(x: dict, folder: Path) -> None:
+    from stackrnn.data.calendar import calendar_features, date_range
+    from stackrnn.data.series import read_series, read_wide_test
+    from stackrnn.forecasting.baselines import forecast_all
+
+    data = read_series(write(folder, "series.csv", x["content"]), x["format"], freq=x["freq"])
+    if x["test"] is not None:
+        read_wide_test(data, write(folder, "test.csv", x["test"]))
+    kept, _ = data.drop_short(x["min_length"])
+    head, tails = kept.split_last(x["hold"])
+    for name in ("seasonal_naive", "naive2"):
+        forecast_all(name, head.values, len(tails[0]), 2)
+    if head.starts is not None and head.freq is not None:
+        calendar_features(date_range(head.starts[0], head.freq, 3)[-1], head.freq, 4)
+
+
 # -- vocabulary files ------------------------------------------------------------------------------------------
 vocab_dict = st.fixed_dictionaries({}, optional={
     "format": st.one_of(st.just("stackrnn.tokenizer"), json_value),
@@ -821,6 +887,7 @@ TARGETS = {t.name: t for t in (
     Target("corpus", corpus_input(), run_corpus, 2),
     Target("labelled", labelled_input(), run_labelled, 3),
     Target("parallel", parallel_input, run_parallel, 2),
+    Target("series", series_input(), run_series, 2),
     Target("vocab", vocab_input, run_vocab, 1),
     Target("vectors", vectors_input, run_vectors, 1),
     Target("config", config_input, run_config, 2),

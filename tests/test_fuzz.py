@@ -15,7 +15,7 @@ from stackrnn.errors import InputError
 from tests.fuzz_strategies import TARGETS, check_one, tiny_run
 
 #: cases per target: a few hundred in all, the slow targets (tiny runs copied per case) fewer
-EXAMPLES = {"corpus": 60, "labelled": 80, "parallel": 60, "vocab": 50, "vectors": 50, "config": 60, "run": 40, "metrics": 40,
+EXAMPLES = {"corpus": 60, "labelled": 80, "parallel": 60, "series": 80, "vocab": 50, "vectors": 50, "config": 60, "run": 40, "metrics": 40,
             "cli": 80}
 
 
