@@ -15,6 +15,7 @@ import torch
 
 import stackrnn
 from stackrnn.cli import main
+from stackrnn.data.calendar import CALENDAR_FEATURES
 from stackrnn.forecasting import metrics
 from stackrnn.forecasting.baselines import available_baselines
 from stackrnn.run import RunDir
@@ -373,3 +374,30 @@ def test_the_airline_series_is_read_monthly_with_its_last_24_months_held_out():
     window, history = task.split("test")
     assert window.actual[0].tolist() == [float(r[1]) for r in rows[-24:]] and len(history[0]) == 120
     assert rows[-24][0] == "1959-01"
+
+
+def test_covariates_known_in_the_future_are_fed_and_needed_for_the_horizon(tmp_path, capsys):
+    """A long file's covariate column is a time feature of every step; rows that carry only a covariate (the
+    future's) let the model forecast past the last value, and without them forecasting says what is missing."""
+    series = sines()
+    first = np.datetime64("2020-01-01")
+    rows = ["series,timestamp,value,promo"]
+    for sid, v in series.items():
+        rows += [f"{sid},{first + i},{x:.4f},{i % 5 == 0:d}" for i, x in enumerate(v)]
+        rows += [f"{sid},{first + len(v) + i},,{i % 2}" for i in range(H)]  # the horizon's covariates, no values
+    data = tmp_path / "promo.csv"
+    data.write_text("\n".join(rows) + "\n")
+    out, config = tmp_path / "run", tmp_path / "promo.toml"
+    config.write_text('task = "forecast"\n[data]\ncovariates = ["promo"]\n')
+    assert main(["train", "--config", str(config), "--data", str(data), "--out", str(out), "--epochs", "1", *TINY]) == 0
+    run = stackrnn.load(out)
+    assert run.task.shape.covariates == ["promo"]
+    assert run.model.time_features == len(CALENDAR_FEATURES["D"]) + 1  # the daily calendar, and the covariate
+    ahead = run.forecast("s0")
+    assert ahead["timestamps"][0] == str(first + DAYS) and np.isfinite(ahead["median"]).all()
+    assert len(run.task.full[0]) == DAYS  # the covariate-only rows are the future, not missing values
+    capsys.readouterr()
+    data.write_text("\n".join(r for r in rows if not r.split(",")[2] == "" or r.startswith("series")) + "\n")
+    stale = stackrnn.load(out)
+    with pytest.raises(stackrnn.errors.InputError, match="covariates"):
+        stale.forecast("s0")

@@ -217,8 +217,10 @@ class ForecastTask(Task):
             kept = kept.subset(self.shape.ids)
         self.rows = {series_id: i for i, series_id in enumerate(self.shape.ids)}
         self.data, self.test_values = kept, test
-        # each series with its test values (everything known), and its training part
-        self.full = kept.values if test is None else [np.concatenate([v, t]) for v, t in zip(kept.values, test)]
+        # each series with its test values (everything known), and its training part; steps after the last
+        # observed value (a long file's rows that carry only covariates known in the future) are the future's
+        known = [v[:_observed_end(v)] for v in kept.values]
+        self.full = known if test is None else [np.concatenate([v, t]) for v, t in zip(known, test)]
         self.train = [v[:len(v) - 2 * H] for v in self.full]
 
     def _loaded(self) -> None:
@@ -458,9 +460,17 @@ class ForecastTask(Task):
             stamps = None
             if s.timestamps:
                 start = self.data.starts[self.data.index(i)]
-                stamps = [str(t) for t in date_range(start, s.freq, o + H)[o:]]
+                # at the frequency's own precision: 2020-05-30 for daily data, 1961-01 for monthly
+                unit = {"H": "m", "D": "D", "W": "D", "M": "M", "Q": "M", "Y": "Y"}[s.freq]
+                stamps = [str(t) for t in np.datetime_as_string(date_range(start, s.freq, o + H)[o:], unit=unit)]
             results.append({"series": i, "history": self.full[r][:o], "timestamps": stamps,
                             "median": out["median"][k], "mean": out["mean"][k],
                             "quantiles": {lv: out["quantiles"][k][:, j] for j, lv in enumerate(self.cfg.model.quantiles)},
                             "actual": self.full[r][o:o + H] if split else None})
         return results
+
+
+def _observed_end(values: np.ndarray) -> int:
+    """The length of a series up to and with its last observed (non-NaN) value."""
+    seen = np.flatnonzero(~np.isnan(values))
+    return int(seen[-1]) + 1 if seen.size else 0
