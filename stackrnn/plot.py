@@ -189,15 +189,7 @@ def plot_attention(weights, source: list[str], target: list[str], path: str | Pa
     if title:
         ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, label="attention weight")
-    fig.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    except OSError as e:
-        raise InputError(f"cannot write {path} ({e.strerror}): choose another path") from None
-    finally:
-        plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_forecast(forecast: dict, path: str | Path, title: str | None = None, history: int = 0) -> Path:
@@ -227,6 +219,12 @@ def plot_forecast(forecast: dict, path: str | Path, title: str | None = None, hi
     ax.legend(fontsize=7, loc="upper left", ncol=5, frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out and write the figure as PNG at `path` (making its folder), then close it; a path that cannot be
+    written is an InputError."""
     fig.tight_layout()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
