@@ -10,8 +10,8 @@
             same loss and gradients before timing; both step through the same pre-drawn random windows (drawing
             them is timed apart, for information). Target: >= 0.95.
   sample    forecasting all 414 series with 100 sample paths (Forecaster.forecast, the Student-t head), against
-            a loop of 100 calls of one path each (the naive way: paths not batched). Information: the paths'
-            speed-up.
+            a loop of 100 calls of one path each (the naive way: paths not batched, series still batched), and,
+            extrapolated from 10 calls, one series and one path a call. Information: the paths' speed-up.
 
 The model's sizes are examples/m4-hourly.toml's when it exists, else a 2-layer LSTM of 64 units, context 168,
 lags 1, 24, 168, horizon 48, batch 64. The series are ../shared/data/m4's Hourly-{train,test}.csv, or
@@ -257,8 +257,15 @@ def bench_sample(task: ForecastTask, rounds: int, samples: int) -> dict:
             fn()
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
+    # the most naive: one series and one path a call, B * N calls, extrapolated from a few
+    single = []
+    for i in range(min(10, len(rows))):
+        t0 = time.perf_counter()
+        model.forecast(past[i:i + 1], time_[i:i + 1], rows[i:i + 1], samples=1, seeds=seeds[i:i + 1])
+        single.append(time.perf_counter() - t0)
     return {"case": f"forecast {len(rows)} series x {samples} paths", "batched_s": times["batched"],
-            "one_path_s": times["one path a call"], "speedup": med["one path a call"] / med["batched"]}
+            "one_path_s": times["one path a call"], "speedup": med["one path a call"] / med["batched"],
+            "one_series_one_path_s": statistics.median(single) * len(rows) * samples}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['case']:<30} batched {statistics.median(r['batched_s']):7.2f} s  one path a call "
                   f"{statistics.median(r['one_path_s']):7.2f} s  speed-up {r['speedup']:.1f}x  "
                   f"[medians of {len(r['batched_s'])} rounds]", flush=True)
+            print(f"{'':<30} one series and one path a call, {len(task.train) * args.samples:,} calls: "
+                  f"{r['one_series_one_path_s']:.0f} s (extrapolated from 10), "
+                  f"{r['one_series_one_path_s'] / statistics.median(r['batched_s']):.0f}x the batched time", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"load_avg": load, "results": results}, indent=2))
     return 0
