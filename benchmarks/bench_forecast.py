@@ -75,14 +75,14 @@ def synthetic_m4(folder: Path, series: int = 414, seed: int = 0) -> tuple[Path, 
     return paths[0], paths[1]
 
 
-def make_task(train_csv: Path, test_csv: Path, head: str, smoke: bool) -> ForecastTask:
-    """The forecast task of the example's config (or DEFAULT) on these files, its data read."""
-    config = str(EXAMPLE) if EXAMPLE.exists() and not smoke else DEFAULT
+def make_task(train_csv: Path, test_csv: Path, head: str, smoke: bool, config: Path | None = None) -> ForecastTask:
+    """The forecast task of `config` (default: the example's, else DEFAULT) on these files, its data read."""
+    config = str(config) if config else str(EXAMPLE) if EXAMPLE.exists() and not smoke else DEFAULT
     data = {"data": str(train_csv), "test_data": str(test_csv), "freq": "H"}
     model = {"head": head}
     if smoke:  # small enough for seconds, every part of the model still there
         data.update(batch_size=8, horizon=6, context_length=24, lags=[1, 24])
-        model.update(stack={"hidden_size": 8}, mlp_size=8)
+        model.update(stack={"hidden_size": 8}, mlp_size=8, weighting="seasonal", baseline="seasonal")  # the example's
     cfg = build_config(config, {"model": model, "data": data})
     task = cfg.make_task()
     task.prepare(None)
@@ -100,11 +100,11 @@ class HandDeepAR(nn.Module):
     def __init__(self, model: Forecaster) -> None:
         super().__init__()
         rnn = model.rnn
-        if model.scaling != "mean_abs" or model.weighting != "none":
-            raise SystemExit(f"the hand-written peer scales by the mean absolute value and weighs every window alike; "
-                             f"the config has scaling={model.scaling!r}, weighting={model.weighting!r}")
+        if model.scaling != "mean_abs":
+            raise SystemExit(f"the hand-written peer scales by the mean absolute value; the config has {model.scaling!r}")
         self.C, self.lags, self.head, self.season = model.context, model.lags, model.head, model.season
-        self.K, self.baseline = max(model.lags), model.baseline
+        self.K, self.baseline, self.weighting = max(model.lags), model.baseline, model.weighting
+        self.median = model.levels.tolist().index(0.5)
         self.embedding = nn.Embedding(*model.embedding.weight.shape) if model.embedding is not None else None
         spec = rnn.specs[0]
         self.lstm = nn.LSTM(rnn.input_size, spec.hidden_size, len(rnn.layers), batch_first=True, dropout=rnn.dropout)
@@ -130,11 +130,18 @@ class HandDeepAR(nn.Module):
         values = torch.cat([past, future], 1)  # (B, L + H)
         observed = ~torch.isnan(values)
         z = (values / scale).nan_to_num(0)
+        # with weighting "seasonal": MASE's unit, the mean absolute seasonal difference, in scaled values
+        unit = torch.ones_like(scale)
+        if self.weighting == "seasonal":
+            m = self.season if L > self.season else 1
+            d = (past[:, m:] - past[:, :-m]).abs()
+            d = d.nan_to_num(0).sum(1, keepdim=True) / (~torch.isnan(d)).sum(1, keepdim=True).clamp(min=1)
+            unit = torch.where(d > 0, d / scale, unit)
         static = torch.log1p(scale)
         if self.embedding is not None:
             static = torch.cat([self.embedding(series), static], 1)  # (B, E + 1)
         if self.head == "quantile":
-            return self._quantile_loss(z, observed, time, static, L, H)
+            return self._quantile_loss(z, observed, time, static, L, H, unit)
         T = C + H  # steps K .. L + H - 1: each reads the values `lag` steps before it
         lagged = torch.stack([z[:, K - lag:K - lag + T] for lag in self.lags], -1)  # (B, T, lags)
         x = torch.cat([lagged, time[:, K:], static[:, None].expand(-1, T, -1)], -1)
@@ -142,10 +149,10 @@ class HandDeepAR(nn.Module):
         p = self.out(out)  # (B, T, 3)
         F = nn.functional
         dist = torch.distributions.StudentT(2 + F.softplus(p[..., 2]), p[..., 0], F.softplus(p[..., 1]) + 1e-4)
-        nll, mask = -dist.log_prob(z[:, K:]), observed[:, K:]
+        nll, mask = -dist.log_prob(z[:, K:]) * (1 / unit).clamp(max=100.0), observed[:, K:]
         return (nll * mask).sum() / mask.sum().clamp(min=1)
 
-    def _quantile_loss(self, z, observed, time, static, L, H):
+    def _quantile_loss(self, z, observed, time, static, L, H, unit):
         # the LSTM reads the context up to the origin: steps K + 1 .. L, each given the value before it
         C, K = self.C, self.K
         lagged = torch.stack([z[:, K + 1 - lag:L + 1 - lag] for lag in self.lags], -1)  # (B, C, lags)
@@ -156,11 +163,13 @@ class HandDeepAR(nn.Module):
         seasonal = [z[:, L + steps - lag * (steps // lag + 1)] for lag in self.lags if lag > 1]  # known at the origin
         onehot = torch.eye(self.horizon)[:H].expand(h.shape[0], -1, -1)
         raw = self.out(torch.cat([h[:, None].expand(-1, H, -1), time[:, L:L + H], onehot, *[s[..., None] for s in seasonal]], -1))
-        q = torch.cat([raw[..., :1], nn.functional.softplus(raw[..., 1:])], -1).cumsum(-1)  # (B, H, Q) increasing
+        k, softplus = self.median, nn.functional.softplus  # increasing: each quantile a softplus beyond the next inner one
+        q = torch.cat([raw[..., k:k + 1] - softplus(raw[..., :k].flip(-1)).cumsum(-1).flip(-1), raw[..., k:k + 1],
+                       raw[..., k:k + 1] + softplus(raw[..., k + 1:]).cumsum(-1)], -1) * unit[..., None]  # (B, H, Q)
         if self.baseline == "seasonal":
             m = self.season
             q = q + z[:, L + steps - m * (steps // m + 1)][..., None]
-        losses, mask = pinball(z[:, L:], q, self.levels).mean(-1), observed[:, L:]
+        losses, mask = pinball(z[:, L:], q, self.levels).mean(-1) / unit, observed[:, L:]
         return (losses * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -275,13 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-rounds", type=int, default=3, help="interleaved rounds of the sampling case (default 3)")
     p.add_argument("--samples", type=int, default=100, help="sample paths per series (default 100)")
     p.add_argument("--heads", nargs="+", default=["student_t", "quantile"], help="heads of the training case")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--config", type=Path, help="the forecasting config whose sizes to measure (default: "
+                   "examples/m4-hourly.toml, else the built-in sizes above)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: the config's train.threads, else "
+                   "torch's choice)")
     p.add_argument("--only", choices=("train", "sample"), help="run one case")
     p.add_argument("--smoke", action="store_true", help="a few seconds on 8 small synthetic series: the code path only")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.smoke:
         args.rounds, args.steps, args.sample_rounds, args.samples = 1, 1, 1, 3
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -289,14 +299,18 @@ def main(argv: list[str] | None = None) -> int:
         real = (M4 / "Hourly-train.csv").exists() and not args.smoke
         files = (M4 / "Hourly-train.csv", M4 / "Hourly-test.csv") if real else \
             synthetic_m4(Path(tmp), series=8 if args.smoke else 414)
-        tasks = {head: make_task(*files, head, args.smoke) for head in args.heads}
+        tasks = {head: make_task(*files, head, args.smoke, args.config) for head in args.heads}
     first = next(iter(tasks.values()))
+    threads = args.threads or getattr(first.cfg.train, "threads", 0)  # as `stackrnn train` would run
+    if threads:
+        torch.set_num_threads(threads)
+    config = args.config or (EXAMPLE.relative_to(ROOT) if EXAMPLE.exists() and not args.smoke else None)
     s, stack = first.shape, first.cfg.model.stack
     print(f"torch {torch.__version__} | cpu ({os.cpu_count()} cores) | threads {torch.get_num_threads()} | load avg {load}")
     print(f"data {'M4 Hourly' if real else 'synthetic, M4 Hourly-shaped'} ({len(first.train)} series) | config "
-          f"{EXAMPLE.relative_to(ROOT) if EXAMPLE.exists() and not args.smoke else 'built-in (no examples/m4-hourly.toml)'} | "
+          f"{config or 'built-in (no examples/m4-hourly.toml)'} | "
           f"{stack.cell} {stack.hidden_size} x {stack.num_layers}, context {s.context}, lags {s.lags}, horizon "
-          f"{s.horizon}, batch {first.cfg.data.batch_size}")
+          f"{s.horizon}, batch {first.cfg.data.batch_size}, weighting {first.cfg.model.weighting}")
     if os.getloadavg()[0] > (os.cpu_count() or 1) - 1 and torch.get_num_threads() > 1:
         print("note: the CPU is busy (load avg above): torch's threads wait for each other at every kernel, which can "
               "make both candidates many times slower and their ratio noise; --threads 1 is steadier")

@@ -73,7 +73,8 @@ def run_stackrnn(config: Path, train: Path, test: Path, minutes: float, out: Pat
     cli = [sys.executable, "-c", "import sys; from stackrnn.cli import main; sys.exit(main())"]
     t0 = time.monotonic()
     subprocess.run([*cli, "train", "--config", str(config), "--data", str(train), "--test-data", str(test),
-                    "--max-minutes", str(minutes), "--out", str(out), "--no-progress"], check=True, env=env)
+                    "--max-minutes", str(minutes), "--out", str(out), "--no-progress",
+                    *(["--threads", str(threads)] if threads else [])], check=True, env=env)
     wall = (time.monotonic() - t0) / 60
     result = subprocess.run([*cli, "eval", str(out), "--split", "test", "--json"], check=True, env=env,
                             capture_output=True, text=True)
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--series", type=int, help="only the first N series of M4 Hourly (a smoke run); default all 414")
     p.add_argument("--data", type=Path, default=M4, help="the folder of Hourly-train.csv and Hourly-test.csv")
     p.add_argument("--lags", type=int, nargs="+", help="DeepAR's lags (default: GluonTS's own for hourly data)")
-    p.add_argument("--threads", type=int, help="torch threads of both models (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch threads of both models (default: the config's train.threads, "
+                   "else torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="DeepAR's seed (stackrnn's is its config's)")
     p.add_argument("--out", type=Path, help="keep stackrnn's run here (default: a temporary folder)")
     p.add_argument("--skip-stackrnn", action="store_true", help="only DeepAR and the baselines")
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if not EXAMPLE.exists():
             config.write_text(FALLBACK)
         cfg = build_config(str(config), {})
+        args.threads = args.threads or getattr(cfg.train, "threads", 0) or None
         series = read_series(train, "wide", freq="H")
         histories, actuals = list(series.values), read_wide_test(series, test)
         load = " ".join(f"{v:.2f}" for v in os.getloadavg())
