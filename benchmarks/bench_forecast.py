@@ -9,9 +9,11 @@
             the seasonal naive forecast, pinball loss). Both hold the same weights and are checked to give the
             same loss and gradients before timing; both step through the same pre-drawn random windows (drawing
             them is timed apart, for information). Target: >= 0.95.
-  sample    forecasting all 414 series with 100 sample paths (Forecaster.forecast, the Student-t head), against
-            a loop of 100 calls of one path each (the naive way: paths not batched, series still batched), and,
-            extrapolated from 10 calls, one series and one path a call. Information: the paths' speed-up.
+  sample    forecasting all 414 series with 100 sample paths (the Student-t head) as stackrnn eval and forecast
+            do it (ForecastTask.predict: Forecaster.forecast on 40 series x 100 paths a call), against a loop of
+            100 calls of one path each (the naive way: paths not batched, series still batched); for information
+            also all 41,400 paths in one Forecaster.forecast call, and, extrapolated from 10 calls, one series and
+            one path a call. Information: the paths' speed-up.
 
 The model's sizes are examples/m4-hourly.toml's when it exists, else a 2-layer LSTM of 64 units, context 168,
 lags 1, 24, 168, horizon 48, batch 64. The series are ../shared/data/m4's Hourly-{train,test}.csv, or
@@ -241,29 +243,37 @@ def bench_train(task: ForecastTask, rounds: int, steps: int) -> dict:
 
 # -- sampling ----------------------------------------------------------------------------------------------------
 def bench_sample(task: ForecastTask, rounds: int, samples: int) -> dict:
+    """Seconds to forecast every series' test window with `samples` paths: as stackrnn does it (ForecastTask.predict,
+    which `stackrnn eval` and `stackrnn forecast` call: Forecaster.forecast on about 4,096 rows of paths a call),
+    in one Forecaster.forecast call of all series, and in `samples` calls of one path each; interleaved."""
     torch.manual_seed(0)
     model = task.build_model().eval()
     window, _ = task.split("test")
     past, time_, rows = window.tensors("cpu")
     seeds = rows.clone()
 
-    def batched():
+    def as_stackrnn():
+        return torch.as_tensor(task.predict(model, window, samples=samples)["paths"])
+
+    def one_call():
         return model.forecast(past, time_, rows, samples=samples, seeds=seeds)["paths"]
 
-    def one_at_a_time():  # one path per call, each from its own seeds, gathered and summarised like the batched one
+    def one_path_a_call():  # each call from its own seeds, gathered and summarised like the batched ones
         paths = torch.cat([model.forecast(past, time_, rows, samples=1, seeds=seeds + 1_000_003 * (i + 1))["paths"]
                            for i in range(samples)], 1)  # (B, N, H)
-        torch.quantile(paths, model.levels, dim=1), paths.median(1), paths.mean(1)
+        torch.quantile(paths, model.levels, dim=1), paths.mean(1)
         return paths
 
-    a, b = batched(), one_at_a_time()
-    assert a.shape == b.shape == (len(rows), samples, task.shape.horizon) and torch.isfinite(a).all()
-    times = {"batched": [], "one path a call": []}
+    candidates = {"stackrnn": as_stackrnn, "one call": one_call, "one path a call": one_path_a_call}
+    for fn in candidates.values():
+        paths = fn()
+        assert paths.shape == (len(rows), samples, task.shape.horizon) and torch.isfinite(paths).all()
+    times = {name: [] for name in candidates}
     for r in range(rounds):
-        order = (("batched", batched), ("one path a call", one_at_a_time))
-        for name, fn in (order if r % 2 == 0 else order[::-1]):
+        names = list(candidates)[r % 3:] + list(candidates)[:r % 3]  # each goes first in turn
+        for name in names:
             t0 = time.perf_counter()
-            fn()
+            candidates[name]()
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     # the most naive: one series and one path a call, B * N calls, extrapolated from a few
@@ -272,8 +282,8 @@ def bench_sample(task: ForecastTask, rounds: int, samples: int) -> dict:
         t0 = time.perf_counter()
         model.forecast(past[i:i + 1], time_[i:i + 1], rows[i:i + 1], samples=1, seeds=seeds[i:i + 1])
         single.append(time.perf_counter() - t0)
-    return {"case": f"forecast {len(rows)} series x {samples} paths", "batched_s": times["batched"],
-            "one_path_s": times["one path a call"], "speedup": med["one path a call"] / med["batched"],
+    return {"case": f"forecast {len(rows)} series x {samples} paths", "seconds": times,
+            "speedup": med["one path a call"] / med["stackrnn"],
             "one_series_one_path_s": statistics.median(single) * len(rows) * samples}
 
 
@@ -332,12 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             r = bench_sample(task, args.sample_rounds, args.samples)
             results.append(r)
-            print(f"{r['case']:<30} batched {statistics.median(r['batched_s']):7.2f} s  one path a call "
-                  f"{statistics.median(r['one_path_s']):7.2f} s  speed-up {r['speedup']:.1f}x  "
-                  f"[medians of {len(r['batched_s'])} rounds]", flush=True)
-            print(f"{'':<30} one series and one path a call, {len(task.train) * args.samples:,} calls: "
-                  f"{r['one_series_one_path_s']:.0f} s (extrapolated from 10), "
-                  f"{r['one_series_one_path_s'] / statistics.median(r['batched_s']):.0f}x the batched time", flush=True)
+            med = {k: statistics.median(v) for k, v in r["seconds"].items()}
+            print(f"{r['case']:<30} stackrnn (eval's batches) {med['stackrnn']:6.2f} s  one path a call "
+                  f"{med['one path a call']:6.2f} s  speed-up {r['speedup']:.1f}x  [medians of {args.sample_rounds} "
+                  f"rounds]", flush=True)
+            print(f"{'':<30} all paths in one Forecaster.forecast call: {med['one call']:.2f} s; one series and one "
+                  f"path a call, {len(task.train) * args.samples:,} calls: {r['one_series_one_path_s']:.0f} s "
+                  f"(extrapolated from 10), {r['one_series_one_path_s'] / med['stackrnn']:.0f}x stackrnn's", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"load_avg": load, "results": results}, indent=2))
     return 0
