@@ -69,7 +69,9 @@ def subset(src: Path, dst: Path, n: int | None) -> Path:
 
 def run_stackrnn(config: Path, train: Path, test: Path, minutes: float, out: Path, threads: int | None) -> dict:
     """Train with the stackrnn CLI for `minutes`, then score the test split: the eval JSON and the wall minutes."""
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    # this checkout's stackrnn, whichever the environment installed
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+               **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     cli = [sys.executable, "-c", "import sys; from stackrnn.cli import main; sys.exit(main())"]
     t0 = time.monotonic()
     subprocess.run([*cli, "train", "--config", str(config), "--data", str(train), "--test-data", str(test),
