@@ -355,6 +355,7 @@ class Forecaster(Exported):
         """The graphs' inputs: past (B, L) float32 (the last L values of each), time (B, L + H, F) float32 (H the
         trained horizon: a shorter one is cut from the outputs), series (B,) int64."""
         L, H, pre = self.past_length, self.horizon, self.preprocess
+        rows = np.array(self._rows(list(series)), dtype=np.int64)
         pasts, times = [], []
         for b, (values, name) in enumerate(zip(past, series)):
             values = np.asarray(values, dtype=np.float64)
@@ -374,7 +375,6 @@ class Forecaster(Exported):
                 feats = np.concatenate([feats, cov[first:first + L + H]], 1)
             pasts.append(values[-L:])
             times.append(feats)
-        rows = np.array(self._rows(list(series)), dtype=np.int64)
         return np.stack(pasts).astype(np.float32), np.stack(times).astype(np.float32), rows
 
     def _arguments(self, past, series, horizon):
@@ -403,6 +403,8 @@ class Forecaster(Exported):
         the forecast steps, else None), and a distribution head's "paths" (N, H)} per series (one dict for one
         id)."""
         single = isinstance(series, str)
+        if single:
+            start, covariates = (None if start is None else [start]), (None if covariates is None else [covariates])
         past, names, H = self._arguments(past, series, horizon)
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise InputError(f"samples: expected an integer >= 1, got {samples!r}")
@@ -434,6 +436,8 @@ class Forecaster(Exported):
               covariates: Sequence | None = None) -> np.ndarray:
         """(B, H) the deterministic forecast, as Forecaster.forward gives it: the quantile head's median, or a
         distribution head's path that feeds back the mean of each step's distribution."""
+        if isinstance(series, str):
+            start, covariates = (None if start is None else [start]), (None if covariates is None else [covariates])
         past, names, H = self._arguments(past, series, horizon)
         x, time, rows = self.inputs(past, names, H, start, covariates)
         if self.head == "quantile":
