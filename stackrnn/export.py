@@ -1,7 +1,9 @@
 """`stackrnn export`: a trained run as ONNX or torch.export files, checked against PyTorch before anything is kept.
 
     DIR/
-      model.onnx | model.pt2          the graph (a translator's two: encoder.* and decoder.*, stepped per token)
+      model.onnx | model.pt2          the graph (a translator's two: encoder.* and decoder.*, stepped per token; a
+                                      forecaster's distribution head's two: encoder.* and step.*, stepped per
+                                      horizon step, the sampling outside them)
       export.json                     what the graph needs beside it, as JSON: its inputs and outputs (names,
                                       shapes with their dynamic axes, dtypes), the vocabularies, label names,
                                       special ids, the run's config, and the parity check's figures
@@ -11,8 +13,11 @@ model's state is an input and an output. The parity check runs the written files
 torch.export.load for torch-export) and the PyTorch model (its own forward: the fused kernel where it can) on
 sample inputs of several batch sizes and lengths, shorter and longer than the export example, with padding, a
 random initial state, and, for a language model and a translator's decoder, several steps with the state carried
-from one to the next. The largest difference is printed; above the tolerance the export fails and DIR is not
-written (the files are made in a temporary folder beside it and renamed into place only after the check).
+from one to the next; for a forecaster, batches of 1 to 5 series, compared in units of each series' scale, and
+a distribution head's steps fed their own means against Forecaster.forward. The largest difference is printed;
+above the tolerance the export fails and DIR is not written (the files are made in a temporary folder beside it
+and renamed into place only after the check). A forecaster's past length (context + largest lag) and horizon are
+the model's own, fixed in its graphs; batch is dynamic, and the context is read by a scan all the same.
 
 Dimension key: T time, B batch, S source steps.
 """

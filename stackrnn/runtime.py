@@ -425,8 +425,9 @@ class Forecaster(Exported):
 
                 first = (start[b] if start is not None else self.preprocess["starts"][name])
                 stamp = np.datetime64(first, "s") if not isinstance(first, str) else _timestamp(first)
-                n = len(past[b])
-                stamps = [str(t) for t in date_range(stamp, self.freq, n + H)[n:]]
+                n = len(past[b])  # (at the frequency's own precision, as ForecasterRun.forecast gives them)
+                stamps = [str(t) for t in np.datetime_as_string(date_range(stamp, self.freq, n + H)[n:],
+                                                                 unit=_STAMP_UNITS[self.freq])]
             results.append({"series": name, "median": out["median"][b], "mean": out["mean"][b], "timestamps": stamps,
                             "quantiles": {lv: out["quantiles"][b, :, j] for j, lv in enumerate(self.quantiles)},
                             **({"paths": out["paths"][b]} if "paths" in out else {})})
@@ -490,6 +491,10 @@ class Forecaster(Exported):
                     else rng.standard_normal(N)
                 out.append(params["mu"][rows] + params["sigma"][rows] * z)
         return np.concatenate(out).astype(np.float32)
+
+
+#: the precision of a forecast's timestamps by frequency: 2020-05-30 for daily data, 1961-01 for monthly
+_STAMP_UNITS = {"H": "m", "D": "D", "W": "D", "M": "M", "Q": "M", "Y": "Y"}
 
 
 def _timestamp(text: str) -> np.datetime64:

@@ -323,6 +323,8 @@ def test_forecast_equals_the_library(forecaster, forecast_run):
     one = test["results"][0]
     assert len(one["median"]) == len(one["actual"]) == 5
     assert one["median"] == pytest.approx(forecast_run.forecast("s1", split="test", horizon=5)["median"].tolist(), abs=1e-5)
+    twice = client.post("/v1/runs/sales/forecast", json={"series": ["s2", "s2", "s0"], "samples": 10}).json()
+    assert [r["series"] for r in twice["results"]] == ["s2", "s0"]  # each once, as the library forecasts them
     described = client.get("/v1/runs").json()
     assert described["runs"][0] == {"name": "sales", "task": "forecast", "routes": ["forecast"], "series": ["s0", "s1", "s2"],
                                     "horizon": 14, "freq": "D", "head": "student_t",

@@ -193,7 +193,7 @@ def make_app(runs: dict, limits: Limits | None = None, *, batching: bool = True,
     async def forecast(name: str, body: ForecastRequest, request: Request):
         s = run_for(name, "forecast")
         known, trained = s.run.series, s.run.task.shape.horizon
-        series = list(known) if body.series is None else body.series
+        series = list(known) if body.series is None else list(dict.fromkeys(body.series))  # (each once, in order)
         if not series:
             raise ServeError(422, "series: is empty: give at least one series id, or leave series out for all")
         if len(series) > limits.max_series:

@@ -330,19 +330,16 @@ class Worker:
             jobs.append(job)
             pending.remove(job)
             count += n
-        everything = [i for job in jobs for i in job.request["series"]]
+        everything = list(dict.fromkeys(i for job in jobs for i in job.request["series"]))  # (a series asked twice: once)
         try:
-            results = self.run.forecast(everything, **key)
+            results = {r["series"]: r for r in self.run.forecast(everything, **key)}
         except InputError as e:
             for job in jobs:
                 job.answer(error=ServeError(422, str(e)))
             return
         self.metrics.batch(self.name, "forecast", len(everything))
-        start = 0
         for job in jobs:
-            mine = results[start:start + len(job.request["series"])]
-            start += len(job.request["series"])
-            job.answer({"results": [_forecast_json(r, job.request["history"]) for r in mine]})
+            job.answer({"results": [_forecast_json(results[i], job.request["history"]) for i in job.request["series"]]})
 
     def _batch(self, pending: deque) -> None:
         """Predict or translate: the first pending job and those after it that can share its forward pass, up to

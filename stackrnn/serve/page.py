@@ -288,7 +288,7 @@ function drawForecast(where, f, run) {  // history, then the 95% and 80% bands, 
   add("path", {id: "fc-history", d: line(hist, 0), fill: "none", stroke: "#333", "stroke-width": 1.5});
   if (f.actual) add("path", {id: "fc-actual", d: line(f.actual, n), fill: "none", stroke: "#333", "stroke-width": 1.5, "stroke-dasharray": "3 2"});
   add("path", {id: "fc-median", d: line(f.median, n), fill: "none", stroke: "#0b5394", "stroke-width": 2});
-  const stamp = (t) => t.replace("T00:00:00", "").replace("T", " ");  // (days without their midnight)
+  const stamp = (t) => t.replace("T", " ");
   const first = f.timestamps ? stamp(f.timestamps[0]) : `step ${n + 1}`;
   const last = f.timestamps ? stamp(f.timestamps[steps - 1]) : `step ${n + steps}`;
   add("text", {x: x(n), y: H - 8, class: "axis"}, first);
