@@ -151,7 +151,7 @@ def _torch_forecaster(export_runs, head):
     return run, window.tensors("cpu")
 
 
-def _scales(head) -> "np.ndarray":
+def _scales(head):
     """(B, 1) each series' scale as the model takes it: the mean absolute value of its last 21 (the context)."""
     import numpy as np
 
