@@ -425,7 +425,9 @@ class ExportOptions(RunOptions):
     Write the model's graph (time a dynamic loop, lengths and the recurrent state as inputs) and export.json (the
     vocabulary, labels and config it needs) into a new folder, after running the written graph and the PyTorch
     model on sample inputs of several lengths and batch sizes: the largest difference is printed, and above the
-    tolerance nothing is written. stackrnn.runtime runs an ONNX folder with onnxruntime and numpy alone.
+    tolerance nothing is written. A forecaster's quantile head is one graph; a distribution head's are its
+    context read (encoder) and one step (step), the paths sampled outside them. stackrnn.runtime runs an ONNX
+    folder with onnxruntime and numpy alone.
     """
 
     format: str = option(None, "onnx (onnxruntime) or torch-export (torch.export's .pt2)", required=True,
@@ -583,9 +585,9 @@ def plot(opts: PlotOptions) -> int:
 class ServeOptions(Limits):
     """Serve trained runs over HTTP: a JSON API with streaming, and a page at /.
 
-    Serve language-model, classifier and translation runs: POST /v1/runs/NAME/generate (server-sent events with
-    "stream": true), /predict, /translate, GET /health, /metrics and the OpenAPI docs at /docs; the page at /
-    lets people generate, classify and translate. A run is named by its directory's name. Requests that arrive
+    Serve language-model, classifier, translation and forecasting runs: POST /v1/runs/NAME/generate (server-sent
+    events with "stream": true), /predict, /translate, /forecast, GET /health, /metrics and the OpenAPI docs at
+    /docs; the page at / lets people generate, classify, translate and draw forecasts. A run is named by its directory's name. Requests that arrive
     together run as one forward pass. Needs the serve extra (pip install 'stackrnn[serve]').
     """
 

@@ -1,7 +1,9 @@
 """`stackrnn export`: a trained run as ONNX or torch.export files, checked against PyTorch before anything is kept.
 
     DIR/
-      model.onnx | model.pt2          the graph (a translator's two: encoder.* and decoder.*, stepped per token)
+      model.onnx | model.pt2          the graph (a translator's two: encoder.* and decoder.*, stepped per token; a
+                                      forecaster's distribution head's two: encoder.* and step.*, stepped per
+                                      horizon step, the sampling outside them)
       export.json                     what the graph needs beside it, as JSON: its inputs and outputs (names,
                                       shapes with their dynamic axes, dtypes), the vocabularies, label names,
                                       special ids, the run's config, and the parity check's figures
@@ -11,8 +13,11 @@ model's state is an input and an output. The parity check runs the written files
 torch.export.load for torch-export) and the PyTorch model (its own forward: the fused kernel where it can) on
 sample inputs of several batch sizes and lengths, shorter and longer than the export example, with padding, a
 random initial state, and, for a language model and a translator's decoder, several steps with the state carried
-from one to the next. The largest difference is printed; above the tolerance the export fails and DIR is not
-written (the files are made in a temporary folder beside it and renamed into place only after the check).
+from one to the next; for a forecaster, batches of 1 to 5 series, compared in units of each series' scale, and
+a distribution head's steps fed their own means against Forecaster.forward. The largest difference is printed;
+above the tolerance the export fails and DIR is not written (the files are made in a temporary folder beside it
+and renamed into place only after the check). A forecaster's past length (context + largest lag) and horizon are
+the model's own, fixed in its graphs; batch is dynamic, and the context is read by a scan all the same.
 
 Dimension key: T time, B batch, S source steps.
 """
@@ -38,7 +43,7 @@ from . import __version__
 from .api import Run, load
 from .config import to_dict
 from .errors import InputError
-from .graphs import GRAPHS, Graph, flatten, state_spec, unflatten, valid_steps
+from .graphs import DISTRIBUTION_PARAMETERS, Graph, flatten, graphs_of, state_spec, unflatten, valid_steps
 from .torch_private import scan
 
 FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
@@ -87,7 +92,7 @@ def export(run: str | Path | Run, format: str, out: str | Path, *, weights: str 
         raise InputError(f"--out {out} is {what}: give a new folder (an export never overwrites)")
     _check_exporter(format)
     loaded = run if isinstance(run, Run) else load(run, weights=weights)
-    graphs = {name: make(loaded.model) for name, make in GRAPHS[loaded.config.task].items()}
+    graphs = graphs_of(loaded.config.task, loaded.model)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -123,7 +128,10 @@ def _check_exporter(format: str) -> None:
 
 # -- writing ------------------------------------------------------------------------------------------------------
 def example(graph: Graph) -> tuple[Tensor, ...]:
-    """Inputs of the example sizes (T = S = EXAMPLE_STEPS, B = EXAMPLE_BATCH) for tracing the graph."""
+    """Inputs of the example sizes (T = S = EXAMPLE_STEPS, B = EXAMPLE_BATCH) for tracing the graph (or the
+    graph's own `example()`, where it has one)."""
+    if hasattr(graph, "example"):
+        return graph.example()
     sizes = {"T": EXAMPLE_STEPS, "S": EXAMPLE_STEPS, "B": EXAMPLE_BATCH}
     tensors = []
     for spec in graph.inputs:
@@ -206,7 +214,31 @@ def _translator_preprocess(run) -> dict:
             "pad": task.target_tokenizer.stoi["<pad>"], "source_pad": task.source_tokenizer.stoi["<pad>"]}
 
 
-PREPROCESS = {"lm": _lm_preprocess, "classify": _classifier_preprocess, "translate": _translator_preprocess}
+def _forecaster_preprocess(run) -> dict:
+    """What stackrnn.runtime needs to build a forecaster's inputs from a series' values: the series (their ids are
+    the embedding's rows, their starts the calendar's origin), the frequency, season, horizon, context and lags,
+    the kind of time features (calendar: CALENDAR_FEATURES[freq] of each step's timestamp; phase: the position in
+    each period of `periods`, counted from the series' first value), the head and its quantile levels, and the
+    per-series scaling (done inside the graphs)."""
+    shape, model, m = run.task.shape, run.config.model, run.model
+    starts = None
+    if shape.timestamps:
+        run.task._loaded()  # (the series' first timestamps: the calendar features count from them)
+        data = run.task.data
+        starts = {i: str(data.starts[data.index(i)]) for i in shape.ids}
+    from .tasks.forecast import _periods
+
+    return {"series": list(shape.ids), "freq": shape.freq, "season": shape.season, "horizon": shape.horizon,
+            "context": shape.context, "lags": list(shape.lags), "past_length": m.past_length,
+            "time_features": "calendar" if shape.timestamps else "phase", "time_feature_count": m.time_features,
+            "periods": [] if shape.timestamps else _periods(shape.freq, shape.season), "starts": starts,
+            "covariates": list(shape.covariates), "head": m.head, "quantiles": list(model.quantiles),
+            "median_index": m.median_index, "scaling": m.scaling, "weighting": m.weighting, "baseline": m.baseline,
+            "parameters": list(DISTRIBUTION_PARAMETERS.get(m.head, ())), "seed": run.config.train.seed}
+
+
+PREPROCESS = {"lm": _lm_preprocess, "classify": _classifier_preprocess, "translate": _translator_preprocess,
+              "forecast": _forecaster_preprocess}
 
 
 # -- the parity check -----------------------------------------------------------------------------------------------
@@ -336,4 +368,75 @@ def _carry(decoder: Graph, inputs: list[Tensor], outputs: list[Tensor]) -> list[
     return [produced.get(name, t) for name, t in zip(names, inputs)]
 
 
-CHECKS = {"lm": check_lm, "classify": check_classifier, "translate": check_translator}
+#: batch sizes of a forecaster's sample inputs: one series alone, fewer and more than the example's (3)
+FORECAST_BATCHES = (1, 2, 3, 5)
+
+
+def forecast_sample(model, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Sample inputs of a forecaster: past (B, L) seasonal values at levels from 1 to 1,000 (counts for the
+    negative binomial head), a few missing (NaN); time (B, L + H, F) features in [-0.5, 0.5]; series (B,) ids."""
+    L, H, g = model.past_length, model.horizon, generator
+    level = 10 ** (3 * torch.rand(batch, 1, generator=g))
+    phase = 2 * torch.pi * torch.rand(batch, 1, generator=g)
+    wave = 1 + 0.3 * torch.sin(2 * torch.pi * torch.arange(L) / max(model.season, 2) + phase)
+    if model.head == "negative_binomial":
+        past = torch.poisson(level * wave, generator=g)
+    else:
+        past = level * (wave + 0.1 * torch.randn(batch, L, generator=g))
+    past[torch.rand(batch, L, generator=g) < 0.05] = float("nan")
+    time = torch.rand(batch, L + H, model.time_features, generator=g) - 0.5
+    rows = model.embedding.num_embeddings if model.embedding is not None else 1
+    return past, time, torch.randint(0, rows, (batch,), generator=g)
+
+
+def _scaled(got: Tensor, want: Tensor, scale: Tensor) -> float:
+    """The largest difference of (B, ...) values in units of each series' scale (B, 1): series of any level are
+    compared alike (a float32 value of 10^5 carries errors of 10^-2 in its own units)."""
+    unit = scale.reshape(-1, *[1] * (want.dim() - 1))
+    return difference([got / unit], [want / unit])
+
+
+@torch.no_grad()
+def check_forecaster(run, runner: Runner) -> list[dict]:
+    """The quantile head's quantiles; a distribution head's context read (its outputs), and its H steps fed with
+    their own means, each step's parameters and state, and the path they make against Forecaster.forward's
+    deterministic path. Values on the series' scale are compared in units of each series' scale."""
+    model, g, checks = run.model.cpu().eval(), torch.Generator().manual_seed(0), []
+    L, H, C = model.past_length, model.horizon, model.context
+    for batch in FORECAST_BATCHES:
+        past, time, series = forecast_sample(model, batch, g)
+        z, _, loc, scale, static = model._prepare(past, series)
+        if model.head == "quantile":
+            want = model.forecast(past, time, series)["quantiles"]
+            checks.append({"check": f"quantiles B={batch} (in units of each series' scale)",
+                           "difference": _scaled(runner("model", past, time, series)[0], want, scale)})
+            continue
+        _, state = model.rnn(model._inputs(z, time, static, L - C, L))
+        got = runner("encoder", past, time[:, :L], series)
+        checks.append({"check": f"encoder B={batch} (loc and scale in units of each series' scale)", "difference":
+                       max(difference(got[:1] + got[3:], [z, static, *flatten(state)]),
+                           _scaled(got[1], loc, scale), _scaled(got[2], scale, scale))})
+        values, static_g, scale_g, carried = got[0], got[3], got[2], got[4:]
+        buffer, mine = torch.cat([z, z.new_zeros(batch, H)], 1), torch.cat([values, values.new_zeros(batch, H)], 1)
+        lags = torch.tensor(model.lags)
+        worst, names = 0.0, DISTRIBUTION_PARAMETERS[model.head]
+        for h in range(H):  # PyTorch as Forecaster.forward steps; the step graph from its own encoding and means
+            out, state = model.rnn(model._inputs(buffer, time, static, L + h, L + h + 1), state)
+            dist = model._distribution(model.out(out[:, 0])[:, None], loc, scale)
+            mean = dist.mean[:, 0] / scale[:, 0] if model.head == "negative_binomial" else dist.mean[:, 0]
+            buffer[:, L + h] = mean
+            extra = [scale_g] if model.head == "negative_binomial" else []
+            step = runner("step", mine[:, L + h - lags], time[:, L + h], static_g, *extra, *carried)
+            params = [getattr(dist, {"mu": "loc", "sigma": "scale"}.get(n, n))[:, 0] for n in names]
+            if model.head == "negative_binomial":  # a count's total_count may be large: relative to it
+                params[0], step[0] = torch.ones_like(params[0]), step[0] / params[0]
+            worst = max(worst, difference(step, [*params, mean, *flatten(state)]))
+            mine[:, L + h] = step[len(names)]
+            carried = step[len(names) + 1:]
+        checks.append({"check": f"{H} steps B={batch} fed their own means (parameters and state)", "difference": worst})
+        checks.append({"check": f"mean path B={batch} against Forecaster.forward (in units of each series' scale)",
+                       "difference": _scaled(mine[:, L:] * scale_g + loc, model(past, time, series), scale)})
+    return checks
+
+
+CHECKS = {"lm": check_lm, "classify": check_classifier, "translate": check_translator, "forecast": check_forecaster}

@@ -29,6 +29,7 @@ from .torch_private import scan
 from .layers import LayerState
 from .models.attention import Attention
 from .models.classifier import SequenceClassifier
+from .models.forecaster import Forecaster
 from .models.lm import LanguageModel
 from .models.seq2seq import Memory, Seq2Seq
 from .regularizers import zoneout
@@ -267,6 +268,146 @@ def has_keys(model: Seq2Seq) -> bool:
     return isinstance(model.attention, Attention) and model.attention.kind != "dot"
 
 
+# -- forecasting ---------------------------------------------------------------------------------------------------
+class ScanStack(nn.Module):
+    """A batch-first StackedRNN's eval-mode forward through `run_stack`'s scans, every step valid: a Forecaster's
+    graphs put it in place of the model's `rnn`, so that the Forecaster's own methods (scaling, inputs, the
+    quantile head) run unchanged with time as a scan. x (B, T, D), state (default zeros) -> (B, T, P), state."""
+
+    def __init__(self, stack: StackedRNN) -> None:
+        super().__init__()
+        self.stack = stack
+
+    def forward(self, x: Tensor, state: list[LayerState] | None = None) -> tuple[Tensor, list[LayerState]]:
+        x = x.transpose(0, 1)  # (T, B, D)
+        if state is None:
+            state = self.stack.zero_state(x.shape[1], dtype=x.dtype, device=x.device)
+        valid = torch.ones_like(x[..., :1], dtype=torch.bool)  # (T, B, 1)
+        out, final = run_stack(self.stack, x, state, valid)
+        return out.transpose(0, 1), final
+
+
+class _ForecasterGraph(Graph):
+    """A Forecaster's graph: the model's copy reads time through scans (ScanStack). Dimension key as
+    models/forecaster.py's: L past steps (context + largest lag), H horizon, F time features, K lags, Q
+    quantiles, S static features (the series' embedding and its log scale)."""
+
+    def __init__(self, model: Forecaster) -> None:
+        super().__init__(model)
+        self.model.rnn = ScanStack(self.model.rnn)
+        m = self.model
+        self.L, self.H, self.F = m.past_length, m.horizon, m.time_features
+        self.S = (m.embedding.embedding_dim if m.embedding is not None else 0) + 1
+
+    def example(self) -> tuple[Tensor, ...]:
+        """Inputs of batch EXAMPLE (3) for tracing: positive values (a count head's too), series 0."""
+        sizes = {"B": 3}
+        out = []
+        for spec in self.inputs:
+            shape = [sizes.get(d, d) for d in spec["shape"]]
+            out.append(torch.zeros(shape, dtype=torch.long) if spec["dtype"] == "int64" else torch.ones(shape))
+        return tuple(out)
+
+
+class QuantileForecastGraph(_ForecasterGraph):
+    """The quantile head (MQ-RNN): every quantile of every horizon step at once, as Forecaster.forecast gives them.
+    Inputs: past (B, L) the last L values (NaN where missing), time (B, L + H, F) their time features and the
+    horizon's, series (B,) int64 ids. Outputs: quantiles (B, H, Q) on the series' own scale (a shorter horizon
+    is their first steps: each step's quantiles depend on nothing after it)."""
+
+    def __init__(self, model: Forecaster) -> None:
+        super().__init__(model)
+        self.inputs = [tensor("past", ["B", self.L]), tensor("time", ["B", self.L + self.H, self.F]),
+                       tensor("series", ["B"], "int64")]
+        self.outputs = [tensor("quantiles", ["B", self.H, len(model.levels)])]
+
+    def forward(self, past: Tensor, time: Tensor, series: Tensor) -> tuple[Tensor]:
+        m = self.model
+        z, _, loc, scale, static = m._prepare(past, series)
+        unit = m._unit(past[:, -self.L:], scale)
+        return (m._quantiles(z, time, static, self.H, unit) * scale[..., None] + loc[..., None],)  # (a tuple, as
+        # every graph's outputs are)
+
+
+class ForecastEncoderGraph(_ForecasterGraph):
+    """A distribution head's context read, as Forecaster._sample begins. Inputs: past (B, L), time (B, L, F) the
+    past steps' features, series (B,) int64. Outputs: values (B, L) the scaled past (0 where missing), the lagged
+    values of each step come from (the samples are appended to it), loc and scale (B, 1), static (B, S), and the
+    stack's state after the context (state_spec), which the step graph takes."""
+
+    def __init__(self, model: Forecaster) -> None:
+        super().__init__(model)
+        self.inputs = [tensor("past", ["B", self.L]), tensor("time", ["B", self.L, self.F]),
+                       tensor("series", ["B"], "int64")]
+        self.outputs = [tensor("values", ["B", self.L]), tensor("loc", ["B", 1]), tensor("scale", ["B", 1]),
+                        tensor("static", ["B", self.S]), *_states(model.rnn, "state")]
+
+    def forward(self, past: Tensor, time: Tensor, series: Tensor):
+        m = self.model
+        z, _, loc, scale, static = m._prepare(past, series)
+        _, state = m.rnn(m._inputs(z, time, static, self.L - m.context, self.L))
+        return (z, loc, scale, static, *flatten(state))
+
+
+#: each distribution head's parameters, as the step graph outputs them (over the scaled value; a count's own for
+#: the negative binomial): torch.distributions' StudentT(df, mu, sigma), Normal(mu, sigma), NegativeBinomial(
+#: total_count, logits)
+DISTRIBUTION_PARAMETERS = {"student_t": ("df", "mu", "sigma"), "gaussian": ("mu", "sigma"),
+                           "negative_binomial": ("total_count", "logits")}
+
+
+class ForecastStepGraph(_ForecasterGraph):
+    """One step of a distribution head's path, without sampling. Inputs: lagged (B, K) the scaled values at
+    each lag before the step, time (B, F) its features, static (B, S) (the encoder's), scale (B, 1) (the negative
+    binomial's only), and the state. Outputs: the step's distribution parameters (DISTRIBUTION_PARAMETERS, each
+    (B,)), mean (B,) the distribution's mean in the units fed back (scaled; what Forecaster.forward feeds), and
+    the new state. The caller samples (or takes the mean), appends the value, and calls the next step."""
+
+    def __init__(self, model: Forecaster) -> None:
+        super().__init__(model)
+        count = model.head == "negative_binomial"
+        self.inputs = [tensor("lagged", ["B", len(model.lags)]), tensor("time", ["B", self.F]),
+                       tensor("static", ["B", self.S]), *([tensor("scale", ["B", 1])] if count else []),
+                       *_states(model.rnn, "state")]
+        self.outputs = [*(tensor(p, ["B"]) for p in DISTRIBUTION_PARAMETERS[model.head]), tensor("mean", ["B"]),
+                        *_states(model.rnn, "new_state")]
+
+    def forward(self, *inputs: Tensor):
+        m = self.model
+        named = dict(zip([i["name"] for i in self.inputs], inputs))
+        stack = m.rnn.stack
+        x = torch.cat([named["lagged"], named["time"], named["static"]], -1)  # (B, K + F + S), as Forecaster._inputs
+        state = [named[s["name"]] for s in state_spec(stack)]
+        top, new = step_stack(stack, x, unflatten(stack, state))
+        params = m.out(top)  # (B, P)
+        softplus = nn.functional.softplus
+        if m.head == "negative_binomial":  # Forecaster._distribution's, without building the distribution
+            scale = named["scale"]  # (B, 1)
+            mu = softplus(params[:, 0]) * scale[:, 0]
+            alpha = softplus(params[:, 1]) / scale[:, 0].sqrt() + 1e-6
+            total_count, logits = 1 / alpha, torch.log(mu * alpha + 1e-12)
+            out = [total_count, logits, total_count * torch.exp(logits) / scale[:, 0]]
+        else:
+            mu, sigma = params[:, 0], softplus(params[:, 1]) + 1e-4
+            out = ([2 + softplus(params[:, 2])] if m.head == "student_t" else []) + [mu, sigma, mu]
+        return (*out, *flatten(new))
+
+
+def forecast_graphs(model: Forecaster) -> dict[str, Graph]:
+    """A forecaster's graphs: the quantile head's one ("model"), or a distribution head's context read and step
+    ("encoder", "step"), the paths sampled outside the graphs."""
+    if model.head == "quantile":
+        return {"model": QuantileForecastGraph(model)}
+    return {"encoder": ForecastEncoderGraph(model), "step": ForecastStepGraph(model)}
+
+
 #: each task's graphs, by name (a translator's are two: the decoder is stepped token by token)
 GRAPHS = {"lm": {"model": LanguageModelGraph}, "classify": {"model": ClassifierGraph},
           "translate": {"encoder": EncoderGraph, "decoder": DecoderStepGraph}}
+
+
+def graphs_of(task: str, model: nn.Module) -> dict[str, Graph]:
+    """The exportable graphs of a model of `task`, by name."""
+    if task == "forecast":
+        return forecast_graphs(model)
+    return {name: make(model) for name, make in GRAPHS[task].items()}

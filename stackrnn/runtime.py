@@ -5,12 +5,15 @@
     lm.generate("The time ", length=100, temperature=0)
     runtime.load("sentiment/").predict(["I like food"])
     runtime.load("fr-en/").translate(["je suis content ."])
+    runtime.load("sales/").forecast([values_a, values_b], ["a", "b"], samples=200)   # forecasters
 
 For deployment where torch is too big: this module imports no torch (nor does `import stackrnn.runtime`), only
-numpy, onnxruntime and the project's tokenizers. The results are the PyTorch run's for the same inputs: the same
+numpy, onnxruntime and the project's tokenizers (and, for forecasters, its calendar features, numpy alone). The results are the PyTorch run's for the same inputs: the same
 text from greedy generation, the same labels and probabilities (within the export's parity tolerance), the same
 greedy translations. Sampling with temperature draws from numpy's generator, so a seed gives the same text every
-time here, but not the text `stackrnn generate --seed` gives (torch's generator draws other numbers).
+time here, but not the text `stackrnn generate --seed` gives (torch's generator draws other numbers). Likewise a
+forecaster's quantile head gives the PyTorch run's quantiles, while a distribution head's paths are drawn here
+by numpy (each series from its own seeded stream): other paths than PyTorch's, from the same distributions.
 
 Dimension key: T time, B batch, S source steps, V vocabulary.
 """
@@ -296,4 +299,211 @@ class Translator(Exported):
         return list(zip(out, attention))
 
 
-TASKS: dict[str, type[Exported]] = {cls.task: cls for cls in (LanguageModel, Classifier, Translator)}
+# -- forecasters ----------------------------------------------------------------------------------------------------
+class Forecaster(Exported):
+    """forecast(past, series, ...) as ForecasterRun.forecast, from values the caller gives: every series' past values
+    (the last past_length of them are read) -> its median, mean and quantiles of the next `horizon` steps.
+    point(...) is the deterministic forecast (Forecaster.forward's): the quantile head's median, or the path
+    that feeds back each step's mean.
+
+    The time features are built here as the training data's were (stackrnn.data.calendar): calendar features of
+    each step's timestamp, counted from the series' first timestamp (its start in the training data, or `start`),
+    or the position in each season, counted from the series' first value. Dimension key: B series, N sample paths,
+    L past steps, H horizon, F time features, K lags, Q quantiles."""
+
+    task = "forecast"
+
+    def __init__(self, path: Path, manifest: dict, providers: list[str]) -> None:
+        super().__init__(path, manifest, providers)
+        pre = self.preprocess = manifest["preprocess"]
+        self.series, self.freq, self.horizon = list(pre["series"]), pre["freq"], int(pre["horizon"])
+        self.past_length, self.lags, self.head = int(pre["past_length"]), [int(x) for x in pre["lags"]], pre["head"]
+        self.quantiles, self.seed = [float(q) for q in pre["quantiles"]], int(pre.get("seed", 0))
+        self.rows = {s: i for i, s in enumerate(self.series)}
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+    def _rows(self, series: list[str]) -> list[int]:
+        unknown = [s for s in series if s not in self.rows]
+        if unknown and self._has_embedding():
+            raise InputError(f"series {unknown[0]!r} is not one the model was trained on (it knows "
+                             f"{len(self.series)}: {', '.join(self.series[:5])}{' ...' if len(self.series) > 5 else ''})")
+        return [self.rows.get(s, 0) for s in series]
+
+    def _has_embedding(self) -> bool:
+        return int(self.manifest["config"]["model"].get("embedding_size", 0)) > 0
+
+    def features(self, series: str, first: int, n: int, start=None) -> np.ndarray:
+        """(n, F) the time features of steps first .. first + n - 1 of `series` (step 0: its first value, at
+        `start` or its first timestamp in the training data)."""
+        from .data.calendar import calendar_features, date_range, phase_features
+
+        pre = self.preprocess
+        if pre["time_features"] == "calendar":
+            if start is None:
+                if series not in (pre["starts"] or {}):
+                    raise InputError(f"series {series!r}: its features are calendar features, and the model does not "
+                                     "know its first timestamp: give start=[...] (each series' first timestamp)")
+                start = pre["starts"][series]
+            stamp = np.datetime64(start, "s") if not isinstance(start, str) else _timestamp(start)
+            return calendar_features(date_range(stamp, self.freq, first + 1)[-1], self.freq, n)
+        offset = first + (int(start) if start is not None else 0)
+        parts = [phase_features(n, p, offset) for p in pre["periods"]]
+        return np.concatenate(parts, 1) if parts else np.zeros((n, 0))
+
+    def inputs(self, past: Sequence, series: Sequence[str], horizon: int, start: Sequence | None = None,
+               covariates: Sequence | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The graphs' inputs: past (B, L) float32 (the last L values of each), time (B, L + H, F) float32 (H the
+        trained horizon: a shorter one is cut from the outputs), series (B,) int64."""
+        L, H, pre = self.past_length, self.horizon, self.preprocess
+        rows = np.array(self._rows(list(series)), dtype=np.int64)
+        pasts, times = [], []
+        for b, (values, name) in enumerate(zip(past, series)):
+            values = np.asarray(values, dtype=np.float64)
+            if values.ndim != 1 or len(values) < L:
+                raise InputError(f"series {name!r}: expected at least {L} past values (context {pre['context']} + "
+                                 f"largest lag {max(self.lags)}) as a list of numbers, got {values.shape}")
+            first = len(values) - L
+            feats = self.features(name, first, L + H, None if start is None else start[b])
+            if pre["covariates"]:
+                if covariates is None:
+                    raise InputError(f"the model reads covariates ({', '.join(pre['covariates'])}): give covariates=[...] "
+                                     "(each series' values and its horizon's, (len(past) + horizon, C))")
+                cov = np.asarray(covariates[b], dtype=np.float64).reshape(-1, len(pre["covariates"]))
+                if len(cov) < len(values) + H:
+                    raise InputError(f"series {name!r}: covariates for {len(values) + H} steps (its past and the "
+                                     f"{H} steps of the trained horizon) are needed, got {len(cov)}")
+                feats = np.concatenate([feats, cov[first:first + L + H]], 1)
+            pasts.append(values[-L:])
+            times.append(feats)
+        return np.stack(pasts).astype(np.float32), np.stack(times).astype(np.float32), rows
+
+    def _arguments(self, past, series, horizon):
+        if isinstance(series, str):
+            past, series = [past], [series]
+        series = list(series)
+        if not series or len(past) != len(series) or not all(isinstance(s, str) for s in series):
+            raise InputError(f"series: expected one id per past series ({len(past)}), got {series!r}")
+        H = self.horizon if horizon is None else horizon
+        if isinstance(H, bool) or not isinstance(H, int) or not 1 <= H <= self.horizon:
+            raise InputError(f"horizon: the model was trained to forecast {self.horizon} steps; give 1 to "
+                             f"{self.horizon}, got {horizon!r}")
+        return past, series, H
+
+    # -- forecasting ----------------------------------------------------------------------------------------
+    def forecast(self, past, series, *, horizon: int | None = None, samples: int = 100, seed: int | None = None,
+                 start: Sequence | None = None, covariates: Sequence | None = None) -> dict | list[dict]:
+        """Forecast each series `horizon` steps (default: the trained horizon) after its `past` values.
+
+        past: a series' values (a list or 1-D array; NaN where missing) and `series` its id, or a list of each.
+        samples: sample paths per series (distribution heads). seed: each series' paths come from numpy's
+        generator seeded by (seed, the series' row), so a series' forecast is the same alone and among others
+        (default: the run's train.seed). start: each series' first timestamp (calendar features) or the step
+        count of its first value (season positions), when the values do not begin where the training data did.
+        Returns {"series", "median", "mean", "quantiles": {level: values}, "timestamps" (calendar features: of
+        the forecast steps, else None), and a distribution head's "paths" (N, H)} per series (one dict for one
+        id)."""
+        single = isinstance(series, str)
+        if single:
+            start, covariates = (None if start is None else [start]), (None if covariates is None else [covariates])
+        past, names, H = self._arguments(past, series, horizon)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise InputError(f"samples: expected an integer >= 1, got {samples!r}")
+        x, time, rows = self.inputs(past, names, H, start, covariates)
+        if self.head == "quantile":
+            q = self.run("model", past=x, time=time, series=rows)["quantiles"][:, :H].astype(np.float64)  # (B, H, Q)
+            median = q[..., self.preprocess["median_index"]]
+            out = {"quantiles": q, "median": median, "mean": median}
+        else:
+            paths = self._paths(x, time, H, samples, self.seed if seed is None else seed, rows, names)  # (B, N, H)
+            out = {"quantiles": np.quantile(paths, self.quantiles, axis=1).transpose(1, 2, 0),
+                   "median": np.quantile(paths, 0.5, axis=1), "mean": paths.mean(1), "paths": paths}
+        results = []
+        for b, name in enumerate(names):
+            stamps = None
+            if self.preprocess["time_features"] == "calendar":
+                from .data.calendar import date_range
+
+                first = (start[b] if start is not None else self.preprocess["starts"][name])
+                stamp = np.datetime64(first, "s") if not isinstance(first, str) else _timestamp(first)
+                n = len(past[b])  # (at the frequency's own precision, as ForecasterRun.forecast gives them)
+                stamps = [str(t) for t in np.datetime_as_string(date_range(stamp, self.freq, n + H)[n:],
+                                                                 unit=_STAMP_UNITS[self.freq])]
+            results.append({"series": name, "median": out["median"][b], "mean": out["mean"][b], "timestamps": stamps,
+                            "quantiles": {lv: out["quantiles"][b, :, j] for j, lv in enumerate(self.quantiles)},
+                            **({"paths": out["paths"][b]} if "paths" in out else {})})
+        return results[0] if single else results
+
+    def point(self, past, series, *, horizon: int | None = None, start: Sequence | None = None,
+              covariates: Sequence | None = None) -> np.ndarray:
+        """(B, H) the deterministic forecast, as Forecaster.forward gives it: the quantile head's median, or a
+        distribution head's path that feeds back the mean of each step's distribution."""
+        if isinstance(series, str):
+            start, covariates = (None if start is None else [start]), (None if covariates is None else [covariates])
+        past, names, H = self._arguments(past, series, horizon)
+        x, time, rows = self.inputs(past, names, H, start, covariates)
+        if self.head == "quantile":
+            q = self.run("model", past=x, time=time, series=rows)["quantiles"]
+            return q[:, :H, self.preprocess["median_index"]].astype(np.float64)
+        return self._steps(x, time, rows, H, repeat=1, draw=None)[:, 0]
+
+    def _paths(self, x, time, H: int, N: int, seed: int, rows, names: list[str]) -> np.ndarray:
+        """(B, N, H) sample paths: the context read once, then the B * N rows stepped together, each step's draw
+        (numpy's, from each series' own generator, seeded by (seed, the CRC-32 of its id)) the next step's lag-1
+        value."""
+        import zlib
+
+        generators = [np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))]) for name in names]
+        return self._steps(x, time, rows, H, repeat=N, draw=lambda params: self._draw(params, generators, N))
+
+    def _steps(self, x, time, rows, H: int, repeat: int, draw) -> np.ndarray:
+        """(B, N, H) paths of the step graph from the encoder's state: each step's value is `draw(params)` (B * N,)
+        in the scaled units, or with draw None the distribution's mean."""
+        L, B = self.past_length, len(rows)
+        enc = self.run("encoder", past=x, time=time[:, :L], series=rows)
+        rep = lambda a, axis=0: np.repeat(a, repeat, axis=axis)  # noqa: E731  (a series' rows together)
+        buffer = np.concatenate([rep(enc["values"]), np.zeros((B * repeat, H), np.float32)], 1)  # (B * N, L + H)
+        static, scale, loc = rep(enc["static"]), rep(enc["scale"]), rep(enc["loc"])
+        state = {s["name"]: rep(enc[s["name"]], 1) for s in self.specs("step", "inputs", "state.")}  # (K, B * N, P)
+        extra = {"scale": scale} if self.head == "negative_binomial" else {}
+        lags = np.array(self.lags)
+        for h in range(H):
+            out = self.run("step", lagged=buffer[:, L + h - lags], time=rep(time[:, L + h]), static=static, **extra,
+                           **state)
+            value = out["mean"] if draw is None else draw(out)
+            if self.head == "negative_binomial" and draw is not None:
+                value = value / scale[:, 0]
+            buffer[:, L + h] = value
+            state = {name.removeprefix("new_"): v for name, v in out.items() if name.startswith("new_state.")}
+        return (buffer[:, L:].astype(np.float64) * scale + loc).reshape(B, repeat, H)
+
+    def _draw(self, params: dict, generators: list, N: int) -> np.ndarray:
+        """One draw per row (B * N,) from each row's distribution: Student-t, Gaussian (scaled values) or
+        negative binomial (counts), each series' N rows from its own generator."""
+        out = []
+        for b, rng in enumerate(generators):
+            rows = slice(b * N, (b + 1) * N)
+            if self.head == "negative_binomial":
+                n = params["total_count"][rows].astype(np.float64)
+                p = np.clip(1 / (1 + np.exp(params["logits"][rows].astype(np.float64))), 1e-12, 1.0)
+                out.append(rng.negative_binomial(n, p).astype(np.float64))  # numpy's p is torch's 1 - probs
+            else:
+                z = rng.standard_t(params["df"][rows].astype(np.float64)) if self.head == "student_t" \
+                    else rng.standard_normal(N)
+                out.append(params["mu"][rows] + params["sigma"][rows] * z)
+        return np.concatenate(out).astype(np.float32)
+
+
+#: the precision of a forecast's timestamps by frequency: 2020-05-30 for daily data, 1961-01 for monthly
+_STAMP_UNITS = {"H": "m", "D": "D", "W": "D", "M": "M", "Q": "M", "Y": "Y"}
+
+
+def _timestamp(text: str) -> np.datetime64:
+    from .data.calendar import parse_timestamp
+
+    stamp = parse_timestamp(text)
+    if stamp is None:
+        raise InputError(f"start: {text!r} is not a timestamp (give an ISO date such as 2020-01-31 or 2020-01-31 13:00)")
+    return stamp
+
+
+TASKS: dict[str, type[Exported]] = {cls.task: cls for cls in (LanguageModel, Classifier, Translator, Forecaster)}

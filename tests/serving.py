@@ -71,3 +71,14 @@ def live(runs: dict, limits=None, **options):
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="module")
+def forecast_run(tmp_path_factory):
+    """A Student-t forecaster of three daily series (tests/export_runs.py's data), 20 steps on one thread."""
+    from .export_runs import FORECAST, one_thread, write_forecast_data
+
+    data = write_forecast_data(tmp_path_factory.mktemp("series"), "daily.csv")
+    with one_thread():
+        return stackrnn.fit(task="forecast", data=data, out=tmp_path_factory.mktemp("serve") / "sales", head="student_t",
+                            **{**FORECAST, "max_steps": 20})

@@ -1,7 +1,8 @@
 """stackrnn export: every task's model, and a stack torch.nn cannot express, as ONNX (run by onnxruntime) and
 torch.export graphs whose outputs equal PyTorch's within 1e-4 at lengths and batch sizes other than the export
-example's, with the state in and out step by step; bad input is one line and exit 2, and nothing is overwritten.
-The ONNX cases skip without onnx, onnxscript and onnxruntime (the export extra)."""
+example's, with the state in and out step by step; every forecasting head's graphs (the quantile head's one, a
+distribution head's context read and step) at several batch sizes; bad input is one line and exit 2, and nothing
+is overwritten. The ONNX cases skip without onnx, onnxscript and onnxruntime (the export extra)."""
 
 import json
 
@@ -13,6 +14,8 @@ import stackrnn
 from stackrnn.cli import main
 from stackrnn.export import EXAMPLE_STEPS, MANIFEST, export
 from stackrnn.graphs import flatten, state_spec, unflatten
+
+from .export_runs import FORECASTS
 
 FORMATS = ("onnx", "torch-export")
 TASKS = ("lm", "mixed", "classify", "translate")
@@ -106,3 +109,58 @@ def test_a_bad_tolerance_and_format_from_python(export_runs, tmp_path):
         export(export_runs.run("classify"), "torch-export", tmp_path / "x", tolerance=0)
     with pytest.raises(stackrnn.InputError, match="--format"):
         export(export_runs.run("classify"), "coreml", tmp_path / "x")
+
+
+# -- forecasting -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("format", FORMATS)
+@pytest.mark.parametrize("head", list(FORECASTS))
+def test_forecasters_export_equal_to_pytorch_at_several_batch_sizes(export_runs, head, format):
+    """The quantile head's quantiles, or a distribution head's context read and its horizon's steps fed their own
+    means (parameters, state, and the path against Forecaster.forward), at batch sizes 1, 2, 3 and 5."""
+    result = export_runs.exported(f"forecast_{head}", format)
+    assert result.largest <= 1e-4, result.checks
+    checks = " | ".join(c["check"] for c in result.checks)
+    assert all(f"B={b}" in checks for b in (1, 2, 3, 5)), checks
+    manifest = json.loads((result.out / MANIFEST).read_text(encoding="utf-8"))
+    pre = manifest["preprocess"]
+    assert manifest["task"] == "forecast" and pre["head"] == head
+    assert (pre["horizon"], pre["context"], pre["lags"], pre["past_length"], pre["season"]) == (14, 21, [1, 7], 28, 7)
+    assert pre["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975] and pre["series"] == (["c0", "c1", "c2"] if head ==
+                                                                                     "negative_binomial" else ["s0", "s1", "s2"])
+    if head == "student_t":  # the wide file has no timestamps: the position in the week
+        assert pre["time_features"] == "phase" and pre["periods"] == [7] and pre["starts"] is None
+    else:
+        assert pre["time_features"] == "calendar" and pre["starts"]["c0" if head == "negative_binomial" else "s0"] \
+            == "2020-01-01T00:00:00"
+    graphs = manifest["graphs"]
+    if head == "quantile":
+        assert list(graphs) == ["model"] and [i["name"] for i in graphs["model"]["inputs"]] == ["past", "time", "series"]
+        assert graphs["model"]["outputs"][0] == {"name": "quantiles", "shape": ["B", 14, 5], "dtype": "float32"}
+    else:
+        assert list(graphs) == ["encoder", "step"] and "mean path B=5 against Forecaster.forward" in checks
+        assert [o["name"] for o in graphs["step"]["outputs"]][:len(pre["parameters"]) + 1] == [*pre["parameters"], "mean"]
+        assert ("scale" in [i["name"] for i in graphs["step"]["inputs"]]) == (head == "negative_binomial")
+    for graph in graphs.values():  # batch is the dynamic axis; past and horizon are the model's
+        assert all(d == "B" or isinstance(d, int) for i in graph["inputs"] for d in i["shape"])
+
+
+def test_a_forecasters_onnx_reads_time_as_a_scan(export_runs):
+    """The context is read by an ONNX Scan, not a loop unrolled at export; the step graph is one step."""
+    import onnx
+
+    def ops(path):
+        model = onnx.load(str(path))
+        return {n.op_type for n in model.graph.node} | {n.op_type for f in model.functions for n in f.node}
+
+    assert "Scan" in ops(export_runs.exported("forecast_quantile", "onnx").out / "model.onnx")
+    out = export_runs.exported("forecast_student_t", "onnx").out
+    assert "Scan" in ops(out / "encoder.onnx") and "Scan" not in ops(out / "step.onnx")
+
+
+def test_the_cli_exports_a_forecaster(export_runs, tmp_path, capsys):
+    out = tmp_path / "cli"
+    capsys.readouterr()
+    assert main(["export", str(export_runs.run("forecast_quantile")), "--format", "onnx", "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "largest difference" in line and "quantiles B=" in line and "\n" not in line
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]

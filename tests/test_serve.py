@@ -288,3 +288,97 @@ def test_serve_refuses_bad_arguments_in_one_line(trained_run, tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and f"--port {port}: already in use" in err
     code, err = _main(capsys, "serve", str(trained_run), "--host", "no.such.host.invalid")
     assert code == 2 and len(err.splitlines()) == 1 and "--host" in err
+
+
+# ------------------------------------------------------------------------------------------------ forecasting
+from tests.serving import forecast_run  # noqa: E402,F401 (fixture)
+
+FORECAST_LIMITS = Limits(max_series=2, max_samples=300, max_batch=8)
+
+
+@pytest.fixture(scope="module")
+def forecaster(forecast_run):
+    """A server of the forecasting run alone, torch on one thread (a tiny model is ten times faster so here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with live({"sales": forecast_run}, FORECAST_LIMITS, window=0.05) as (url, app):
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield client, app
+    torch.set_num_threads(before)
+
+
+def test_forecast_equals_the_library(forecaster, forecast_run):
+    client, _ = forecaster
+    answer = client.post("/v1/runs/sales/forecast", json={"series": ["s0", "s2"], "samples": 50, "history": 10})
+    assert answer.status_code == 200, answer.text
+    got, want = answer.json()["results"], forecast_run.forecast(["s0", "s2"], samples=50)
+    for g, w in zip(got, want, strict=True):
+        assert g["series"] == w["series"] and g["timestamps"] == w["timestamps"] and len(g["median"]) == 14
+        assert g["median"] == pytest.approx(w["median"].tolist(), abs=1e-5)
+        assert g["quantiles"]["0.1"] == pytest.approx(w["quantiles"][0.1].tolist(), abs=1e-5)
+        assert set(g["quantiles"]) == {"0.025", "0.1", "0.5", "0.9", "0.975"}
+        assert g["history"] == pytest.approx(w["history"][-10:].tolist()) and g["actual"] is None
+    # the test split with its held-out values, a shorter horizon; no series given: all of them
+    test = client.post("/v1/runs/sales/forecast", json={"series": ["s1"], "split": "test", "horizon": 5}).json()
+    one = test["results"][0]
+    assert len(one["median"]) == len(one["actual"]) == 5
+    assert one["median"] == pytest.approx(forecast_run.forecast("s1", split="test", horizon=5)["median"].tolist(), abs=1e-5)
+    twice = client.post("/v1/runs/sales/forecast", json={"series": ["s2", "s2", "s0"], "samples": 10}).json()
+    assert [r["series"] for r in twice["results"]] == ["s2", "s0"]  # each once, as the library forecasts them
+    described = client.get("/v1/runs").json()
+    assert described["runs"][0] == {"name": "sales", "task": "forecast", "routes": ["forecast"], "series": ["s0", "s1", "s2"],
+                                    "horizon": 14, "freq": "D", "head": "student_t",
+                                    "quantiles": [0.025, 0.1, 0.5, 0.9, 0.975]}
+    assert described["limits"]["max_series"] == 2 and "/v1/runs/{name}/forecast" in client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("body,limit", [
+    ({"series": ["s0", "s1", "s2"]}, "max_series"),
+    ({}, "max_series"),  # every series of the run: three
+    ({"series": ["s0"], "samples": 301}, "max_samples"),
+    ({"series": ["s0"], "horizon": 15}, "horizon"),
+])
+def test_a_forecast_past_a_limit_gets_a_4xx_naming_it(forecaster, body, limit):
+    client, _ = forecaster
+    answer = client.post("/v1/runs/sales/forecast", json=body)
+    assert answer.status_code == 422 and answer.json()["limit"] == limit and limit in answer.json()["error"], answer.text
+
+
+def test_bad_forecasts_are_refused_and_other_tasks_routes_are_not_a_forecasters(forecaster):
+    client, _ = forecaster
+    for body, words in (({"series": ["nope"]}, "'nope' is not a series"), ({"series": []}, "is empty"),
+                        ({"series": ["s0"], "split": "train"}, "split"), ({"series": "s0"}, "series"),
+                        ({"series": ["s0"], "samples": 0}, "samples")):
+        answer = client.post("/v1/runs/sales/forecast", json=body)
+        assert answer.status_code == 422 and words in answer.json()["error"], (body, answer.text)
+    answer = client.post("/v1/runs/sales/generate", json={"prompt": "a"})
+    assert answer.status_code == 404 and "answers to forecast" in answer.json()["error"]
+
+
+def test_forecasts_of_different_series_that_arrive_together_share_a_forward_pass(forecaster, forecast_run):
+    """Each series' paths come from its own seed, so its forecast in a batch is the one it gets alone."""
+    client, _ = forecaster
+    before = _batch_sizes(client, "sales", "forecast")
+    start = threading.Barrier(4)
+
+    def one(series):
+        start.wait()
+        return client.post("/v1/runs/sales/forecast", json={"series": [series], "samples": 40}).json()["results"][0]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, ["s0", "s1", "s2", "s0"]))
+    sizes = _batch_sizes(client, "sales", "forecast") - before
+    assert max(sizes) == 2 and sum(size * n for size, n in sizes.items()) == 4, sizes  # max_series 2 per pass
+    for r in results:
+        assert r["median"] == pytest.approx(forecast_run.forecast(r["series"], samples=40)["median"].tolist(), abs=1e-5)
+
+
+def test_malformed_forecasts_get_4xx_never_5xx(forecaster):
+    client, _ = forecaster
+    host, port = client.base_url.host, client.base_url.port
+    faults = [f for f in malformed(140, {"sales": "forecast"}, seed=2) if f.kind.startswith("forecast")]
+    assert len(faults) == 20
+    for fault in faults:
+        status = send(host, port, fault)
+        assert 400 <= status < 500, (fault.raw[-200:], status)
+    assert client.post("/v1/runs/sales/forecast", json={"series": ["s0"], "samples": 10}).status_code == 200

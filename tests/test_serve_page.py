@@ -1,6 +1,7 @@
 """The page of `stackrnn serve` in headless Chromium (Playwright driving the system browser, as the inspect page's
 test does): it loads with nothing from other sites, a generation streams into it token by token and then shows
-the activation view, a classification shows a label, a translation shows its attention map."""
+the activation view, a classification shows a label, a translation shows its attention map, a forecast draws a
+series' history, median and bands as an SVG."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import stackrnn
 pytest.importorskip("fastapi", reason="fastapi (the serve extra) is not installed")
 httpx = pytest.importorskip("httpx", reason="httpx (the serve extra) is not installed")
 
-from tests.serving import classifier_run, live, translator_run  # noqa: E402,F401 (fixtures)
+from tests.serving import classifier_run, forecast_run, live, translator_run  # noqa: E402,F401 (fixtures)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -27,13 +28,13 @@ def test_the_page_is_self_contained():
     assert html.count("<script>") == 1 and "mountActivations" in html
 
 
-def test_the_page_works_in_headless_chromium(trained_run, classifier_run, translator_run, tmp_path):
+def test_the_page_works_in_headless_chromium(trained_run, classifier_run, translator_run, forecast_run, tmp_path):
     if CHROMIUM is None:
         pytest.skip("no chromium on PATH: install one with `sudo apt-get install chromium` (or chromium-browser) to "
                     "run this test")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the test extra) is not installed")
     lm = stackrnn.load(trained_run)
-    runs = {"tiny": lm, "sentiment": classifier_run, "fr": translator_run}
+    runs = {"tiny": lm, "sentiment": classifier_run, "fr": translator_run, "sales": forecast_run}
     errors, outside = [], []
     with live(runs, window=0.002) as (url, _), sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -44,7 +45,7 @@ def test_the_page_works_in_headless_chromium(trained_run, classifier_run, transl
             tab.on("request", lambda r: outside.append(r.url) if not r.url.startswith(url) else None)
             tab.goto(url)
             tab.wait_for_selector("body[data-ready=true]")
-            assert tab.locator("#runs").inner_text() == "tiny (lm), sentiment (classify), fr (translate)"
+            assert tab.locator("#runs").inner_text() == "tiny (lm), sentiment (classify), fr (translate), sales (forecast)"
 
             # generate: the text streams in, one event per token, then every layer's activation view
             tab.fill("#gen-prompt", "The ")
@@ -80,6 +81,21 @@ def test_the_page_works_in_headless_chromium(trained_run, classifier_run, transl
             translation = translator_run.translate("The cat sees the dog.", beam=1)
             assert tab.locator("#tr-output").inner_text() == translation
             assert tab.locator("#tr-attention tbody tr").count() == len(translation.split()) + 1
+
+            # forecast: a series' last 42 values, then its median and 80% and 95% bands over the 14 steps, as SVG
+            assert tab.locator("#fc-series option").count() == 3 and tab.locator("#fc-horizon").input_value() == "14"
+            tab.select_option("#fc-series", "s1")
+            tab.fill("#fc-samples", "100")
+            tab.click("#fc-go")
+            tab.wait_for_selector("#fc-chart svg #fc-median", timeout=20_000)
+            chart = tab.locator("#fc-chart")
+            assert chart.get_attribute("data-steps") == "14"
+            assert all(chart.locator(f"#{i}").count() == 1 for i in ("fc-history", "fc-band-80", "fc-band-95"))
+            assert chart.locator("#fc-median").get_attribute("d").count("L") == 13  # a point per step
+            assert "s1: the last 42 values" in chart.inner_text()
+            tab.select_option("#fc-split", "test")  # the held-out steps, drawn dashed beside the forecast
+            tab.click("#fc-go")
+            tab.wait_for_selector("#fc-chart #fc-actual", timeout=20_000)
             tab.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
             # a refusal shows its message, and the page goes on working

@@ -8,6 +8,7 @@
     POST /v1/runs/{name}/activations     language models: the activation view of `stackrnn inspect`
     POST /v1/runs/{name}/predict         classifiers
     POST /v1/runs/{name}/translate       translators; "attention": true adds the attention maps
+    POST /v1/runs/{name}/forecast        forecasters: quantiles, median and mean of each series' next steps
     GET  /docs, /openapi.json            the OpenAPI docs
 
 A run is named by its directory's name, given on the command line; no part of a request reaches the file system.
@@ -34,11 +35,12 @@ from ..tasks import a_run_of
 from .batching import Job, Worker, timed_out
 from .limits import Limits, ServeError, past
 from .metrics import Metrics
-from .schemas import (ActivationsRequest, GenerateRequest, GenerateResponse, PredictRequest, PredictResponse,
-                      TextsRequest, TranslateRequest, TranslateResponse)
+from .schemas import (ActivationsRequest, ForecastRequest, ForecastResponse, GenerateRequest, GenerateResponse,
+                      PredictRequest, PredictResponse, TextsRequest, TranslateRequest, TranslateResponse)
 
 #: what each task's run answers to
-ROUTES = {"lm": ("generate", "activations"), "classify": ("predict",), "translate": ("translate",)}
+ROUTES = {"lm": ("generate", "activations"), "classify": ("predict",), "translate": ("translate",),
+          "forecast": ("forecast",)}
 ERRORS = {status: {"description": why, "content": {"application/json": {"example": {"error": "...", "limit": "..."}}}}
           for status, why in ((400, "the body is not JSON"), (404, "no such run, or not one of this task"),
                               (408, "past request_timeout"), (413, "past max_body_bytes"),
@@ -57,6 +59,9 @@ def make_app(runs: dict, limits: Limits | None = None, *, batching: bool = True,
     how long (seconds) an idle run waits for more requests to batch with the first."""
     limits = limits or Limits()
     metrics = Metrics()
+    for run in runs.values():
+        if run.kind == "forecast":
+            run.task._loaded()  # (a forecaster reads its series now: a missing data file fails here, not in a request)
     served = {name: Served(name, run, Worker(name, run, limits, metrics, batching=batching, window=window))
               for name, run in runs.items()}
 
@@ -70,7 +75,8 @@ def make_app(runs: dict, limits: Limits | None = None, *, batching: bool = True,
 
     app = FastAPI(title="stackrnn serve", version=_version(), lifespan=lifespan,
                   description="Stacked-RNN runs over HTTP: generation (streamed as server-sent events), "
-                              "classification, translation. Requests that arrive together run as one batch.")
+                              "classification, translation, forecasting. Requests that arrive together run as one "
+                              "batch.")
     app.state.served, app.state.metrics, app.state.limits = served, metrics, limits
     app.add_middleware(Guard, limits=limits, metrics=metrics)
 
@@ -182,6 +188,28 @@ def make_app(runs: dict, limits: Limits | None = None, *, batching: bool = True,
             raise ServeError(422, f"attention: run {name!r} has no attention (model.attention = 'none')")
         request_fields = body.model_dump(exclude={"text", "texts"})
         return await _answer(_submit(s, "translate", {**request_fields, "texts": texts}, limits), request, limits)
+
+    @app.post("/v1/runs/{name}/forecast", response_model=ForecastResponse, responses=ERRORS)
+    async def forecast(name: str, body: ForecastRequest, request: Request):
+        s = run_for(name, "forecast")
+        known, trained = s.run.series, s.run.task.shape.horizon
+        series = list(known) if body.series is None else list(dict.fromkeys(body.series))  # (each once, in order)
+        if not series:
+            raise ServeError(422, "series: is empty: give at least one series id, or leave series out for all")
+        if len(series) > limits.max_series:
+            what = "series" if body.series is not None else f"series left out means all {len(series)} of the run's"
+            raise past("max_series", f"{what}: more than the {limits.max_series} series one request may forecast"
+                       + ("" if body.series is not None else ": name the series"))
+        unknown = sorted(set(series) - set(known))
+        if unknown:
+            raise ServeError(422, f"series: {unknown[0]!r} is not a series of run {name!r} ({len(unknown)} unknown); "
+                                  f"it knows {len(known)}: {', '.join(known[:5])}{' ...' if len(known) > 5 else ''}")
+        if body.horizon is not None and body.horizon > trained:
+            raise past("horizon", f"horizon: {body.horizon} steps, more than the {trained} the run was trained to "
+                                  "forecast")
+        if body.samples > limits.max_samples:
+            raise past("max_samples", f"samples: {body.samples} paths, more than the {limits.max_samples} allowed")
+        return await _answer(_submit(s, "forecast", {**body.model_dump(), "series": series}, limits), request, limits)
 
     return app
 
@@ -320,6 +348,10 @@ def _describe(s: Served) -> dict:
         out["layers"] = len(run.model.rnn.specs)
     elif run.kind == "classify":
         out["labels"] = list(run.labels)
+    elif run.kind == "forecast":
+        shape = run.task.shape
+        out.update(series=list(shape.ids), horizon=shape.horizon, freq=shape.freq, head=run.model.head,
+                   quantiles=list(run.config.model.quantiles))
     else:
         out["attention"] = run.model.attention is not None
     return out

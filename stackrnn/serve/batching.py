@@ -46,7 +46,7 @@ class Job:
     (and, for a streamed generation, puts each token on `stream`); the event loop sets `cancelled` when the
     client has gone or the time ran out, and the worker then drops the job at its next step."""
 
-    kind: str  # generate, predict, translate or activations
+    kind: str  # generate, predict, translate, activations or forecast
     request: dict  # the validated request (token ids included)
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
@@ -311,8 +311,35 @@ class Worker:
             if admitted:
                 self.decoding.admit(admitted)
             self.decoding.step(self.limits)
+        elif pending and pending[0].kind == "forecast":
+            self._forecast(pending)
         elif pending:
             self._batch(pending)
+
+    def _forecast(self, pending: deque) -> None:
+        """The first pending forecast and those after it with the same horizon, samples and split, up to
+        max_series series (and max_batch requests): one call of the run's forecast, which batches their series
+        (each series' paths from its own seed, so a series' forecast is the same alone and in a batch)."""
+        first = pending[0]
+        key = _forecast_key(first)
+        jobs, count = [], 0
+        for job in list(pending):
+            n = len(job.request["series"])
+            if jobs and (len(jobs) >= self.max_batch or count + n > self.limits.max_series or _forecast_key(job) != key):
+                continue
+            jobs.append(job)
+            pending.remove(job)
+            count += n
+        everything = list(dict.fromkeys(i for job in jobs for i in job.request["series"]))  # (a series asked twice: once)
+        try:
+            results = {r["series"]: r for r in self.run.forecast(everything, **key)}
+        except InputError as e:
+            for job in jobs:
+                job.answer(error=ServeError(422, str(e)))
+            return
+        self.metrics.batch(self.name, "forecast", len(everything))
+        for job in jobs:
+            job.answer({"results": [_forecast_json(results[i], job.request["history"]) for i in job.request["series"]]})
 
     def _batch(self, pending: deque) -> None:
         """Predict or translate: the first pending job and those after it that can share its forward pass, up to
@@ -375,6 +402,26 @@ class Worker:
             job.answer(work(job))
         except InputError as e:
             job.answer(error=ServeError(422, str(e)))
+
+
+def _forecast_key(job: Job) -> dict:
+    r = job.request
+    return {"horizon": r["horizon"], "samples": r["samples"], "split": r["split"]}
+
+
+def _numbers(values) -> list:
+    """Floats for JSON (which has no NaN): missing values as null."""
+    return [None if v != v else float(v) for v in values]
+
+
+def _forecast_json(result: dict, history: int) -> dict:
+    """A ForecasterRun forecast as the API answers it: lists of numbers, quantiles by level as text, the last
+    `history` values before the forecast."""
+    past = result["history"][-history:] if history else []
+    return {"series": result["series"], "timestamps": result["timestamps"], "median": _numbers(result["median"]),
+            "mean": _numbers(result["mean"]), "quantiles": {str(level): _numbers(v) for level, v in
+                                                            result["quantiles"].items()},
+            "history": _numbers(past), "actual": None if result["actual"] is None else _numbers(result["actual"])}
 
 
 def _search_key(job: Job) -> dict:

@@ -116,7 +116,18 @@ def malformed(n: int, runs: dict[str, str], *, seed: int = 0, max_body_bytes: in
         body = _json({"prompt": "The ", "max_tokens": 500, "stream": True, "temperature": 0.9})
         return Fault("client leaves mid-stream", http("POST", gen, body), leave="mid-stream")
 
+    forecaster = (by_task.get("forecast") or [None])[0]
+
+    def forecast_fault() -> Fault:
+        body = rng.choice([{"series": rng.choice(junk)}, {"series": ["no-such-series"]}, {"series": []},
+                           {"series": ["x"] * 10_000}, {"horizon": rng.choice([0, -1, 10**9, "3", 2.5, None, True])},
+                           {"samples": rng.choice([0, -5, 10**9, "100", 1.5, []])}, {"split": rng.choice(["train", 1, ""])},
+                           {"history": rng.choice([-1, 10**9, "x"])}, {"extra": 1}])
+        return Fault("forecast: bad field", http("POST", f"/v1/runs/{forecaster}/forecast", _json(body)))
+
     makers = [generate_fault, text_fault, not_json, huge_or_empty, unknown, disconnect]
+    if forecaster is not None:
+        makers.append(forecast_fault)
     return [makers[i % len(makers)]() for i in range(n)]
 
 

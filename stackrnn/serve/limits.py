@@ -25,6 +25,8 @@ class Limits:
     max_body_bytes: int = option(65536, "the largest request body accepted, in bytes; past it the answer is 413",
                                  metavar="BYTES")
     max_queue: int = option(256, "the most requests waiting per run; past it the answer is 429")
+    max_series: int = option(64, "forecasting: the most series one request may forecast (also per forward pass)")
+    max_samples: int = option(1000, "forecasting: the most sample paths per series a request may ask for")
 
 
 class ServeError(Exception):
@@ -47,7 +49,8 @@ def check_limits(limits: Limits) -> None:
     """Limits the server can run with, or an InputError naming the flag."""
     from ..errors import InputError
 
-    for name in ("max_input_tokens", "max_new_tokens", "max_batch", "max_body_bytes", "max_queue"):
+    for name in ("max_input_tokens", "max_new_tokens", "max_batch", "max_body_bytes", "max_queue", "max_series",
+                 "max_samples"):
         value = getattr(limits, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value!r}")

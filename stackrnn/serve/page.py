@@ -6,6 +6,8 @@ sites) over the server's own API.
   units over the generated text (a unit picker per layer, the same view as the inspect page).
 - Classify (classifiers): a sentence -> its label and the probability of every label.
 - Translate (translators): a sentence -> its translation and, with attention, the attention map as a heat map.
+- Forecast (forecasters): a series -> its history, the median forecast and the 80% and 95% bands, drawn as an
+  inline SVG (and the held-out values, for the test split).
 
 A panel shows only if a run of its task is served; each panel picks among those runs.
 """
@@ -34,6 +36,8 @@ table.attention { border-collapse: collapse; margin-top: .6em; font-size: 12px; 
 table.attention td { width: 2.2em; height: 1.6em; border: 1px solid #eee; text-align: center; }
 table.attention th { font-weight: normal; padding: 0 .4em; white-space: nowrap; }
 table.attention thead th { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; }
+#fc-chart svg { display: block; margin-top: .6em; background: #fcfcfc; border: 1px solid #ddd; border-radius: 4px; }
+#fc-chart .axis { font: 11px system-ui, sans-serif; fill: #666; }
 #status { position: fixed; bottom: 0; left: 0; right: 0; background: #333; color: #fff; font: 12px monospace;
           padding: 3px 10px; min-height: 1.3em; }
 """
@@ -216,6 +220,90 @@ function drawAttention(where, a) {  // rows: target words; columns: source words
   where.appendChild(table);
 }
 
+// ---------------------------------------------------------------------------------------------- forecast
+function pickForecaster() {  // the series and horizon of the picked forecasting run
+  const run = info.runs.find((r) => r.name === $("fc-run").value);
+  const series = $("fc-series");
+  series.textContent = "";
+  run.series.forEach((s) => series.add(new Option(s)));
+  $("fc-horizon").max = run.horizon;
+  $("fc-horizon").value = run.horizon;
+  $("fc-samples").disabled = run.head === "quantile";
+}
+
+async function forecast() {
+  const out = $("fc-chart"), run = info.runs.find((r) => r.name === $("fc-run").value);
+  out.textContent = "...";
+  try {
+    const horizon = number("fc-horizon", true) || run.horizon;
+    const body = {series: [$("fc-series").value], horizon: horizon, history: 3 * run.horizon};
+    if (run.head !== "quantile") body.samples = number("fc-samples", true) || 100;
+    if ($("fc-split").value) body.split = $("fc-split").value;
+    const answer = await call(run.name, "forecast", body);
+    drawForecast(out, answer.results[0], run);
+  } catch (e) { fail(out, e); }
+}
+
+function drawForecast(where, f, run) {  // history, then the 95% and 80% bands, the median and the actual values
+  const NS = $("fc-proto").namespaceURI, W = 900, H = 300, pad = {l: 60, r: 15, t: 15, b: 30};
+  const hist = f.history, n = hist.length, steps = f.median.length;
+  const band = (lo, hi) => (String(lo) in f.quantiles && String(hi) in f.quantiles) ? [f.quantiles[String(lo)], f.quantiles[String(hi)]] : null;
+  const b95 = band(0.025, 0.975), b80 = band(0.1, 0.9);
+  const all = [...hist, ...f.median, ...(f.actual || []), ...(b95 ? b95.flat() : []), ...(b80 ? b80.flat() : [])]
+    .filter((v) => v !== null && Number.isFinite(v));
+  let lo = Math.min(...all), hi = Math.max(...all);
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const x = (i) => pad.l + (W - pad.l - pad.r) * i / Math.max(1, n + steps - 1);
+  const y = (v) => pad.t + (H - pad.t - pad.b) * (hi - v) / (hi - lo);
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const add = (tag, attrs, text) => {
+    const e = document.createElementNS(NS, tag);
+    Object.entries(attrs).forEach(([k, v]) => e.setAttribute(k, v));
+    if (text !== undefined) e.textContent = text;
+    svg.appendChild(e);
+    return e;
+  };
+  const line = (values, offset) => {  // a path through the non-missing values, broken at missing ones
+    let d = "", pen = "M";
+    values.forEach((v, i) => {
+      if (v === null || !Number.isFinite(v)) { pen = "M"; return; }
+      d += `${pen}${x(offset + i).toFixed(1)},${y(v).toFixed(1)} `; pen = "L";
+    });
+    return d.trim();
+  };
+  const area = ([low, high]) => {
+    const top = high.map((v, i) => `${x(n + i).toFixed(1)},${y(v).toFixed(1)}`);
+    const bottom = low.map((v, i) => `${x(n + i).toFixed(1)},${y(v).toFixed(1)}`).reverse();
+    return `M${top.join(" L")} L${bottom.join(" L")} Z`;
+  };
+  [0, 0.5, 1].forEach((t) => {
+    const v = lo + t * (hi - lo);
+    add("line", {x1: pad.l, x2: W - pad.r, y1: y(v), y2: y(v), stroke: "#eee"});
+    add("text", {x: pad.l - 6, y: y(v) + 4, "text-anchor": "end", class: "axis"}, Number(v.toPrecision(4)).toString());
+  });
+  add("line", {x1: x(n - 0.5), x2: x(n - 0.5), y1: pad.t, y2: H - pad.b, stroke: "#bbb", "stroke-dasharray": "4 3"});
+  if (b95) add("path", {id: "fc-band-95", d: area(b95), fill: "#4a86e8", "fill-opacity": 0.15});
+  if (b80) add("path", {id: "fc-band-80", d: area(b80), fill: "#4a86e8", "fill-opacity": 0.3});
+  add("path", {id: "fc-history", d: line(hist, 0), fill: "none", stroke: "#333", "stroke-width": 1.5});
+  if (f.actual) add("path", {id: "fc-actual", d: line(f.actual, n), fill: "none", stroke: "#333", "stroke-width": 1.5, "stroke-dasharray": "3 2"});
+  add("path", {id: "fc-median", d: line(f.median, n), fill: "none", stroke: "#0b5394", "stroke-width": 2});
+  const stamp = (t) => t.replace("T", " ");
+  const first = f.timestamps ? stamp(f.timestamps[0]) : `step ${n + 1}`;
+  const last = f.timestamps ? stamp(f.timestamps[steps - 1]) : `step ${n + steps}`;
+  add("text", {x: x(n), y: H - 8, class: "axis"}, first);
+  add("text", {x: W - pad.r, y: H - 8, "text-anchor": "end", class: "axis"}, last);
+  where.textContent = "";
+  where.appendChild(svg);
+  const note = document.createElement("p");
+  note.className = "note";
+  note.textContent = `${f.series}: the last ${n} values, then the median of the next ${steps} steps` +
+    `${b80 ? " with its 80%" : ""}${b95 ? " and 95%" : ""}${b80 || b95 ? " bands" : ""}` +
+    `${f.actual ? " and the held-out values (dashed)" : ""}; first step's median ${Number(f.median[0].toPrecision(5))}.`;
+  where.appendChild(note);
+  where.dataset.steps = String(steps);
+}
+
 async function start() {
   try {
     info = await (await fetch("/v1/runs")).json();
@@ -225,6 +313,12 @@ async function start() {
   info.runs.filter((r) => r.task === "lm").forEach((r, i) => { gen.options[i].dataset.level = r.level; });
   setup("classify", "classify");
   setup("translate", "translate");
+  if (info.runs.some((r) => r.task === "forecast")) {
+    setup("forecast", "forecast");
+    pickForecaster();
+    $("fc-run").addEventListener("change", pickForecaster);
+  } else $("forecast").hidden = true;
+  $("fc-go").addEventListener("click", forecast);
   $("gen-length").max = info.limits.max_new_tokens;
   $("gen-go").addEventListener("click", generate);
   $("cls-go").addEventListener("click", classify);
@@ -273,6 +367,16 @@ comes from another site.</p>
   <div class="row"><button id="tr-go">Translate</button></div>
   <div class="out" id="tr-output"></div>
   <div id="tr-attention"></div>
+</fieldset>
+<fieldset class="panel" id="forecast" hidden><legend>Forecast</legend>
+  <div class="row"><label>run <select class="run" id="fc-run"></select></label>
+    <label>series <select id="fc-series"></select></label>
+    <label class="num">horizon <input id="fc-horizon" name="horizon" type="number" min="1"></label>
+    <label class="num">samples <input id="fc-samples" name="samples" type="number" min="1" value="200"></label>
+    <label>of <select id="fc-split"><option value="">the future</option><option value="test">the test steps</option>
+    </select></label>
+    <button id="fc-go">Forecast</button></div>
+  <div id="fc-chart"></div><svg id="fc-proto" width="0" height="0" hidden></svg>
 </fieldset>
 <div id="status"></div>
 """

@@ -5,6 +5,8 @@ the routes (app.py), which know both."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -87,3 +89,32 @@ class ActivationsRequest(BaseModel):
     model_config = _STRICT
     text: str = Field(description="the text to read; every token must be in the run's vocabulary")
     units: int = Field(16, ge=1, le=256, description="units per layer to return, most interpretable first")
+
+
+class ForecastRequest(BaseModel):
+    """Forecast series of a forecasting run after the end of its data (or its held-out test or valid steps)."""
+
+    model_config = _STRICT
+    series: list[str] | None = Field(None, description="the series' ids (default: every series of the run, if "
+                                     "there are at most the server's max_series)")
+    horizon: int | None = Field(None, ge=1, description="steps to forecast (default and most: the trained horizon)")
+    samples: int = Field(100, ge=1, description="sample paths per series, for a distribution head (at most the "
+                         "server's max_samples; the quantile head draws none)")
+    split: Literal["valid", "test"] | None = Field(None, description="forecast the held-out steps of this split "
+                                                   "(returned as actual) instead of the future")
+    history: int = Field(0, ge=0, le=100_000, description="also return this many of each series' last values "
+                         "before the forecast")
+
+
+class Forecast(BaseModel):
+    series: str
+    timestamps: list[str] | None = Field(description="of the forecast steps (null for series without timestamps)")
+    median: list[float | None] = Field(description="the point forecast, each step's 0.5 quantile")
+    mean: list[float | None]
+    quantiles: dict[str, list[float | None]] = Field(description="each quantile level's values, by level")
+    history: list[float | None] = Field(description="the last values before the forecast (null where missing)")
+    actual: list[float | None] | None = Field(description="with a split: the held-out values")
+
+
+class ForecastResponse(BaseModel):
+    results: list[Forecast]
