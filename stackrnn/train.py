@@ -115,7 +115,7 @@ def build_config(config: str | Path | dict | None, overrides: dict[str, dict], t
 def default_out(cfg: RunConfig) -> str:
     """A new run's directory when none is named: runs/NAME-DATE-TIME, NAME from the dataset or data file."""
     source = getattr(cfg.data, "data", None)
-    name = cfg.data.dataset or (Path(source).stem if source else "embedded")
+    name = getattr(cfg.data, "dataset", None) or (Path(source).stem if source else "embedded")
     return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
