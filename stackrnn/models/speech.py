@@ -1,0 +1,172 @@
+"""SpeechRecognizer: acoustic features -> front end -> StackedRNN (bidirectional by default) -> linear ->
+log-softmax over the token set and CTC's blank, trained with CTC (Graves et al. 2006; Deep Speech 2).
+
+Dimension key: T frames, B batch, F features per frame, S frames stacked by the front end, D a layer's output
+size, V tokens + the blank (id 0), U the longest transcript of a batch (tokens).
+
+Two ways to make long audio cheaper, both counted in the lengths so padding never changes a transcript:
+
+    front end "stack":  every S consecutive frames become one input step of S * F features (the frame rate / S)
+    pyramid = k:        layers k, k+1, ... each read pairs of neighbouring outputs of the layer below,
+                        concatenated: the frame rate halves at each (Listen, Attend and Spell's pyramid)
+
+An utterance of n frames has ceil(n / S) steps after the front end and ceil(m / 2) after each pyramid layer of
+m. The missing frame of an odd count is a zero, exactly as padding is, and the stack reads each sequence only
+to its length and outputs zeros after it, so an utterance gets the same outputs alone and in a padded batch.
+
+With a pyramid the stack is cut in blocks: the layers below k as one StackedRNN (their residual connections,
+if any, act among them), then one StackedRNN per pyramid layer; the stack's dropout (plain or variational) acts
+between every two layers as usual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import nested, option
+from ..errors import InputError
+from ..layers import LayerSpec
+from ..regularizers import locked_dropout
+from ..stack import StackedRNN
+from .stack_config import StackConfig
+
+FRONT_ENDS = ("none", "stack")
+
+
+@dataclass
+class SpeechConfig:
+    """[model]: the speech recogniser's architecture."""
+
+    stack: StackConfig = nested(StackConfig, "the recurrent stack ([model.stack])", hidden_size=128, num_layers=3,
+                                bidirectional=True)
+    frontend: str = option("none", "before the stack: none, or stack (every stack_frames frames become one step)",
+                           choices=FRONT_ENDS)
+    stack_frames: int = option(3, "front end stack: frames joined into one step (the frame rate is divided by it)")
+    pyramid: int = option(0, "0: none; k >= 2: layers k and up each read pairs of neighbouring outputs of the layer "
+                          "below, halving the frame rate (Listen, Attend and Spell)")
+    input_dropout: float = option(0.0, "dropout on the features, before the front end")
+
+    def validate(self) -> None:
+        if self.stack_frames < 1:
+            raise InputError(f"model.stack_frames: expected an integer >= 1, got {self.stack_frames}")
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise InputError(f"model.input_dropout: expected a number in [0, 1), got {self.input_dropout}")
+        specs = self.stack.specs("model.stack")
+        if self.pyramid and not 2 <= self.pyramid <= len(specs):
+            raise InputError(f"model.pyramid: expected 0 or a layer number in [2, {len(specs)}] (the first layer reads "
+                             f"the features; to join input frames use frontend = 'stack'), got {self.pyramid}")
+        SpeechRecognizer.from_config(self, 13, 3)  # the stack's residual settings against the blocks
+
+
+class SpeechRecognizer(nn.Module):
+    """CTC speech recognition over a stack of recurrent layers (see the module docstring).
+
+    Args:
+        input_size: F, features per frame.
+        vocab_size: V, the token set's size with the blank (id 0).
+        layers: the stack's layer specifications, bottom first; any may be bidirectional.
+        frontend: "none" or "stack"; stack_frames: S for "stack".
+        pyramid: 0, or k >= 2: layers from k up halve the frame rate.
+        dropout, variational, residual, highway: the stack's options (StackedRNN); with a pyramid, residual
+            connections act among the layers below k.
+        input_dropout: dropout on the features.
+
+    Inputs: features, lengths, targets=None, target_lengths=None
+        features: (T, B, F) right-padded with zeros.
+        lengths: (B,) frames of each utterance, 1 <= lengths <= T.
+        targets: (B, U) token ids >= 1, right-padded; target_lengths: (B,) tokens of each.
+
+    Outputs: log_probs, loss
+        log_probs: (T', B, V) log-probabilities per output frame (T' after the front end and the pyramid;
+            `output_lengths(lengths)` gives each utterance's).
+        loss: CTC's negative log-likelihood, each utterance's over its transcript length, averaged over the
+            batch (torch's reduction "mean"); an impossible alignment (too few frames) counts 0 (zero_infinity).
+            None without targets.
+
+    Attributes:
+        blocks: nn.ModuleList of StackedRNN (one without a pyramid). head: nn.Linear(D, V).
+    """
+
+    def __init__(self, input_size: int, vocab_size: int, layers: list[LayerSpec], *, frontend: str = "none",
+                 stack_frames: int = 3, pyramid: int = 0, dropout: float = 0.0, variational: bool = False,
+                 residual: bool | int = False, highway: bool = False, input_dropout: float = 0.0) -> None:
+        super().__init__()
+        if frontend not in FRONT_ENDS:
+            raise ValueError(f"frontend: expected one of {FRONT_ENDS}, got {frontend!r}")
+        if pyramid and not 2 <= pyramid <= len(layers):
+            raise ValueError(f"pyramid: expected 0 or a layer number in [2, {len(layers)}], got {pyramid}")
+        self.stride = stack_frames if frontend == "stack" else 1
+        self.pyramid, self.dropout, self.variational, self.input_dropout = pyramid, dropout, variational, input_dropout
+        self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+        cut = pyramid - 1 if pyramid else len(layers)
+        if (residual or highway) and cut < 2:
+            raise InputError(f"model.stack.residual: with pyramid = {pyramid} the layers below the pyramid ({cut}) are too "
+                             "few for a residual connection (a pyramid layer's input is two frames, not its output's "
+                             "size); leave residual out or raise model.pyramid")
+        if not isinstance(residual, bool) and residual > cut:
+            raise InputError(f"model.stack.residual: residual connections act among the layers below the pyramid "
+                             f"(1 to {cut}); got layer {residual}")
+        size = input_size * self.stride
+        self.blocks = nn.ModuleList([StackedRNN(size, layers=layers[:cut], dropout=dropout, variational=variational,
+                                                residual=residual, highway=highway)])
+        size = self.blocks[0].output_size
+        for spec in layers[cut:]:  # each pyramid layer reads two frames of the layer below
+            self.blocks.append(StackedRNN(2 * size, layers=[spec]))
+            size = self.blocks[-1].output_size
+        self.head = nn.Linear(size, vocab_size)
+
+    @classmethod
+    def from_config(cls, cfg: SpeechConfig, input_size: int, vocab_size: int) -> SpeechRecognizer:
+        try:
+            return cls(input_size, vocab_size, cfg.stack.specs("model.stack"), frontend=cfg.frontend,
+                       stack_frames=cfg.stack_frames, pyramid=cfg.pyramid, input_dropout=cfg.input_dropout,
+                       **cfg.stack.options())
+        except ValueError as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"model.stack.{e}") from None
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """(B,) output frames of utterances of `lengths` frames: ceil by the front end's stride, then halved
+        (rounding up) at every pyramid layer."""
+        out = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
+        for _ in self.blocks[1:]:
+            out = torch.div(out + 1, 2, rounding_mode="floor")
+        return out
+
+    def forward(self, features: Tensor, lengths: Tensor, targets: Tensor | None = None,
+                target_lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
+        x = self._drop(features, self.input_dropout)
+        x = join_frames(x, self.stride)  # (T / S, B, S * F)
+        out_lengths = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
+        for i, block in enumerate(self.blocks):
+            if i > 0:  # a pyramid layer: dropout as between any two layers, then pairs of frames
+                x = join_frames(self._drop(x, self.dropout), 2)  # (T / 2, B, 2 * D)
+                out_lengths = torch.div(out_lengths + 1, 2, rounding_mode="floor")
+            x, _ = block(x, lengths=out_lengths)
+        log_probs = torch.log_softmax(self.head(x).float(), dim=-1)  # (T', B, V)
+        if targets is None:
+            return log_probs, None
+        loss = self.ctc(log_probs, targets, out_lengths, torch.as_tensor(target_lengths, dtype=torch.long).cpu())
+        return log_probs, loss
+
+    def _drop(self, x: Tensor, p: float) -> Tensor:
+        if self.variational:
+            return locked_dropout(x, p, self.training)
+        return nn.functional.dropout(x, p, self.training)
+
+
+def join_frames(x: Tensor, k: int) -> Tensor:
+    """(T, B, F) -> (ceil(T / k), B, k * F): every k consecutive frames side by side, the last group padded with
+    zero frames."""
+    if k == 1:
+        return x
+    T, B, F = x.shape
+    extra = -T % k
+    if extra:
+        x = torch.cat([x, x.new_zeros(extra, B, F)])
+    return x.view((T + extra) // k, k, B, F).transpose(1, 2).reshape((T + extra) // k, B, k * F)
