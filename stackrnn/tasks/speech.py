@@ -125,7 +125,8 @@ class SpeechTask(Task):
     DataConfig = SpeechDataConfig
     unit = "utterances"
     files = (SPEECH,)
-    monitors = ("cer", "wer", "loss")
+    # CER sits at 1 while a new CTC model still outputs only blanks, so the loss leads (auto) and drives the schedule
+    monitors = ("loss", "cer", "wer", "accuracy")
 
     # -- data -------------------------------------------------------------------------------------------------
     def kind(self) -> str:

@@ -1,0 +1,238 @@
+"""Speech recognition end to end (tasks/speech.py, SpeechRun, `stackrnn transcribe` and `stackrnn eval`): a tiny
+run on a manifest of synthetic feature files learns to transcribe; transcripts are the same alone and together;
+eval gives WER and CER with best path and beam search; resume after a kill; bad input (corrupt, empty or
+implausible WAVs, a .mfc with a wrong count, transcripts outside the token set, missing files) is one line with
+exit status 2 and nothing written. Tiny runs, one thread, seconds each; FSDD and AN4 where ../shared/data
+holds them."""
+
+import json
+import struct
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+import stackrnn
+from stackrnn.cli import main
+from stackrnn.run import RunDir
+
+from .conftest import SHARED
+from .test_speech import render
+
+TINY = ["--task", "speech", "--hidden-size", "16", "--num-layers", "2", "--batch-size", "16", "--lr", "0.02",
+        "--no-progress", "--seed", "0", "--threads", "1"]
+LETTERS = "abc"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_set(folder, name: str, n: int, seed: int, *, rows: list[str] | None = None):
+    """n synthetic utterances as .npy feature files under folder/name/, and folder/name.csv listing them."""
+    rng = np.random.default_rng(seed)
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    lines = ["path,transcript"]
+    for i in range(n):
+        tokens = rng.integers(1, 4, rng.integers(1, 5)).tolist()
+        np.save(folder / name / f"{i}.npy", render(tokens, rng))
+        lines.append(f"{name}/{i}.npy,{''.join(LETTERS[k - 1] for k in tokens)}")
+    manifest = folder / f"{name}.csv"
+    manifest.write_text("\n".join(lines + (rows or [])) + "\n")
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("speech")
+    return {s: write_set(folder, s, n, seed) for s, n, seed in (("train", 160, 1), ("valid", 40, 2), ("test", 40, 3))}
+
+
+def data_flags(data):
+    return ["--data", str(data["train"]), "--valid-data", str(data["valid"]), "--test-data", str(data["test"])]
+
+
+@pytest.fixture(scope="module")
+def speech_run(tmp_path_factory, data):
+    out = tmp_path_factory.mktemp("runs") / "speech"
+    assert main(["train", *data_flags(data), "--out", str(out), "--epochs", "8", *TINY]) == 0
+    return out
+
+
+def test_train_transcribe_and_eval_have_help(capsys):
+    for argv in (["train", "--task", "speech", "--help"], ["transcribe", "--help"], ["eval", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--pyramid" in out and "--time-masks" in out and "--beam" in out and "best path" in out
+
+
+def test_a_tiny_run_transcribes_its_test_set(speech_run, capsys):
+    assert main(["eval", str(speech_run), "--split", "test", "--json"]) == 0
+    greedy = json.loads(capsys.readouterr().out)
+    assert greedy["utterances"] == 40 and greedy["accuracy"] >= 0.9 and greedy["cer"] <= 0.05, greedy
+    assert main(["eval", str(speech_run), "--split", "test", "--beam", "4", "--json"]) == 0
+    beam = json.loads(capsys.readouterr().out)
+    assert beam["beam"] == 4 and beam["wer"] <= greedy["wer"] + 0.05
+    assert main(["eval", str(speech_run), "--split", "test", "--examples", "2"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("test: 40 utterances, beam 1: WER") and text.count("reference:") == 2
+
+
+def test_a_file_is_transcribed_the_same_alone_and_among_others(speech_run, data):
+    run = stackrnn.load(speech_run)
+    files = sorted(str(p) for p in (data["test"].parent / "test").glob("*.npy"))[:12]
+    together = run.transcribe(files)
+    for f, t in zip(files, together):
+        alone = run.transcribe(f)
+        assert alone["transcript"] == t["transcript"] and alone["tokens"] == t["tokens"]
+    assert run.transcribe(files, beam=1) == together
+
+
+def test_transcribe_prints_a_line_per_file_and_json_with_times(speech_run, data, capsys):
+    rows = data["test"].read_text().splitlines()[1:4]
+    files = [str(data["test"].parent / r.split(",")[0]) for r in rows]
+    assert main(["transcribe", str(speech_run), *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [r.split(",")[1] for r in rows]  # the run reads these right
+    assert main(["transcribe", str(speech_run), files[0], "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["transcript"] == lines[0] and [t["token"] for t in result["tokens"]] == list(lines[0])
+    times = [t["time"] for t in result["tokens"]]
+    assert times == sorted(times) and all(0 < t["probability"] <= 1 for t in result["tokens"])
+
+
+# -- resume ---------------------------------------------------------------------------------------------------
+class Killed(BaseException):
+    """A kill between two checkpoints: no handler saves anything (what SIGKILL leaves in the run directory)."""
+
+
+def test_a_run_killed_between_checkpoints_resumes_to_the_uninterrupted_run(tmp_path, data, monkeypatch):
+    """Killed in step 13 (mid-epoch, dropout and SpecAugment on, the last checkpoint at step 10) and resumed ==
+    run to the end without a stop: the same weights and metrics, to the last digit."""
+    from stackrnn.tasks.speech import SpeechTask
+
+    flags = ["train", *data_flags(data), *TINY, "--dropout", "0.2", "--epochs", "3", "--save-every", "5",
+             "--log-every", "5", "--time-masks", "1", "--time-width", "3", "--freq-masks", "1", "--freq-width", "2"]
+    assert main([*flags, "--out", str(tmp_path / "whole")]) == 0
+    step, calls = SpeechTask.step, iter(range(1, 1000))
+
+    def killed_in_step_13(self, *args):
+        if next(calls) == 13:
+            raise Killed
+        return step(self, *args)
+
+    monkeypatch.setattr(SpeechTask, "step", killed_in_step_13)
+    with pytest.raises(Killed):
+        main([*flags, "--out", str(tmp_path / "killed")])
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "killed" / "trainer.json").read_text())["step"] == 10
+    assert main(["train", "--resume", str(tmp_path / "killed"), "--no-progress"]) == 0
+    a, b = RunDir(tmp_path / "whole"), RunDir(tmp_path / "killed")
+    for name in ("last.safetensors", "model.safetensors"):
+        ta, tb = a.load_tensors(name), b.load_tensors(name)
+        for k in ta:
+            torch.testing.assert_close(ta[k], tb[k], atol=0, rtol=0, msg=f"{name} {k}")
+    strip = lambda records: [{k: v for k, v in r.items() if k not in ("time", "utterances_per_s")}  # noqa: E731
+                             for r in records]
+    assert strip(a.read_metrics()) == strip(b.read_metrics())
+    assert [r["step"] for r in a.read_metrics() if r["split"] == "valid"] == [10, 20, 30]
+
+
+# -- bad input ------------------------------------------------------------------------------------------------
+def _fails(capsys, argv, match):
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+def _wav(path, frames: bytes, rate: int = 8000):
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return path
+
+
+def test_bad_files_to_transcribe_are_one_line(speech_run, tmp_path, capsys):
+    run = str(speech_run)
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00junk" * 10)
+    assert str(corrupt) in _fails(capsys, ["transcribe", run, str(corrupt)], "not a PCM WAV file")
+    empty = _wav(tmp_path / "empty.wav", b"")
+    assert str(empty) in _fails(capsys, ["transcribe", run, str(empty)], "holds no audio")
+    slow = _wav(tmp_path / "slow.wav", b"\x00\x01" * 400, rate=100)
+    _fails(capsys, ["transcribe", run, str(slow)], "sample rate 100 Hz is not a recording's")
+    mfc = tmp_path / "short.mfc"
+    mfc.write_bytes(struct.pack(">i", 26) + np.zeros(13, ">f4").tobytes())
+    assert str(mfc) in _fails(capsys, ["transcribe", run, str(mfc)], "the header counts 26 values but the file holds 13")
+    wrong = tmp_path / "wide.npy"
+    np.save(wrong, np.zeros((20, 9), np.float32))
+    _fails(capsys, ["transcribe", run, str(wrong)], "9 features per frame, but the run reads 6")
+    _fails(capsys, ["transcribe", run, str(tmp_path / "nowhere.wav")], "nowhere.wav: no such file")
+    _fails(capsys, ["transcribe", run, str(wrong), "--beam", "0"], "--beam: expected an integer >= 1, got 0")
+    _fails(capsys, ["eval", run, "--beam", "0"], "beam")
+    _fails(capsys, ["eval", run, "--length-penalty", "1"], "--length-penalty: for translation runs")
+
+
+def test_runs_of_other_tasks_are_refused(speech_run, trained_run, capsys):
+    _fails(capsys, ["transcribe", str(trained_run), "a.wav"], "is a language-model run, not a speech recognition run")
+    _fails(capsys, ["predict", str(speech_run), "some text"], "is a speech recognition run, not a classification run")
+
+
+def test_a_transcript_outside_the_token_set_is_one_line_and_writes_nothing(tmp_path, data, capsys):
+    valid = data["valid"].parent / "odd.csv"
+    valid.write_text(data["valid"].read_text().replace("\n", "\nvalid/0.npy,abz\n", 1))
+    line = _fails(capsys, ["train", "--data", str(data["train"]), "--valid-data", str(valid), "--out",
+                           str(tmp_path / "run"), *TINY], "transcript 'abz' has 'z', which is not among the run's symbols")
+    assert f"{valid}, line 2" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_file_in_a_short_manifest_stops_and_in_a_long_one_is_skipped_with_a_count(tmp_path, data, capsys):
+    short = data["train"].parent / "short.csv"
+    short.write_text("path,transcript\ntrain/0.npy,a\ntrain/gone.npy,b\n")
+    line = _fails(capsys, ["train", "--data", str(short), "--out", str(tmp_path / "run"), *TINY], "does not exist")
+    assert f"{short}, line 3" in line and "gone.npy" in line
+    assert not (tmp_path / "run").exists()
+    long = write_set(data["train"].parent, "train", 160, 1, rows=["train/gone1.npy,ab", "train/gone2.npy,c"])
+    capsys.readouterr()
+    assert main(["train", "--data", str(long), "--valid-data", str(data["valid"]), "--out", str(tmp_path / "run"),
+                 "--max-steps", "1", *TINY]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "skipped" in ln]
+    assert len(warned) == 1 and "skipped 2 bad rows of 162" in warned[0] and "line 162" in warned[0], warned
+
+
+# -- the shared data ------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason="../shared/data/fsdd is absent")
+def test_fsdd_splits_by_index_or_by_speaker():
+    from stackrnn.data.speech import fsdd_split, read_fsdd
+
+    utterances = read_fsdd(SHARED / "fsdd")
+    assert len(utterances) == 2500 and {u.text for u in utterances} == set("0123456789")
+    train, test = fsdd_split(utterances, [])
+    assert (len(train), len(test)) == (2250, 250) and all(int(u.where) <= 4 for u in test)
+    train, test = fsdd_split(utterances, ["theo"])
+    assert (len(train), len(test)) == (2000, 500) and {u.speaker for u in test} == {"theo"}
+    with pytest.raises(ValueError, match="'nobody' is not among the recordings' speakers"):
+        fsdd_split(utterances, ["nobody"])
+
+
+@pytest.mark.skipif(not (SHARED / "an4_mfcc").is_dir(), reason="../shared/data/an4_mfcc is absent")
+def test_an4_reads_948_training_and_130_test_utterances():
+    from stackrnn.data.speech import read_an4
+
+    train, test = read_an4(SHARED / "an4_mfcc", "train"), read_an4(SHARED / "an4_mfcc", "test")
+    assert (len(train), len(test)) == (948, 130)
+    assert test[0].text == "RUBOUT G M E F THREE NINE" and test[0].path.endswith("an406-fcaw-b.mfc")
