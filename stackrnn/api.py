@@ -201,16 +201,18 @@ class SpeechRun(Run):
         """The symbols the run writes transcripts in (CTC's blank aside)."""
         return self.task.tokens.symbols
 
-    def transcribe(self, paths: str | Path | Sequence[str | Path], *, beam: int = 1) -> dict | list[dict]:
+    def transcribe(self, paths: str | Path | Sequence[str | Path], *, beam: int = 1,
+                   stream: float | None = None) -> dict | list[dict]:
         """Transcribe audio (.wav) or feature (.mfc, .npy) files: each {"path", "transcript", "tokens"}, with
         best path (beam 1, the default) every token's time and probability, else prefix beam search of width
         `beam` (tokens None); one dict for one path, a list otherwise. A file is transcribed the same alone and
-        among others."""
+        among others. With `stream` (milliseconds), a unidirectional run reads each file in chunks of about
+        that long, carrying its state, with the same result as the whole file at once."""
         single = isinstance(paths, (str, Path))
         files = [str(paths)] if single else [str(p) for p in paths]
         if not files:
             raise InputError("paths: give at least one audio or feature file to transcribe")
-        results = self.task.transcribe(self.model, files, beam=beam, device=self.device)
+        results = self.task.transcribe(self.model, files, beam=beam, stream=stream, device=self.device)
         return results[0] if single else results
 
 

@@ -353,6 +353,9 @@ class TranscribeOptions(RunOptions):
 
     files: list = option([], "audio or feature files to transcribe", positional=True, metavar="FILE")
     beam: int = option(1, "beam size of CTC prefix beam search; 1 is best path (greedy)")
+    stream: bool = option(False, "read each file in chunks, carrying the model's state, as audio arriving live "
+                          "(unidirectional runs with global or no normalisation); the same transcript as the whole file")
+    chunk_ms: float = option(320.0, "with --stream: the chunk length in milliseconds")
 
 
 def transcribe(opts: TranscribeOptions) -> int:
@@ -360,7 +363,8 @@ def transcribe(opts: TranscribeOptions) -> int:
         raise InputError("give the audio or feature files to transcribe")
     if opts.beam < 1:
         raise InputError(f"--beam: expected an integer >= 1, got {opts.beam}")
-    results = load(opts.run, weights=opts.weights, task="speech").transcribe(opts.files, beam=opts.beam)
+    results = load(opts.run, weights=opts.weights, task="speech").transcribe(
+        opts.files, beam=opts.beam, stream=opts.chunk_ms if opts.stream else None)
     print(json.dumps(results, ensure_ascii=False) if opts.json else "\n".join(r["transcript"] for r in results))
     return 0
 

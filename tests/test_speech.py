@@ -255,3 +255,31 @@ def test_a_tone_lights_the_mel_band_around_its_frequency():
     assert abs(centres[peak].item() - 1000) < 120
     mfcc = FeatureSpec("mfcc", 16000, 40, 13).features(tone(1000, 8000), 8000)  # resampled from 8 kHz
     assert mfcc.shape == (51, 13) and np.isfinite(mfcc).all()
+
+
+# -- streaming ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("frontend, pyramid", [("none", 0), ("stack", 2)])
+def test_streaming_chunk_by_chunk_equals_the_whole_utterance(frontend, pyramid):
+    """A unidirectional stack (a fused LSTM, a GRU, a zoneout LSTM through the engine) reads an utterance in
+    chunks of a multiple of the frames one output frame stands for, its state carried: the outputs are the
+    whole utterance's, for any chunk size and an odd last chunk."""
+    torch.manual_seed(0)
+    model = SpeechRecognizer(F, 5, [LSTM(8), GRU(8), LSTM(8, zoneout=0.1)], frontend=frontend, stack_frames=3,
+                             pyramid=pyramid).eval()
+    x = torch.randn(41, 1, F)
+    with torch.no_grad():
+        whole, _ = model(x, torch.tensor([41]))
+        for chunks in (1, 2, 5):
+            size = chunks * model.chunk_frames
+            state, parts = None, []
+            for start in range(0, 41, size):
+                out, state = model.stream(x[start:start + size], state)
+                parts.append(out)
+            torch.testing.assert_close(torch.cat(parts), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_a_bidirectional_model_refuses_to_stream():
+    model = SpeechRecognizer(F, 5, [LSTM(8, bidirectional=True)])
+    assert not model.streamable
+    with pytest.raises(ValueError, match="bidirectional layer reads the future"):
+        model.stream(torch.randn(4, 1, F))

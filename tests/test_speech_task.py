@@ -236,3 +236,33 @@ def test_an4_reads_948_training_and_130_test_utterances():
     train, test = read_an4(SHARED / "an4_mfcc", "train"), read_an4(SHARED / "an4_mfcc", "test")
     assert (len(train), len(test)) == (948, 130)
     assert test[0].text == "RUBOUT G M E F THREE NINE" and test[0].path.endswith("an406-fcaw-b.mfc")
+
+
+# -- streaming and global normalisation -----------------------------------------------------------------------
+def test_a_unidirectional_run_streams_the_same_transcripts_as_whole_files(tmp_path, data, capsys):
+    """With global statistics (saved in the run: 6 means and deviations) and left-to-right layers, transcribe
+    --stream gives exactly the whole files' transcripts and token times; runs that cannot stream say why."""
+    out = tmp_path / "uni"
+    assert main(["train", *data_flags(data), "--out", str(out), "--epochs", "4", "--no-bidirectional", "--normalize",
+                 "global", "--frontend", "stack", "--stack-frames", "2", "--pyramid", "2", *TINY]) == 0
+    saved = json.loads((out / "speech.json").read_text())
+    assert len(saved["mean"]) == len(saved["std"]) == 6
+    files = sorted(str(p) for p in (data["test"].parent / "test").glob("*.npy"))[:10]
+    run = stackrnn.load(out)
+    whole = run.transcribe(files)
+    assert sum(len(r["tokens"]) for r in whole) >= 10  # the run writes something: the comparison means something
+    for chunk in (40, 80, 1000):
+        assert run.transcribe(files, stream=chunk) == whole
+    capsys.readouterr()
+    assert main(["transcribe", str(out), *files, "--stream", "--chunk-ms", "40"]) == 0
+    assert capsys.readouterr().out.splitlines() == [r["transcript"] for r in whole]
+    uni_per_utterance = tmp_path / "uni-utt"
+    assert main(["train", *data_flags(data), "--out", str(uni_per_utterance), "--max-steps", "1", "--no-bidirectional",
+                 *TINY]) == 0
+    _fails(capsys, ["transcribe", str(uni_per_utterance), files[0], "--stream"], "--normalize global")
+    _fails(capsys, ["transcribe", str(out), files[0], "--stream", "--chunk-ms", "0"], "chunk length")
+
+
+def test_a_bidirectional_run_refuses_to_stream(speech_run, data, capsys):
+    f = str(next((data["test"].parent / "test").glob("*.npy")))
+    _fails(capsys, ["transcribe", str(speech_run), f, "--stream"], "--stream: this run's stack is bidirectional")

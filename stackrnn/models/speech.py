@@ -17,6 +17,9 @@ to its length and outputs zeros after it, so an utterance gets the same outputs 
 With a pyramid the stack is cut in blocks: the layers below k as one StackedRNN (their residual connections,
 if any, act among them), then one StackedRNN per pyramid layer; the stack's dropout (plain or variational) acts
 between every two layers as usual.
+
+A model whose layers all read left to right streams (`stream`): chunk by chunk, every layer's state carried
+from one chunk to the next, giving the same outputs as the whole utterance at once.
 """
 
 from __future__ import annotations
@@ -153,6 +156,39 @@ class SpeechRecognizer(nn.Module):
             return log_probs, None
         loss = self.ctc(log_probs, targets, out_lengths, torch.as_tensor(target_lengths, dtype=torch.long).cpu())
         return log_probs, loss
+
+    @property
+    def streamable(self) -> bool:
+        """Whether every layer reads left to right, so that audio can be transcribed as it comes."""
+        return not any(spec.bidirectional for block in self.blocks for spec in block.specs)
+
+    @property
+    def chunk_frames(self) -> int:
+        """The input frames one output frame stands for (the front end's stride times 2 per pyramid layer):
+        streamed chunks are a multiple of it, but for the last."""
+        return self.stride * 2 ** (len(self.blocks) - 1)
+
+    def stream(self, features: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+        """One chunk of a unidirectional model's input, carrying every block's state from the chunk before.
+
+        Inputs: features (T_c, B, F), a chunk of frames, T_c a multiple of `chunk_frames` unless it is the last
+        chunk; state: what the previous chunk returned (None for the first).
+        Outputs: log_probs (T_c', B, V) of the chunk's output frames; state for the next chunk.
+
+        The chunks' outputs, joined, are the whole input's (`forward` without lengths): every layer reads left
+        to right, carries its state over, and the frames stacked or paired never straddle two chunks."""
+        if not self.streamable:
+            raise ValueError("stream: a bidirectional layer reads the future, so this model cannot stream; train one "
+                             "with bidirectional = false")
+        states = state or [None] * len(self.blocks)
+        x = join_frames(features, self.stride)
+        new = []
+        for i, block in enumerate(self.blocks):
+            if i > 0:
+                x = join_frames(x, 2)
+            x, s = block(x, states[i])
+            new.append(s)
+        return torch.log_softmax(self.head(x).float(), dim=-1), new
 
     def _drop(self, x: Tensor, p: float) -> Tensor:
         if self.variational:

@@ -317,14 +317,21 @@ class SpeechTask(Task):
                 "examples": [{"path": u.path, "reference": r, "transcript": h}
                              for u, r, h in list(zip(utterances, encoded[2], hypotheses))[:examples]]}
 
-    def transcribe(self, model: SpeechRecognizer, paths: list[str], *, beam: int = 1,
+    def transcribe(self, model: SpeechRecognizer, paths: list[str], *, beam: int = 1, stream: float | None = None,
                    device: torch.device | str = "cpu") -> list[dict]:
         """Each file's transcript: {"path", "transcript", "tokens"}; with best path (beam 1) every token's
-        {"token", "time" (seconds where its first frame starts), "probability" (its highest over its frames)}."""
+        {"token", "time" (seconds where its first frame starts), "probability" (its highest over its frames)}.
+        With `stream` (milliseconds), a unidirectional model reads each file's frames in chunks of about that
+        long, its state carried from chunk to chunk, as it would read audio arriving live."""
         if beam < 1:
             raise InputError(f"--beam: expected an integer >= 1, got {beam}")
+        if stream is not None:
+            self.check_stream(model, stream)
         features = [self.features(read_features(p, self.spec, coefficients=self.cfg.data.n_mfcc), p) for p in paths]
-        log_probs, _ = self.outputs(model, features, None, device)
+        if stream is None:
+            log_probs, _ = self.outputs(model, features, None, device)
+        else:
+            log_probs = [self.stream(model, f, stream, device) for f in features]
         seconds = self.spec.hop_ms / 1000 * model.stride * 2 ** (len(model.blocks) - 1)  # one output frame
         results = []
         for path, lp in zip(paths, log_probs):
@@ -336,6 +343,29 @@ class SpeechTask(Task):
                 ids, tokens = prefix_beam_search(lp, beam)[0], None
             results.append({"path": path, "transcript": self.tokens.decode(ids), "tokens": tokens})
         return results
+
+
+    def check_stream(self, model: SpeechRecognizer, chunk_ms: float) -> None:
+        if not model.streamable:
+            raise InputError("--stream: this run's stack is bidirectional (its layers read the future), so it cannot "
+                             "stream; train with --no-bidirectional for a model that can")
+        if self.cfg.data.normalize == "utterance":
+            raise InputError("--stream: this run normalises each utterance by its own mean and deviation, which are "
+                             "known only at its end; train with --normalize global (or none) for a model that can stream")
+        if not chunk_ms > 0:
+            raise InputError(f"--stream: expected a chunk length in milliseconds > 0, got {chunk_ms}")
+
+    @torch.no_grad()
+    def stream(self, model: SpeechRecognizer, features: Tensor, chunk_ms: float, device) -> Tensor:
+        """(T', V) log-probabilities of one utterance read in chunks of about `chunk_ms` (a whole number of the
+        frames one output frame stands for), the model's state carried between them."""
+        step = model.chunk_frames
+        size = max(1, round(chunk_ms / self.spec.hop_ms / step)) * step
+        state, parts = None, []
+        for start in range(0, len(features), size):
+            out, state = model.stream(features[start:start + size].unsqueeze(1).to(device), state)
+            parts.append(out[:, 0].cpu())
+        return torch.cat(parts)
 
 
 def _same_width(raw: list[np.ndarray], utterances: list[Utterance]) -> int:
