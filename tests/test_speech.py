@@ -35,14 +35,14 @@ SYMBOLS, F = 3, 6
 
 
 def render(tokens: list[int], rng: np.random.Generator) -> np.ndarray:
-    """(T, F) frames: each symbol k (1..3) as 3 to 5 frames with feature k - 1 on (plus noise), separated by 1 to
-    3 frames of silence; a repeated symbol is two such bursts, as CTC needs."""
+    """(T, F) frames: each symbol k (1..3) as 3 to 5 frames with feature k - 1 on (plus noise), separated by 2 to
+    4 frames of silence; a repeated symbol is two such bursts, as CTC needs."""
     frames = [np.zeros((rng.integers(1, 4), F))]
     for k in tokens:
         burst = np.zeros((rng.integers(3, 6), F))
         burst[:, k - 1] = 1.0
         burst[:, SYMBOLS + (k - 1)] = np.linspace(0, 1, len(burst))  # a rising edge: where the symbol's frames are
-        frames += [burst, np.zeros((rng.integers(1, 4), F))]
+        frames += [burst, np.zeros((rng.integers(2, 5), F))]
     x = np.concatenate(frames)
     return (x + rng.normal(0, 0.1, x.shape)).astype(np.float32)
 
@@ -60,16 +60,17 @@ def batch(features, targets):
     return x, lengths, y, torch.tensor([len(t) for t in targets])
 
 
-@pytest.mark.parametrize("frontend, pyramid", [("none", 0), ("none", 2)])
+@pytest.mark.parametrize("frontend, pyramid", [("none", 0), ("none", 2), ("conv", 0)])
 def test_ctc_learns_the_synthetic_task(frontend, pyramid):
     """A 2-layer bidirectional LSTM learns to read symbols rendered as feature patterns: >= 95% of held-out
-    sequences exactly right, with best path and with beam search, also with a pyramid (half the frames)."""
+    sequences exactly right, with best path and with beam search, also with a pyramid or Deep Speech 2's
+    convolutions (each half the frames)."""
     torch.manual_seed(0)
     model = SpeechRecognizer(F, SYMBOLS + 1, [LSTM(24, bidirectional=True)] * 2, frontend=frontend, stack_frames=2,
-                             pyramid=pyramid)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+                             conv_channels=8, pyramid=pyramid)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
     train_x, train_y = synthetic(320, seed=1)
-    for epoch in range(8):
+    for epoch in range(14):
         for i in range(0, 320, 32):
             _, loss = model(*batch(train_x[i:i + 32], train_y[i:i + 32]))
             opt.zero_grad()
@@ -84,6 +85,24 @@ def test_ctc_learns_the_synthetic_task(frontend, pyramid):
     for beam in (1, 4):
         right = sum(decode(log_probs[:frames[b], b], beam) == test_y[b] for b in range(100))
         assert right >= 95, (beam, right, loss.item())
+
+
+def test_the_conv_front_end_keeps_padding_out_and_halves_the_frame_rate():
+    """Deep Speech 2's convolutions reach 5 frames either way: an utterance reads the same alone and beside longer
+    ones, and n frames become ceil(n / 2) output frames."""
+    torch.manual_seed(0)
+    model = SpeechRecognizer(13, 5, [LSTM(8, bidirectional=True)] * 2, frontend="conv", conv_channels=4).eval()
+    assert model.conv.output_size == 4 * 4  # 13 -> 7 -> 4 frequencies
+    feats = [torch.randn(n, 13) for n in (30, 9, 1, 17)]
+    x, lengths = torch.nn.utils.rnn.pad_sequence(feats), torch.tensor([len(f) for f in feats])
+    with torch.no_grad():
+        together, _ = model(x, lengths)
+        frames = model.output_lengths(lengths)
+        assert frames.tolist() == [15, 5, 1, 9] and together.shape[0] == 15
+        for b, f in enumerate(feats):
+            alone, _ = model(f.unsqueeze(1), torch.tensor([len(f)]))
+            torch.testing.assert_close(together[:frames[b], b], alone[:, 0], atol=1e-5, rtol=1e-5)
+    assert not model.streamable
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -281,5 +300,5 @@ def test_streaming_chunk_by_chunk_equals_the_whole_utterance(frontend, pyramid):
 def test_a_bidirectional_model_refuses_to_stream():
     model = SpeechRecognizer(F, 5, [LSTM(8, bidirectional=True)])
     assert not model.streamable
-    with pytest.raises(ValueError, match="bidirectional layer reads the future"):
+    with pytest.raises(ValueError, match="bidirectional layer or the conv front end reads the future"):
         model.stream(torch.randn(4, 1, F))

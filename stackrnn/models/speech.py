@@ -36,7 +36,7 @@ from ..regularizers import locked_dropout
 from ..stack import StackedRNN
 from .stack_config import StackConfig
 
-FRONT_ENDS = ("none", "stack")
+FRONT_ENDS = ("none", "stack", "conv")
 
 
 @dataclass
@@ -45,16 +45,19 @@ class SpeechConfig:
 
     stack: StackConfig = nested(StackConfig, "the recurrent stack ([model.stack])", hidden_size=128, num_layers=3,
                                 bidirectional=True)
-    frontend: str = option("none", "before the stack: none, or stack (every stack_frames frames become one step)",
+    frontend: str = option("none", "before the stack: none; stack (every stack_frames frames become one step); or conv "
+                           "(Deep Speech 2's two 2-D convolutions over time and frequency, halving the frame rate)",
                            choices=FRONT_ENDS)
     stack_frames: int = option(3, "front end stack: frames joined into one step (the frame rate is divided by it)")
+    conv_channels: int = option(32, "front end conv: channels of each convolution")
     pyramid: int = option(0, "0: none; k >= 2: layers k and up each read pairs of neighbouring outputs of the layer "
                           "below, halving the frame rate (Listen, Attend and Spell)")
     input_dropout: float = option(0.0, "dropout on the features, before the front end")
 
     def validate(self) -> None:
-        if self.stack_frames < 1:
-            raise InputError(f"model.stack_frames: expected an integer >= 1, got {self.stack_frames}")
+        for name in ("stack_frames", "conv_channels"):
+            if getattr(self, name) < 1:
+                raise InputError(f"model.{name}: expected an integer >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.input_dropout < 1.0:
             raise InputError(f"model.input_dropout: expected a number in [0, 1), got {self.input_dropout}")
         specs = self.stack.specs("model.stack")
@@ -71,7 +74,7 @@ class SpeechRecognizer(nn.Module):
         input_size: F, features per frame.
         vocab_size: V, the token set's size with the blank (id 0).
         layers: the stack's layer specifications, bottom first; any may be bidirectional.
-        frontend: "none" or "stack"; stack_frames: S for "stack".
+        frontend: "none", "stack" or "conv"; stack_frames: S for "stack"; conv_channels: for "conv".
         pyramid: 0, or k >= 2: layers from k up halve the frame rate.
         dropout, variational, residual, highway: the stack's options (StackedRNN); with a pyramid, residual
             connections act among the layers below k.
@@ -94,14 +97,15 @@ class SpeechRecognizer(nn.Module):
     """
 
     def __init__(self, input_size: int, vocab_size: int, layers: list[LayerSpec], *, frontend: str = "none",
-                 stack_frames: int = 3, pyramid: int = 0, dropout: float = 0.0, variational: bool = False,
+                 stack_frames: int = 3, conv_channels: int = 32, pyramid: int = 0, dropout: float = 0.0, variational: bool = False,
                  residual: bool | int = False, highway: bool = False, input_dropout: float = 0.0) -> None:
         super().__init__()
         if frontend not in FRONT_ENDS:
             raise ValueError(f"frontend: expected one of {FRONT_ENDS}, got {frontend!r}")
         if pyramid and not 2 <= pyramid <= len(layers):
             raise ValueError(f"pyramid: expected 0 or a layer number in [2, {len(layers)}], got {pyramid}")
-        self.stride = stack_frames if frontend == "stack" else 1
+        self.frontend = frontend
+        self.stride = {"none": 1, "stack": stack_frames, "conv": 2}[frontend]
         self.pyramid, self.dropout, self.variational, self.input_dropout = pyramid, dropout, variational, input_dropout
         self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
         cut = pyramid - 1 if pyramid else len(layers)
@@ -112,7 +116,8 @@ class SpeechRecognizer(nn.Module):
         if not isinstance(residual, bool) and residual > cut:
             raise InputError(f"model.stack.residual: residual connections act among the layers below the pyramid "
                              f"(1 to {cut}); got layer {residual}")
-        size = input_size * self.stride
+        self.conv = ConvFrontEnd(input_size, conv_channels) if frontend == "conv" else None
+        size = self.conv.output_size if self.conv is not None else input_size * self.stride
         self.blocks = nn.ModuleList([StackedRNN(size, layers=layers[:cut], dropout=dropout, variational=variational,
                                                 residual=residual, highway=highway)])
         size = self.blocks[0].output_size
@@ -125,7 +130,7 @@ class SpeechRecognizer(nn.Module):
     def from_config(cls, cfg: SpeechConfig, input_size: int, vocab_size: int) -> SpeechRecognizer:
         try:
             return cls(input_size, vocab_size, cfg.stack.specs("model.stack"), frontend=cfg.frontend,
-                       stack_frames=cfg.stack_frames, pyramid=cfg.pyramid, input_dropout=cfg.input_dropout,
+                       stack_frames=cfg.stack_frames, conv_channels=cfg.conv_channels, pyramid=cfg.pyramid, input_dropout=cfg.input_dropout,
                        **cfg.stack.options())
         except ValueError as e:
             if isinstance(e, InputError):
@@ -144,8 +149,8 @@ class SpeechRecognizer(nn.Module):
                 target_lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
         x = self._drop(features, self.input_dropout)
-        x = join_frames(x, self.stride)  # (T / S, B, S * F)
         out_lengths = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
+        x = join_frames(x, self.stride) if self.conv is None else self.conv(x, lengths)  # (T / S, B, S * F or C * F')
         for i, block in enumerate(self.blocks):
             if i > 0:  # a pyramid layer: dropout as between any two layers, then pairs of frames
                 x = join_frames(self._drop(x, self.dropout), 2)  # (T / 2, B, 2 * D)
@@ -160,7 +165,7 @@ class SpeechRecognizer(nn.Module):
     @property
     def streamable(self) -> bool:
         """Whether every layer reads left to right, so that audio can be transcribed as it comes."""
-        return not any(spec.bidirectional for block in self.blocks for spec in block.specs)
+        return self.conv is None and not any(spec.bidirectional for block in self.blocks for spec in block.specs)
 
     @property
     def chunk_frames(self) -> int:
@@ -178,8 +183,8 @@ class SpeechRecognizer(nn.Module):
         The chunks' outputs, joined, are the whole input's (`forward` without lengths): every layer reads left
         to right, carries its state over, and the frames stacked or paired never straddle two chunks."""
         if not self.streamable:
-            raise ValueError("stream: a bidirectional layer reads the future, so this model cannot stream; train one "
-                             "with bidirectional = false")
+            raise ValueError("stream: a bidirectional layer or the conv front end reads the future, so this model "
+                             "cannot stream; train one with bidirectional = false and no conv front end")
         states = state or [None] * len(self.blocks)
         x = join_frames(features, self.stride)
         new = []
@@ -194,6 +199,36 @@ class SpeechRecognizer(nn.Module):
         if self.variational:
             return locked_dropout(x, p, self.training)
         return nn.functional.dropout(x, p, self.training)
+
+
+class ConvFrontEnd(nn.Module):
+    """Deep Speech 2's front end, sized for small data: two 2-D convolutions over (time, frequency), each with
+    Deep Speech 2's clipped ReLU min(max(x, 0), 20); the first strides 2 in time and both 2 in frequency, so
+    T frames of F features become ceil(T / 2) steps of C * F'' features (F' = ceil(F / 2), F'' = ceil(F' / 2)).
+
+    Padding: the outputs past each utterance's own steps are zeroed after every convolution, so a kernel that
+    reaches past the end reads zeros, in a padded batch as alone (where it reads the convolution's zero padding).
+
+    Inputs: x (T, B, F), lengths (B,). Outputs: (ceil(T / 2), B, C * F'').
+    """
+
+    def __init__(self, input_size: int, channels: int = 32) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels, kernel_size=(11, 5), stride=(2, 2), padding=(5, 2))
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=(11, 5), stride=(1, 2), padding=(5, 2))
+        f1 = (input_size - 1) // 2 + 1
+        self.output_size = channels * ((f1 - 1) // 2 + 1)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        T, B, F = x.shape
+        steps = torch.div(lengths + 1, 2, rounding_mode="floor").to(x.device)  # (B,) ceil(n / 2)
+        y = x.permute(1, 0, 2).unsqueeze(1)  # (B, 1, T, F)
+        for conv in (self.conv1, self.conv2):
+            y = torch.clamp(conv(y), 0, 20)  # (B, C, ceil(T / 2), F')
+            valid = torch.arange(y.shape[2], device=x.device)[None, :] < steps[:, None]  # (B, T')
+            y = y * valid[:, None, :, None]
+        B, C, T2, F2 = y.shape
+        return y.permute(2, 0, 1, 3).reshape(T2, B, C * F2)
 
 
 def join_frames(x: Tensor, k: int) -> Tensor:
