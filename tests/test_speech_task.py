@@ -8,6 +8,7 @@ holds them."""
 import json
 import struct
 import wave
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -268,3 +269,43 @@ def test_a_unidirectional_run_streams_the_same_transcripts_as_whole_files(tmp_pa
 def test_a_bidirectional_run_refuses_to_stream(speech_run, data, capsys):
     f = str(next((data["test"].parent / "test").glob("*.npy")))
     _fails(capsys, ["transcribe", str(speech_run), f, "--stream"], "--stream: this run's stack is bidirectional")
+
+
+# -- connected digits -----------------------------------------------------------------------------------------
+def test_connected_digit_strings_are_drawn_from_the_seed_within_one_speaker():
+    from stackrnn.data.speech import Utterance, connect_digits
+
+    takes = [Utterance(f"{d}_{s}_{i}.wav", str(d), str(i), s) for s in ("ann", "bob") for d in range(10) for i in range(3)]
+    strings = connect_digits(takes, 30, seed=7)
+    assert [asdict(u) for u in strings] == [asdict(u) for u in connect_digits(takes, 30, seed=7)]
+    assert [u.text for u in strings] != [u.text for u in connect_digits(takes, 30, seed=8)]
+    for u in strings:
+        assert 2 <= len(u.parts) <= 7 and len({p for p, _ in u.parts}) == len(u.parts)  # different takes
+        assert {p.split("_")[1] for p, _ in u.parts} == {u.speaker}
+        assert u.text == "".join(p[0] for p, _ in u.parts)
+        assert all(50 <= gap <= 300 for _, gap in u.parts) and 50 <= u.tail <= 300
+
+
+@pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason="../shared/data/fsdd is absent")
+def test_a_connected_digit_run_saves_its_strings_and_eval_reads_them(tmp_path, capsys):
+    out = tmp_path / "connected"
+    assert main(["train", "--data", str(SHARED / "fsdd"), "--out", str(out), "--connected", "10", "--test-speakers",
+                 "theo", "--sample-rate", "8000", "--max-steps", "1", *TINY]) == 0
+    saved = json.loads((out / "speech.json").read_text())["connected"]
+    assert [len(saved[s]) for s in ("train", "valid", "test")] == [10, 2, 2]
+    assert {u["speaker"] for u in saved["test"]} == {"theo"} and "theo" not in {u["speaker"] for u in saved["train"]}
+    saved["test"] = saved["test"][:1]  # eval scores what the run saved, not strings drawn again
+    raw = json.loads((out / "speech.json").read_text())
+    (out / "speech.json").write_text(json.dumps({**raw, "connected": saved}))
+    capsys.readouterr()
+    assert main(["eval", str(out), "--split", "test", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["utterances"] == 1 and result["examples"][0]["reference"] == saved["test"][0]["text"]
+
+
+def test_connected_strings_are_for_fsdd_and_test_speakers_too(tmp_path, data, capsys):
+    _fails(capsys, ["train", *data_flags(data), "--out", str(tmp_path / "run"), "--connected", "5", *TINY],
+           "data.connected: makes connected-digit strings of Free Spoken Digit Dataset takes; this data is manifest")
+    _fails(capsys, ["train", "--data", str(data["train"]), "--out", str(tmp_path / "run"), "--test-speakers", "theo",
+                    *TINY], "data.test_speakers: splits the Free Spoken Digit Dataset by speaker")
+    assert not (tmp_path / "run").exists()

@@ -205,6 +205,21 @@ def read_features(path: str | Path, spec: FeatureSpec, *, coefficients: int = 13
     return spec.features(samples, rate)
 
 
+def join_audio(parts: list[tuple[str, int]], tail_ms: int) -> tuple[np.ndarray, int]:
+    """One recording made of WAV files, each after its milliseconds of silence, then `tail_ms` of silence; at
+    the first file's rate (the others resampled to it)."""
+    pieces, rate = [], None
+    for path, gap in parts:
+        x, r = read_wav(path)
+        if rate is None:
+            rate = r
+        elif r != rate:
+            x = resample(torch.from_numpy(x), r, rate).numpy()
+        pieces += [np.zeros(round(rate * gap / 1000), np.float32), x]
+    pieces.append(np.zeros(round(rate * tail_ms / 1000), np.float32))
+    return np.concatenate(pieces), rate
+
+
 def normalise(frames: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
     """(T, F) features less their mean over the frames, over their deviation (per utterance), or with the given
     training statistics; a constant feature keeps deviation 1 rather than dividing by zero."""

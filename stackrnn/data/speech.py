@@ -21,6 +21,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError, plural
 
 #: a manifest of at least this many rows skips bad rows (with a counted warning) instead of stopping
@@ -36,12 +38,15 @@ TEXT_KEYS = ("transcript", "text", "sentence")
 @dataclass
 class Utterance:
     """One transcribed recording: its file, its transcript, where it was listed ("file, line N") and its
-    speaker (when the dataset names one)."""
+    speaker (when the dataset names one); or a recording made of several (`parts`)."""
 
     path: str
     text: str
     where: str
     speaker: str = ""
+    #: a connected-digit string: (take, milliseconds of silence before it) joined, then `tail` ms of silence
+    parts: list[tuple[str, int]] | None = None
+    tail: int = 0
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
@@ -173,6 +178,31 @@ def fsdd_split(utterances: list[Utterance], test_speakers: list[str]) -> tuple[l
     if set(test_speakers) >= set(speakers):
         raise InputError("data.test_speakers: every speaker would be tested, none left to train on")
     return ([u for u in utterances if u.speaker not in test_speakers], [u for u in utterances if u.speaker in test_speakers])
+
+
+def connect_digits(takes: list[Utterance], count: int, seed: int, *, gaps_ms: tuple[int, int] = (50, 300),
+                   name: str = "connected") -> list[Utterance]:
+    """`count` connected-digit strings, each 2 to 7 different takes of one speaker joined with silences of
+    `gaps_ms` (before each take and after the last), drawn from `seed` alone: the same strings on every machine
+    and every call. Speakers are drawn uniformly, takes uniformly among the speaker's."""
+    by_speaker: dict[str, list[Utterance]] = {}
+    for u in takes:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    speakers = sorted(s for s, group in by_speaker.items() if len(group) >= 2)
+    if not speakers:
+        raise InputError("data.connected: connected-digit strings need a speaker with at least 2 takes in each split")
+    rng = np.random.default_rng(seed)
+    strings = []
+    for i in range(count):
+        speaker = speakers[int(rng.integers(len(speakers)))]
+        group = by_speaker[speaker]
+        picked = rng.choice(len(group), size=min(int(rng.integers(2, 8)), len(group)), replace=False)
+        gaps = rng.integers(gaps_ms[0], gaps_ms[1] + 1, size=len(picked) + 1).tolist()
+        parts = [(group[k].path, gap) for k, gap in zip(picked.tolist(), gaps)]
+        text = "".join(group[k].text for k in picked.tolist())
+        strings.append(Utterance(f"{name}-{i}.wav", text, f"{name} string {i} ({speaker}: {text})", speaker, parts,
+                                 gaps[-1]))
+    return strings
 
 
 class Tokens:

@@ -20,11 +20,11 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..config import check_minimums, option
 from ..ctc import best_path, check_jiwer, error_rates, prefix_beam_search
-from ..data.audio import KINDS, FeatureSpec, normalise, read_features, spec_augment
+from ..data.audio import KINDS, FeatureSpec, join_audio, normalise, read_features, spec_augment
 from ..data.buckets import BucketBatches
 from ..data.batching import epoch_seed
 from ..data.pipeline import absolute
-from ..data.speech import Tokens, Utterance, fsdd_split, read_an4, read_fsdd, read_manifest
+from ..data.speech import Tokens, Utterance, connect_digits, fsdd_split, read_an4, read_fsdd, read_manifest
 from ..errors import InputError, plural
 from ..models.speech import SpeechConfig, SpeechRecognizer
 from ..run import RunDir
@@ -47,6 +47,9 @@ class SpeechDataConfig:
     test_data: str | None = option(None, "manifests: the test manifest (AN4 and FSDD bring their own test sets)")
     test_speakers: str = option("", "FSDD: the comma-separated speakers that are the test set (speaker-independent); "
                                 "default: FSDD's own split, takes 0-4 of everyone")
+    connected: int = option(0, "FSDD: 0 reads isolated digits; N makes N connected-digit strings for training (and "
+                            "N / 5 each for validation and test), each 2 to 7 takes of one speaker of the split joined "
+                            "with 50 to 300 ms of silence, from a fixed seed, and saved in the run")
     valid_fraction: float = option(0.1, "without a validation manifest: this fraction of the training recordings, "
                                    "drawn once with a fixed seed")
     tokens: list | None = option(None, "the symbols transcripts are written in, e.g. ['0', '1', ..., '9']; default: "
@@ -68,7 +71,7 @@ class SpeechDataConfig:
     eval_batch_size: int = option(64, "utterances per batch when evaluating and transcribing")
 
     def validate(self) -> None:
-        check_minimums(self, "data", {"sample_rate": 1000, "n_mels": 2, "n_mfcc": 1, "batch_size": 1, "eval_batch_size": 1,
+        check_minimums(self, "data", {"connected": 0, "sample_rate": 1000, "n_mels": 2, "n_mfcc": 1, "batch_size": 1, "eval_batch_size": 1,
                                       "freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0})
         if self.features == "mfcc" and self.n_mfcc > self.n_mels:
             raise InputError(f"data.n_mfcc: at most n_mels ({self.n_mels}) coefficients, got {self.n_mfcc}")
@@ -165,9 +168,34 @@ class SpeechTask(Task):
         splits = self._splits
         if splits["valid"] is None:
             splits["train"], splits["valid"] = _hold_out(splits["train"], self.cfg.data.valid_fraction)
+        if self.cfg.data.connected and not splits.get("connected"):
+            self._connect(splits)
         if splits[split] is None:
             raise InputError(f"the run's data has no {split} split: give the run a test manifest (data.test_data)")
         return splits[split]
+
+    def _connect(self, splits: dict) -> None:
+        """Each split's isolated takes made into connected-digit strings (see data.connected), or the strings a
+        loaded run saved."""
+        if self.kind() != "fsdd":
+            raise InputError("data.connected: makes connected-digit strings of Free Spoken Digit Dataset takes; this "
+                             f"data is {self.kind()}")
+        saved = getattr(self, "saved_strings", None)
+        n = self.cfg.data.connected
+        for i, (split, count) in enumerate((("train", n), ("valid", max(1, n // 5)), ("test", max(1, n // 5)))):
+            if saved:
+                splits[split] = [Utterance(u["path"], u["text"], u["where"], u["speaker"], [tuple(p) for p in u["parts"]],
+                                           u["tail"]) for u in saved[split]]
+            else:
+                splits[split] = connect_digits(splits[split], count, seed=i, name=f"{split}-connected")
+        splits["connected"] = True
+
+    def raw(self, u: Utterance) -> np.ndarray:
+        """(T, F) features of one utterance as read (before normalisation)."""
+        if u.parts:
+            samples, rate = join_audio(u.parts, u.tail)
+            return self.spec.features(samples, rate)
+        return read_features(u.path, self.spec, coefficients=self.cfg.data.n_mfcc)
 
     def prepare(self, run: RunDir | None) -> None:
         d = self.cfg.data
@@ -176,19 +204,18 @@ class SpeechTask(Task):
             for name in ("data", "valid_data", "test_data"):  # a run must find its data from any directory
                 if getattr(d, name) is not None:
                     setattr(d, name, absolute(getattr(d, name)))
+            self.spec = d.spec()
+        else:
+            self.load_vocab(run)
         train, valid = self.split_utterances("train"), self.split_utterances("valid")
+        raw = [self.raw(u) for u in train]
         if run is None:
             self.tokens = Tokens(d.tokens) if d.tokens else Tokens.fit([u.text for u in train])
-            self.spec = d.spec()
-            raw = [read_features(u.path, self.spec, coefficients=d.n_mfcc) for u in train]
             self.input_size = _same_width(raw, train)
             self.mean = self.std = None
             if d.normalize == "global":
                 stacked = np.concatenate(raw)
                 self.mean, self.std = stacked.mean(0), stacked.std(0)
-        else:
-            self.load_vocab(run)
-            raw = [read_features(u.path, self.spec, coefficients=d.n_mfcc) for u in train]
         self.train_set = self.encode(train, raw)
         self.valid_set = self.encode(valid)
 
@@ -196,7 +223,7 @@ class SpeechTask(Task):
         """(normalised features (T, F) each, token ids each, transcripts) of `utterances`."""
         targets = [self.tokens.encode(u.text, f"{u.where} ({u.path})") for u in utterances]
         if raw is None:
-            raw = [read_features(u.path, self.spec, coefficients=self.cfg.data.n_mfcc) for u in utterances]
+            raw = [self.raw(u) for u in utterances]
         return [self.features(f, u.path) for f, u in zip(raw, utterances)], targets, [self.tokens.decode(t) for t in targets]
 
     def features(self, frames: np.ndarray, path: str) -> Tensor:
@@ -210,9 +237,12 @@ class SpeechTask(Task):
         return torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
 
     def save_vocab(self, run: RunDir) -> None:
+        strings = None
+        if self.cfg.data.connected:  # what eval reads later, whatever becomes of the code that drew them
+            strings = {split: [asdict(u) for u in self.split_utterances(split)] for split in ("train", "valid", "test")}
         run.save_json(SPEECH, {"symbols": self.tokens.symbols, "features": asdict(self.spec), "input_size": self.input_size,
                                "mean": None if self.mean is None else self.mean.tolist(),
-                               "std": None if self.std is None else self.std.tolist()})
+                               "std": None if self.std is None else self.std.tolist(), "connected": strings})
 
     def load_vocab(self, run: RunDir) -> None:
         raw = run.load_json(SPEECH)
@@ -222,6 +252,7 @@ class SpeechTask(Task):
             self.input_size = int(raw["input_size"])
             self.mean = None if raw["mean"] is None else np.asarray(raw["mean"], dtype=np.float32)
             self.std = None if raw["std"] is None else np.asarray(raw["std"], dtype=np.float32)
+            self.saved_strings = raw.get("connected")
         except (KeyError, TypeError, ValueError, InputError):
             raise InputError(f"{run / SPEECH} is corrupted (expected symbols, features, input_size, mean and std): "
                              "restore it or retrain") from None
