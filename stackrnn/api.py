@@ -215,6 +215,18 @@ class SpeechRun(Run):
         results = self.task.transcribe(self.model, files, beam=beam, stream=stream, device=self.device)
         return results[0] if single else results
 
+    def draw_layers(self, path: str | Path, image: str | Path) -> Path:
+        """A PNG heat map at `image` of every layer's outputs over the frames of the audio or feature file
+        `path`, with the CTC posteriors on top (needs matplotlib)."""
+        from .ctc import best_path
+        from .plot import check_matplotlib, plot_speech_layers
+
+        check_matplotlib()
+        layers, log_probs, seconds = self.task.layer_outputs(self.model, str(path), device=self.device)
+        transcript = self.task.tokens.decode(best_path(log_probs)[0])
+        return plot_speech_layers([x.numpy() for x in layers], log_probs.numpy(), self.symbols, image, seconds,
+                                  title=f"{Path(path).name}: {transcript!r}")
+
 
 def _file_name(name: str) -> str:
     """A series id as a safe file name (ids come from user files)."""

@@ -485,24 +485,43 @@ def export(opts: ExportOptions) -> int:
 # -- looking inside -------------------------------------------------------------------------------------------
 @dataclass
 class InspectOptions(RunOptions, TextOptions):
-    """Look inside a language model: units, activations and gates, layer by layer.
+    """Look inside a language model (or a speech recogniser): units, activations and gates, layer by layer.
 
     Read a text through a trained language model and write a self-contained HTML page (the text coloured by a
     chosen unit's activation, layer by layer, the units most correlated with simple features first), PNG heat
-    maps and per-layer gate saturation.
+    maps and per-layer gate saturation. For a speech run, --audio FILE draws every layer's activations over the
+    file's frames, with the CTC posteriors on top, as one PNG heat map.
     """
 
     out: str = option(None, "a new folder for index.html and the plots", required=True, metavar="DIR")
     units: int = option(32, "units per layer offered on the page and drawn")
     max_tokens: int = option(2000, "read at most this many tokens")
+    audio: str | None = option(None, "speech runs: the audio or feature file whose frames each layer's activations "
+                               "are drawn over (layers.png)", metavar="FILE")
 
 
 def inspect(opts: InspectOptions) -> int:
     from .inspect.page import format_inspection, inspect_run
 
+    if opts.audio is not None:
+        return _inspect_speech(opts)
+
     result = inspect_run(opts.run, read_text(opts), opts.out, weights=load_weights(opts.weights), units=opts.units,
                          max_tokens=opts.max_tokens)
     print(json.dumps(result.to_dict(), default=str) if opts.json else format_inspection(result))
+    return 0
+
+
+def _inspect_speech(opts: InspectOptions) -> int:
+    from .inspect.page import check_new_folder
+
+    if opts.text is not None or opts.text_file is not None:
+        raise InputError("--audio draws a speech run's layers over a recording; leave out --text and --text-file")
+    out = Path(opts.out)
+    check_new_folder(out)
+    run = load(opts.run, weights=opts.weights, task="speech")
+    drawn = run.draw_layers(opts.audio, out / "layers.png")
+    print(json.dumps({"layers": str(drawn)}) if opts.json else f"layer activations: {drawn}")
     return 0
 
 

@@ -309,3 +309,19 @@ def test_connected_strings_are_for_fsdd_and_test_speakers_too(tmp_path, data, ca
     _fails(capsys, ["train", "--data", str(data["train"]), "--out", str(tmp_path / "run"), "--test-speakers", "theo",
                     *TINY], "data.test_speakers: splits the Free Spoken Digit Dataset by speaker")
     assert not (tmp_path / "run").exists()
+
+
+# -- inspect --------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(__import__("importlib").util.find_spec("matplotlib") is None, reason="matplotlib is absent")
+def test_inspect_draws_every_layer_over_the_frames_of_a_file(speech_run, data, tmp_path, capsys):
+    f = str(next((data["test"].parent / "test").glob("*.npy")))
+    run = stackrnn.load(speech_run)
+    layers, log_probs, seconds = run.task.layer_outputs(run.model, f)
+    frames = len(np.load(f))
+    assert [tuple(x.shape) for x in layers] == [(frames, 32), (frames, 32)] and log_probs.shape == (frames, 4)
+    assert seconds == [0.01, 0.01, 0.01]
+    assert main(["inspect", str(speech_run), "--audio", f, "--out", str(tmp_path / "look")]) == 0
+    assert (tmp_path / "look" / "layers.png").stat().st_size > 10_000
+    _fails(capsys, ["inspect", str(speech_run), "--audio", f, "--out", str(tmp_path / "look")], "is not empty")
+    _fails(capsys, ["inspect", str(speech_run), "--audio", f, "--text", "hi", "--out", str(tmp_path / "l2")],
+           "leave out --text")

@@ -147,16 +147,7 @@ class SpeechRecognizer(nn.Module):
 
     def forward(self, features: Tensor, lengths: Tensor, targets: Tensor | None = None,
                 target_lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
-        x = self._drop(features, self.input_dropout)
-        out_lengths = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
-        x = join_frames(x, self.stride) if self.conv is None else self.conv(x, lengths)  # (T / S, B, S * F or C * F')
-        for i, block in enumerate(self.blocks):
-            if i > 0:  # a pyramid layer: dropout as between any two layers, then pairs of frames
-                x = join_frames(self._drop(x, self.dropout), 2)  # (T / 2, B, 2 * D)
-                out_lengths = torch.div(out_lengths + 1, 2, rounding_mode="floor")
-            x, _ = block(x, lengths=out_lengths)
-        log_probs = torch.log_softmax(self.head(x).float(), dim=-1)  # (T', B, V)
+        log_probs, out_lengths, _ = self._run(features, lengths)
         if targets is None:
             return log_probs, None
         loss = self.ctc(log_probs, targets, out_lengths, torch.as_tensor(target_lengths, dtype=torch.long).cpu())
@@ -194,6 +185,27 @@ class SpeechRecognizer(nn.Module):
             x, s = block(x, states[i])
             new.append(s)
         return torch.log_softmax(self.head(x).float(), dim=-1), new
+
+    def _run(self, features: Tensor, lengths: Tensor, all_layers: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """(log_probs (T', B, V), output lengths (B,), every layer's output when `all_layers`)."""
+        lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
+        x = self._drop(features, self.input_dropout)
+        out_lengths = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
+        x = join_frames(x, self.stride) if self.conv is None else self.conv(x, lengths)  # (T / S, B, S * F or C * F')
+        layers: list[Tensor] = []
+        for i, block in enumerate(self.blocks):
+            if i > 0:  # a pyramid layer: dropout as between any two layers, then pairs of frames
+                x = join_frames(self._drop(x, self.dropout), 2)  # (T / 2, B, 2 * D)
+                out_lengths = torch.div(out_lengths + 1, 2, rounding_mode="floor")
+            x, _, *outputs = block(x, lengths=out_lengths, return_all_layers=all_layers)
+            layers += outputs[0] if all_layers else []
+        return torch.log_softmax(self.head(x).float(), dim=-1), out_lengths, layers  # (T', B, V)
+
+    def layer_outputs(self, features: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Every recurrent layer's output (T_l, B, D_l), bottom first (T_l halved at every pyramid layer), and the
+        log-probabilities (T', B, V): what `stackrnn inspect` draws."""
+        log_probs, _, layers = self._run(features, lengths, all_layers=True)
+        return layers, log_probs
 
     def _drop(self, x: Tensor, p: float) -> Tensor:
         if self.variational:

@@ -376,6 +376,18 @@ class SpeechTask(Task):
         return results
 
 
+    @torch.no_grad()
+    def layer_outputs(self, model: SpeechRecognizer, path: str, device: torch.device | str = "cpu"
+                      ) -> tuple[list[Tensor], Tensor, list[float]]:
+        """One file read through the model: every layer's outputs (T_l, D_l), the log-probabilities (T', V), and
+        the seconds of one frame of each layer and of the output."""
+        x = self.features(read_features(path, self.spec, coefficients=self.cfg.data.n_mfcc), path)
+        layers, log_probs = model.eval().layer_outputs(x.unsqueeze(1).to(device), torch.tensor([len(x)]))
+        first = self.spec.hop_ms / 1000 * model.stride
+        cuts = [len(block.specs) for block in model.blocks]  # layers per block: each block after the first halves
+        seconds = [first * 2 ** b for b, n in enumerate(cuts) for _ in range(n)]
+        return [out[:, 0].cpu() for out in layers], log_probs[:, 0].cpu(), [*seconds, seconds[-1]]
+
     def check_stream(self, model: SpeechRecognizer, chunk_ms: float) -> None:
         if not model.streamable:
             raise InputError("--stream: this run's stack is bidirectional (its layers read the future), so it cannot "
