@@ -209,7 +209,7 @@ def test_a_missing_file_in_a_short_manifest_stops_and_in_a_long_one_is_skipped_w
     line = _fails(capsys, ["train", "--data", str(short), "--out", str(tmp_path / "run"), *TINY], "does not exist")
     assert f"{short}, line 3" in line and "gone.npy" in line
     assert not (tmp_path / "run").exists()
-    long = write_set(data["train"].parent, "train", 160, 1, rows=["train/gone1.npy,ab", "train/gone2.npy,c"])
+    long = write_set(data["train"].parent, "long", 160, 1, rows=["long/gone1.npy,ab", "long/gone2.npy,c"])
     capsys.readouterr()
     assert main(["train", "--data", str(long), "--valid-data", str(data["valid"]), "--out", str(tmp_path / "run"),
                  "--max-steps", "1", *TINY]) == 0
