@@ -302,3 +302,19 @@ def test_a_bidirectional_model_refuses_to_stream():
     assert not model.streamable
     with pytest.raises(ValueError, match="bidirectional layer or the conv front end reads the future"):
         model.stream(torch.randn(4, 1, F))
+
+
+def test_tokens_read_characters_or_symbols_and_transcripts_trim_spaces():
+    from stackrnn.data.speech import Tokens
+
+    chars = Tokens.fit(["GO UP", "NO"])
+    assert chars.symbols == [" ", "G", "N", "O", "P", "U"] and len(chars) == 7  # the blank is id 0
+    ids = chars.encode("GO  UP", "here")  # two spaces read as one
+    assert ids == [2, 4, 1, 6, 5] and chars.decode(ids) == "GO UP"
+    assert chars.decode([1, 2, 4, 1, 1, 6, 1]) == "GO U"  # spaces at the ends and twice in a row
+    digits = Tokens([str(d) for d in range(10)])
+    assert digits.encode("4 2", "here") == [5, 3] and digits.decode([5, 3]) == "42"  # no space symbol: none kept
+    words = Tokens(["sil", "ah", "b"])
+    assert words.encode("ah b sil", "here") == [2, 3, 1] and words.decode([2, 3]) == "ah b"
+    with pytest.raises(InputError, match=r"here: transcript 'GOX' has 'X', which is not among the run's symbols"):
+        chars.encode("GOX", "here")

@@ -7,6 +7,9 @@ manifest:
     path,transcript                       {"path": "a/1.wav", "transcript": "yes"}
     a/1.wav,yes
 
+FSDD's isolated takes can also be joined into connected-digit strings (`connect_digits`: 2 to 7 takes of one
+speaker with short silences, drawn from a fixed seed), the sequence task CTC is for.
+
 Every problem names its file and line. In a long manifest (LONG rows or more) a row whose file is missing or
 whose transcript is empty is skipped with one counted warning, unless nothing is left; in a short one it is an
 error, since then it is most likely a mistake in the whole file.
@@ -241,4 +244,9 @@ class Tokens:
         return [self.index[p] for p in pieces]
 
     def decode(self, ids: list[int]) -> str:
-        return (" " if self.words else "").join(self.symbols[i - 1] for i in ids)
+        """The transcript of token ids (blank-free); spaces a model emits at either end or twice in a row are
+        one word boundary, so they are trimmed and merged, as references are."""
+        if self.words:
+            return " ".join(self.symbols[i - 1] for i in ids)
+        text = "".join(self.symbols[i - 1] for i in ids)
+        return " ".join(word for word in text.split(" ") if word) if " " in self.index else text
