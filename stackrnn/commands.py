@@ -42,10 +42,11 @@ class TextOptions:
 # -- train and summary: a config, with every config field as an option ---------------------------------------
 @dataclass
 class TrainOptions:
-    """Train a language model, a text classifier or a translator into a run directory.
+    """Train a language model, a text classifier, a translator, a forecaster or a speech recogniser into a run directory.
 
-    Train a model (--task classify for a text classifier, --task translate for sequence to sequence). Options
-    override --config, which overrides the defaults.
+    Train a model (--task classify for a text classifier, --task translate for sequence to sequence, --task
+    forecast for time series, --task speech for speech recognition with CTC). Options override --config, which
+    overrides the defaults.
     """
 
     config: str | None = option(None, "a TOML file with [model], [data] and [train] tables (see examples/)",
