@@ -325,3 +325,16 @@ def test_inspect_draws_every_layer_over_the_frames_of_a_file(speech_run, data, t
     _fails(capsys, ["inspect", str(speech_run), "--audio", f, "--out", str(tmp_path / "look")], "is not empty")
     _fails(capsys, ["inspect", str(speech_run), "--audio", f, "--text", "hi", "--out", str(tmp_path / "l2")],
            "leave out --text")
+
+
+def test_a_batch_is_shared_between_processes_and_a_short_one_still_gives_each_a_step():
+    from types import SimpleNamespace
+
+    from stackrnn.tasks.speech import SpeechBatches, SpeechTask
+
+    feats = [torch.randn(n, 3) for n in (5, 4, 3)]
+    (batch,) = SpeechBatches(feats, [[1], [2, 1], [3]], 3, shuffle=False)
+    parts = [SpeechTask.shard(None, batch, SimpleNamespace(rank=r, size=2)) for r in range(2)]
+    assert sorted(i for p in parts for i in p.index.tolist()) == [0, 1, 2]
+    lonely = SpeechTask.shard(None, batch, SimpleNamespace(rank=3, size=4))
+    assert lonely.index.numel() == 0 and lonely.x.shape[1] == 1  # one utterance to step on, counted as none

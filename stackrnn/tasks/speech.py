@@ -274,6 +274,11 @@ class SpeechTask(Task):
 
     def shard(self, batch: SpeechBatch, world) -> SpeechBatch:
         pick = slice(world.rank, None, world.size)
+        if batch.index[pick].numel() == 0:
+            # a last batch smaller than the world: this process still runs a step (DDP needs every process in each
+            # backward), on one utterance that counts for nothing (its index list is empty), as classify does
+            return SpeechBatch(batch.x[:, :1], batch.lengths[:1], batch.targets[:1], batch.target_lengths[:1],
+                               batch.index[:0])
         return SpeechBatch(batch.x[:, pick], batch.lengths[pick], batch.targets[pick], batch.target_lengths[pick],
                            batch.index[pick])
 
