@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up stackrnn in ./.venv: torch (the CPU build of 2.13.0, unless the venv already has a torch, such as a
-# GPU user's CUDA build), then stackrnn itself with its test, plot, export, serve and forecast extras. Safe to
+# GPU user's CUDA build), then stackrnn itself with its test, plot, export, serve, forecast and speech extras. Safe to
 # run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,5 +20,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     "${PIP[@]}" install "torch==2.13.0" --index-url "${STACKRNN_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
   fi
 fi
-"${PIP[@]}" install -e ".[test,plot,tensorboard,translate,export,serve,forecast]"
+"${PIP[@]}" install -e ".[test,plot,tensorboard,translate,export,serve,forecast,speech]"
 echo "stackrnn is set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

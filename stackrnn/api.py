@@ -5,6 +5,7 @@
     run.generate("The time ", length=100, seed=0)                         # language models
     run.predict(["I like food"])                                           # classifiers
     run.translate(["je suis content ."], beam=5)                           # translators
+    run.transcribe(["a.wav", "b.mfc"], beam=8)                             # speech recognisers
     run.evaluate("test")                                                   # what `stackrnn eval` prints
 
 `load` returns the predictor of the run's task: `LanguageModelRun`, `ClassifierRun` or `TranslatorRun`, each a
@@ -192,6 +193,41 @@ class ForecasterRun(Run):
                 for f in forecasts]
 
 
+class SpeechRun(Run):
+    kind = "speech"
+
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols the run writes transcripts in (CTC's blank aside)."""
+        return self.task.tokens.symbols
+
+    def transcribe(self, paths: str | Path | Sequence[str | Path], *, beam: int = 1,
+                   stream: float | None = None) -> dict | list[dict]:
+        """Transcribe audio (.wav) or feature (.mfc, .npy) files: each {"path", "transcript", "tokens"}, with
+        best path (beam 1, the default) every token's time and probability, else prefix beam search of width
+        `beam` (tokens None); one dict for one path, a list otherwise. A file is transcribed the same alone and
+        among others. With `stream` (milliseconds), a unidirectional run reads each file in chunks of about
+        that long, carrying its state, with the same result as the whole file at once."""
+        single = isinstance(paths, (str, Path))
+        files = [str(paths)] if single else [str(p) for p in paths]
+        if not files:
+            raise InputError("paths: give at least one audio or feature file to transcribe")
+        results = self.task.transcribe(self.model, files, beam=beam, stream=stream, device=self.device)
+        return results[0] if single else results
+
+    def draw_layers(self, path: str | Path, image: str | Path) -> Path:
+        """A PNG heat map at `image` of every layer's outputs over the frames of the audio or feature file
+        `path`, with the CTC posteriors on top (needs matplotlib)."""
+        from .ctc import best_path
+        from .plot import check_matplotlib, plot_speech_layers
+
+        check_matplotlib()
+        layers, log_probs, seconds = self.task.layer_outputs(self.model, str(path), device=self.device)
+        transcript = self.task.tokens.decode(best_path(log_probs)[0])
+        return plot_speech_layers([x.numpy() for x in layers], log_probs.numpy(), self.symbols, image, seconds,
+                                  title=f"{Path(path).name}: {transcript!r}")
+
+
 def _file_name(name: str) -> str:
     """A series id as a safe file name (ids come from user files)."""
     import re
@@ -200,7 +236,7 @@ def _file_name(name: str) -> str:
 
 
 RUN_CLASSES: dict[str, type[Run]] = {cls.kind: cls for cls in (LanguageModelRun, ClassifierRun, TranslatorRun,
-                                                                 ForecasterRun)}
+                                                                 ForecasterRun, SpeechRun)}
 
 
 def load(path: str | Path, *, weights: str = "best", device: str | torch.device = "cpu", task: str | None = None) -> Run:

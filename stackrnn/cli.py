@@ -48,6 +48,7 @@ COMMANDS = {
     "translate": Command(commands.TranslateOptions, commands.translate),
     "predict": Command(commands.PredictOptions, commands.predict),
     "forecast": Command(commands.ForecastOptions, commands.forecast),
+    "transcribe": Command(commands.TranscribeOptions, commands.transcribe),
     "plot": Command(commands.PlotOptions, commands.plot),
     "inspect": Command(commands.InspectOptions, commands.inspect),
     "probe": Command(commands.ProbeOptions, commands.probe),

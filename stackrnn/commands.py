@@ -42,10 +42,11 @@ class TextOptions:
 # -- train and summary: a config, with every config field as an option ---------------------------------------
 @dataclass
 class TrainOptions:
-    """Train a language model, a text classifier or a translator into a run directory.
+    """Train a language model, a text classifier, a translator, a forecaster or a speech recogniser into a run directory.
 
-    Train a model (--task classify for a text classifier, --task translate for sequence to sequence). Options
-    override --config, which overrides the defaults.
+    Train a model (--task classify for a text classifier, --task translate for sequence to sequence, --task
+    forecast for time series, --task speech for speech recognition with CTC). Options override --config, which
+    overrides the defaults.
     """
 
     config: str | None = option(None, "a TOML file with [model], [data] and [train] tables (see examples/)",
@@ -200,7 +201,8 @@ def generate(opts: GenerateOptions) -> int:
 class SearchOptions:
     """Beam search's settings, for translators."""
 
-    beam: int | None = option(None, "translators: beam size; 1 is greedy search (default: 1 in eval, 5 in translate)")
+    beam: int | None = option(None, "translators and speech recognisers: beam size; 1 is greedy search (best path for "
+                              "speech) (default: 1 in eval, 5 in translate)")
     length_penalty: float | None = option(None, "translators: GNMT's length penalty alpha; 0 compares plain "
                                           "log-probabilities, which favours short translations (default: 0.6)")
     max_length: int | None = option(None, "translators: most words per translation (default: 2 x source words + 10)")
@@ -224,7 +226,8 @@ class EvalOptions(RunOptions, SearchOptions):
 
     Score a trained run. Language models: loss, perplexity and (character models) bits per character.
     Classifiers: accuracy, precision, recall and F1 per class, macro F1 and the confusion matrix. Translators:
-    BLEU, exact match and loss, with example translations.
+    BLEU, exact match and loss, with example translations. Speech recognisers: word and character error rates,
+    sequence accuracy and CTC loss, with example transcripts.
     """
 
     split: str = option("valid", "which held-out split", choices=("valid", "test"))
@@ -233,17 +236,18 @@ class EvalOptions(RunOptions, SearchOptions):
     text_column: str | None = option(None, "classifiers: the text column or key of --data (default: as the run's)")
     label_column: str | None = option(None, "classifiers: the label column or key of --data (default: as the run's)")
     encoding: str | None = option(None, "classifiers and translators: the text encoding of --data (default: as the run's)")
-    examples: int = option(10, "translators: translations to show beside their references")
+    examples: int = option(10, "translators and speech recognisers: translations or transcripts to show beside their "
+                           "references")
     samples: int | None = option(None, "forecasters: sample paths per series (default: the run's data.eval_samples)")
 
 
 #: eval's options that only some tasks read, and whose they are
 _EVAL_ONLY = {"translate": ("format", "text_column", "label_column"),
-              **{task: ("data", "format", "text_column", "label_column", "encoding") for task in ("lm", "forecast")}}
+              **{task: ("data", "format", "text_column", "label_column", "encoding") for task in ("lm", "forecast", "speech")}}
 
 
 def evaluate(opts: EvalOptions) -> int:
-    from .evaluate import format_classification, format_forecast, format_metrics, format_translation
+    from .evaluate import format_classification, format_forecast, format_metrics, format_speech, format_translation
 
     if opts.examples < 0:
         raise InputError(f"--examples: expected an integer >= 0, got {opts.examples}")
@@ -251,6 +255,8 @@ def evaluate(opts: EvalOptions) -> int:
     search = opts.search(beam=1)  # before the (slower) load
     run = load(opts.run, weights=opts.weights)
     task, data = run.config.task, run.config.data
+    if task == "speech":  # a speech run searches with --beam alone
+        searching = [s for s in searching if s != "--beam"]
     if searching and task != "translate":
         raise InputError(f"{' '.join(searching)}: for translation runs; this is {a_run_of(task)}")
     given = [f"--{n.replace('_', '-')}" for n in _EVAL_ONLY.get(task, ()) if getattr(opts, n)]
@@ -268,9 +274,12 @@ def evaluate(opts: EvalOptions) -> int:
         metrics = run.evaluate(opts.split, data=opts.data, examples=opts.examples, **search)
     elif task == "forecast":
         metrics = run.evaluate(opts.split, samples=opts.samples)
+    elif task == "speech":
+        metrics = run.evaluate(opts.split, beam=search["beam"], examples=opts.examples)
     else:
         metrics = run.evaluate(opts.split, **({} if task == "lm" else {"data": opts.data}))
-    formats = {"translate": format_translation, "classify": format_classification, "forecast": format_forecast}
+    formats = {"translate": format_translation, "classify": format_classification, "forecast": format_forecast,
+               "speech": format_speech}
     print(json.dumps(metrics) if opts.json else formats.get(task, format_metrics)(metrics))
     return 0
 
@@ -332,6 +341,32 @@ def predict(opts: PredictOptions) -> int:
     for p in [] if opts.json else predictions:
         probs = "  ".join(f"{label} {prob:.3f}" for label, prob in p["probabilities"].items())
         print(f"{p['label']}\t{probs}\t{p['text']}")
+    return 0
+
+
+@dataclass
+class TranscribeOptions(RunOptions):
+    """Transcribe recordings with a trained speech recognition run.
+
+    Transcribe each audio (.wav) or feature (.mfc, .npy) file, one transcript per line in the order given; with
+    --json, each token's time (seconds) and probability too (best path).
+    """
+
+    files: list = option([], "audio or feature files to transcribe", positional=True, metavar="FILE")
+    beam: int = option(1, "beam size of CTC prefix beam search; 1 is best path (greedy)")
+    stream: bool = option(False, "read each file in chunks, carrying the model's state, as audio arriving live "
+                          "(unidirectional runs with global or no normalisation); the same transcript as the whole file")
+    chunk_ms: float = option(320.0, "with --stream: the chunk length in milliseconds")
+
+
+def transcribe(opts: TranscribeOptions) -> int:
+    if not opts.files:
+        raise InputError("give the audio or feature files to transcribe")
+    if opts.beam < 1:
+        raise InputError(f"--beam: expected an integer >= 1, got {opts.beam}")
+    results = load(opts.run, weights=opts.weights, task="speech").transcribe(
+        opts.files, beam=opts.beam, stream=opts.chunk_ms if opts.stream else None)
+    print(json.dumps(results, ensure_ascii=False) if opts.json else "\n".join(r["transcript"] for r in results))
     return 0
 
 
@@ -451,24 +486,43 @@ def export(opts: ExportOptions) -> int:
 # -- looking inside -------------------------------------------------------------------------------------------
 @dataclass
 class InspectOptions(RunOptions, TextOptions):
-    """Look inside a language model: units, activations and gates, layer by layer.
+    """Look inside a language model (or a speech recogniser): units, activations and gates, layer by layer.
 
     Read a text through a trained language model and write a self-contained HTML page (the text coloured by a
     chosen unit's activation, layer by layer, the units most correlated with simple features first), PNG heat
-    maps and per-layer gate saturation.
+    maps and per-layer gate saturation. For a speech run, --audio FILE draws every layer's activations over the
+    file's frames, with the CTC posteriors on top, as one PNG heat map.
     """
 
     out: str = option(None, "a new folder for index.html and the plots", required=True, metavar="DIR")
     units: int = option(32, "units per layer offered on the page and drawn")
     max_tokens: int = option(2000, "read at most this many tokens")
+    audio: str | None = option(None, "speech runs: the audio or feature file whose frames each layer's activations "
+                               "are drawn over (layers.png)", metavar="FILE")
 
 
 def inspect(opts: InspectOptions) -> int:
     from .inspect.page import format_inspection, inspect_run
 
+    if opts.audio is not None:
+        return _inspect_speech(opts)
+
     result = inspect_run(opts.run, read_text(opts), opts.out, weights=load_weights(opts.weights), units=opts.units,
                          max_tokens=opts.max_tokens)
     print(json.dumps(result.to_dict(), default=str) if opts.json else format_inspection(result))
+    return 0
+
+
+def _inspect_speech(opts: InspectOptions) -> int:
+    from .inspect.page import check_new_folder
+
+    if opts.text is not None or opts.text_file is not None:
+        raise InputError("--audio draws a speech run's layers over a recording; leave out --text and --text-file")
+    out = Path(opts.out)
+    check_new_folder(out)
+    run = load(opts.run, weights=opts.weights, task="speech")
+    drawn = run.draw_layers(opts.audio, out / "layers.png")
+    print(json.dumps({"layers": str(drawn)}) if opts.json else f"layer activations: {drawn}")
     return 0
 
 

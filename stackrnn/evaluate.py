@@ -105,6 +105,15 @@ def format_forecast(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def format_speech(metrics: dict) -> str:
+    """A speech run's `stackrnn eval` figures, then its example transcripts beside their references."""
+    lines = [f"{metrics['split']}: {metrics['utterances']} utterances, beam {metrics['beam']}: WER {metrics['wer']:.4f}  "
+             f"CER {metrics['cer']:.4f}  accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}"]
+    for e in metrics["examples"]:
+        lines += ["", f"  reference:  {e['reference']}", f"  transcript: {e['transcript']}"]
+    return "\n".join(lines)
+
+
 def check_bleu_available() -> None:
     """Translation runs score BLEU with sacrebleu, an optional extra: fail before training, not after an epoch."""
     try:

@@ -192,6 +192,43 @@ def plot_attention(weights, source: list[str], target: list[str], path: str | Pa
     return _save(plt, fig, path)
 
 
+def plot_speech_layers(layers: list, log_probs, symbols: list[str], path: str | Path, seconds: list[float],
+                       title: str | None = None) -> Path:
+    """Heat maps of a speech model reading one file: each layer's outputs (units x frames, bottom layer at the
+    bottom; a pyramid layer has half the frames of the one below, drawn over the same time axis), and on top the
+    CTC posteriors of every symbol and the blank over the output frames. `seconds`: each map's frame length."""
+    import numpy as np
+
+    plt = _pyplot()
+    path = Path(path)
+    panels = len(layers) + 1
+    fig, axes = plt.subplots(panels, 1, figsize=(9.0, 1.6 * panels + 1.0), dpi=110, squeeze=False)
+    rows = [("CTC posteriors", np.exp(np.asarray(log_probs)).T, ["_", *symbols], seconds[-1], "Greys")]
+    rows += [(f"layer {i + 1}", np.asarray(out).T, None, sec, "RdBu_r")
+             for i, (out, sec) in reversed(list(enumerate(zip(layers, seconds))))]
+    for ax, (name, values, labels, sec, cmap) in zip(axes[:, 0], rows):
+        limit = 1.0 if labels else float(np.abs(values).max()) or 1.0
+        ax.imshow(values, cmap=cmap, vmin=0.0 if labels else -limit, vmax=limit, aspect="auto", interpolation="nearest",
+                  extent=(0, values.shape[1] * sec, values.shape[0], 0))
+        ax.set_ylabel(name, fontsize=8)
+        if labels and len(labels) <= 40:
+            ax.set_yticks([k + 0.5 for k in range(len(labels))], labels, fontsize=6)
+        elif not labels:
+            ax.set_yticks([])
+    axes[-1, 0].set_xlabel("seconds")
+    if title:
+        axes[0, 0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    except OSError as e:
+        raise InputError(f"cannot write {path} ({e.strerror}): choose another path") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_forecast(forecast: dict, path: str | Path, title: str | None = None, history: int = 0) -> Path:
     """A fan chart of one series' forecast (as ForecasterRun.forecast returns it), as PNG at `path`: the last
     `history` values before it (default: four horizons), the median, the 80% and 95% bands (the quantiles 0.1/0.9

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import InputError
 from .base import Step, Task
 
-TASK_NAMES = ("lm", "classify", "translate", "forecast")
+TASK_NAMES = ("lm", "classify", "translate", "forecast", "speech")
 
 
 def task_class(name: str) -> type[Task]:
@@ -26,6 +26,10 @@ def task_class(name: str) -> type[Task]:
         from .forecast import ForecastTask
 
         return ForecastTask
+    if name == "speech":
+        from .speech import SpeechTask
+
+        return SpeechTask
     raise InputError(f"task: expected one of {', '.join(TASK_NAMES)}, got {name!r}")
 
 
