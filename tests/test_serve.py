@@ -301,7 +301,8 @@ def forecaster(forecast_run):
     """A server of the forecasting run alone, torch on one thread (a tiny model is ten times faster so here)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    with live({"sales": forecast_run}, FORECAST_LIMITS, window=0.05) as (url, app):
+    # a window long enough that requests sent together meet in it even on a busy machine
+    with live({"sales": forecast_run}, FORECAST_LIMITS, window=0.3) as (url, app):
         with httpx.Client(base_url=url, timeout=60) as client:
             yield client, app
     torch.set_num_threads(before)
@@ -368,7 +369,9 @@ def test_forecasts_of_different_series_that_arrive_together_share_a_forward_pass
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(one, ["s0", "s1", "s2", "s0"]))
     sizes = _batch_sizes(client, "sales", "forecast") - before
-    assert max(sizes) == 2 and sum(size * n for size, n in sizes.items()) == 4, sizes  # max_series 2 per pass
+    # at most max_series (2) series a pass, and fewer passes than requests (a series asked twice in one pass is
+    # forecast once, so the sizes need not add up to 4)
+    assert max(sizes) == 2 and sum(sizes.values()) < 4, sizes
     for r in results:
         assert r["median"] == pytest.approx(forecast_run.forecast(r["series"], samples=40)["median"].tolist(), abs=1e-5)
 
