@@ -218,15 +218,7 @@ def plot_speech_layers(layers: list, log_probs, symbols: list[str], path: str | 
     axes[-1, 0].set_xlabel("seconds")
     if title:
         axes[0, 0].set_title(title, fontsize=9)
-    fig.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    except OSError as e:
-        raise InputError(f"cannot write {path} ({e.strerror}): choose another path") from None
-    finally:
-        plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_forecast(forecast: dict, path: str | Path, title: str | None = None, history: int = 0) -> Path:
