@@ -22,6 +22,8 @@ import tomli_w
 
 from .errors import InputError, did_you_mean
 
+MISSING = dataclasses.MISSING
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -29,11 +31,15 @@ else:  # pragma: no cover
 
 
 def option(default: Any, help: str, choices: tuple[str, ...] | None = None, cli: bool = True, *,
-           positional: bool = False, required: bool = False, metavar: str | None = None) -> Any:
+           positional: bool = False, required: bool = False, metavar: str | None = None, saved: Any = MISSING) -> Any:
     """A config field with its one-line help, the allowed values for a string, and whether it is a CLI flag; for
-    a command's options (commands.py) also whether it is a positional argument, required, and its metavar."""
+    a command's options (commands.py) also whether it is a positional argument, required, and its metavar.
+
+    saved: for an option added after runs were saved without it, whose default is not how those runs behaved:
+    the value a saved run lacking the key gets (see `fill_saved`), so old runs load and resume unchanged while
+    new ones get the better default."""
     metadata = {"help": help, "choices": choices, "cli": cli, "positional": positional, "required": required,
-                "metavar": metavar}
+                "metavar": metavar, "saved": saved}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -208,6 +214,22 @@ def from_dict(cls, data: dict, where: str):
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
+
+
+def fill_saved(cls, table: dict, where: str) -> dict:
+    """A saved run's table of config class `cls` with each option declared with `saved=` that the table lacks set
+    to that value: the run was saved before the option existed, and behaved as that value says. Nested tables
+    likewise; the layout before nesting is lifted first. `table` is not changed."""
+    out = lift_flat_keys(cls, table, where) if isinstance(table, dict) else table
+    if not isinstance(out, dict):
+        return out  # from_dict says what is wrong with it
+    for f in dataclasses.fields(cls):
+        sub = f.metadata.get("nested")
+        if sub is not None and isinstance(out.get(f.name), dict):
+            out[f.name] = fill_saved(sub, out[f.name], f"{where}.{f.name}")
+        elif f.metadata.get("saved", MISSING) is not MISSING and f.name not in out:
+            out[f.name] = f.metadata["saved"]
+    return out
 
 
 def lift_flat_keys(cls, data: dict, where: str) -> dict:

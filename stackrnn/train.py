@@ -27,7 +27,7 @@ from tqdm.auto import tqdm  # a bar in a terminal, a widget in a notebook
 
 from . import distributed
 from .checkpoint import Checkpointer, Position, resume as resume_checkpoint
-from .config import dumps_toml, from_dict, lift_flat_keys, merge, read_toml, to_dict
+from .config import dumps_toml, fill_saved, from_dict, lift_flat_keys, merge, read_toml, to_dict
 from .data.tokenizers import Tokenizer
 from .errors import InputError, did_you_mean, plural
 from .instruments import Instrument, from_config as instruments_for
@@ -69,7 +69,14 @@ class RunConfig:
 
     @classmethod
     def of_run(cls, run: RunDir) -> RunConfig:
-        return cls.from_tables(run.load_config_tables(), str(run / CONFIG))
+        """A saved run's config; options added since it was saved take the value it was trained with (`saved=`)."""
+        tables, where = run.load_config_tables(), str(run / CONFIG)
+        task = tables.get("task", "lm")
+        if task in TASK_NAMES:
+            for name, section in sections(task).items():
+                if isinstance(tables.get(name), dict):
+                    tables[name] = fill_saved(section, tables[name], f"{where}: {name}")
+        return cls.from_tables(tables, where)
 
     def make_task(self) -> Task:
         return task_class(self.task)(self)

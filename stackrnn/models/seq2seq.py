@@ -53,8 +53,11 @@ class Seq2SeqConfig:
                                   dropout=0.2)
     attention: str = option("general", "attention score: Luong's dot or general, Bahdanau's additive, or none",
                             choices=ATTENTIONS)
+    scaled_attention: bool = option(True, "divide dot and general attention scores by sqrt(size), so the softmax "
+                                    "does not saturate before the attention has learnt to align", saved=False)
     input_feed: bool = option(True, "feed the last attentional vector into the next decoder step (Luong)")
-    bridge: str = option("linear", "decoder's initial state: a linear map of the encoder's final states, or zeros",
+    bridge: str = option("zero", "decoder's initial state: zeros (the decoder must attend to learn the sentence), "
+                         "or a linear map of the encoder's final states",
                          choices=BRIDGES)
     dropout: float = option(0.2, "dropout on the embeddings and the attentional vector, and between the layers of a "
                             "stack that sets no dropout of its own")
@@ -106,6 +109,7 @@ class Seq2Seq(nn.Module):
         decoder: the decoder's layers, bottom first; none bidirectional.
         embedding_size: E, of both embeddings.
         attention: "dot", "general", "additive" or "none" (see attention.py).
+        scaled_attention: divide dot and general scores by sqrt(H_d) (see attention.py).
         input_feed: feed h~_{t-1} into decoder step t (needs attention).
         bridge: "linear" or "zero" (see the module docstring).
         dropout: on embeddings, between layers of both stacks, and on h~ before the output layer.
@@ -135,6 +139,7 @@ class Seq2Seq(nn.Module):
         embedding_size: int = 256,
         *,
         attention: str = "general",
+        scaled_attention: bool = True,
         input_feed: bool = True,
         bridge: str = "linear",
         dropout: float = 0.0,
@@ -182,7 +187,8 @@ class Seq2Seq(nn.Module):
                                       **(decoder_options or {"dropout": dropout, "residual": decoder_residual}))
         except ValueError as e:
             raise ValueError(f"decoder.{e}") from None
-        self.attention = None if attention == "none" else Attention(attention, query_size, memory_size)
+        self.attention = None if attention == "none" else Attention(attention, query_size, memory_size,
+                                                                           scaled=scaled_attention)
         # Luong's attentional layer h~ = tanh(W_c [c; h]); its size is the decoder's, so input feeding adds A = H_d
         self.combine = None if attention == "none" else nn.Linear(memory_size + query_size, query_size, bias=False)
         self.output = nn.Linear(query_size, target_vocab)
@@ -199,7 +205,7 @@ class Seq2Seq(nn.Module):
     def from_config(cls, cfg: Seq2SeqConfig, source_vocab: int, target_vocab: int, *, source_pad: int = 0,
                     target_pad: int = 0) -> Seq2Seq:
         return cls(source_vocab, target_vocab, cfg.encoder_specs(), cfg.decoder_specs(), cfg.embedding_size,
-                   attention=cfg.attention, input_feed=cfg.input_feed, bridge=cfg.bridge, dropout=cfg.dropout,
+                   attention=cfg.attention, scaled_attention=cfg.scaled_attention, input_feed=cfg.input_feed, bridge=cfg.bridge, dropout=cfg.dropout,
                    encoder_options=cfg.encoder.options(), decoder_options=cfg.decoder.options(),
                    label_smoothing=cfg.label_smoothing, source_pad=source_pad, target_pad=target_pad)
 

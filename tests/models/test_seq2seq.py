@@ -57,6 +57,31 @@ def test_attention_gives_padded_steps_exactly_zero_weight():
         torch.testing.assert_close(context[1], (weights[:3, 1, None] * memory[:3, 1]).sum(0))
 
 
+def test_scaled_attention_divides_dot_and_general_scores_by_the_root_of_the_query_size():
+    """scaled=True is the unscaled attention with its query divided by sqrt(Q): the same weights as scores / sqrt(Q);
+    the additive score, which learns its own scale, is left as it is."""
+    torch.manual_seed(0)
+    memory, query = torch.randn(5, 2, 4) * 3, torch.randn(3, 2, 4) * 3
+    mask = torch.tensor([[True, True]] * 3 + [[True, False]] * 2)
+    for kind in ("dot", "general"):
+        plain, scaled = Attention(kind, 4, 4), Attention(kind, 4, 4, scaled=True)
+        scaled.load_state_dict(plain.state_dict())
+        _, want = plain(query / 2, plain.keys(memory), memory, mask)
+        _, got = scaled(query, scaled.keys(memory), memory, mask)
+        torch.testing.assert_close(got, want)
+        assert "scaled" in repr(scaled)
+    additive = Attention("additive", 4, 4, scaled=True)
+    assert additive.scale is None
+
+
+def test_scaled_attention_is_a_config_option():
+    cfg = from_options(Seq2SeqConfig, scaled_attention=True, encoder_hidden_size=4, decoder_hidden_size=4,
+                       decoder_num_layers=1, embedding_size=4)
+    model = Seq2Seq.from_config(cfg, V_SRC, V_TGT)
+    assert model.attention.scale == pytest.approx(0.5)
+    assert Seq2Seq.from_config(from_options(Seq2SeqConfig, scaled_attention=False), V_SRC, V_TGT).attention.scale is None
+
+
 @pytest.mark.parametrize("attention,feed", MODES)
 def test_a_pair_gives_the_same_logits_alone_and_in_a_padded_batch(attention, feed):
     model = _model(attention, feed, decoder=[LayerSpec("lstm", 10), LayerSpec("gru", 10)])

@@ -76,6 +76,26 @@ def test_a_saved_run_config_of_the_flat_layout_loads():
     assert (cfg.model.encoder.hidden_size, cfg.model.encoder.num_layers, cfg.model.decoder.hidden_size) == (16, 1, 32)
 
 
+def test_a_saved_run_keeps_how_it_was_trained_when_an_option_s_default_changes(tmp_path):
+    """Translation runs saved before scaled attention existed computed unscaled scores: loaded from their run
+    directory they still do (`saved=False`), in the flat layout too; a new config, or a run saved since, gets
+    what it says."""
+    from stackrnn.config import dumps_toml
+    from stackrnn.run import RunDir
+
+    old = {"task": "translate", "model": {"encoder_hidden_size": 16, "attention": "general"}, "data": {"data": "p.txt"},
+           "train": {"epochs": 1}}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.toml").write_text(dumps_toml(old))
+    assert RunConfig.of_run(RunDir.open(tmp_path / "old", need=("config.toml",))).model.scaled_attention is False
+    assert RunConfig.of_run(RunDir.open(tmp_path / "old", need=("config.toml",))).model.encoder.hidden_size == 16
+    assert RunConfig.from_tables(old, "a new config").model.scaled_attention is True
+    (tmp_path / "new").mkdir()
+    new = RunConfig.from_tables(old, "a new config")
+    (tmp_path / "new" / "config.toml").write_text(new.to_toml())
+    assert RunConfig.of_run(RunDir.open(tmp_path / "new", need=("config.toml",))) == new
+
+
 def test_stack_errors_name_the_nested_key():
     with pytest.raises(InputError, match=r"^model\.stack\.num_layers: expected an integer >= 1"):
         from_dict(ModelConfig, {"stack": {"num_layers": 0}}, "model")
