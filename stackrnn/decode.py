@@ -28,11 +28,7 @@ import torch
 from torch import Tensor
 
 from .models.seq2seq import Seq2Seq
-
-
-def length_limits(lengths: Tensor, max_length: int | None) -> list[int]:
-    """The most tokens each sentence's translation may have (before <eos>)."""
-    return [max_length if max_length is not None else 2 * n + 10 for n in lengths.tolist()]
+from .search import GreedyOutputs, length_limits  # noqa: F401 (length_limits: re-exported for api and serve)
 
 
 def check_search(beam: int, max_length: int | None, length_penalty: float) -> None:
@@ -60,22 +56,14 @@ def greedy_search(model: Seq2Seq, source: Tensor, lengths: Tensor, *, bos: int, 
     mem, state, feed = model.encode(source, lengths)
     batch = source.shape[1]
     tokens = torch.full((batch,), bos, dtype=torch.long, device=source.device)
-    out: list[list[int]] = [[] for _ in range(batch)]
-    done = [False] * batch
-    for t in range(max(limits)):
+    outputs = GreedyOutputs(limits)
+    for _ in range(max(limits)):
         logits, state, feed, _ = model.step(tokens, mem, state, feed)
         tokens = _log_probs(logits, model.target_pad, bos).argmax(dim=-1)  # (B,)
-        for b, token in enumerate(tokens.tolist()):
-            if done[b]:
-                continue
-            if token == eos:
-                done[b] = True
-            else:
-                out[b].append(token)
-                done[b] = len(out[b]) >= limits[b]
-        if all(done):
+        outputs.add(tokens.tolist(), eos)
+        if outputs.finished:
             break
-    return out
+    return outputs.out
 
 
 @torch.no_grad()

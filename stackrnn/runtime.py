@@ -30,6 +30,7 @@ import numpy as np
 from .data.parallel import prepare_sentence, words
 from .data.tokenizers import Tokenizer
 from .errors import InputError
+from .search import GreedyOutputs, length_limits
 
 MANIFEST = "export.json"
 
@@ -270,13 +271,12 @@ class Translator(Exported):
     def _greedy(self, ids: list[list[int]], max_length: int | None) -> list[tuple[list[int], list]]:
         """decode.greedy_search: encode once, then one decoder step per token; <pad> and <bos> never chosen."""
         source, lengths = pad(ids, self.source_pad)
-        limits = [max_length if max_length is not None else 2 * n + 10 for n in lengths.tolist()]
+        limits = length_limits(lengths, max_length)
         carried = self.run("encoder", source=source, lengths=lengths)
         batch = len(ids)
         tokens = np.full(batch, self.bos, dtype=np.int64)
-        out: list[list[int]] = [[] for _ in range(batch)]
+        outputs = GreedyOutputs(limits)
         attention: list[list] = [[] for _ in range(batch)]
-        done = [False] * batch
         for _ in range(max(limits)):
             step = self.run("decoder", tokens=tokens, **carried)
             logits = step["logits"].astype(np.float32)
@@ -284,19 +284,12 @@ class Translator(Exported):
             tokens = logits.argmax(axis=-1).astype(np.int64)  # (B,)
             for name in carried:  # the new state and feed replace the old; the memory stays
                 carried[name] = step.get(f"new_{name}", carried[name])
-            for b, token in enumerate(tokens.tolist()):
-                if done[b]:
-                    continue
+            for b in outputs.add(tokens.tolist(), self.eos):
                 if "attention" in step:
                     attention[b].append(step["attention"][: lengths[b], b].astype(np.float64).round(6).tolist())
-                if token == self.eos:
-                    done[b] = True
-                else:
-                    out[b].append(token)
-                    done[b] = len(out[b]) >= limits[b]
-            if all(done):
+            if outputs.finished:
                 break
-        return list(zip(out, attention))
+        return list(zip(outputs.out, attention))
 
 
 # -- forecasters ----------------------------------------------------------------------------------------------------
