@@ -62,6 +62,8 @@ class Task(ABC):
     unit: ClassVar[str]  # what `Step.items` counts, for the logged rate: "tokens" or "examples"
     files: ClassVar[tuple[str, ...]]  # files besides config.toml and weights that a finished run holds
     monitors: ClassVar[tuple[str, ...]] = ("loss",)  # validation figures that can pick the best weights; first: auto
+    # the validation figures the line after each epoch shows after the loss: a format of `evaluate`'s dict
+    valid_figures: ClassVar[str] = ""
 
     def __init__(self, cfg) -> None:  # cfg: train.RunConfig
         self.cfg = cfg
@@ -136,10 +138,10 @@ class Task(ABC):
         return {}
 
     def epoch_summary(self, train_loss: float | None, valid: dict | None) -> list[str]:
-        """Parts of the line printed after each epoch."""
+        """Parts of the line printed after each epoch: the losses, then the task's `valid_figures`."""
         parts = [] if train_loss is None else [f"train loss {train_loss:.4f}"]
         if valid:
-            parts.append(f"valid loss {valid['loss']:.4f}")
+            parts.append(f"valid loss {valid['loss']:.4f}" + self.valid_figures.format(**valid))
         return parts
 
     def postfix(self, loss: float) -> dict:

@@ -89,6 +89,7 @@ class ClassifyTask(Task):
     # validation loss bottoms out epochs before accuracy peaks (the model grows confident on the texts it gets
     # wrong), so the best weights by loss are often not the most accurate: pick by accuracy, as Keras users do
     monitors = ("accuracy", "loss")
+    valid_figures = " accuracy {accuracy:.4f}"
 
     # -- data -------------------------------------------------------------------------------------------------
     def _read(self, path: str, classes: list[str] | None = None) -> Examples:
@@ -248,12 +249,6 @@ class ClassifyTask(Task):
 
     def closing_items(self) -> tuple[float, float]:
         return len(self.valid_set.ids) / 3, 0.0  # a forward pass over the validation texts (finish shows nothing)
-
-    def epoch_summary(self, train_loss: float | None, valid: dict | None) -> list[str]:
-        parts = super().epoch_summary(train_loss, valid)
-        if valid:
-            parts[-1] += f" accuracy {valid['accuracy']:.4f}"
-        return parts
 
     # -- after training ---------------------------------------------------------------------------------------
     def evaluate_split(self, model: SequenceClassifier, split: str, data_path: str | None = None,

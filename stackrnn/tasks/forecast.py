@@ -158,6 +158,7 @@ class ForecastTask(Task):
     unit = "windows"
     files = (SERIES,)
     monitors = ("loss", "owa", "smape", "mase")
+    valid_figures = " sMAPE {smape:.3f} MASE {mase:.3f} OWA {owa:.3f}"
 
     # -- data -------------------------------------------------------------------------------------------------
     def read(self) -> tuple[SeriesSet, list[np.ndarray] | None]:
@@ -384,12 +385,6 @@ class ForecastTask(Task):
                                              forecast_all("naive2", history, self.shape.horizon, self.shape.season),
                                              self.shape.season)
         return self._naive2
-
-    def epoch_summary(self, train_loss: float | None, valid: dict | None) -> list[str]:
-        parts = super().epoch_summary(train_loss, valid)
-        if valid:
-            parts[-1] += f" sMAPE {valid['smape']:.3f} MASE {valid['mase']:.3f} OWA {valid['owa']:.3f}"
-        return parts
 
     def closing_items(self) -> tuple[float, float]:
         # the evaluation forecasts every series: for a distribution head, eval_samples paths of H one-step calls,

@@ -130,6 +130,7 @@ class SpeechTask(Task):
     files = (SPEECH,)
     # CER sits at 1 while a new CTC model still outputs only blanks, so the loss leads (auto) and drives the schedule
     monitors = ("loss", "cer", "wer", "accuracy")
+    valid_figures = " CER {cer:.4f} WER {wer:.4f}"
 
     # -- data -------------------------------------------------------------------------------------------------
     def kind(self) -> str:
@@ -330,12 +331,6 @@ class SpeechTask(Task):
 
     def evaluate(self, model: SpeechRecognizer, device: torch.device) -> dict | None:
         return self._score(model, self.valid_set, 1, device)[0]
-
-    def epoch_summary(self, train_loss: float | None, valid: dict | None) -> list[str]:
-        parts = super().epoch_summary(train_loss, valid)
-        if valid:
-            parts[-1] += f" CER {valid['cer']:.4f} WER {valid['wer']:.4f}"
-        return parts
 
     def closing_items(self) -> tuple[float, float]:
         return len(self.valid_set[0]) / 3, 0.0

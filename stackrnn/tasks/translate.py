@@ -92,6 +92,7 @@ class TranslateTask(Task):
     # the validation loss keeps falling after translations stop improving (teacher-forced, it never sees the
     # model's own mistakes): pick the weights that translate best, as NMT toolkits do
     monitors = ("bleu", "loss")
+    valid_figures = " bleu {bleu:.2f} exact {exact_match:.3f}"
 
     # -- data -------------------------------------------------------------------------------------------------
     def _path(self) -> str:
@@ -284,12 +285,6 @@ class TranslateTask(Task):
         # as long as one time step of a training batch's forward pass
         tokens = sum(len(t) for t in self.valid_set.target)
         return 2 * tokens / 3, tokens / max(len(self.valid_set.target), 1) * self.cfg.data.batch_size / 3
-
-    def epoch_summary(self, train_loss: float | None, valid: dict | None) -> list[str]:
-        parts = super().epoch_summary(train_loss, valid)
-        if valid:
-            parts[-1] += f" bleu {valid['bleu']:.2f} exact {valid['exact_match']:.3f}"
-        return parts
 
     def finish(self, run: RunDir, device: torch.device) -> str | None:
         """A few validation translations by the best weights, beside their references."""
