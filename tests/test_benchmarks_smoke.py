@@ -76,7 +76,7 @@ def test_peer_translate_smoke(tmp_path, capsys):
 
 
 def test_peer_translate_model_is_the_same_function(one_thread):
-    """Given stackrnn's weights (zero bridge, no dropout), the hand-written model computes stackrnn's Seq2Seq
+    """Given stackrnn's weights (zero bridge, unscaled scores, no dropout), the hand-written model computes stackrnn's Seq2Seq
     logits exactly: the two differ in code, not in what they compute, so the benchmark compares training."""
     peer = _load("peer_translate")
     from stackrnn.config import from_options
@@ -84,7 +84,8 @@ def test_peer_translate_model_is_the_same_function(one_thread):
 
     torch.manual_seed(0)
     cfg = from_options(Seq2SeqConfig, embedding_size=16, encoder_hidden_size=8, encoder_num_layers=2,
-                       decoder_hidden_size=8, decoder_num_layers=4, dropout=0.0, bridge="zero")
+                       decoder_hidden_size=8, decoder_num_layers=4, dropout=0.0, bridge="zero",
+                       scaled_attention=False)
     ours = Seq2Seq.from_config(cfg, 50, 50)
     theirs = peer.PeerSeq2Seq(50, 50, 16, 8, 2, 4, 0.0)
     with torch.no_grad():

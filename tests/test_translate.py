@@ -40,7 +40,7 @@ def pair_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory, pair_file) -> Path:
     out = tmp_path_factory.mktemp("runs") / "toy"
-    assert main(["train", "--data", str(pair_file), "--out", str(out), "--epochs", "12", *TINY]) == 0
+    assert main(["train", "--data", str(pair_file), "--out", str(out), "--epochs", "15", *TINY]) == 0
     return out
 
 
