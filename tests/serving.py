@@ -44,7 +44,7 @@ def translator_run(tmp_path_factory):
     config = {"task": "translate", "model": {"embedding_size": 16, "encoder_hidden_size": 16, "decoder_hidden_size": 16,
                                              "dropout": 0.0},
               "data": {"data": str(path), "batch_size": 32, "valid_fraction": 0.1, "test_fraction": 0.1},
-              "train": {"epochs": 1, "lr": 0.01, "progress": False, "seed": 1}}
+              "train": {"epochs": 5, "lr": 0.01, "progress": False, "seed": 1}}
     return stackrnn.fit(config, out=tmp_path_factory.mktemp("serve") / "fr")
 
 
