@@ -27,7 +27,7 @@ from collections import defaultdict
 
 from torch import Tensor
 
-from .errors import InputError
+from .errors import require
 
 _NEG = -math.inf
 
@@ -92,11 +92,8 @@ def decode(log_probs: Tensor, beam: int = 1) -> list[int]:
 
 def check_jiwer() -> None:
     """Speech runs score WER and CER with jiwer, an optional extra: fail before training, not after an epoch."""
-    try:
-        import jiwer  # noqa: F401
-    except ImportError:
-        raise InputError("speech runs score word and character error rates with jiwer: pip install "
-                         "'stackrnn[speech]' (or pip install jiwer)") from None
+    require("jiwer", message="speech runs score word and character error rates with jiwer: pip install "
+                             "'stackrnn[speech]' (or pip install jiwer)")
 
 
 def error_rates(references: list[str], hypotheses: list[str]) -> dict:

@@ -28,3 +28,13 @@ def did_you_mean(word: str, known: Iterable[str], show: Callable[[str], str] = r
     """" (did you mean X?)" for the known name nearest a mistyped `word`, or "" when none is near."""
     near = difflib.get_close_matches(word, list(known), n=1)
     return f" (did you mean {show(near[0])}?)" if near else ""
+
+
+def require(*modules: str, message: str) -> None:
+    """Import each of `modules` (an optional extra's), or raise InputError(message): the one line that says which
+    extra to install. Called before anything is trained or written, so a missing extra stops nothing midway."""
+    for name in modules:
+        try:
+            __import__(name)  # the import statement's own hook, as `import name` would call it
+        except ImportError:
+            raise InputError(message) from None

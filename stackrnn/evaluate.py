@@ -9,7 +9,7 @@ import math
 import torch
 
 from .data.batching import SequentialBatches
-from .errors import InputError
+from .errors import require
 from .models.lm import LanguageModel
 
 
@@ -116,11 +116,8 @@ def format_speech(metrics: dict) -> str:
 
 def check_bleu_available() -> None:
     """Translation runs score BLEU with sacrebleu, an optional extra: fail before training, not after an epoch."""
-    try:
-        import sacrebleu  # noqa: F401
-    except ImportError:
-        raise InputError("translation runs score BLEU with sacrebleu: pip install 'stackrnn[translate]' "
-                         "(or pip install sacrebleu)") from None
+    require("sacrebleu", message="translation runs score BLEU with sacrebleu: pip install 'stackrnn[translate]' "
+                                 "(or pip install sacrebleu)")
 
 
 def translation_metrics(hypotheses: list[str], references: list[str]) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
+from .errors import require
 
 FOLDER = "tensorboard"
 #: record keys that say where a record belongs rather than what was measured
@@ -17,11 +17,8 @@ _PLACE = {"step", "epoch", "split", "time"}
 
 def check_available() -> None:
     """An InputError, before any run directory is touched, when --tensorboard cannot be honoured."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ImportError:
-        raise InputError("--tensorboard needs the tensorboard package: pip install 'stackrnn[tensorboard]' "
-                         "(or leave out --tensorboard; metrics.jsonl is always written)") from None
+    require("torch.utils.tensorboard", message="--tensorboard needs the tensorboard package: pip install "
+            "'stackrnn[tensorboard]' (or leave out --tensorboard; metrics.jsonl is always written)")
 
 
 class TensorBoardLog:

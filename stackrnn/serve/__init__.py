@@ -17,7 +17,7 @@ import errno
 import socket
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, require
 from .limits import Limits, ServeError, check_limits
 
 __all__ = ["Limits", "ServeError", "bind", "load_runs", "make_app", "serve"]
@@ -31,11 +31,7 @@ def make_app(*args, **kwargs):
 
 
 def check_installed() -> None:
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise InputError("serving needs fastapi and uvicorn: pip install 'stackrnn[serve]'") from None
+    require("fastapi", "uvicorn", message="serving needs fastapi and uvicorn: pip install 'stackrnn[serve]'")
 
 
 def load_runs(paths: list[str], *, weights: str = "best", device: str = "cpu") -> dict:
