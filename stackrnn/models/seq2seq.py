@@ -26,7 +26,7 @@ left it, as the softmax there passes no gradient to other words. Started from ze
 sentence only through attention; with scaled scores (attention.py) its weight on the final word fell to 0.43 by
 step 200, and by step 800 it aligned word with word (target step and most-attended source word correlate 0.83
 over 300 validation pairs).
-Input feeding costs 1.6x the time of a teacher-forced step (benchmarks/bench_translate.py) and made no difference
+Input feeding makes a teacher-forced step take 1.55x the time (benchmarks/bench_translate.py) and made no difference
 in validation BLEU at the same step count in the first 800 steps, so examples/fra-eng.toml turns it off.
 
 Padding: the encoder gets the source lengths, so padded source steps reach no state and no memory vector, and
