@@ -1,5 +1,5 @@
-"""Shared fixtures: small real text, a tiny trained run made once per test session, and two threads for the
-compiled kernels."""
+"""Shared fixtures and checks: small real text, a tiny trained run made once per test session, one thread for
+tiny models and two for the compiled kernels, bad input as one line, and a killed run resumed."""
 
 import os
 from pathlib import Path
@@ -60,6 +60,67 @@ def stack_gradcheck(stack, x, lengths) -> bool:
 
     params = tuple(p.detach().clone().requires_grad_(True) for p in stack.parameters())
     return torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch.set_num_threads(1) for the rest of the module, restored after: tiny models are fastest on one thread,
+    and two threads contending on a shared machine are ten times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fails_in_one_line(capsys, argv, match):
+    """`stackrnn ARGV` exits with status 2 and one line on stderr, no traceback, containing `match`; that line."""
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+class Killed(BaseException):
+    """A kill between two checkpoints: no handler saves anything (what SIGKILL leaves in the run directory)."""
+
+
+def resume_after_kill_in_step_13(task_class, flags, tmp_path, monkeypatch, rate: str) -> None:
+    """`stackrnn FLAGS` killed in step 13 (the last checkpoint at step 10, with --save-every 5) and resumed ends
+    as the same run without a stop: the same weights and metrics to the last digit (but time and the `rate` key,
+    items per second), evaluated at steps 10, 20 and 30."""
+    import json
+
+    import torch
+
+    from stackrnn.run import RunDir
+
+    assert main([*flags, "--out", str(tmp_path / "whole")]) == 0
+    step, calls = task_class.step, iter(range(1, 1000))
+
+    def killed_in_step_13(self, *args):
+        if next(calls) == 13:
+            raise Killed
+        return step(self, *args)
+
+    monkeypatch.setattr(task_class, "step", killed_in_step_13)
+    with pytest.raises(Killed):
+        main([*flags, "--out", str(tmp_path / "killed")])
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "killed" / "trainer.json").read_text())["step"] == 10
+    assert main(["train", "--resume", str(tmp_path / "killed"), "--no-progress"]) == 0
+    a, b = RunDir(tmp_path / "whole"), RunDir(tmp_path / "killed")
+    for name in ("last.safetensors", "model.safetensors"):
+        ta, tb = a.load_tensors(name), b.load_tensors(name)
+        for k in ta:
+            torch.testing.assert_close(ta[k], tb[k], atol=0, rtol=0, msg=f"{name} {k}")
+    strip = lambda records: [{k: v for k, v in r.items() if k not in ("time", rate)} for r in records]  # noqa: E731
+    assert strip(a.read_metrics()) == strip(b.read_metrics())
+    assert [r["step"] for r in a.read_metrics() if r["split"] == "valid"] == [10, 20, 30]
 
 
 @pytest.fixture

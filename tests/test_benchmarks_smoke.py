@@ -16,14 +16,6 @@ def _load(name: str):
     return module
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the smoke run's few tiny kernels: a second thread only waits for the first
-    yield
-    torch.set_num_threads(before)
-
-
 def test_bench_forecast_smoke(capsys, one_thread):
     """Both heads' hand-written torch.nn peers give the forecaster's loss and gradients (bench_train checks it
     before timing), and the batched and one-path-a-call sampling run."""

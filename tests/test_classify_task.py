@@ -12,7 +12,7 @@ from stackrnn.cli import main
 from stackrnn.run import RunDir
 from stackrnn.train import RunConfig, open_run, train
 
-from .conftest import SHARED
+from .conftest import SHARED, fails_in_one_line as _fails
 
 WORDS = "the a movie film plot actors story was is very quite rather long short dull bright".split()
 TINY = ["--task", "classify", "--embedding-size", "16", "--hidden-size", "24", "--num-layers", "2", "--batch-size", "16",
@@ -126,16 +126,6 @@ def _cli_config(flags):
 
 
 # -- bad input ------------------------------------------------------------------------------------------------
-def _fails(capsys, argv, match):
-    capsys.readouterr()
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert match in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.mark.parametrize("content, match", [
     ("sentence\tlabel\nfine\tpos\n", "text"),  # no text column: the message lists the header's columns
     ("text\tlabel\nfine\tpos\n\tneg\n", "line 3"),  # an empty text

@@ -21,7 +21,7 @@ from stackrnn.forecasting.baselines import available_baselines
 from stackrnn.run import RunDir
 from stackrnn.train import build_config
 
-from .conftest import SHARED
+from .conftest import SHARED, fails_in_one_line as _fails, resume_after_kill_in_step_13
 
 DAYS, H = 150, 14  # daily series: a season of 7 days, a horizon of two seasons (the default), context 21
 TINY = ["--task", "forecast", "--hidden-size", "16", "--num-layers", "1", "--mlp-size", "16", "--embedding-size", "4",
@@ -29,14 +29,7 @@ TINY = ["--task", "forecast", "--hidden-size", "16", "--num-layers", "1", "--mlp
         "--seed", "0"]  # 10 steps an epoch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Runs this small are fastest on one thread: two threads contending on a shared machine are ten times slower
-    (and the figures asserted here are those of one thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: fastest on one thread (the figures asserted are its)
 
 
 def sines(days: int = DAYS, seed: int = 0) -> dict[str, np.ndarray]:
@@ -216,10 +209,6 @@ def test_forecast_picks_series_and_horizon_and_gives_actuals_for_the_test_split(
 
 
 # -- resume ---------------------------------------------------------------------------------------------------
-class Killed(BaseException):
-    """A kill between two checkpoints: no handler saves anything (what SIGKILL leaves in the run directory)."""
-
-
 def test_a_run_killed_between_checkpoints_resumes_to_the_uninterrupted_run(tmp_path, sine_file, monkeypatch):
     """Killed in step 13 (mid-epoch, dropout on, evaluated with sampled paths every epoch, the last checkpoint at
     step 10) and resumed == run to the end without a stop: the same weights and metrics, to the last digit."""
@@ -227,42 +216,10 @@ def test_a_run_killed_between_checkpoints_resumes_to_the_uninterrupted_run(tmp_p
 
     flags = ["train", "--data", str(sine_file), *TINY, "--num-layers", "2", "--dropout", "0.2", "--epochs", "3",
              "--save-every", "5", "--log-every", "5"]
-    assert main([*flags, "--out", str(tmp_path / "whole")]) == 0
-    step, calls = ForecastTask.step, iter(range(1, 1000))
-
-    def killed_in_step_13(self, *args):
-        if next(calls) == 13:
-            raise Killed
-        return step(self, *args)
-
-    monkeypatch.setattr(ForecastTask, "step", killed_in_step_13)
-    with pytest.raises(Killed):
-        main([*flags, "--out", str(tmp_path / "killed")])
-    monkeypatch.undo()
-    assert json.loads((tmp_path / "killed" / "trainer.json").read_text())["step"] == 10
-    assert main(["train", "--resume", str(tmp_path / "killed"), "--no-progress"]) == 0
-    a, b = RunDir(tmp_path / "whole"), RunDir(tmp_path / "killed")
-    for name in ("last.safetensors", "model.safetensors"):
-        ta, tb = a.load_tensors(name), b.load_tensors(name)
-        for k in ta:
-            torch.testing.assert_close(ta[k], tb[k], atol=0, rtol=0, msg=f"{name} {k}")
-    strip = lambda records: [{k: v for k, v in r.items() if k not in ("time", "windows_per_s")}  # noqa: E731
-                             for r in records]
-    assert strip(a.read_metrics()) == strip(b.read_metrics())
-    assert [r["step"] for r in a.read_metrics() if r["split"] == "valid"] == [10, 20, 30]
+    resume_after_kill_in_step_13(ForecastTask, flags, tmp_path, monkeypatch, rate="windows_per_s")
 
 
 # -- bad input ------------------------------------------------------------------------------------------------
-def _fails(capsys, argv, match):
-    capsys.readouterr()
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert match in lines[0], lines[0]
-    return lines[0]
-
-
 GOOD = "series,timestamp,value\n" + "".join(f"a,2020-01-{d:02d},{d}\n" for d in range(1, 6))
 
 

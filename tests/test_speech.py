@@ -21,13 +21,7 @@ from stackrnn.models.speech import SpeechRecognizer, join_frames
 from .conftest import SHARED
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are fastest on one thread: two threads contending on a shared machine are ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: fastest on one thread
 
 
 # -- a synthetic task: symbols rendered as feature patterns --------------------------------------------------

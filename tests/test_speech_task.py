@@ -16,9 +16,8 @@ import torch
 
 import stackrnn
 from stackrnn.cli import main
-from stackrnn.run import RunDir
 
-from .conftest import SHARED
+from .conftest import SHARED, fails_in_one_line as _fails, resume_after_kill_in_step_13
 from .test_speech import render
 
 TINY = ["--task", "speech", "--hidden-size", "16", "--num-layers", "2", "--batch-size", "16", "--lr", "0.02",
@@ -26,12 +25,7 @@ TINY = ["--task", "speech", "--hidden-size", "16", "--num-layers", "2", "--batch
 LETTERS = "abc"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: fastest on one thread
 
 
 def write_set(folder, name: str, n: int, seed: int, *, rows: list[str] | None = None):
@@ -112,10 +106,6 @@ def test_transcribe_prints_a_line_per_file_and_json_with_times(speech_run, data,
 
 
 # -- resume ---------------------------------------------------------------------------------------------------
-class Killed(BaseException):
-    """A kill between two checkpoints: no handler saves anything (what SIGKILL leaves in the run directory)."""
-
-
 def test_a_run_killed_between_checkpoints_resumes_to_the_uninterrupted_run(tmp_path, data, monkeypatch):
     """Killed in step 13 (mid-epoch, dropout and SpecAugment on, the last checkpoint at step 10) and resumed ==
     run to the end without a stop: the same weights and metrics, to the last digit."""
@@ -123,42 +113,10 @@ def test_a_run_killed_between_checkpoints_resumes_to_the_uninterrupted_run(tmp_p
 
     flags = ["train", *data_flags(data), *TINY, "--dropout", "0.2", "--epochs", "3", "--save-every", "5",
              "--log-every", "5", "--time-masks", "1", "--time-width", "3", "--freq-masks", "1", "--freq-width", "2"]
-    assert main([*flags, "--out", str(tmp_path / "whole")]) == 0
-    step, calls = SpeechTask.step, iter(range(1, 1000))
-
-    def killed_in_step_13(self, *args):
-        if next(calls) == 13:
-            raise Killed
-        return step(self, *args)
-
-    monkeypatch.setattr(SpeechTask, "step", killed_in_step_13)
-    with pytest.raises(Killed):
-        main([*flags, "--out", str(tmp_path / "killed")])
-    monkeypatch.undo()
-    assert json.loads((tmp_path / "killed" / "trainer.json").read_text())["step"] == 10
-    assert main(["train", "--resume", str(tmp_path / "killed"), "--no-progress"]) == 0
-    a, b = RunDir(tmp_path / "whole"), RunDir(tmp_path / "killed")
-    for name in ("last.safetensors", "model.safetensors"):
-        ta, tb = a.load_tensors(name), b.load_tensors(name)
-        for k in ta:
-            torch.testing.assert_close(ta[k], tb[k], atol=0, rtol=0, msg=f"{name} {k}")
-    strip = lambda records: [{k: v for k, v in r.items() if k not in ("time", "utterances_per_s")}  # noqa: E731
-                             for r in records]
-    assert strip(a.read_metrics()) == strip(b.read_metrics())
-    assert [r["step"] for r in a.read_metrics() if r["split"] == "valid"] == [10, 20, 30]
+    resume_after_kill_in_step_13(SpeechTask, flags, tmp_path, monkeypatch, rate="utterances_per_s")
 
 
 # -- bad input ------------------------------------------------------------------------------------------------
-def _fails(capsys, argv, match):
-    capsys.readouterr()
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert match in lines[0], lines[0]
-    return lines[0]
-
-
 def _wav(path, frames: bytes, rate: int = 8000):
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
