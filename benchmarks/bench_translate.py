@@ -38,20 +38,21 @@ from stackrnn.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "fra_eng" / "fra.txt"
 
 
-def lengths(n: int, rng: random.Random) -> list[tuple[int, int]]:
-    """(source words + punctuation, target words + <eos>) of n pairs, Tatoeba's when the file is here."""
-    if DATA.is_file():
-        pairs = [line.split("\t")[:2] for line in DATA.read_text(encoding="utf-8").splitlines()[::7]]
-        sizes = [(len(s.split()) + 1, len(t.split()) + 2) for s, t in pairs if len(s.split()) < 10 and len(t.split()) < 10]
-        return [rng.choice(sizes) for _ in range(n)]
-    return [(rng.randint(3, 10), rng.randint(3, 12)) for _ in range(n)]
+def pair_sizes() -> list[tuple[int, int]] | None:
+    """(source words + punctuation, target words + <eos>) of every 7th Tatoeba pair, or None without the file."""
+    if not DATA.is_file():
+        return None
+    pairs = [line.split("\t")[:2] for line in DATA.read_text(encoding="utf-8").splitlines()[::7]]
+    return [(len(s.split()) + 1, len(t.split()) + 2) for s, t in pairs if len(s.split()) < 10 and len(t.split()) < 10]
 
 
 def batches(count: int, batch: int, vocab: int, seed: int = 0) -> list[tuple]:
     rng = random.Random(seed)
+    known = pair_sizes()  # read once, drawn from per batch
     out = []
     for _ in range(count):
-        sizes = lengths(batch, rng)
+        sizes = ([rng.choice(known) for _ in range(batch)] if known
+                 else [(rng.randint(3, 10), rng.randint(3, 12)) for _ in range(batch)])
         source = pad([[rng.randrange(4, vocab) for _ in range(s)] for s, _ in sizes])
         target = pad([[rng.randrange(4, vocab) for _ in range(t)] for _, t in sizes])
         target_in = torch.cat([torch.full((1, batch), 2), target[:-1]])
