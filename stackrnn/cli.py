@@ -74,9 +74,10 @@ class Parser(argparse.ArgumentParser):
 def add_option(group, o, dest: str) -> None:
     """The argument of one dataclass field (config.Option `o`), its help ending with its default."""
     meta, kinds = o.field.metadata, allowed_types(o.type)[0]
-    help_text = meta["help"]
+    help_text, notes = meta["help"], [str(meta["within"])] if meta.get("within") else []
     if "default:" not in help_text and o.default not in (None, []) and not meta.get("required"):
-        help_text += f" (default: {o.default})"  # (some say their default in words: "default: torch's init")
+        notes.append(f"default: {o.default}")  # (some say their default in words: "default: torch's init")
+    help_text += f" ({'; '.join(notes)})" if notes else ""
     help_text = help_text.replace("%", "%%")  # argparse formats help with %: "80% intervals" is text, not a format
     if meta.get("positional"):
         nargs = ("+" if meta.get("required") else "*") if list in kinds else None if meta.get("required") else "?"

@@ -55,7 +55,7 @@ class TrainOptions:
     resume: str | None = option(None, "continue the run in RUN from its last checkpoint", metavar="RUN")
     nproc: int | None = option(None, "train data-parallel in N processes on this machine (torchrun with "
                                "DistributedDataParallel; gloo on CPU, NCCL on GPU); each takes 1/N of every batch",
-                               metavar="N")
+                               metavar="N", within="[1, inf)")
     # set by the command line: the config options given ({section: {field: value}}), the task, the argv
     overrides: dict = field(default_factory=dict, metadata={"cli": False})
     task: str | None = field(default=None, metadata={"cli": False})
@@ -66,8 +66,6 @@ def train(opts: TrainOptions) -> int:
     from . import distributed
     from .train import preflight, train as train_run
 
-    if opts.nproc is not None and opts.nproc < 1:
-        raise InputError(f"--nproc: expected an integer >= 1, got {opts.nproc}")
     launching = (opts.nproc or 1) > 1 and not distributed.launched()
     if launching and not opts.resume and not opts.out:
         raise InputError("--nproc: name the run directory with --out, so that every process trains into the same one")
@@ -134,7 +132,7 @@ class SummaryOptions:
                              "--config and the options instead)", positional=True, metavar="RUN")
     config: str | None = option(None, "a TOML config (see examples/); default: the built-in defaults", metavar="FILE.toml")
     vocab_size: int | None = option(None, "vocabulary size to assume instead of reading the data (classifiers: with 2 "
-                                    "classes)")
+                                    "classes)", within="[1, inf)")
     overrides: dict = field(default_factory=dict, metadata={"cli": False})
     task: str | None = field(default=None, metadata={"cli": False})
 
@@ -151,8 +149,6 @@ def summary(opts: SummaryOptions) -> int:
                              "or leave out RUN to describe a config")
         print(load(opts.run).summary())
         return 0
-    if opts.vocab_size is not None and opts.vocab_size < 1:
-        raise InputError(f"--vocab-size: expected an integer >= 1, got {opts.vocab_size}")
     cfg = build_config(opts.config, opts.overrides, opts.task)
     model, shape, kwargs = cfg.make_task().summary_model(opts.vocab_size)
     print(table(model, shape, **kwargs))
@@ -237,8 +233,9 @@ class EvalOptions(RunOptions, SearchOptions):
     label_column: str | None = option(None, "classifiers: the label column or key of --data (default: as the run's)")
     encoding: str | None = option(None, "classifiers and translators: the text encoding of --data (default: as the run's)")
     examples: int = option(10, "translators and speech recognisers: translations or transcripts to show beside their "
-                           "references")
-    samples: int | None = option(None, "forecasters: sample paths per series (default: the run's data.eval_samples)")
+                           "references", within="[0, inf)")
+    samples: int | None = option(None, "forecasters: sample paths per series (default: the run's data.eval_samples)",
+                                 within="[1, inf)")
 
 
 #: eval's options that only some tasks read, and whose they are
@@ -249,8 +246,6 @@ _EVAL_ONLY = {"translate": ("format", "text_column", "label_column"),
 def evaluate(opts: EvalOptions) -> int:
     from .evaluate import format_classification, format_forecast, format_metrics, format_speech, format_translation
 
-    if opts.examples < 0:
-        raise InputError(f"--examples: expected an integer >= 0, got {opts.examples}")
     searching = [f"--{n.replace('_', '-')}" for n in ("beam", "max_length", "length_penalty") if getattr(opts, n) is not None]
     search = opts.search(beam=1)  # before the (slower) load
     run = load(opts.run, weights=opts.weights)
@@ -264,9 +259,8 @@ def evaluate(opts: EvalOptions) -> int:
         raise InputError(f"{' '.join(given)}: for classification runs; " + (
             "a translation run reads --data as source<TAB>target lines" if task == "translate"
             else f"{a_run_of(task)} is scored on its own splits"))
-    if opts.samples is not None and (task != "forecast" or opts.samples < 1):
-        raise InputError(f"--samples: expected an integer >= 1, got {opts.samples}" if task == "forecast"
-                         else f"--samples: for forecasting runs; this is {a_run_of(task)}")
+    if opts.samples is not None and task != "forecast":
+        raise InputError(f"--samples: for forecasting runs; this is {a_run_of(task)}")
     for name in ("format", "text_column", "label_column", "encoding"):  # how to read --data, if not as the run did
         if getattr(opts, name) is not None:
             setattr(data, name, check_value(type(data), name, getattr(opts, name), "data", f"--{name.replace('_', '-')}"))
@@ -353,7 +347,7 @@ class TranscribeOptions(RunOptions):
     """
 
     files: list = option([], "audio or feature files to transcribe", positional=True, metavar="FILE")
-    beam: int = option(1, "beam size of CTC prefix beam search; 1 is best path (greedy)")
+    beam: int = option(1, "beam size of CTC prefix beam search; 1 is best path (greedy)", within="[1, inf)")
     stream: bool = option(False, "read each file in chunks, carrying the model's state, as audio arriving live "
                           "(unidirectional runs with global or no normalisation); the same transcript as the whole file")
     chunk_ms: float = option(320.0, "with --stream: the chunk length in milliseconds")
@@ -362,8 +356,6 @@ class TranscribeOptions(RunOptions):
 def transcribe(opts: TranscribeOptions) -> int:
     if not opts.files:
         raise InputError("give the audio or feature files to transcribe")
-    if opts.beam < 1:
-        raise InputError(f"--beam: expected an integer >= 1, got {opts.beam}")
     results = load(opts.run, weights=opts.weights, task="speech").transcribe(
         opts.files, beam=opts.beam, stream=opts.chunk_ms if opts.stream else None)
     print(json.dumps(results, ensure_ascii=False) if opts.json else "\n".join(r["transcript"] for r in results))
@@ -381,7 +373,8 @@ class ForecastOptions(RunOptions):
 
     series: list = option([], "forecast only this series (repeat for several); default: all", metavar="ID")
     horizon: int | None = option(None, "steps to forecast (default: the trained horizon, which is also the most)")
-    samples: int = option(100, "sample paths per series (distribution heads); the quantiles come from them")
+    samples: int = option(100, "sample paths per series (distribution heads); the quantiles come from them",
+                          within="[1, inf)")
     split: str | None = option(None, "forecast the run's held-out split's steps, beside their actual values, instead "
                                "of the future", choices=("valid", "test"))
     out: str | None = option(None, "write the forecasts to this CSV file (default: print them)", metavar="FILE.csv")
@@ -393,8 +386,6 @@ def forecast(opts: ForecastOptions) -> int:
 
     if opts.out is not None and Path(opts.out).is_dir():
         raise InputError(f"--out {opts.out} is a folder: give the CSV file to write")
-    if opts.samples < 1:
-        raise InputError(f"--samples: expected an integer >= 1, got {opts.samples}")
     run = load(opts.run, weights=opts.weights, task="forecast")
     if opts.plot is not None:
         from .plot import check_matplotlib
@@ -647,29 +638,23 @@ class ServeOptions(Limits):
 
     runs: list = option([], "run directories written by stackrnn train", positional=True, required=True, metavar="RUN")
     host: str = option("127.0.0.1", "the address to listen on; 0.0.0.0 opens the server to other machines")
-    port: int = option(8000, "the port to listen on (0: any free port, printed)")
+    port: int = option(8000, "the port to listen on (0: any free port, printed)", within="[0, 65535]")
     batching: bool = option(True, "run requests that arrive together as one batch (--no-batching: one at a time)")
     batch_window_ms: float = option(5.0, "how long an idle run waits for more requests to batch with the first",
-                                    metavar="MS")
+                                    metavar="MS", within="[0, 1000]")
     weights: str = option("best", "best-by-validation or last checkpoint", choices=("best", "last"))
     device: str = option("cpu", "where the models run: cpu, cuda, cuda:N, mps or auto")
     threads: int = option(0, "CPU threads of each forward pass (torch.set_num_threads); 0 keeps torch's default (one "
                           "per core). Batching is the server's parallelism: 1 is often fastest for small models, and "
-                          "far faster where other work shares the cores")
+                          "far faster where other work shares the cores", within="[0, inf)")
     log_level: str = option("warning", "uvicorn's log level", choices=("critical", "error", "warning", "info", "debug"))
 
 
 def serve(opts: ServeOptions) -> int:
     from .serve import check_installed, load_runs, serve as run_server
-    from .serve.limits import check_limits
 
     check_installed()
-    limits = Limits(**{name: getattr(opts, name) for name in Limits.__dataclass_fields__})
-    check_limits(limits)
-    if opts.threads < 0:
-        raise InputError(f"--threads: expected an integer >= 0 (0: torch's default), got {opts.threads}")
-    if not 0 <= opts.batch_window_ms <= 1000:
-        raise InputError(f"--batch-window-ms: expected a number of milliseconds in 0..1000, got {opts.batch_window_ms}")
+    limits = Limits(**{name: getattr(opts, name) for name in Limits.__dataclass_fields__})  # (checked as flags)
     runs = load_runs(opts.runs, weights=opts.weights, device=opts.device)
 
     def ready(url: str) -> None:

@@ -1,8 +1,10 @@
 """Typed configs: dataclasses owned by the module they configure, read from and written to TOML.
 
-Each config field is declared with `option(default, help, choices=...)`; the help becomes the command line's
---help text, and the type annotation is checked when a file or a flag sets the field. A wrong key or type is
-an InputError naming the key, what was expected and what came.
+Each config field is declared with `option(default, help, choices=..., within=...)`; the help becomes the command
+line's --help text, and the type annotation, the choices and the interval are checked when a file or a flag sets
+the field, here and nowhere else. A wrong key, type or value is an InputError naming the key (or the flag), what
+was expected and what came. A config's own `validate()` keeps only what one field cannot say alone (tie_weights
+needs an embedding).
 
 A run's config has three sections, each a dataclass: [model] (models.lm.ModelConfig), [data]
 (data.pipeline.DataConfig) and [train] (train.TrainConfig).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import types
 import typing
@@ -30,16 +33,50 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+class Interval(NamedTuple):
+    """The numbers a field allows, written as in mathematics: "[1, inf)", "[0, 1)", "(0, 1]"."""
+
+    low: float
+    high: float
+    low_open: bool
+    high_open: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Interval:
+        match = re.fullmatch(r"([\[(])\s*(-inf|[-\d.e]+)\s*,\s*(inf|[-\d.e]+)\s*([\])])", text)
+        if match is None:
+            raise ValueError(f"within: expected an interval such as '[0, 1)', got {text!r}")
+        left, low, high, right = match.groups()
+        return cls(float(low), float(high), left == "(", right == ")")
+
+    def __contains__(self, x: float) -> bool:
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        def number(x: float) -> str:
+            return str(int(x)) if x.is_integer() else str(x)
+
+        if math.isinf(self.high):  # the common case reads as a comparison: ">= 1", "> 0"
+            return f"{'>' if self.low_open else '>='} {number(self.low)}"
+        return f"in {'(' if self.low_open else '['}{number(self.low)}, {number(self.high)}{')' if self.high_open else ']'}"
+
+
 def option(default: Any, help: str, choices: tuple[str, ...] | None = None, cli: bool = True, *,
-           positional: bool = False, required: bool = False, metavar: str | None = None, saved: Any = MISSING) -> Any:
+           within: str | None = None, positional: bool = False, required: bool = False, metavar: str | None = None,
+           saved: Any = MISSING) -> Any:
     """A config field with its one-line help, the allowed values for a string, and whether it is a CLI flag; for
     a command's options (commands.py) also whether it is a positional argument, required, and its metavar.
+
+    within: the interval a number must lie in, "[1, inf)" or "[0, 1)"; None and non-numbers (a zoneout pair) are
+    not its business. It is checked with the type, and --help shows it.
 
     saved: for an option added after runs were saved without it, whose default is not how those runs behaved:
     the value a saved run lacking the key gets (see `fill_saved`), so old runs load and resume unchanged while
     new ones get the better default."""
     metadata = {"help": help, "choices": choices, "cli": cli, "positional": positional, "required": required,
-                "metavar": metavar, "saved": saved}
+                "metavar": metavar, "saved": saved, "within": within and Interval.parse(within)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -179,21 +216,33 @@ def check_value(cls, name: str, value: Any, where: str, label: str | None = None
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise InputError(f"{label}: expected one of {', '.join(choices)}, got {value!r}")
+    check_within(f, kinds, value, label)
     return float(value) if kinds == (float,) else value
+
+
+def check_within(f: dataclasses.Field, kinds: tuple[type, ...], value: Any, label: str) -> None:
+    """An InputError when number `value` of field `f` (of runtime types `kinds`) lies outside the field's interval
+    (see `option`)."""
+    within = f.metadata.get("within")
+    if within and isinstance(value, (int, float)) and not isinstance(value, bool) and value not in within:
+        kind = "a number" if float in kinds else "an integer"
+        raise InputError(f"{label}: expected {kind} {within}, got {value!r}")
+
+
+def check_bounds(cfg: Any, where: str) -> None:
+    """Every field of config `cfg` (nested ones too) in its interval: for a config built in Python or changed after
+    it was read (a resumed run's new epochs), which `check_value` has not seen."""
+    for f, tp in fields(type(cfg)):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("nested"):
+            check_bounds(value, f"{where}.{f.name}")
+        else:
+            check_within(f, allowed_types(tp)[0], value, f"{where}.{f.name}")
 
 
 def _type_name(kinds) -> str:
     return " or ".join({"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
                         "list": "a list", "dict": "a table"}.get(k.__name__, k.__name__) for k in kinds)
-
-
-def check_minimums(cfg: Any, section: str, minimums: dict[str, int]) -> None:
-    """An InputError naming `section`.field for the first field of `cfg` below its minimum (None, where a field
-    allows it, is no value and passes)."""
-    for name, low in minimums.items():
-        value = getattr(cfg, name)
-        if value is not None and value < low:
-            raise InputError(f"{section}.{name}: expected an integer >= {low}, got {value}")
 
 
 def check_source(cfg: Any, datasets: tuple[str, ...] | None = None) -> None:
@@ -209,7 +258,10 @@ def from_dict(cls, data: dict, where: str):
     """Build config dataclass `cls` from a TOML table, checking every key and type."""
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a table of settings, got {data!r}")
-    values = {k: check_value(cls, k, v, where) for k, v in lift_flat_keys(cls, data, where).items()}
+    # the owner's own keys before its sub-tables: a value that flows into them (a translation model's dropout) is
+    # then named where it was set
+    given = sorted(lift_flat_keys(cls, data, where).items(), key=lambda item: isinstance(item[1], dict))
+    values = {k: check_value(cls, k, v, where) for k, v in given}
     cfg = cls(**values)
     if hasattr(cfg, "validate"):
         cfg.validate()

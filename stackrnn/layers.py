@@ -37,14 +37,16 @@ class LayerOptions:
     LSTM()/GRU()/RNN() and LayerSpec, a key of a `layers` table, and, through StackConfig (which takes these fields),
     a setting of every layer of a stack in every task's config, with its --flag and help."""
 
-    weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights (AWD-LSTM's wdrop)")
+    weight_drop: float = option(0.0, "DropConnect on every layer's hidden-to-hidden weights (AWD-LSTM's wdrop)",
+                                within="[0, 1)")
     recurrent_dropout: float = option(0.0, "dropout on h inside every layer's recurrence, one mask per sequence "
-                                      "(Gal & Ghahramani); such layers run the engine, not the fused kernel")
+                                      "(Gal & Ghahramani); such layers run the engine, not the fused kernel",
+                                      within="[0, 1)")
     zoneout: float | tuple | list = option(0.0, "zoneout rate of every layer (Krueger et al.), or [h rate, c rate] "
-                                           "for LSTMs; such layers run the engine")
+                                           "for LSTMs; such layers run the engine", within="[0, 1]")
     layer_norm: bool = option(False, "layer-normalised cells in every layer (Ba et al.); such layers run the engine")
     proj_size: int = option(0, "project every LSTM layer's h to this many features, below hidden_size (LSTMP, Sak et "
-                            "al.; torch.nn.LSTM's proj_size); 0: none")
+                            "al.; torch.nn.LSTM's proj_size); 0: none", within="[0, inf)")
     forget_bias: float = option(0.0, "a constant added to every LSTM layer's forget gate at every step, not learned "
                                 "(TensorFlow's forget_bias; Jozefowicz et al. use 1): an untrained LSTM remembers")
 

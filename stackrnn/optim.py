@@ -16,43 +16,51 @@ from .errors import InputError
 class TrainConfig:
     """[train]: how long, how fast, and how carefully to train."""
 
-    epochs: int = option(10, "passes over the training data")
+    epochs: int = option(10, "passes over the training data", within="[1, inf)")
     max_minutes: float | None = option(None, "end this invocation within this many minutes, cleanly and with a checkpoint (the "
-                                        "closing evaluation and sample included: it stops training early enough for them)")
-    max_steps: int | None = option(None, "stop cleanly, with a checkpoint, after this many optimizer steps in all")
+                                        "closing evaluation and sample included: it stops training early enough for them)",
+                                       within="(0, inf)")
+    max_steps: int | None = option(None, "stop cleanly, with a checkpoint, after this many optimizer steps in all",
+                                   within="[1, inf)")
     optimizer: str = option("adam", "sgd, adam or adamw", choices=("sgd", "adam", "adamw"))
-    lr: float = option(0.002, "learning rate")
-    momentum: float = option(0.0, "SGD momentum")
-    weight_decay: float = option(0.0, "L2 penalty (decoupled for adamw)")
-    clip: float = option(1.0, "clip the gradient norm to this value; 0 turns clipping off")
+    lr: float = option(0.002, "learning rate", within="(0, inf)")
+    momentum: float = option(0.0, "SGD momentum", within="[0, inf)")
+    weight_decay: float = option(0.0, "L2 penalty (decoupled for adamw)", within="[0, inf)")
+    clip: float = option(1.0, "clip the gradient norm to this value; 0 turns clipping off", within="[0, inf)")
     loss: str = option("mean", "mean: mean cross-entropy per token; sum_steps: summed over the window's steps and "
                        "averaged over the batch (Zaremba et al., whose lr 1 assumes it)", choices=("mean", "sum_steps"))
     lr_schedule: str = option("plateau", "none; plateau: multiply lr by lr_decay when the validation figure stops improving; "
                               "step: multiply lr by lr_decay after every epoch from lr_decay_start on; "
                               "cosine: from lr down to lr * min_lr_ratio over the whole run",
                               choices=("none", "plateau", "step", "cosine"))
-    warmup_steps: int = option(0, "raise the learning rate linearly from 0 over this many first steps")
-    min_lr_ratio: float = option(0.0, "cosine schedule: the final learning rate as a fraction of lr")
-    early_stop: int = option(0, "stop after this many evaluations without a better validation figure (see monitor); 0: never")
+    warmup_steps: int = option(0, "raise the learning rate linearly from 0 over this many first steps",
+                               within="[0, inf)")
+    min_lr_ratio: float = option(0.0, "cosine schedule: the final learning rate as a fraction of lr", within="[0, 1]")
+    early_stop: int = option(0, "stop after this many evaluations without a better validation figure (see monitor); 0: never",
+                             within="[0, inf)")
     monitor: str = option("auto", "the validation figure that picks the best weights and drives early stopping and the "
                           "plateau schedule: auto (accuracy for classifiers, loss for language models), loss or accuracy",
                           choices=("auto", "loss", "accuracy"))
     max_bad_steps: int = option(10, "skip steps whose loss or gradient is not finite; stop after this many in a row "
-                                "(under fp16 a gradient that overflows the loss scale is the scaler's skip, not counted)")
-    lr_decay: float = option(0.5, "factor applied to the learning rate by the schedule")
-    lr_decay_start: int = option(1, "step schedule: the first epoch (counting from 1) after which lr decays")
-    patience: int = option(0, "plateau schedule: evaluations without improvement before lr decays")
-    eval_every: int = option(0, "evaluate and checkpoint every N steps; 0: at the end of each epoch")
-    save_every: int = option(0, "also checkpoint (without evaluating) every N steps; 0: only with evaluations")
-    log_every: int = option(50, "append training loss to metrics.jsonl every N steps")
+                                "(under fp16 a gradient that overflows the loss scale is the scaler's skip, not counted)",
+                                within="[1, inf)")
+    lr_decay: float = option(0.5, "factor applied to the learning rate by the schedule", within="(0, 1]")
+    lr_decay_start: int = option(1, "step schedule: the first epoch (counting from 1) after which lr decays",
+                                 within="[0, inf)")
+    patience: int = option(0, "plateau schedule: evaluations without improvement before lr decays", within="[0, inf)")
+    eval_every: int = option(0, "evaluate and checkpoint every N steps; 0: at the end of each epoch", within="[0, inf)")
+    save_every: int = option(0, "also checkpoint (without evaluating) every N steps; 0: only with evaluations",
+                             within="[0, inf)")
+    log_every: int = option(50, "append training loss to metrics.jsonl every N steps", within="[1, inf)")
     grad_every: int = option(0, "every N steps, also log the gradient norm reaching each layer and each step of the "
-                             "window (metrics.jsonl split 'grad'); 0: never")
+                             "window (metrics.jsonl split 'grad'); 0: never", within="[0, inf)")
     seed: int = option(0, "seed of every random number generator")
     device: str = option("auto", "auto, cpu, cuda or mps")
     threads: int = option(0, "CPU threads of the training process (torch.set_num_threads); 0 keeps torch's default "
-                          "(one per core). Small models on a busy machine often train fastest with 1")
+                          "(one per core). Small models on a busy machine often train fastest with 1",
+                          within="[0, inf)")
     sample_prefix: str = option("", "after training, print text generated from this prefix ('' for none)")
-    sample_length: int = option(200, "tokens to generate after training")
+    sample_length: int = option(200, "tokens to generate after training", within="[1, inf)")
     progress: bool = option(True, "show a progress bar")
     precision: str = option("fp32", "fp32; bf16: bfloat16 autocast for the forward pass; fp16: float16 autocast with "
                             "a dynamic loss scale (torch.amp.GradScaler; an overflowing step is skipped and the scale "
@@ -62,29 +70,8 @@ class TrainConfig:
                                "(needs the tensorboard package: pip install 'stackrnn[tensorboard]')")
 
     def validate(self) -> None:
-        for name in ("epochs", "log_every", "sample_length"):
-            if getattr(self, name) < 1:
-                raise InputError(f"train.{name}: expected an integer >= 1, got {getattr(self, name)}")
-        for name in ("lr_decay_start", "patience", "eval_every", "save_every", "warmup_steps", "early_stop",
-                     "grad_every", "threads"):
-            if getattr(self, name) < 0:
-                raise InputError(f"train.{name}: expected an integer >= 0, got {getattr(self, name)}")
-        if not 0 <= self.seed < 2**63:
+        if not 0 <= self.seed < 2**63:  # (what torch.manual_seed takes; an interval with 2**63 in digits reads worse)
             raise InputError(f"train.seed: expected an integer in [0, 2**63), got {self.seed}")
-        if self.lr <= 0:
-            raise InputError(f"train.lr: expected a number > 0, got {self.lr}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise InputError(f"train.max_steps: expected an integer >= 1, got {self.max_steps}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise InputError(f"train.max_minutes: expected a number > 0, got {self.max_minutes}")
-        if not 0 < self.lr_decay <= 1:
-            raise InputError(f"train.lr_decay: expected a number in (0, 1], got {self.lr_decay}")
-        if self.max_bad_steps < 1:
-            raise InputError(f"train.max_bad_steps: expected an integer >= 1, got {self.max_bad_steps}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise InputError(f"train.min_lr_ratio: expected a number in [0, 1], got {self.min_lr_ratio}")
-        if self.clip < 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise InputError("train.clip, train.momentum and train.weight_decay: expected numbers >= 0")
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -76,7 +76,9 @@ def test_config_key_that_does_not_exist_and_wrong_type(tmp_path, capsys):
 @pytest.mark.parametrize("flag, value", [("--hidden-size", "0"), ("--num-layers", "0"), ("--batch-size", "0"),
                                          ("--num-steps", "-1"), ("--epochs", "0"), ("--dropout", "1.0")])
 def test_sizes_below_one(tmp_path, text_file, capsys, flag, value):
-    _fails(capsys, ["train", "--data", str(text_file), "--out", str(tmp_path / "r"), flag, value], flag.lstrip("-").replace("-", "_"))
+    # named as the user wrote it: the flag, and the interval it must lie in
+    _fails(capsys, ["train", "--data", str(text_file), "--out", str(tmp_path / "r"), flag, value],
+           f"{flag}: expected {'a number in [0, 1)' if flag == '--dropout' else 'an integer >= 1'}, got")
 
 
 def test_existing_run_directory_is_never_overwritten(trained_run, text_file, capsys):
@@ -129,7 +131,7 @@ def test_console_script_entry_point(tmp_path):
     result = subprocess.run([sys.executable, "-m", "stackrnn.cli", "train", "--config", str(bad)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip() == "stackrnn train: error: data.batch_size: expected an integer >= 1, got 0"
+    assert result.stderr.strip() == f"stackrnn train: error: {bad}: data.batch_size: expected an integer >= 1, got 0"
 
 
 def test_choices_name_the_flag_or_the_key(tmp_path, capsys):

@@ -120,4 +120,4 @@ def test_grad_every_logs_each_layer_and_step(tmp_path, text_file):
 
 def test_grad_every_refuses_negative(tmp_path, text_file, capsys):
     assert main(["train", *TINY, "--data", str(text_file), "--out", str(tmp_path / "r"), "--grad-every", "-1"]) == 2
-    assert "train.grad_every: expected an integer >= 0" in capsys.readouterr().err
+    assert "--grad-every: expected an integer >= 0" in capsys.readouterr().err

@@ -55,7 +55,8 @@ def test_step_schedule_and_state_round_trip():
 
 @pytest.mark.parametrize("kw", [dict(warmup_steps=-1), dict(min_lr_ratio=1.5), dict(max_bad_steps=0), dict(early_stop=-2)])
 def test_bad_settings(kw):
+    from stackrnn.config import from_dict
     from stackrnn.errors import InputError
 
-    with pytest.raises(InputError):
-        TrainConfig(**kw).validate()
+    with pytest.raises(InputError, match=rf"^train\.{next(iter(kw))}: expected "):
+        from_dict(TrainConfig, kw, "train")

@@ -35,7 +35,7 @@ def test_a_grid_trains_every_combination_and_writes_its_table_and_plots(text_fil
     (["--grid", "model.num_layers=1,x"], "--num-layers"),
     (["--grid", "model.num_layers=1,1"], "repeated"),
     (["--grid", "model.num_layers=1,2", "--set", "model.num_layers=3"], "given twice"),
-    (["--grid", "model.num_layers=1,0"], "num_layers=0"),
+    (["--grid", "model.num_layers=1,0"], "model.num_layers: expected an integer >= 1, got 0"),
     (["--grid", "model.num_layers=1,2", "--budget-minutes", "0"], "--budget-minutes"),
     ([], "--grid"),
     (["--grid", "data.batch_size=8,100000"], "batch_size=100000"),  # found by reading the data, before any run

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import check_minimums, check_source, option
+from ..config import check_source, option
 from ..errors import InputError
 from .batching import RandomBatches, SequentialBatches, epoch_seed
 from .corpora import DATASETS, Corpus, load_corpus
@@ -26,23 +26,24 @@ class DataConfig:
     encoding: str = option("utf-8", "text encoding of the --data file or folder")
     level: str | None = option(None, "tokens: char or word (default: the dataset's usual level, else char)", choices=("char", "word"))
     d2l_preprocess: bool = option(False, "d2l's preprocessing: letters and spaces only, lower case")
-    min_freq: int = option(1, "drop tokens seen fewer times than this in training text (they become <unk>)")
-    max_vocab: int | None = option(None, "largest vocabulary, reserved tokens included")
+    min_freq: int = option(1, "drop tokens seen fewer times than this in training text (they become <unk>)",
+                           within="[1, inf)")
+    max_vocab: int | None = option(None, "largest vocabulary, reserved tokens included", within="[1, inf)")
     valid_fraction: float = option(0.1, "fraction of the text, from its tail, held out for validation")
     test_fraction: float = option(0.0, "fraction of the text, at its very end, held out for testing")
-    train_chars: int | None = option(None, "train on the first N characters only and validate on the next valid_chars (d2l: 10000)")
-    valid_chars: int | None = option(None, "with train_chars: characters right after the training text held out for validation")
-    batch_size: int = option(32, "sequences per batch")
-    num_steps: int = option(35, "steps per training window (the truncated-BPTT length)")
+    train_chars: int | None = option(None, "train on the first N characters only and validate on the next valid_chars (d2l: 10000)",
+                                     within="[1, inf)")
+    valid_chars: int | None = option(None, "with train_chars: characters right after the training text held out for validation",
+                                     within="[1, inf)")
+    batch_size: int = option(32, "sequences per batch", within="[1, inf)")
+    num_steps: int = option(35, "steps per training window (the truncated-BPTT length)", within="[1, inf)")
     sampling: str = option("sequential", "sequential: windows continue each other and the state is carried (TBPTT); "
                            "random: d2l's random windows, state reset each batch", choices=("sequential", "random"))
     variable_bptt: bool = option(False, "AWD-LSTM's variable window length (sequential sampling)")
-    eval_batch_size: int = option(10, "sequences per batch when evaluating")
+    eval_batch_size: int = option(10, "sequences per batch when evaluating", within="[1, inf)")
 
     def validate(self) -> None:
         check_source(self)
-        check_minimums(self, "data", dict.fromkeys(("min_freq", "batch_size", "num_steps", "eval_batch_size", "max_vocab",
-                                                    "train_chars", "valid_chars"), 1))
         if (self.train_chars is None) != (self.valid_chars is None):
             raise InputError("data.train_chars and data.valid_chars: give both or neither")
         if self.variable_bptt and self.sampling != "sequential":

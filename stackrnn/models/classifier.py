@@ -37,13 +37,14 @@ OUTPUTS = ("auto", "sigmoid", "softmax")
 class ClassifierConfig:
     """[model]: the sequence classifier's architecture."""
 
-    embedding_size: int = option(128, "embedding size")
+    embedding_size: int = option(128, "embedding size", within="[1, inf)")
     stack: StackConfig = nested(StackConfig, "the recurrent stack ([model.stack])", hidden_size=128)
-    input_dropout: float = option(0.0, "dropout on the embeddings, before the first layer")
-    embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix")
+    input_dropout: float = option(0.0, "dropout on the embeddings, before the first layer", within="[0, 1)")
+    embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix", within="[0, 1)")
     pooling: str = option("last", "how the top layer's outputs become one vector per sequence", choices=POOLINGS)
-    head_dropout: float = option(0.0, "dropout on the pooled vector, before the dense head")
-    head_hidden: int = option(0, "0: the head is one linear layer; N: a ReLU layer of N units comes first")
+    head_dropout: float = option(0.0, "dropout on the pooled vector, before the dense head", within="[0, 1)")
+    head_hidden: int = option(0, "0: the head is one linear layer; N: a ReLU layer of N units comes first",
+                              within="[0, inf)")
     output: str = option("auto", "auto: sigmoid with one unit for 2 classes, softmax otherwise", choices=OUTPUTS)
     pretrained_vectors: str | None = option(None, "GloVe or word2vec text file to initialise the embedding from")
     freeze_embeddings: bool = option(False, "keep the pretrained embedding fixed during training")
@@ -54,17 +55,6 @@ class ClassifierConfig:
         return self.stack.specs("model.stack")
 
     def validate(self) -> None:
-        if self.embedding_size < 1:
-            raise InputError(f"model.embedding_size: expected an integer >= 1, got {self.embedding_size}")
-        if self.head_hidden < 0:
-            raise InputError(f"model.head_hidden: expected 0 (one linear layer) or a number of units >= 1, "
-                             f"got {self.head_hidden}")
-        for name in ("input_dropout", "embedding_dropout", "head_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise InputError(f"model.{name}: expected a number in [0, 1), got {getattr(self, name)}")
-        for name, choices in (("pooling", POOLINGS), ("output", OUTPUTS)):
-            if getattr(self, name) not in choices:
-                raise InputError(f"model.{name}: expected one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.pretrained_vectors is not None and not self.pretrained_vectors.strip():
             raise InputError("model.pretrained_vectors: expected the path of a GloVe or word2vec text file, "
                              "got an empty string")
@@ -82,9 +72,7 @@ class SequenceClassifier(nn.Module):
         num_classes: C >= 2.
         layers: the stack's layer specifications, bottom first; any may be bidirectional.
         embedding_size: E.
-        dropout, variational, residual, highway: the stack's between-layer dropout and residual connections, plain or
-            gated (StackedRNN).
-        input_dropout: dropout on the embeddings before the first layer (variational when `variational`).
+        input_dropout: dropout on the embeddings before the first layer (variational when the stack's is).
         embedding_dropout: drop whole words from the embedding matrix for a forward pass.
         pooling: "last", "mean", "max" or "attention" (see the module docstring).
         head_dropout: dropout on the pooled vector, before the head.
@@ -92,6 +80,7 @@ class SequenceClassifier(nn.Module):
         output: "sigmoid" (one output unit, binary cross-entropy; needs C = 2, as Keras's Dense(1, sigmoid)),
             "softmax" (C units, cross-entropy), or "auto": sigmoid for 2 classes, softmax otherwise.
         pad_id: the padding token's id; its embedding row starts at zero and gets no gradient.
+        **stack_options: StackedRNN's own keywords (dropout between layers, variational, residual, highway).
 
     Inputs: inputs, lengths=None, targets=None, return_attention=False
         inputs: (T, B) token ids, time-major, right-padded.
@@ -116,10 +105,6 @@ class SequenceClassifier(nn.Module):
         layers: list[LayerSpec],
         embedding_size: int = 128,
         *,
-        dropout: float = 0.0,
-        variational: bool = False,
-        residual: bool | int = False,
-        highway: bool = False,
         input_dropout: float = 0.0,
         embedding_dropout: float = 0.0,
         pooling: str = "last",
@@ -127,6 +112,7 @@ class SequenceClassifier(nn.Module):
         head_hidden: int = 0,
         output: str = "auto",
         pad_id: int = 0,
+        **stack_options,
     ) -> None:
         super().__init__()
         for name, value, low in (("vocab_size", vocab_size, 1), ("num_classes", num_classes, 2),
@@ -144,12 +130,12 @@ class SequenceClassifier(nn.Module):
         self.input_p = check_probability("input_dropout", input_dropout)
         self.embedding_p = check_probability("embedding_dropout", embedding_dropout)
         self.head_p = check_probability("head_dropout", head_dropout)
-        self.num_classes, self.pooling, self.pad_id, self.variational = num_classes, pooling, pad_id, variational
+        self.num_classes, self.pooling, self.pad_id = num_classes, pooling, pad_id
+        self.variational = stack_options.get("variational", False)
         self.output = output if output != "auto" else ("sigmoid" if num_classes == 2 else "softmax")
 
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
-        self.rnn = StackedRNN(embedding_size, layers=layers, dropout=dropout, variational=variational, residual=residual,
-                              highway=highway)
+        self.rnn = StackedRNN(embedding_size, layers=layers, **stack_options)
         size = self.rnn.output_size  # D; every pooling keeps it (last: H forward + H reverse)
         self.attention = AdditiveAttention(size) if pooling == "attention" else None
         head: list[nn.Module] = []

@@ -47,11 +47,13 @@ class ForecasterConfig:
                        "for counts), or quantile (MQ-RNN: every quantile of every step at once)", choices=HEADS)
     quantiles: list = option([0.025, 0.1, 0.5, 0.9, 0.975], "the quantiles forecast (the 80% and 95% intervals and the "
                              "median, the point forecast, by default); the quantile head learns exactly these")
-    embedding_size: int = option(16, "size of each series' learned embedding; 0: none (a new series can be forecast)")
+    embedding_size: int = option(16, "size of each series' learned embedding; 0: none (a new series can be forecast)",
+                                 within="[0, inf)")
     scaling: str = option("mean_abs", "per-series scaling over the context: mean_abs (DeepAR: divide by the mean "
                           "absolute value), standard (subtract the mean, divide by the deviation) or none",
                           choices=SCALINGS)
-    mlp_size: int = option(64, "quantile head: hidden units of the MLP shared by the horizon's steps")
+    mlp_size: int = option(64, "quantile head: hidden units of the MLP shared by the horizon's steps",
+                           within="[1, inf)")
     baseline: str = option("seasonal", "quantile head: forecast offsets from the seasonal naive forecast (the value one "
                            "season before), so the untrained model starts as that baseline; none: from 0",
                            choices=BASELINES)
@@ -68,10 +70,6 @@ class ForecasterConfig:
                 or sorted(set(q)) != list(q) or 0.5 not in q:
             raise InputError(f"model.quantiles: expected increasing numbers in (0, 1) that include 0.5 (the point "
                              f"forecast), got {q!r}")
-        if self.embedding_size < 0 or self.mlp_size < 1:
-            name = "embedding_size" if self.embedding_size < 0 else "mlp_size"
-            raise InputError(f"model.{name}: expected an integer >= {0 if name == 'embedding_size' else 1}, "
-                             f"got {getattr(self, name)}")
         if self.head == "negative_binomial" and self.scaling != "mean_abs":
             raise InputError("model.scaling: the negative binomial head counts from zero, so it scales by the mean "
                              f"only (mean_abs); got {self.scaling!r}")

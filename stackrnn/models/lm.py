@@ -23,31 +23,28 @@ class ModelConfig:
     """[model]: the language model's architecture."""
 
     stack: StackConfig = nested(StackConfig, "the recurrent stack ([model.stack])", hidden=("bidirectional",))
-    embedding_size: int = option(0, "embedding size; 0 feeds one-hot vectors (d2l's character models)")
-    output_dropout: float = option(0.0, "dropout on the top layer's output, before the decoder")
-    input_dropout: float = option(0.0, "dropout on the embeddings, before the first layer (AWD-LSTM's dropouti)")
-    embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix (AWD-LSTM's dropoute)")
-    ar: float = option(0.0, "activation regularisation: ar * mean(dropped top output^2) added to the training loss (AWD: 2)")
-    tar: float = option(0.0, "temporal activation regularisation: tar * mean((h_t - h_{t-1})^2) of the top output (AWD: 1)")
+    embedding_size: int = option(0, "embedding size; 0 feeds one-hot vectors (d2l's character models)",
+                                 within="[0, inf)")
+    output_dropout: float = option(0.0, "dropout on the top layer's output, before the decoder", within="[0, 1)")
+    input_dropout: float = option(0.0, "dropout on the embeddings, before the first layer (AWD-LSTM's dropouti)",
+                                  within="[0, 1)")
+    embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix (AWD-LSTM's dropoute)",
+                                      within="[0, 1)")
+    ar: float = option(0.0, "activation regularisation: ar * mean(dropped top output^2) added to the training loss (AWD: 2)",
+                       within="[0, inf)")
+    tar: float = option(0.0, "temporal activation regularisation: tar * mean((h_t - h_{t-1})^2) of the top output (AWD: 1)",
+                        within="[0, inf)")
     tie_weights: bool = option(False, "share the embedding matrix with the decoder (needs embedding_size >= 1)")
-    init_range: float | None = option(None, "draw every weight from U(-r, r) (Zaremba et al. use 0.1); default: torch's init")
+    init_range: float | None = option(None, "draw every weight from U(-r, r) (Zaremba et al. use 0.1); default: torch's init",
+                                      within="(0, inf)")
 
     def layer_specs(self) -> list[LayerSpec]:
         """The stack's layers; a language model reads left to right, so no layer may be bidirectional."""
         return self.stack.specs("model.stack", causal=True)
 
     def validate(self) -> None:
-        if self.embedding_size < 0:
-            raise InputError(f"model.embedding_size: expected 0 (one-hot) or an integer >= 1, got {self.embedding_size}")
-        for name in ("output_dropout", "input_dropout", "embedding_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise InputError(f"model.{name}: expected a number in [0, 1), got {getattr(self, name)}")
         if self.tie_weights and self.embedding_size == 0:
             raise InputError("model.tie_weights: needs an embedding to tie to; set model.embedding_size >= 1")
-        if self.init_range is not None and self.init_range <= 0:
-            raise InputError(f"model.init_range: expected a number > 0, got {self.init_range}")
-        if self.ar < 0 or self.tar < 0:
-            raise InputError(f"model.ar and model.tar: expected numbers >= 0, got {self.ar} and {self.tar}")
         self.stack.check(self.embedding_size or 1, "model.stack", causal=True)
 
 
@@ -58,16 +55,15 @@ class LanguageModel(nn.Module):
         vocab_size: V.
         layers: the stack's layer specifications, bottom first.
         embedding_size: E; 0 feeds one-hot vectors of size V instead (d2l's character models).
-        dropout: dropout between the stack's layers.
         output_dropout: dropout on the top layer's output, before the decoder (Zaremba et al.).
         input_dropout: dropout on the embeddings before the first layer (AWD-LSTM's dropouti).
         embedding_dropout: drop whole words from the embedding matrix for a forward pass (AWD-LSTM's dropoute).
-        variational: input, between-layer and output dropout share one mask over all steps of a sequence.
-        residual, highway: the stack's residual connections, plain or gated (see StackedRNN).
         ar, tar: AWD-LSTM's activation regularisation of the top output; see `penalty()`.
         tie_weights: share the embedding matrix with the decoder (Press & Wolf; Inan et al.). When the top
             layer's size differs from E, a linear projection H -> E comes before the decoder.
         init_range: when set, every weight is drawn from U(-r, r) (Zaremba et al.: 0.1); else torch's defaults.
+        **stack_options: StackedRNN's own keywords (dropout between layers, variational, residual, highway); with
+            variational, the input and output dropout share one mask over all steps of a sequence too.
 
     Inputs: inputs, targets=None, state=None, lengths=None
         inputs: (T, B) token ids.
@@ -87,18 +83,15 @@ class LanguageModel(nn.Module):
         vocab_size: int,
         layers: list[LayerSpec],
         embedding_size: int = 0,
-        dropout: float = 0.0,
         output_dropout: float = 0.0,
         tie_weights: bool = False,
         init_range: float | None = None,
         *,
         input_dropout: float = 0.0,
         embedding_dropout: float = 0.0,
-        variational: bool = False,
-        residual: bool | int = False,
-        highway: bool = False,
         ar: float = 0.0,
         tar: float = 0.0,
+        **stack_options,
     ) -> None:
         super().__init__()
         if tie_weights and embedding_size == 0:
@@ -106,12 +99,11 @@ class LanguageModel(nn.Module):
         self.output_p = check_probability("output_dropout", output_dropout)
         self.input_p = check_probability("input_dropout", input_dropout)
         self.embedding_p = check_probability("embedding_dropout", embedding_dropout)
-        self.variational, self.ar, self.tar = variational, ar, tar
+        self.variational, self.ar, self.tar = stack_options.get("variational", False), ar, tar
         self.vocab_size = vocab_size
         self.embedding_size = embedding_size
         self.embedding = nn.Embedding(vocab_size, embedding_size) if embedding_size else None
-        self.rnn = StackedRNN(embedding_size or vocab_size, layers=layers, dropout=dropout, variational=variational,
-                              residual=residual, highway=highway)
+        self.rnn = StackedRNN(embedding_size or vocab_size, layers=layers, **stack_options)
         self._penalty: Tensor | None = None
         top = self.rnn.output_size
         # weight tying needs the decoder's input to have the embedding's size

@@ -55,7 +55,7 @@ BRIDGES = ("linear", "zero")
 class Seq2SeqConfig:
     """[model]: the translation model's encoder, decoder and attention."""
 
-    embedding_size: int = option(256, "embedding size of source and target words")
+    embedding_size: int = option(256, "embedding size of source and target words", within="[1, inf)")
     encoder: StackConfig = nested(StackConfig, "the encoder's stack ([model.encoder])", prefix="encoder_",
                                   flows=("dropout",), bidirectional=True, dropout=0.2)
     decoder: StackConfig = nested(StackConfig, "the decoder's stack ([model.decoder]; never bidirectional)",
@@ -69,8 +69,9 @@ class Seq2SeqConfig:
     bridge: str = option("zero", "decoder's initial state: zeros (the decoder must attend to learn the sentence), "
                          "or a linear map of the encoder's final states", choices=BRIDGES, saved="linear")
     dropout: float = option(0.2, "dropout on the embeddings and the attentional vector, and between the layers of a "
-                            "stack that sets no dropout of its own")
-    label_smoothing: float = option(0.0, "label smoothing of the training loss (0: plain cross-entropy)")
+                            "stack that sets no dropout of its own", within="[0, 1)")
+    label_smoothing: float = option(0.0, "label smoothing of the training loss (0: plain cross-entropy)",
+                                    within="[0, 1)")
 
     def encoder_specs(self) -> list[LayerSpec]:
         return self.encoder.specs("model.encoder")
@@ -79,11 +80,6 @@ class Seq2SeqConfig:
         return self.decoder.specs("model.decoder", causal=True)
 
     def validate(self) -> None:
-        if self.embedding_size < 1:
-            raise InputError(f"model.embedding_size: expected an integer >= 1, got {self.embedding_size}")
-        for name in ("dropout", "label_smoothing"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise InputError(f"model.{name}: expected a number in [0, 1), got {getattr(self, name)}")
         try:
             Seq2Seq.from_config(self, 4, 5)  # every structural check (sizes, residuals, attention) in one place
         except InputError:

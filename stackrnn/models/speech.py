@@ -48,18 +48,14 @@ class SpeechConfig:
     frontend: str = option("none", "before the stack: none; stack (every stack_frames frames become one step); or conv "
                            "(Deep Speech 2's two 2-D convolutions over time and frequency, halving the frame rate)",
                            choices=FRONT_ENDS)
-    stack_frames: int = option(3, "front end stack: frames joined into one step (the frame rate is divided by it)")
-    conv_channels: int = option(32, "front end conv: channels of each convolution")
+    stack_frames: int = option(3, "front end stack: frames joined into one step (the frame rate is divided by it)",
+                               within="[1, inf)")
+    conv_channels: int = option(32, "front end conv: channels of each convolution", within="[1, inf)")
     pyramid: int = option(0, "0: none; k >= 2: layers k and up each read pairs of neighbouring outputs of the layer "
                           "below, halving the frame rate (Listen, Attend and Spell)")
-    input_dropout: float = option(0.0, "dropout on the features, before the front end")
+    input_dropout: float = option(0.0, "dropout on the features, before the front end", within="[0, 1)")
 
     def validate(self) -> None:
-        for name in ("stack_frames", "conv_channels"):
-            if getattr(self, name) < 1:
-                raise InputError(f"model.{name}: expected an integer >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.input_dropout < 1.0:
-            raise InputError(f"model.input_dropout: expected a number in [0, 1), got {self.input_dropout}")
         specs = self.stack.specs("model.stack")
         if self.pyramid and not 2 <= self.pyramid <= len(specs):
             raise InputError(f"model.pyramid: expected 0 or a layer number in [2, {len(specs)}] (the first layer reads "
@@ -76,9 +72,9 @@ class SpeechRecognizer(nn.Module):
         layers: the stack's layer specifications, bottom first; any may be bidirectional.
         frontend: "none", "stack" or "conv"; stack_frames: S for "stack"; conv_channels: for "conv".
         pyramid: 0, or k >= 2: layers from k up halve the frame rate.
-        dropout, variational, residual, highway: the stack's options (StackedRNN); with a pyramid, residual
-            connections act among the layers below k.
         input_dropout: dropout on the features.
+        **stack_options: StackedRNN's own keywords (dropout between layers, variational, residual, highway); with
+            a pyramid, residual connections act among the layers below k, and the dropout is also between those above.
 
     Inputs: features, lengths, targets=None, target_lengths=None
         features: (T, B, F) right-padded with zeros.
@@ -97,8 +93,8 @@ class SpeechRecognizer(nn.Module):
     """
 
     def __init__(self, input_size: int, vocab_size: int, layers: list[LayerSpec], *, frontend: str = "none",
-                 stack_frames: int = 3, conv_channels: int = 32, pyramid: int = 0, dropout: float = 0.0, variational: bool = False,
-                 residual: bool | int = False, highway: bool = False, input_dropout: float = 0.0) -> None:
+                 stack_frames: int = 3, conv_channels: int = 32, pyramid: int = 0, input_dropout: float = 0.0,
+                 **stack_options) -> None:
         super().__init__()
         if frontend not in FRONT_ENDS:
             raise ValueError(f"frontend: expected one of {FRONT_ENDS}, got {frontend!r}")
@@ -106,10 +102,12 @@ class SpeechRecognizer(nn.Module):
             raise ValueError(f"pyramid: expected 0 or a layer number in [2, {len(layers)}], got {pyramid}")
         self.frontend = frontend
         self.stride = {"none": 1, "stack": stack_frames, "conv": 2}[frontend]
-        self.pyramid, self.dropout, self.variational, self.input_dropout = pyramid, dropout, variational, input_dropout
+        self.pyramid, self.input_dropout = pyramid, input_dropout
+        self.dropout, self.variational = stack_options.get("dropout", 0.0), stack_options.get("variational", False)
         self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
         cut = pyramid - 1 if pyramid else len(layers)
-        if (residual or highway) and cut < 2:
+        residual = stack_options.get("residual", False)
+        if (residual or stack_options.get("highway")) and cut < 2:
             raise InputError(f"model.stack.residual: with pyramid = {pyramid} the layers below the pyramid ({cut}) are too "
                              "few for a residual connection (a pyramid layer's input is two frames, not its output's "
                              "size); leave residual out or raise model.pyramid")
@@ -118,8 +116,7 @@ class SpeechRecognizer(nn.Module):
                              f"(1 to {cut}); got layer {residual}")
         self.conv = ConvFrontEnd(input_size, conv_channels) if frontend == "conv" else None
         size = self.conv.output_size if self.conv is not None else input_size * self.stride
-        self.blocks = nn.ModuleList([StackedRNN(size, layers=layers[:cut], dropout=dropout, variational=variational,
-                                                residual=residual, highway=highway)])
+        self.blocks = nn.ModuleList([StackedRNN(size, layers=layers[:cut], **stack_options)])
         size = self.blocks[0].output_size
         for spec in layers[cut:]:  # each pyramid layer reads two frames of the layer below
             self.blocks.append(StackedRNN(2 * size, layers=[spec]))

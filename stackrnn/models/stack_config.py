@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..cells import CELLS
-from ..config import option
+from ..config import check_bounds, option
 from ..errors import InputError
 from ..layers import LayerOptions, LayerSpec
 from ..stack import StackedRNN
@@ -35,13 +35,13 @@ class StackConfig(LayerOptions):
     (LayerOptions: weight_drop, zoneout, ...) as the setting of every layer."""
 
     cell: str = option("lstm", "cell of every layer", choices=tuple(CELLS))
-    hidden_size: int = option(256, "hidden units of every layer (per direction)")
-    num_layers: int = option(2, "number of stacked layers")
+    hidden_size: int = option(256, "hidden units of every layer (per direction)", within="[1, inf)")
+    num_layers: int = option(2, "number of stacked layers", within="[1, inf)")
     bidirectional: bool = option(False, "every layer reads the sequence both ways")
     layers: list | None = option(None, "explicit layers, bottom first, e.g. [{cell = 'lstm', hidden_size = 256}, {cell = "
                                  "'gru', hidden_size = 128}]; replaces cell, hidden_size, num_layers and bidirectional",
                                  cli=False)
-    dropout: float = option(0.0, "dropout between the recurrent layers")
+    dropout: float = option(0.0, "dropout between the recurrent layers", within="[0, 1)")
     variational: bool = option(False, "dropout uses one mask per sequence for all steps (Gal & Ghahramani)")
     residual: bool | int = option(False, "residual connections: true from layer 2 up, or a layer number k from k up")
     highway: bool = option(False, "gate the residual connections (highway: g * h + (1 - g) * x, g learned per unit)")
@@ -50,11 +50,7 @@ class StackConfig(LayerOptions):
         """The layers, bottom first. `causal` stacks (a language model, a decoder) read left to right and may not
         be bidirectional. A bad setting is an InputError naming it as `where`.key (`where`.layers[i].key for a
         table)."""
-        if self.num_layers < 1 or self.hidden_size < 1:
-            name = "num_layers" if self.num_layers < 1 else "hidden_size"
-            raise InputError(f"{where}.{name}: expected an integer >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"{where}.dropout: expected a number in [0, 1), got {self.dropout}")
+        check_bounds(self, where)  # (again: a StackConfig built in Python has not been through check_value)
         if causal and self.bidirectional:
             raise InputError(f"{where}.bidirectional: this stack reads left to right (it must not see the future); "
                              "set it to false")

@@ -7,26 +7,31 @@ is too long" from "the server is busy" without parsing prose. A client's mistake
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from ..config import option
+from ..config import check_value, option
 
 
 @dataclass
 class Limits:
     """How much one request, and the server as a whole, may take on."""
 
-    max_input_tokens: int = option(1024, "the most tokens a prompt or a text to classify or translate may have")
-    max_new_tokens: int = option(512, "the most tokens one generation (or one translation) may produce")
+    max_input_tokens: int = option(1024, "the most tokens a prompt or a text to classify or translate may have",
+                                   within="[1, inf)")
+    max_new_tokens: int = option(512, "the most tokens one generation (or one translation) may produce",
+                                 within="[1, inf)")
     max_batch: int = option(32, "the most requests (or texts) run as one forward pass; also the most texts one "
-                            "request may send")
+                            "request may send", within="[1, inf)")
     request_timeout: float = option(30.0, "seconds a request may take, waiting included; past it the answer is 408",
-                                    metavar="SECONDS")
+                                    metavar="SECONDS", within="(0, inf)")
     max_body_bytes: int = option(65536, "the largest request body accepted, in bytes; past it the answer is 413",
-                                 metavar="BYTES")
-    max_queue: int = option(256, "the most requests waiting per run; past it the answer is 429")
-    max_series: int = option(64, "forecasting: the most series one request may forecast (also per forward pass)")
-    max_samples: int = option(1000, "forecasting: the most sample paths per series a request may ask for")
+                                 metavar="BYTES", within="[1, inf)")
+    max_queue: int = option(256, "the most requests waiting per run; past it the answer is 429", within="[1, inf)")
+    max_series: int = option(64, "forecasting: the most series one request may forecast (also per forward pass)",
+                             within="[1, inf)")
+    max_samples: int = option(1000, "forecasting: the most sample paths per series a request may ask for",
+                              within="[1, inf)")
 
 
 class ServeError(Exception):
@@ -46,13 +51,6 @@ def past(limit: str, message: str, status: int = 422) -> ServeError:
 
 
 def check_limits(limits: Limits) -> None:
-    """Limits the server can run with, or an InputError naming the flag."""
-    from ..errors import InputError
-
-    for name in ("max_input_tokens", "max_new_tokens", "max_batch", "max_body_bytes", "max_queue", "max_series",
-                 "max_samples"):
-        value = getattr(limits, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value!r}")
-    if not limits.request_timeout > 0:
-        raise InputError(f"--request-timeout: expected a number of seconds > 0, got {limits.request_timeout!r}")
+    """Limits the server can run with (also when built in Python), or an InputError naming the flag."""
+    for f in dataclasses.fields(limits):
+        check_value(Limits, f.name, getattr(limits, f.name), "", label=f"--{f.name.replace('_', '-')}")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import check_minimums, check_source, option
+from ..config import check_source, option
 from ..data.batching import epoch_seed
 from ..data.buckets import BucketBatches, LabelledBatch
 from ..data.pipeline import absolute
@@ -51,21 +51,21 @@ class ClassifyDataConfig:
     classes: list | None = option(None, "folder format: the class subfolders to read (aclImdb: ['neg', 'pos']); default: all", cli=False)
     encoding: str = option("utf-8", "text encoding of the data files")
     lower: bool = option(True, "lower-case the texts before cutting them into words")
-    min_freq: int = option(1, "drop words seen fewer times than this in the training texts (they become <unk>)")
-    max_vocab: int | None = option(None, "largest vocabulary, <pad> and <unk> included")
-    max_length: int | None = option(None, "keep at most this many words of each text (the start); default: all")
-    valid_fraction: float = option(0.1, "without a validation file: this fraction of the training texts, drawn once with a fixed seed")
-    batch_size: int = option(32, "texts per training batch")
-    eval_batch_size: int = option(256, "texts per batch when evaluating and predicting")
+    min_freq: int = option(1, "drop words seen fewer times than this in the training texts (they become <unk>)",
+                           within="[1, inf)")
+    max_vocab: int | None = option(None, "largest vocabulary, <pad> and <unk> included", within="[3, inf)")
+    max_length: int | None = option(None, "keep at most this many words of each text (the start); default: all",
+                                    within="[1, inf)")
+    valid_fraction: float = option(0.1, "without a validation file: this fraction of the training texts, drawn once with a fixed seed",
+                                   within="(0, 1)")
+    batch_size: int = option(32, "texts per training batch", within="[1, inf)")
+    eval_batch_size: int = option(256, "texts per batch when evaluating and predicting", within="[1, inf)")
 
     def validate(self) -> None:
         check_source(self, CLASSIFY_DATASETS)
         if self.dataset is not None and (self.valid_data is not None or self.test_data is not None):
             raise InputError("data.valid_data and data.test_data go with data (local files); a named dataset brings "
                              "its own splits: pass all three as files instead")
-        check_minimums(self, "data", {"min_freq": 1, "batch_size": 1, "eval_batch_size": 1, "max_vocab": 3, "max_length": 1})
-        if not 0 < self.valid_fraction < 1:
-            raise InputError(f"data.valid_fraction: expected a number in (0, 1), got {self.valid_fraction}")
         if self.classes is not None and not all(isinstance(c, str) for c in self.classes):
             raise InputError(f"data.classes: expected a list of folder names, got {self.classes!r}")
 

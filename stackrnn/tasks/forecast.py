@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import check_minimums, option
+from ..config import option
 from ..data.batching import Replayable, epoch_seed
 from ..data.calendar import SEASONALITY, calendar_features, check_freq, date_range, phase_features
 from ..data.pipeline import absolute
@@ -64,20 +64,19 @@ class ForecastDataConfig:
     freq: str | None = option(None, "H, D, W, M, Q or Y; default: inferred from the timestamps (give it for a file "
                               "without any, such as M4's)")
     seasonality: int = option(0, "season length m, for MASE, the seasonal baselines and the default lags; 0: from "
-                              "the frequency (H 24, D 7, W 52, M 12, Q 4, Y 1)")
-    horizon: int = option(0, "steps to forecast (M4 Hourly: 48); 0: two seasons")
+                              "the frequency (H 24, D 7, W 52, M 12, Q 4, Y 1)", within="[0, inf)")
+    horizon: int = option(0, "steps to forecast (M4 Hourly: 48); 0: two seasons", within="[0, inf)")
     context_length: int = option(0, "steps the model reads before the forecast origin; 0: the larger of the horizon "
-                                 "and three seasons")
+                                 "and three seasons", within="[0, inf)")
     lags: list | None = option(None, "lags of the value fed at every step (1 is the previous value); default: 1, the "
                                "season, and for hourly data also a week (168)", cli=False)
-    batch_size: int = option(64, "training windows per batch")
-    windows_per_epoch: int = option(12800, "random training windows drawn from all series per epoch")
-    eval_samples: int = option(100, "sample paths per series when a distribution head forecasts for evaluation")
+    batch_size: int = option(64, "training windows per batch", within="[1, inf)")
+    windows_per_epoch: int = option(12800, "random training windows drawn from all series per epoch", within="[1, inf)")
+    eval_samples: int = option(100, "sample paths per series when a distribution head forecasts for evaluation",
+                               within="[1, inf)")
 
     def validate(self) -> None:
         check_freq(self.freq, "data.freq")
-        check_minimums(self, "data", {"seasonality": 0, "horizon": 0, "context_length": 0, "batch_size": 1,
-                                      "windows_per_epoch": 1, "eval_samples": 1})
         if self.lags is not None and (not self.lags or not all(isinstance(x, int) and not isinstance(x, bool)
                                                                and x >= 1 for x in self.lags)):
             raise InputError(f"data.lags: expected a list of whole numbers >= 1, e.g. [1, 24, 168], got {self.lags!r}")

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
-from ..config import check_minimums, option
+from ..config import option
 from ..ctc import best_path, check_jiwer, error_rates, prefix_beam_search
 from ..data.audio import KINDS, FeatureSpec, join_audio, normalise, read_features, spec_augment
 from ..data.buckets import BucketBatches
@@ -49,36 +49,34 @@ class SpeechDataConfig:
                                 "default: FSDD's own split, takes 0-4 of everyone")
     connected: int = option(0, "FSDD: 0 reads isolated digits; N makes N connected-digit strings for training (and "
                             "N / 5 each for validation and test), each 2 to 7 takes of one speaker of the split joined "
-                            "with 50 to 300 ms of silence, from a fixed seed, and saved in the run")
+                            "with 50 to 300 ms of silence, from a fixed seed, and saved in the run", within="[0, inf)")
     valid_fraction: float = option(0.1, "without a validation manifest: this fraction of the training recordings, "
-                                   "drawn once with a fixed seed")
+                                   "drawn once with a fixed seed", within="(0, 1)")
     tokens: list | None = option(None, "the symbols transcripts are written in, e.g. ['0', '1', ..., '9']; default: "
                                  "the characters of the training transcripts", cli=False)
     features: str = option("logmel", "features of audio files: logmel (log mel filterbank) or mfcc; feature files "
                            "(.mfc, .npy) are read as they are", choices=KINDS)
-    sample_rate: int = option(16000, "audio is resampled to this rate (Hz) before its features are taken")
-    n_mels: int = option(40, "mel bands")
-    n_mfcc: int = option(13, "cepstral coefficients (features = mfcc), and the columns of a Sphinx .mfc file")
-    window_ms: float = option(25.0, "analysis window (ms)")
-    hop_ms: float = option(10.0, "frame step (ms); also the frame step that feature files are taken to have")
+    sample_rate: int = option(16000, "audio is resampled to this rate (Hz) before its features are taken",
+                              within="[1000, inf)")
+    n_mels: int = option(40, "mel bands", within="[2, inf)")
+    n_mfcc: int = option(13, "cepstral coefficients (features = mfcc), and the columns of a Sphinx .mfc file",
+                         within="[1, inf)")
+    window_ms: float = option(25.0, "analysis window (ms)", within="(0, inf)")
+    hop_ms: float = option(10.0, "frame step (ms); also the frame step that feature files are taken to have",
+                           within="(0, inf)")
     normalize: str = option("utterance", "mean/variance normalisation: per utterance, or global (the training "
                             "set's, saved in the run), or none", choices=NORMALISATIONS)
-    freq_masks: int = option(0, "SpecAugment in training: frequency masks per utterance")
-    freq_width: int = option(8, "SpecAugment: widest frequency mask (features)")
-    time_masks: int = option(0, "SpecAugment in training: time masks per utterance")
-    time_width: int = option(20, "SpecAugment: widest time mask (frames; at most a fifth of the utterance)")
-    batch_size: int = option(16, "utterances per training batch")
-    eval_batch_size: int = option(64, "utterances per batch when evaluating and transcribing")
+    freq_masks: int = option(0, "SpecAugment in training: frequency masks per utterance", within="[0, inf)")
+    freq_width: int = option(8, "SpecAugment: widest frequency mask (features)", within="[0, inf)")
+    time_masks: int = option(0, "SpecAugment in training: time masks per utterance", within="[0, inf)")
+    time_width: int = option(20, "SpecAugment: widest time mask (frames; at most a fifth of the utterance)",
+                             within="[0, inf)")
+    batch_size: int = option(16, "utterances per training batch", within="[1, inf)")
+    eval_batch_size: int = option(64, "utterances per batch when evaluating and transcribing", within="[1, inf)")
 
     def validate(self) -> None:
-        check_minimums(self, "data", {"connected": 0, "sample_rate": 1000, "n_mels": 2, "n_mfcc": 1, "batch_size": 1, "eval_batch_size": 1,
-                                      "freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0})
         if self.features == "mfcc" and self.n_mfcc > self.n_mels:
             raise InputError(f"data.n_mfcc: at most n_mels ({self.n_mels}) coefficients, got {self.n_mfcc}")
-        if not (0 < self.window_ms and 0 < self.hop_ms):
-            raise InputError("data.window_ms and data.hop_ms: expected positive numbers of milliseconds")
-        if not 0 < self.valid_fraction < 1:
-            raise InputError(f"data.valid_fraction: expected a number in (0, 1), got {self.valid_fraction}")
         if self.tokens is not None and (not self.tokens or not all(isinstance(s, str) and s for s in self.tokens)):
             raise InputError(f"data.tokens: expected a list of symbols (strings), got {self.tokens!r}")
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import check_minimums, check_source, option
+from ..config import check_source, option
 from ..data.batching import epoch_seed
 from ..data.buckets import PairBatch, PairBatches
 from ..data.parallel import (BOS, TRANSLATE_DATASETS, ParallelText, dataset_path, prepare_sentence, read_parallel,
@@ -51,22 +51,20 @@ class TranslateDataConfig:
     encoding: str = option("utf-8", "text encoding of the data file")
     normalize: bool = option(True, "d2l's normalisation: U+202F and U+00A0 to spaces, a space before , . ! ?")
     lower: bool = option(True, "lower-case both sides")
-    max_length: int | None = option(None, "skip pairs with a side longer than this many words (counted in a warning)")
-    max_pairs: int | None = option(None, "use only the first N pairs of the file (after skipping), for quick experiments")
-    min_freq: int = option(2, "words seen fewer times in the training pairs become <unk> (each side on its own)")
-    max_vocab: int | None = option(None, "largest vocabulary of each side, reserved tokens included")
-    valid_fraction: float = option(0.05, "share of source sentences held out for validation")
-    test_fraction: float = option(0.05, "share of source sentences held out for testing")
-    batch_size: int = option(64, "pairs per training batch")
-    eval_batch_size: int = option(256, "pairs per batch when evaluating and translating")
+    max_length: int | None = option(None, "skip pairs with a side longer than this many words (counted in a warning)",
+                                    within="[1, inf)")
+    max_pairs: int | None = option(None, "use only the first N pairs of the file (after skipping), for quick experiments",
+                                   within="[3, inf)")
+    min_freq: int = option(2, "words seen fewer times in the training pairs become <unk> (each side on its own)",
+                           within="[1, inf)")
+    max_vocab: int | None = option(None, "largest vocabulary of each side, reserved tokens included", within="[5, inf)")
+    valid_fraction: float = option(0.05, "share of source sentences held out for validation", within="[0, 1)")
+    test_fraction: float = option(0.05, "share of source sentences held out for testing", within="[0, 1)")
+    batch_size: int = option(64, "pairs per training batch", within="[1, inf)")
+    eval_batch_size: int = option(256, "pairs per batch when evaluating and translating", within="[1, inf)")
 
     def validate(self) -> None:
         check_source(self, TRANSLATE_DATASETS)
-        check_minimums(self, "data", {"min_freq": 1, "batch_size": 1, "eval_batch_size": 1, "max_vocab": 5, "max_length": 1,
-                                      "max_pairs": 3})
-        for name in ("valid_fraction", "test_fraction"):
-            if not 0 <= getattr(self, name) < 1:
-                raise InputError(f"data.{name}: expected a number in [0, 1), got {getattr(self, name)}")
         if self.valid_fraction == 0:
             raise InputError("data.valid_fraction: translation runs pick their best weights on validation pairs; "
                              "give a fraction > 0")
