@@ -477,3 +477,20 @@ def test_train_imports_nothing_above_it():
     modules = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
     modules += [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
     assert not [m for m in modules if m.split(".")[0] in ("inspect", "cli", "api", "sweep", "plot")], modules
+
+
+def test_each_task_name_loads_its_own_class_and_only_its_module():
+    import subprocess
+    import sys
+
+    from stackrnn.tasks import TASK_NAMES, Task, task_class
+
+    for name in TASK_NAMES:
+        assert issubclass(task_class(name), Task) and task_class(name).name == name
+    with pytest.raises(InputError, match=r"^task: expected one of lm, classify, translate, forecast, speech, got 'asr'$"):
+        task_class("asr")
+    loaded = subprocess.run([sys.executable, "-c", "import json, sys; from stackrnn.tasks import task_class; "
+                             "task_class('lm'); print(json.dumps(sorted(m for m in sys.modules if "
+                             "m.startswith('stackrnn.tasks.'))))"], capture_output=True, text=True, timeout=120,
+                            check=True).stdout
+    assert json.loads(loaded) == ["stackrnn.tasks.base", "stackrnn.tasks.lm"], loaded

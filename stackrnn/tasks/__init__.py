@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+
 from ..errors import InputError
 from .base import Step, Task
 
-TASK_NAMES = ("lm", "classify", "translate", "forecast", "speech")
+#: each task's module and Task class, imported on demand: a language-model run needs none of the others' code
+_CLASSES = {"lm": "lm.LMTask", "classify": "classify.ClassifyTask", "translate": "translate.TranslateTask",
+            "forecast": "forecast.ForecastTask", "speech": "speech.SpeechTask"}
+TASK_NAMES = tuple(_CLASSES)
 
 
 def task_class(name: str) -> type[Task]:
-    """The Task class of `name` (imported on demand: a language-model run needs none of the others' code)."""
-    if name == "lm":
-        from .lm import LMTask
-
-        return LMTask
-    if name == "classify":
-        from .classify import ClassifyTask
-
-        return ClassifyTask
-    if name == "translate":
-        from .translate import TranslateTask
-
-        return TranslateTask
-    if name == "forecast":
-        from .forecast import ForecastTask
-
-        return ForecastTask
-    if name == "speech":
-        from .speech import SpeechTask
-
-        return SpeechTask
-    raise InputError(f"task: expected one of {', '.join(TASK_NAMES)}, got {name!r}")
+    """The Task class of `name`."""
+    if name not in _CLASSES:
+        raise InputError(f"task: expected one of {', '.join(TASK_NAMES)}, got {name!r}")
+    module, cls = _CLASSES[name].split(".")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
 def a_run_of(name: str) -> str:
