@@ -78,6 +78,16 @@ def locked_dropout(x: Tensor, p: float, training: bool, generator: torch.Generat
     return x * _keep_mask((1, x.shape[1], x.shape[2]), p, x, generator)  # (1, B, D) broadcast over T
 
 
+def sequence_dropout(x: Tensor, p: float, training: bool, variational: bool,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Dropout on x (T, B, D) as a stack is configured: variational (`locked_dropout`, one mask per sequence) or
+    standard (a fresh draw per element). The stack between its layers and the models on their inputs and outputs
+    all drop this way, so `variational` means the same everywhere."""
+    if variational:
+        return locked_dropout(x, p, training, generator)
+    return torch.nn.functional.dropout(x, p, training)
+
+
 def drop_weight(weight: Tensor, p: float, training: bool, generator: torch.Generator | None = None) -> Tensor:
     """DropConnect on a weight matrix (Wan et al. 2013; AWD-LSTM's weight drop on W_hh): a fresh mask per call,
     i.e. once per forward pass, shared by every step of it. The dropped tensor goes to the kernel as it is.

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .cells import CELLS
 from .fused import can_fuse, run_fused
 from .layers import LayerOptions, LayerSpec, LayerState, RecurrentLayer
-from .regularizers import locked_dropout
+from .regularizers import sequence_dropout
 
 _TORCH_CELL = {nn.LSTM: "lstm", nn.GRU: "gru"}
 
@@ -216,10 +216,7 @@ class StackedRNN(nn.Module):
         layer_outputs: list[Tensor] = []
         for first, last in self._plan(fused, return_all_layers or self.layer_output_hook is not None):
             if first > 0:  # between layers; inside a fused run the kernel applies the same (standard) dropout
-                if self.variational:
-                    x = locked_dropout(x, self.dropout, self.training, generator)
-                else:
-                    x = nn.functional.dropout(x, self.dropout, self.training)
+                x = sequence_dropout(x, self.dropout, self.training, self.variational, generator)
             x_in = x
             # weight drop: one W_hh mask per layer and direction for this whole pass, in either path
             weights_hh = [self.layers[i].hidden_weights(generator) for i in range(first, last)]

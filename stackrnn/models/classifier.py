@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..config import nested, option
 from ..errors import InputError
 from ..layers import LayerSpec
-from ..regularizers import check_probability, embedding_dropout, locked_dropout
+from ..regularizers import check_probability, embedding_dropout, sequence_dropout
 from ..stack import StackedRNN
 from .stack_config import StackConfig
 
@@ -131,7 +131,6 @@ class SequenceClassifier(nn.Module):
         self.embedding_p = check_probability("embedding_dropout", embedding_dropout)
         self.head_p = check_probability("head_dropout", head_dropout)
         self.num_classes, self.pooling, self.pad_id = num_classes, pooling, pad_id
-        self.variational = stack_options.get("variational", False)
         self.output = output if output != "auto" else ("sigmoid" if num_classes == 2 else "softmax")
 
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
@@ -177,9 +176,7 @@ class SequenceClassifier(nn.Module):
         """(T, B) ids -> (T, B, E) embeddings, with embedding and input dropout in training."""
         weight = embedding_dropout(self.embedding.weight, self.embedding_p, self.training)  # (V, E)
         x = nn.functional.embedding(inputs, weight, self.pad_id)
-        if self.variational:
-            return locked_dropout(x, self.input_p, self.training)
-        return nn.functional.dropout(x, self.input_p, self.training)
+        return sequence_dropout(x, self.input_p, self.training, self.rnn.variational)
 
     # -- pooling ----------------------------------------------------------------------------------------------
     def pool(self, hidden: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..config import nested, option
 from ..errors import InputError
 from ..layers import LayerSpec, LayerState
-from ..regularizers import check_probability, embedding_dropout, locked_dropout
+from ..regularizers import check_probability, embedding_dropout, sequence_dropout
 from ..stack import StackedRNN
 from .stack_config import StackConfig
 
@@ -99,7 +99,7 @@ class LanguageModel(nn.Module):
         self.output_p = check_probability("output_dropout", output_dropout)
         self.input_p = check_probability("input_dropout", input_dropout)
         self.embedding_p = check_probability("embedding_dropout", embedding_dropout)
-        self.variational, self.ar, self.tar = stack_options.get("variational", False), ar, tar
+        self.ar, self.tar = ar, tar
         self.vocab_size = vocab_size
         self.embedding_size = embedding_size
         self.embedding = nn.Embedding(vocab_size, embedding_size) if embedding_size else None
@@ -121,12 +121,6 @@ class LanguageModel(nn.Module):
                    tie_weights=cfg.tie_weights, init_range=cfg.init_range, input_dropout=cfg.input_dropout,
                    embedding_dropout=cfg.embedding_dropout, ar=cfg.ar, tar=cfg.tar, **cfg.stack.options())
 
-    def _dropout(self, x: Tensor, p: float) -> Tensor:
-        """x (T, B, D): variational (one mask per sequence) or standard dropout, as configured."""
-        if self.variational:
-            return locked_dropout(x, p, self.training)
-        return nn.functional.dropout(x, p, self.training)
-
     def embed(self, inputs: Tensor) -> Tensor:
         """(T, B) ids -> (T, B, E) embeddings, or (T, B, V) one-hot vectors; with input dropout in training."""
         if self.embedding is not None:
@@ -134,11 +128,11 @@ class LanguageModel(nn.Module):
             x = nn.functional.embedding(inputs, weight)
         else:
             x = nn.functional.one_hot(inputs, self.vocab_size).to(self.decoder.weight.dtype)
-        return self._dropout(x, self.input_p)
+        return sequence_dropout(x, self.input_p, self.training, self.rnn.variational)
 
     def decode(self, hidden: Tensor) -> Tensor:
         """(T, B, H) top-layer outputs -> (T, B, V) logits."""
-        hidden = self._dropout(hidden, self.output_p)
+        hidden = sequence_dropout(hidden, self.output_p, self.training, self.rnn.variational)
         if self.training and self.ar:
             self._penalty = self._penalty_add(self.ar * hidden.pow(2).mean())  # AR: on the dropped output
         if self.projection is not None:

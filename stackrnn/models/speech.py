@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..config import nested, option
 from ..errors import InputError
 from ..layers import LayerSpec
-from ..regularizers import locked_dropout
+from ..regularizers import sequence_dropout
 from ..stack import StackedRNN
 from .stack_config import StackConfig
 
@@ -103,7 +103,6 @@ class SpeechRecognizer(nn.Module):
         self.frontend = frontend
         self.stride = {"none": 1, "stack": stack_frames, "conv": 2}[frontend]
         self.pyramid, self.input_dropout = pyramid, input_dropout
-        self.dropout, self.variational = stack_options.get("dropout", 0.0), stack_options.get("variational", False)
         self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
         cut = pyramid - 1 if pyramid else len(layers)
         residual = stack_options.get("residual", False)
@@ -192,7 +191,7 @@ class SpeechRecognizer(nn.Module):
         layers: list[Tensor] = []
         for i, block in enumerate(self.blocks):
             if i > 0:  # a pyramid layer: dropout as between any two layers, then pairs of frames
-                x = join_frames(self._drop(x, self.dropout), 2)  # (T / 2, B, 2 * D)
+                x = join_frames(self._drop(x, self.blocks[0].dropout), 2)  # (T / 2, B, 2 * D)
                 out_lengths = torch.div(out_lengths + 1, 2, rounding_mode="floor")
             x, _, *outputs = block(x, lengths=out_lengths, return_all_layers=all_layers)
             layers += outputs[0] if all_layers else []
@@ -205,9 +204,8 @@ class SpeechRecognizer(nn.Module):
         return layers, log_probs
 
     def _drop(self, x: Tensor, p: float) -> Tensor:
-        if self.variational:
-            return locked_dropout(x, p, self.training)
-        return nn.functional.dropout(x, p, self.training)
+        """Dropout as the stack's: variational or standard (the pyramid layers' own stacks take no options)."""
+        return sequence_dropout(x, p, self.training, self.blocks[0].variational)
 
 
 class ConvFrontEnd(nn.Module):
