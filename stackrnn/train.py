@@ -57,15 +57,15 @@ class RunConfig:
         task = tables.get("task", "lm")
         if task not in TASK_NAMES:
             raise InputError(f"{where}: task: expected one of {', '.join(TASK_NAMES)}, got {task!r}")
-        unknown = set(tables) - {"task", "model", "data", "train"}
+        known = sections(task)
+        unknown = set(tables) - {"task", *known}
         if unknown:
             section = sorted(unknown)[0]
-            near = did_you_mean(section, ("model", "data", "train"), show=lambda s: f"[{s}]")
-            raise InputError(f"{where}: unknown section [{section}]{near}; known sections: [model], [data], [train]")
-        kind = task_class(task)
-        return cls(from_dict(kind.ModelConfig, tables.get("model", {}), f"{where}: model"),
-                   from_dict(kind.DataConfig, tables.get("data", {}), f"{where}: data"),
-                   from_dict(TrainConfig, tables.get("train", {}), f"{where}: train"), task)
+            near = did_you_mean(section, known, show=lambda s: f"[{s}]")
+            raise InputError(f"{where}: unknown section [{section}]{near}; known sections: "
+                             + ", ".join(f"[{s}]" for s in known))
+        return cls(**{name: from_dict(section, tables.get(name, {}), f"{where}: {name}") for name, section in known.items()},
+                   task=task)
 
     @classmethod
     def of_run(cls, run: RunDir) -> RunConfig:
@@ -84,8 +84,7 @@ class RunConfig:
 
 def sections(task: str) -> dict[str, type]:
     """The config sections of a task's runs: its own [model] and [data] classes, and the shared [train]."""
-    kind = task_class(task)
-    return {"model": kind.ModelConfig, "data": kind.DataConfig, "train": TrainConfig}
+    return {**task_class(task).sections, "train": TrainConfig}
 
 
 def build_config(config: str | Path | dict | None, overrides: dict[str, dict], task: str | None = None,

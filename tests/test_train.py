@@ -480,17 +480,24 @@ def test_train_imports_nothing_above_it():
 
 
 def test_each_task_name_loads_its_own_class_and_only_its_module():
+    """A run imports only its own task's module; a message naming another task's runs imports none."""
     import subprocess
     import sys
 
-    from stackrnn.tasks import TASK_NAMES, Task, task_class
+    from stackrnn.tasks import TASK_NAMES, Task, a_run_of, task_class
+
+    assert [a_run_of(name) for name in TASK_NAMES] == ["a language-model run", "a classification run", "a translation run",
+                                                      "a forecasting run", "a speech recognition run"]
 
     for name in TASK_NAMES:
-        assert issubclass(task_class(name), Task) and task_class(name).name == name
+        assert issubclass(task_class(name), Task) and task_class(name).__module__ == f"stackrnn.tasks.{name}"
+        assert set(task_class(name).sections) == {"model", "data"}
     with pytest.raises(InputError, match=r"^task: expected one of lm, classify, translate, forecast, speech, got 'asr'$"):
         task_class("asr")
     loaded = subprocess.run([sys.executable, "-c", "import json, sys; from stackrnn.tasks import task_class; "
+                             "from stackrnn.tasks import a_run_of; a_run_of('speech'); a_run_of('translate'); "
                              "task_class('lm'); print(json.dumps(sorted(m for m in sys.modules if "
                              "m.startswith('stackrnn.tasks.'))))"], capture_output=True, text=True, timeout=120,
                             check=True).stdout
     assert json.loads(loaded) == ["stackrnn.tasks.base", "stackrnn.tasks.lm"], loaded
+

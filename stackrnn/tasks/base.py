@@ -55,10 +55,9 @@ class Task(ABC):
     touched), `build_model`, then per epoch `batches` and per batch `step`, `evaluate` after epochs, `finish`.
     """
 
-    name: ClassVar[str]  # "lm", "classify", "translate"; written as `task = ...` into config.toml
-    label: ClassVar[str]  # how messages name its runs: "a {label} run"
-    ModelConfig: ClassVar[type]
-    DataConfig: ClassVar[type]
+    # its config's [model] and [data] classes: {"model": ..., "data": ...} (its name and how messages name its
+    # runs are its row in tasks/__init__.py)
+    sections: ClassVar[dict[str, type]]
     unit: ClassVar[str]  # what `Step.items` counts, for the logged rate: "tokens" or "examples"
     files: ClassVar[tuple[str, ...]]  # files besides config.toml and weights that a finished run holds
     monitors: ClassVar[tuple[str, ...]] = ("loss",)  # validation figures that can pick the best weights; first: auto
@@ -119,9 +118,11 @@ class Task(ABC):
 
     def monitored(self, name: str) -> str:
         """The validation figure `name` ("auto" resolved), checked against what this task measures."""
+        from . import a_run_of  # (the registry imports this module)
+
         name = self.monitors[0] if name == "auto" else name
         if name not in self.monitors:
-            raise InputError(f"train.monitor: a {self.label} run measures {', '.join(self.monitors)} on its validation "
+            raise InputError(f"train.monitor: {a_run_of(self.cfg.task)} measures {', '.join(self.monitors)} on its validation "
                              f"data, not {name}: use one of those (or auto)")
         return name
 

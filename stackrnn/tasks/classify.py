@@ -80,16 +80,9 @@ class Encoded:
 
 
 class ClassifyTask(Task):
-    name = "classify"
-    label = "classification"
-    ModelConfig = ClassifierConfig
-    DataConfig = ClassifyDataConfig
+    sections = {"model": ClassifierConfig, "data": ClassifyDataConfig}
     unit = "examples"
     files = (VOCAB, LABELS)
-    # validation loss bottoms out epochs before accuracy peaks (the model grows confident on the texts it gets
-    # wrong), so the best weights by loss are often not the most accurate: pick by accuracy, as Keras users do
-    monitors = ("accuracy", "loss")
-    valid_figures = " accuracy {accuracy:.4f}"
 
     # -- data -------------------------------------------------------------------------------------------------
     def _read(self, path: str, classes: list[str] | None = None) -> Examples:
@@ -241,6 +234,11 @@ class ClassifyTask(Task):
                 total += loss.item() * b.y.numel()
         model.train(was_training)
         return probs, (total / len(ids) if labels is not None else None)
+
+    # validation loss bottoms out epochs before accuracy peaks (the model grows confident on the texts it gets
+    # wrong), so the best weights by loss are often not the most accurate: pick by accuracy, as Keras users do
+    monitors = ("accuracy", "loss")
+    valid_figures = " accuracy {accuracy:.4f}"
 
     def evaluate(self, model: SequenceClassifier, device: torch.device) -> dict | None:
         probs, loss = self._scores(model, self.valid_set.ids, self.valid_set.labels, device)

@@ -150,14 +150,9 @@ class Windows(Replayable):
 
 
 class ForecastTask(Task):
-    name = "forecast"
-    label = "forecasting"
-    ModelConfig = ForecasterConfig
-    DataConfig = ForecastDataConfig
+    sections = {"model": ForecasterConfig, "data": ForecastDataConfig}
     unit = "windows"
     files = (SERIES,)
-    monitors = ("loss", "owa", "smape", "mase")
-    valid_figures = " sMAPE {smape:.3f} MASE {mase:.3f} OWA {owa:.3f}"
 
     # -- data -------------------------------------------------------------------------------------------------
     def read(self) -> tuple[SeriesSet, list[np.ndarray] | None]:
@@ -338,6 +333,9 @@ class ForecastTask(Task):
         return (B, L), {"time": torch.zeros(B, L + H, self.shape.time_features), "series": torch.zeros(B, dtype=torch.long)}
 
     # -- evaluation -------------------------------------------------------------------------------------------
+    monitors = ("loss", "owa", "smape", "mase")
+    valid_figures = " sMAPE {smape:.3f} MASE {mase:.3f} OWA {owa:.3f}"
+
     def predict(self, model: Forecaster, window: Window, *, samples: int, device: torch.device | str = "cpu",
                 horizon: int | None = None) -> dict[str, np.ndarray]:
         """The model's forecasts of `window`'s problems (see Forecaster.forecast), as numpy arrays; in batches, and

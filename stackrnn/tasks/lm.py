@@ -36,10 +36,7 @@ def detach(state: list[LayerState] | None) -> list[LayerState] | None:
 
 
 class LMTask(Task):
-    name = "lm"
-    label = "language-model"
-    ModelConfig = ModelConfig
-    DataConfig = DataConfig
+    sections = {"model": ModelConfig, "data": DataConfig}
     unit = "tokens"
     files = (VOCAB,)
 

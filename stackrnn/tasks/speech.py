@@ -120,15 +120,9 @@ class SpeechBatches(BucketBatches):
 
 
 class SpeechTask(Task):
-    name = "speech"
-    label = "speech recognition"
-    ModelConfig = SpeechConfig
-    DataConfig = SpeechDataConfig
+    sections = {"model": SpeechConfig, "data": SpeechDataConfig}
     unit = "utterances"
     files = (SPEECH,)
-    # CER sits at 1 while a new CTC model still outputs only blanks, so the loss leads (auto) and drives the schedule
-    monitors = ("loss", "cer", "wer", "accuracy")
-    valid_figures = " CER {cer:.4f} WER {wer:.4f}"
 
     # -- data -------------------------------------------------------------------------------------------------
     def kind(self) -> str:
@@ -297,6 +291,10 @@ class SpeechTask(Task):
         return shape, {"lengths": torch.full((shape[1],), shape[0])}
 
     # -- evaluation -------------------------------------------------------------------------------------------
+    # CER sits at 1 while a new CTC model still outputs only blanks, so the loss leads (auto) and drives the schedule
+    monitors = ("loss", "cer", "wer", "accuracy")
+    valid_figures = " CER {cer:.4f} WER {wer:.4f}"
+
     @torch.no_grad()
     def outputs(self, model: SpeechRecognizer, features: list[Tensor], targets: list[list[int]] | None = None,
                 device: torch.device | str = "cpu") -> tuple[list[Tensor], float | None]:

@@ -81,16 +81,9 @@ class Encoded:
 
 
 class TranslateTask(Task):
-    name = "translate"
-    label = "translation"
-    ModelConfig = Seq2SeqConfig
-    DataConfig = TranslateDataConfig
+    sections = {"model": Seq2SeqConfig, "data": TranslateDataConfig}
     unit = "tokens"  # target tokens, <eos> included
     files = (SOURCE_VOCAB, TARGET_VOCAB, SPLIT)
-    # the validation loss keeps falling after translations stop improving (teacher-forced, it never sees the
-    # model's own mistakes): pick the weights that translate best, as NMT toolkits do
-    monitors = ("bleu", "loss")
-    valid_figures = " bleu {bleu:.2f} exact {exact_match:.3f}"
 
     # -- data -------------------------------------------------------------------------------------------------
     def _path(self) -> str:
@@ -270,6 +263,11 @@ class TranslateTask(Task):
 
     def _text(self, ids: list[int]) -> str:
         return " ".join(self.target_tokenizer.itos[i] for i in ids)
+
+    # the validation loss keeps falling after translations stop improving (teacher-forced, it never sees the
+    # model's own mistakes): pick the weights that translate best, as NMT toolkits do
+    monitors = ("bleu", "loss")
+    valid_figures = " bleu {bleu:.2f} exact {exact_match:.3f}"
 
     def evaluate(self, model: Seq2Seq, device: torch.device) -> dict | None:
         hyps = self.translate_ids(model, self.valid_set.source, device=device)
