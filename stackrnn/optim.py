@@ -35,19 +35,21 @@ class TrainConfig:
                               choices=("none", "plateau", "step", "cosine"))
     warmup_steps: int = option(0, "raise the learning rate linearly from 0 over this many first steps",
                                within="[0, inf)")
+    lr_decay: float = option(0.5, "factor applied to the learning rate by the schedule", within="(0, 1]")
+    patience: int = option(0, "plateau schedule: evaluations without improvement before lr decays", within="[0, inf)")
+    lr_decay_start: int = option(1, "step schedule: the first epoch (counting from 1) after which lr decays",
+                                 within="[0, inf)")
     min_lr_ratio: float = option(0.0, "cosine schedule: the final learning rate as a fraction of lr", within="[0, 1]")
+    # (checked by the task, whose validation measures which figures: Task.monitored)
+    monitor: str = option("auto", "the validation figure that picks the best weights and drives early stopping and the "
+                          "plateau schedule: auto (accuracy for classifiers, bleu for translators, loss for the others), "
+                          "or another the task measures: loss; classify: accuracy; translate: bleu; forecast: owa, smape, "
+                          "mase; speech: cer, wer, accuracy")
     early_stop: int = option(0, "stop after this many evaluations without a better validation figure (see monitor); 0: never",
                              within="[0, inf)")
-    monitor: str = option("auto", "the validation figure that picks the best weights and drives early stopping and the "
-                          "plateau schedule: auto (accuracy for classifiers, loss for language models), loss or accuracy",
-                          choices=("auto", "loss", "accuracy"))
     max_bad_steps: int = option(10, "skip steps whose loss or gradient is not finite; stop after this many in a row "
                                 "(under fp16 a gradient that overflows the loss scale is the scaler's skip, not counted)",
                                 within="[1, inf)")
-    lr_decay: float = option(0.5, "factor applied to the learning rate by the schedule", within="(0, 1]")
-    lr_decay_start: int = option(1, "step schedule: the first epoch (counting from 1) after which lr decays",
-                                 within="[0, inf)")
-    patience: int = option(0, "plateau schedule: evaluations without improvement before lr decays", within="[0, inf)")
     eval_every: int = option(0, "evaluate and checkpoint every N steps; 0: at the end of each epoch", within="[0, inf)")
     save_every: int = option(0, "also checkpoint (without evaluating) every N steps; 0: only with evaluations",
                              within="[0, inf)")

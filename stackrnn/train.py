@@ -216,6 +216,7 @@ def preflight(cfg: RunConfig, out: str | Path, *, resume: bool, world_size: int 
     the batch divides among `world_size` processes. Returns the task, the run (when resuming) and the monitor."""
     choose_device(cfg.train.device)
     task = cfg.make_task()
+    monitor = task.monitored(cfg.train.monitor)  # (first: a wrong one needs no data to be read)
     run = None
     if resume:
         run = RunDir.open(out, need=(CONFIG, *task.files))  # the checkpoint's files are checked as it loads
@@ -228,7 +229,6 @@ def preflight(cfg: RunConfig, out: str | Path, *, resume: bool, world_size: int 
     if cfg.task == "lm" and cfg.data.batch_size % world_size:
         raise InputError(f"data.batch_size: {cfg.data.batch_size} streams cannot be shared equally by {world_size} "
                          f"processes: use a multiple of {world_size}")
-    monitor = task.monitored(cfg.train.monitor)
     if cfg.train.tensorboard:
         check_available()
     return task, run, monitor
