@@ -195,25 +195,20 @@ def generate(opts: GenerateOptions) -> int:
 
 @dataclass
 class SearchOptions:
-    """Beam search's settings, for translators."""
+    """Beam search's settings, for translators (and --beam for speech recognisers)."""
 
     beam: int | None = option(None, "translators and speech recognisers: beam size; 1 is greedy search (best path for "
-                              "speech) (default: 1 in eval, 5 in translate)")
+                              "speech) (default: 1 in eval, 5 in translate)", within="[1, inf)")
     length_penalty: float | None = option(None, "translators: GNMT's length penalty alpha; 0 compares plain "
-                                          "log-probabilities, which favours short translations (default: 0.6)")
-    max_length: int | None = option(None, "translators: most words per translation (default: 2 x source words + 10)")
+                                          "log-probabilities, which favours short translations (default: 0.6)",
+                                          within="[0, inf)")
+    max_length: int | None = option(None, "translators: most words per translation (default: 2 x source words + 10)",
+                                    within="[1, inf)")
 
     def search(self, beam: int) -> dict:
-        """The settings, defaults filled in and checked (as --beam, --max-length, ...)."""
-        from .decode import check_search
-
-        settings = {"beam": beam if self.beam is None else self.beam, "max_length": self.max_length,
-                    "length_penalty": 0.6 if self.length_penalty is None else self.length_penalty}
-        try:
-            check_search(**settings)
-        except ValueError as e:  # decode's "max_length: ..." as the option's "--max-length: ..."
-            raise InputError(f"--{e}".replace("_", "-", 1)) from None
-        return settings
+        """The settings with the defaults filled in (`beam`: this command's); each was checked as its flag was read."""
+        return {"beam": beam if self.beam is None else self.beam, "max_length": self.max_length,
+                "length_penalty": 0.6 if self.length_penalty is None else self.length_penalty}
 
 
 @dataclass
@@ -247,7 +242,7 @@ def evaluate(opts: EvalOptions) -> int:
     from .evaluate import format_classification, format_forecast, format_metrics, format_speech, format_translation
 
     searching = [f"--{n.replace('_', '-')}" for n in ("beam", "max_length", "length_penalty") if getattr(opts, n) is not None]
-    search = opts.search(beam=1)  # before the (slower) load
+    search = opts.search(beam=1)
     run = load(opts.run, weights=opts.weights)
     task, data = run.config.task, run.config.data
     if task == "speech":  # a speech run searches with --beam alone
@@ -296,7 +291,7 @@ class TranslateOptions(RunOptions, SearchOptions):
 
 
 def translate(opts: TranslateOptions) -> int:
-    search = opts.search(beam=5)  # before the (slower) load
+    search = opts.search(beam=5)
     texts = _texts(opts, "sentences to translate")
     if opts.target is not None and opts.attention is None:
         raise InputError("--target is the translation whose attention --attention draws: give --attention MAP.png too")
