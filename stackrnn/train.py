@@ -211,9 +211,10 @@ class StopRequest:
 
 def preflight(cfg: RunConfig, out: str | Path, *, resume: bool, world_size: int = 1,
               writer: bool = True) -> tuple[Task, RunDir | None, str]:
-    """Everything about a run that can fail on the user's input, checked without writing anything: the data
-    (read and encoded into the returned task), the run directory, the monitored figure, TensorBoard, and how
-    the batch divides among `world_size` processes. Returns the task, the run (when resuming) and the monitor."""
+    """Everything about a run that can fail on the user's input, checked without writing anything: the monitored
+    figure, the run directory, the data (read and encoded into the returned task; the monitored figure again,
+    against it), TensorBoard, and how the batch divides among `world_size` processes. Returns the task, the run
+    (when resuming) and the monitor."""
     choose_device(cfg.train.device)
     task = cfg.make_task()
     monitor = task.monitored(cfg.train.monitor)  # (first: a wrong one needs no data to be read)
@@ -226,6 +227,7 @@ def preflight(cfg: RunConfig, out: str | Path, *, resume: bool, world_size: int 
     elif writer:  # (the other processes of a data-parallel run find the folder rank 0 may have made already)
         RunDir.check_new(out)
     task.prepare(run)
+    task.check_monitored(monitor)
     if cfg.task == "lm" and cfg.data.batch_size % world_size:
         raise InputError(f"data.batch_size: {cfg.data.batch_size} streams cannot be shared equally by {world_size} "
                          f"processes: use a multiple of {world_size}")

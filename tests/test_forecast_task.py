@@ -248,6 +248,19 @@ def test_every_series_too_short_names_the_need(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_monitoring_mase_or_owa_with_a_constant_history_is_refused_before_training(tmp_path, capsys):
+    """A series whose history never changes makes MASE's scale 0, so the validation MASE is inf and OWA nan at
+    every evaluation: monitored, they would keep the first weights and decay the rate each time."""
+    f = write_long(tmp_path / "flat.csv", {**sines(), "flat": np.full(DAYS, 5.0)})
+    for figure in ("mase", "owa"):
+        line = _fails(capsys, ["train", "--data", str(f), "--out", str(tmp_path / "run"), "--monitor", figure, *TINY],
+                      f"train.monitor: {figure} is not finite on this validation data")
+        assert "1 series (first 'flat') has a history that never changes" in line and "smape or loss" in line
+        assert not (tmp_path / "run").exists()
+    assert main(["train", "--data", str(f), "--out", str(tmp_path / "run"), "--monitor", "smape", "--max-steps", "2",
+                 *TINY]) == 0
+
+
 def test_series_too_short_are_skipped_with_a_counted_warning(tmp_path, capsys):
     values = {**sines(), "short1": np.arange(30.0), "short2": np.arange(69.0)}
     f = write_long(tmp_path / "some.csv", values)

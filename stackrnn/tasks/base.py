@@ -126,6 +126,10 @@ class Task(ABC):
                              f"data, not {name}: use one of those (or auto)")
         return name
 
+    def check_monitored(self, name: str) -> None:
+        """After `prepare`, in training: refuse a monitored figure (already resolved) that this data can never
+        improve, which would keep the first weights and decay the learning rate at every evaluation."""
+
     def score(self, valid: dict, name: str) -> float:
         """Validation figure `name` (already resolved) as a number where lower is better."""
         return -valid[name] if name in HIGHER_IS_BETTER else valid[name]

@@ -376,6 +376,18 @@ class ForecastTask(Task):
         naive2 = self._naive2_valid(history, window)
         return {"loss": self._loss(model, window, device), **scores, "owa": metrics.owa(scores, naive2)}
 
+    def check_monitored(self, name: str) -> None:
+        # MASE divides by the history's own seasonal-naive error, which a constant history makes 0: the dataset's
+        # MASE is then inf and OWA nan at every evaluation (M4's definitions; smape and loss stay finite)
+        if name not in ("mase", "owa"):
+            return
+        _, history = self.split("valid")
+        flat = [i for i, x in zip(self.shape.ids, history) if not metrics.mase_scale(x, self.shape.season) > 0]
+        if flat:
+            raise InputError(f"train.monitor: {name} is not finite on this validation data: {plural(len(flat), 'series')} "
+                             f"(first {flat[0]!r}) {'has' if len(flat) == 1 else 'have'} a history that never changes, "
+                             "which MASE cannot scale: monitor smape or loss")
+
     def _naive2_valid(self, history, window) -> dict:
         if getattr(self, "_naive2", None) is None:  # the same every evaluation: computed once
             self._naive2 = metrics.score_all(history, list(window.actual),
