@@ -19,7 +19,7 @@ from typing import Any, Callable, NamedTuple
 from . import __version__, commands
 from .config import allowed_types, check_value, option_named, options, parse_flag_value, read_toml, set_path
 from .errors import InputError, did_you_mean
-from .tasks import TASK_NAMES, task_label
+from .tasks import TASK_NAMES, a_run_of
 from .train import sections
 
 
@@ -102,7 +102,7 @@ def add_config_options(parser: argparse.ArgumentParser, task: str) -> None:
     """One option per config field of `task`, grouped by section; absent options stay absent (they override
     nothing). The --task option itself picks which fields these are (see `peek_task`)."""
     parser.add_argument("--task", choices=TASK_NAMES, default=argparse.SUPPRESS,
-                        help="what to train: " + ", ".join(f"{name} ({task_label(name)})" for name in TASK_NAMES)
+                        help="what to train: " + ", ".join(f"{name} for {a_run_of(name)}" for name in TASK_NAMES)
                              + "; default: lm, or the config file's `task = ...`")
     parser.set_defaults(options_task=task)  # whose options these are, whether or not --task was given
     for section, cls in sections(task).items():

@@ -4,10 +4,10 @@ Each config field is declared with `option(default, help, choices=..., within=..
 line's --help text, and the type annotation, the choices and the interval are checked when a file or a flag sets
 the field, here and nowhere else. A wrong key, type or value is an InputError naming the key (or the flag), what
 was expected and what came. A config's own `validate()` keeps only what one field cannot say alone (tie_weights
-needs an embedding).
+needs an embedding); what depends on the task or its data is the task's (train.monitor: Task.monitored).
 
-A run's config has three sections, each a dataclass: [model] (models.lm.ModelConfig), [data]
-(data.pipeline.DataConfig) and [train] (train.TrainConfig).
+A run's config has three sections, each a dataclass: [model] and [data], the task's (its `sections`,
+tasks/base.py), and [train] (optim.TrainConfig).
 """
 
 from __future__ import annotations

@@ -512,10 +512,12 @@ def test_each_task_takes_every_figure_it_monitors_from_the_command_line(task, ca
         main(["train", "--task", task, "--help"])
     said = " ".join(capsys.readouterr().out.split())  # (unwrapped)
     said = said[said.rindex("--monitor MONITOR"):]  # (the option's entry, not the usage line's)
-    said = said[:said.index(" --", 3)]
+    said = said[said.index("the task measures: ") + 19:said.index(" (default: auto)")]  # "loss; classify: accuracy; ..."
+    offered = dict(part.split(": ") for part in said.split("; ")[1:])
+    assert said.split("; ")[0] == "loss" and set(offered) <= {"classify", "translate", "forecast", "speech"}, said
+    assert {"loss", *offered.get(task, "").split(", ")} - {""} == set(task_class(task).monitors), said
     parser = make_parser()
     for figure in task_class(task).monitors:
-        assert figure in said, f"--help does not offer --monitor {figure}"
         args = parser.parse_args(["train", "--task", task, "--monitor", figure])
         cfg = build_config(None, overrides_from(args), task=task)
         assert cfg.make_task().monitored(cfg.train.monitor) == figure
@@ -524,3 +526,11 @@ def test_each_task_takes_every_figure_it_monitors_from_the_command_line(task, ca
     with pytest.raises(InputError, match=rf"^train.monitor: {a_run_of(task)} measures "
                                          rf"{', '.join(task_class(task).monitors)} on its validation data, not owl: "):
         auto.monitored("owl")
+
+
+def test_a_wrong_monitor_is_refused_before_the_data_is_read(tmp_path, capsys):
+    from .conftest import fails_in_one_line
+
+    fails_in_one_line(capsys, ["train", "--data", str(tmp_path / "missing.txt"), "--monitor", "bleu", "--out",
+                               str(tmp_path / "run")], "train.monitor: a language-model run measures loss")
+    assert not (tmp_path / "run").exists()

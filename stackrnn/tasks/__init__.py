@@ -28,14 +28,9 @@ def task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
-def task_label(name: str) -> str:
-    """What task `name` does, in words: "language-model", "speech recognition"."""
-    return _row(name)[0]
-
-
 def a_run_of(name: str) -> str:
     """How messages name a run of task `name`: "a language-model run", not "a 'lm' run"."""
-    return f"a {task_label(name)} run"
+    return f"a {_row(name)[0]} run"
 
 
-__all__ = ["Task", "Step", "task_class", "task_label", "a_run_of", "TASK_NAMES"]
+__all__ = ["Task", "Step", "task_class", "a_run_of", "TASK_NAMES"]
